@@ -1,0 +1,325 @@
+//! # translation-sim
+//!
+//! A simulator of the video-translation backend that the `translation-status` SDK waits on.
+//! It speaks the wire contract in `docs/wire.md`: the original `GET /status`, jobs with
+//! hints, `ETag`s, long-polling, Server-Sent Events and signed webhooks, plus fault injection
+//! and Prometheus metrics that make every waiting strategy measurable.
+//!
+//! The server is a library: [`app`] builds the router from an [`AppState`], [`run`] serves it
+//! on a bound listener until a shutdown future resolves, and [`spawn`] does both in the
+//! background for tests and embedding (bind `127.0.0.1:0` to get a free port).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), translation_sim::Error> {
+//! let mut settings = translation_sim::Settings::default();
+//! settings.server.bind = "127.0.0.1:0".parse().expect("valid address");
+//! let server = translation_sim::spawn(settings).await?;
+//! println!("simulator at {}", server.base_url());
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! | module | role |
+//! | --- | --- |
+//! | [`settings`] | layered, validated configuration (`config/default.toml`) |
+//! | [`routes`] | the HTTP surface: one file per group of routes, middleware in `routes::layers` |
+//! | [`sim`] | the model: jobs derived from the clock, the bounded store, faults, rate limit, webhooks |
+//! | [`metrics`] | the per-instance Prometheus registry |
+//! | [`error`] | the JSON error answer and start-up errors |
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+pub mod error;
+pub mod metrics;
+pub mod routes;
+pub mod settings;
+pub mod sim;
+
+pub use error::{ApiError, Error};
+pub use routes::app;
+pub use settings::{ConfigError, Faults, OutageWindow, Outcome, Settings};
+pub use sim::job::Channel;
+pub use sim::store::{JobSpec, LEGACY_ID, StoreFull};
+
+use metrics::Metrics;
+use sim::faults::FaultInjector;
+use sim::job::Job;
+use sim::ratelimit::RateLimiter;
+use sim::store::JobStore;
+use sim::webhooks::Webhooks;
+
+/// Shared state of one simulator instance. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    /// The validated settings this instance runs with.
+    pub(crate) settings: Settings,
+    /// Every job, by id, bounded and expiring.
+    pub(crate) store: JobStore,
+    /// This instance's own metrics registry.
+    pub(crate) metrics: Metrics,
+    /// Current faults and their dice.
+    pub(crate) faults: FaultInjector,
+    /// Webhook timer queue and deliveries.
+    pub(crate) webhooks: Webhooks,
+    /// Per-client buckets, when the rate limit is on.
+    pub(crate) limiter: Option<RateLimiter>,
+    /// Caps concurrently held long-polls.
+    pub(crate) longpoll_permits: Arc<Semaphore>,
+    /// Caps concurrently open SSE streams.
+    pub(crate) sse_permits: Arc<Semaphore>,
+    /// Flips to true when the server shuts down, so held requests and streams end.
+    pub(crate) closing: watch::Sender<bool>,
+}
+
+impl AppState {
+    /// Validates `settings` and builds the state, with the legacy job created now.
+    pub fn new(settings: Settings) -> Result<Self, Error> {
+        settings.validate()?;
+        let now = Instant::now();
+        let store = JobStore::new(&settings, SmallRng::from_rng(&mut rand::rng()));
+        let state = AppState {
+            inner: Arc::new(Inner {
+                store,
+                metrics: Metrics::new(),
+                faults: FaultInjector::new(settings.faults.clone(), now),
+                webhooks: Webhooks::new(&settings.webhooks),
+                limiter: settings
+                    .rate_limit
+                    .enabled
+                    .then(|| RateLimiter::new(&settings.rate_limit)),
+                longpoll_permits: Arc::new(Semaphore::new(settings.longpoll.max_waiters)),
+                sse_permits: Arc::new(Semaphore::new(settings.sse.max_streams)),
+                closing: watch::channel(false).0,
+                settings,
+            }),
+        };
+        state.reset_legacy(None, None).map_err(|StoreFull| {
+            Error::Config(settings::ConfigError::Invalid {
+                key: "jobs.max_jobs",
+                message: "no room for the legacy job".into(),
+            })
+        })?;
+        Ok(state)
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// Creates a job, as `POST /v1/jobs` would; returns its id.
+    pub fn create_job(&self, spec: JobSpec) -> Result<String, StoreFull> {
+        self.create(spec).map(|job| job.id.clone())
+    }
+
+    pub(crate) fn create(&self, spec: JobSpec) -> Result<Arc<Job>, StoreFull> {
+        let job = self.inner.store.create(spec)?;
+        self.inner.metrics.job_created();
+        if job.callback.is_some() {
+            self.inner.webhooks.schedule(Arc::clone(&job));
+        }
+        Ok(job)
+    }
+
+    /// Re-creates the legacy job now; unset fields come from `[legacy]`.
+    pub fn reset_legacy(
+        &self,
+        duration: Option<Duration>,
+        outcome: Option<Outcome>,
+    ) -> Result<String, StoreFull> {
+        let legacy = &self.inner.settings.legacy;
+        let job = self.inner.store.reset_legacy(JobSpec {
+            duration: Some(duration.unwrap_or(legacy.delay)),
+            outcome: Some(outcome.unwrap_or(legacy.outcome)),
+            callback: None,
+        })?;
+        self.inner.metrics.job_created();
+        Ok(job.id.clone())
+    }
+
+    /// Replaces the injected faults.
+    pub fn set_faults(&self, faults: Faults) -> Result<(), ConfigError> {
+        faults.validate()?;
+        self.inner.faults.set(faults);
+        Ok(())
+    }
+
+    /// The injected faults in force.
+    pub fn faults(&self) -> Faults {
+        (*self.inner.faults.current()).clone()
+    }
+
+    /// Starts an outage of `length` now: every API request answers `503 outage` until it ends.
+    pub fn start_outage(&self, length: Duration) {
+        self.inner.faults.start_outage(Instant::now(), length);
+    }
+
+    /// The Prometheus text this instance serves on `/metrics`.
+    pub fn render_metrics(&self) -> String {
+        self.inner.metrics.render()
+    }
+
+    /// Jobs held in the store.
+    pub fn job_count(&self) -> usize {
+        self.inner.store.len()
+    }
+
+    /// Records that `channel` reported `job`'s terminal state at `now` (metrics only; a no-op
+    /// for a pending job or a repeated report).
+    pub(crate) fn report_terminal(&self, job: &Job, channel: Channel, now: Instant) {
+        if !job.is_done(now) {
+            return;
+        }
+        let m = &self.inner.metrics;
+        let (first_on_channel, first_any) = job.mark_reported(channel);
+        if first_on_channel {
+            m.detection_delay(
+                channel.as_str(),
+                now.saturating_duration_since(job.completes_at()),
+            );
+        }
+        if first_any {
+            m.polls_per_job(job.requests());
+        }
+        if job.take_finish() {
+            m.jobs_finished(job.outcome.as_str(), 1);
+        }
+    }
+
+    /// One sweep: expire jobs, count finishes, refresh gauges.
+    fn sweep(&self) {
+        let report = self.inner.store.sweep(Instant::now());
+        for outcome in &report.newly_finished {
+            self.inner.metrics.jobs_finished(outcome.as_str(), 1);
+        }
+        self.inner.metrics.jobs_in_store(report.held);
+        self.inner.metrics.upkeep();
+    }
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves, with the background tasks (sweeper,
+/// webhooks) running alongside. Held long-polls and open streams end at shutdown.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let sweeper = tokio::spawn({
+        let state = state.clone();
+        let every = state
+            .inner
+            .settings
+            .jobs
+            .ttl
+            .clamp(Duration::from_millis(100), Duration::from_secs(1));
+        async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                state.sweep();
+            }
+        }
+    });
+    let webhooks = tokio::spawn(Webhooks::run(state.clone()));
+    let closing = state.inner.closing.clone();
+    let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    let served = axum::serve(listener, service)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            closing.send_replace(true);
+        })
+        .await;
+    sweeper.abort();
+    webhooks.abort();
+    served.map_err(Error::Io)
+}
+
+/// A simulator serving in the background. Dropping it stops the server.
+#[derive(Debug)]
+pub struct RunningServer {
+    addr: SocketAddr,
+    state: AppState,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), Error>>>,
+}
+
+impl RunningServer {
+    /// The bound address (with the real port when `:0` was asked for).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://{addr}`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `base_url` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// The instance's state (faults, jobs, metrics).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Stops accepting, ends held requests and streams, waits for the server to finish.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Validates `settings`, binds `settings.server.bind` and serves in a background task.
+pub async fn spawn(settings: Settings) -> Result<RunningServer, Error> {
+    let state = AppState::new(settings)?;
+    let addr = state.inner.settings.server.bind;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(run(listener, state.clone(), async move {
+        let _ = stopped.await;
+    }));
+    Ok(RunningServer {
+        addr,
+        state,
+        stop: Some(stop),
+        task: Some(task),
+    })
+}

@@ -1,0 +1,75 @@
+//! `translation-sim`: the simulator binary. Wires settings, logging and signals; the server
+//! itself is the `translation_sim` library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+use translation_sim::settings::{Settings, Sources};
+
+/// Simulator of the video-translation backend (see docs/wire.md).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Extra TOML file layered over config/default.toml and config/{SIM_ENV}.toml.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on (overrides server.bind).
+    #[arg(long, value_name = "ADDR")]
+    bind: Option<SocketAddr>,
+    /// Print the effective settings as TOML-like JSON and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let sources = Sources {
+        file: args.config,
+        bind: args.bind,
+        ..Sources::from_process_env()
+    };
+    let settings = Settings::load(&sources).context("invalid configuration")?;
+    if args.print_config {
+        println!("{}", serde_json::to_string_pretty(&settings)?);
+        return Ok(());
+    }
+    let bind = settings.server.bind;
+    let state = translation_sim::AppState::new(settings)?;
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("cannot listen on {bind}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "translation-sim listening");
+    translation_sim::run(listener, state, shutdown_signal()).await?;
+    tracing::info!("translation-sim stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,216 @@
+//! The simulator's Prometheus metrics (names in `docs/observability.md`).
+//!
+//! Each [`AppState`](crate::AppState) owns its own recorder instead of installing a global one,
+//! so several simulators in one process (tests, the load-test harness next to the SDK's own
+//! metrics) never mix their numbers. Every histogram has explicit buckets: it is exported as a
+//! Prometheus histogram, which `promtool check metrics` and the dashboards expect.
+
+use std::time::Duration;
+
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+
+/// Buckets of latency-like histograms, in seconds.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// Buckets of the polls-per-job histogram.
+const POLLS_BUCKETS: &[f64] = &[
+    1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0, 250.0,
+];
+
+/// The recorder and its render handle.
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric described.
+    pub fn new() -> Self {
+        let builder = PrometheusBuilder::new()
+            .set_buckets(SECONDS_BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("sim_status_polls_per_job".into()),
+                    POLLS_BUCKETS,
+                )
+            });
+        // Only an empty bucket list fails, and ours are constants.
+        #[allow(clippy::expect_used)]
+        let recorder = builder
+            .expect("bucket lists are non-empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        let m = Metrics { recorder, handle };
+        m.with(describe_all);
+        m
+    }
+
+    fn with<T>(&self, f: impl FnOnce() -> T) -> T {
+        metrics::with_local_recorder(&self.recorder, f)
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+
+    /// Drains histogram buffers; called periodically.
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+
+    /// One answered request.
+    pub fn http_request(&self, route: &str, method: &str, status: u16, took: Duration) {
+        let (route, method) = (route.to_string(), method.to_string());
+        self.with(|| {
+            counter!("sim_http_requests_total", "route" => route.clone(), "method" => method, "status" => status.to_string())
+                .increment(1);
+            histogram!("sim_http_request_duration_seconds", "route" => route).record(took);
+        });
+    }
+
+    /// One job created.
+    pub fn job_created(&self) {
+        self.with(|| counter!("sim_jobs_created_total").increment(1));
+    }
+
+    /// Jobs seen terminal for the first time.
+    pub fn jobs_finished(&self, outcome: &'static str, n: u64) {
+        self.with(|| counter!("sim_jobs_finished_total", "outcome" => outcome).increment(n));
+    }
+
+    /// Jobs in the store.
+    pub fn jobs_in_store(&self, n: usize) {
+        self.with(|| gauge!("sim_jobs_in_store").set(n as f64));
+    }
+
+    /// One status answer.
+    pub fn status_response(&self, channel: &'static str, result: &'static str) {
+        self.with(|| {
+            counter!("sim_status_responses_total", "channel" => channel, "result" => result)
+                .increment(1)
+        });
+    }
+
+    /// Requests a job had received when its terminal state was first reported.
+    pub fn polls_per_job(&self, n: u64) {
+        self.with(|| histogram!("sim_status_polls_per_job").record(n as f64));
+    }
+
+    /// Completion → first report on `channel`.
+    pub fn detection_delay(&self, channel: &'static str, delay: Duration) {
+        self.with(|| histogram!("sim_detection_delay_seconds", "channel" => channel).record(delay));
+    }
+
+    /// Held long-polls.
+    pub fn longpoll_waiters(&self, delta: f64) {
+        self.with(|| gauge!("sim_longpoll_waiters").increment(delta));
+    }
+
+    /// Open SSE streams.
+    pub fn sse_streams(&self, delta: f64) {
+        self.with(|| gauge!("sim_sse_streams").increment(delta));
+    }
+
+    /// One injected fault.
+    pub fn fault(&self, kind: &'static str) {
+        self.with(|| counter!("sim_faults_injected_total", "kind" => kind).increment(1));
+    }
+
+    /// One request refused by the rate limit.
+    pub fn rate_limited(&self) {
+        self.with(|| counter!("sim_rate_limited_total").increment(1));
+    }
+
+    /// One webhook delivery event.
+    pub fn webhook(&self, outcome: &'static str) {
+        self.with(|| counter!("sim_webhook_deliveries_total", "outcome" => outcome).increment(1));
+    }
+}
+
+fn describe_all() {
+    describe_counter!(
+        "sim_http_requests_total",
+        "Requests answered, by route, method and status."
+    );
+    describe_histogram!(
+        "sim_http_request_duration_seconds",
+        Unit::Seconds,
+        "Time to answer a request, injected latency included."
+    );
+    describe_counter!("sim_jobs_created_total", "Jobs created.");
+    describe_counter!(
+        "sim_jobs_finished_total",
+        "Jobs seen terminal for the first time, by outcome."
+    );
+    describe_gauge!("sim_jobs_in_store", "Jobs held in memory.");
+    describe_counter!(
+        "sim_status_responses_total",
+        "Status answers by channel and result; pending answers to polls are wasted polls."
+    );
+    describe_histogram!(
+        "sim_status_polls_per_job",
+        "Status requests a job had received when its terminal state was first reported."
+    );
+    describe_histogram!(
+        "sim_detection_delay_seconds",
+        Unit::Seconds,
+        "Time from a job's completion to the first answer on a channel that reported it."
+    );
+    describe_gauge!("sim_longpoll_waiters", "Long-poll requests being held.");
+    describe_gauge!("sim_sse_streams", "Open Server-Sent Event streams.");
+    describe_counter!("sim_faults_injected_total", "Faults injected, by kind.");
+    describe_counter!(
+        "sim_rate_limited_total",
+        "Requests refused by the per-client rate limit."
+    );
+    describe_counter!(
+        "sim_webhook_deliveries_total",
+        "Webhook delivery events, by outcome."
+    );
+    // Gauges exist from the start so dashboards never see a missing series.
+    gauge!("sim_longpoll_waiters").set(0.0);
+    gauge!("sim_sse_streams").set(0.0);
+    gauge!("sim_jobs_in_store").set(0.0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registries_are_isolated_and_histograms_have_buckets() {
+        let a = Metrics::new();
+        let b = Metrics::new();
+        a.polls_per_job(3);
+        a.detection_delay("sse", Duration::from_millis(4));
+        let text = a.render();
+        assert!(
+            text.contains("sim_status_polls_per_job_bucket{le=\"3\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("sim_status_polls_per_job_sum 3"), "{text}");
+        assert!(
+            text.contains("sim_detection_delay_seconds_bucket{channel=\"sse\",le=\"0.005\"} 1")
+        );
+        assert!(!b.render().contains("sim_status_polls_per_job_sum"));
+    }
+}

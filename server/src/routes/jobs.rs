@@ -1,0 +1,111 @@
+//! `POST /v1/jobs` and `POST /v1/reset`.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::body::optional_json;
+use crate::AppState;
+use crate::error::ApiError;
+use crate::settings::Outcome;
+use crate::sim::job::{Job, rfc3339};
+use crate::sim::store::{JobSpec, StoreFull};
+use crate::sim::webhooks::check_callback;
+
+/// Body of `POST /v1/jobs` (every field optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateJob {
+    duration_ms: Option<u64>,
+    outcome: Option<Outcome>,
+    callback_url: Option<String>,
+}
+
+/// Body of `POST /v1/reset` (every field optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ResetLegacy {
+    duration_ms: Option<u64>,
+    outcome: Option<Outcome>,
+}
+
+fn duration(state: &AppState, ms: Option<u64>) -> Result<Option<Duration>, ApiError> {
+    let max = state.inner.settings.jobs.max_duration;
+    match ms.map(Duration::from_millis) {
+        Some(d) if d > max => Err(ApiError::unprocessable(
+            "invalid_job",
+            format!(
+                "duration_ms must be at most {} (jobs.max_duration)",
+                max.as_millis()
+            ),
+        )),
+        d => Ok(d),
+    }
+}
+
+fn store_full() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_full",
+        "the simulator holds jobs.max_jobs jobs already; retry when some have expired",
+    )
+    .with_retry_after(Duration::from_secs(1))
+}
+
+fn created_body(job: &Job) -> serde_json::Value {
+    json!({
+        "id": job.id,
+        "status_url": format!("/v1/jobs/{}/status", job.id),
+        "events_url": format!("/v1/jobs/{}/events", job.id),
+        "created_at": rfc3339(job.created_wall),
+    })
+}
+
+/// `POST /v1/jobs`
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let req: CreateJob = optional_json(&headers, body)?.unwrap_or_default();
+    let callback = match &req.callback_url {
+        Some(raw) => Some(check_callback(
+            raw,
+            &state.inner.settings.webhooks.allow_hosts,
+        )?),
+        None => None,
+    };
+    let spec = JobSpec {
+        duration: duration(&state, req.duration_ms)?,
+        outcome: req.outcome,
+        callback,
+    };
+    let job = state.create(spec).map_err(|StoreFull| store_full())?;
+    let mut response = (StatusCode::CREATED, Json(created_body(&job))).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("/v1/jobs/{}", job.id)) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(response)
+}
+
+/// `POST /v1/reset`: re-creates the job behind `GET /status`.
+pub(crate) async fn reset(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let req: ResetLegacy = optional_json(&headers, body)?.unwrap_or_default();
+    let d = duration(&state, req.duration_ms)?;
+    let id = state
+        .reset_legacy(d, req.outcome)
+        .map_err(|StoreFull| store_full())?;
+    let job = state.inner.store.get(&id).ok_or_else(store_full)?;
+    Ok(Json(created_body(&job)).into_response())
+}

@@ -1,0 +1,67 @@
+//! The HTTP surface, built in one function.
+//!
+//! Layer order on the job API, outermost first — and why:
+//!
+//! 1. `record` — counts and times every answer, faults and refusals included, so the
+//!    dashboards see what clients saw.
+//! 2. body limit — refuses oversized bodies before anything reads them.
+//! 3. `timeout` — bounds the time to an answer's head (`server.request_timeout`), injected
+//!    latency and held long-polls included, so no client can pin a task. An SSE stream's head
+//!    is sent at once; its body is bounded by its job and shutdown instead.
+//! 4. `faults` — injected latency, outages, errors, throttles, drops and malformed bodies
+//!    happen "in the network", before authentication, as they would in front of a real service.
+//! 5. `auth` — `X-Api-Key`.
+//! 6. `rate_limit` — per client, so it runs after the client is known.
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::middleware::from_fn_with_state;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+mod body;
+mod events;
+mod jobs;
+pub mod layers;
+mod ops;
+mod status;
+
+/// Builds the router for `state`.
+pub fn app(state: AppState) -> Router {
+    let max_body = state.inner.settings.server.max_body_bytes;
+    let api = Router::new()
+        .route("/status", get(status::legacy))
+        .route("/v1/reset", post(jobs::reset))
+        .route("/v1/jobs", post(jobs::create))
+        .route("/v1/jobs/{id}", get(status::job_status))
+        .route("/v1/jobs/{id}/status", get(status::job_status))
+        .route("/v1/jobs/{id}/events", get(events::events));
+    let api = api
+        .layer(from_fn_with_state(state.clone(), layers::rate_limit))
+        .layer(from_fn_with_state(state.clone(), layers::auth))
+        .layer(from_fn_with_state(state.clone(), layers::faults))
+        .layer(from_fn_with_state(state.clone(), layers::timeout));
+    let ops = Router::new()
+        .route("/metrics", get(ops::metrics))
+        .route("/healthz", get(ops::healthz))
+        .route("/admin/faults", get(ops::get_faults).put(ops::put_faults))
+        .route("/admin/outage", post(ops::outage))
+        .layer(from_fn_with_state(state.clone(), layers::timeout));
+    api.merge(ops)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(from_fn_with_state(state.clone(), layers::record))
+        .with_state(state)
+}
+
+async fn not_found() -> impl IntoResponse {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such route; see docs/wire.md for the API",
+    )
+}

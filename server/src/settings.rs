@@ -1,0 +1,570 @@
+//! Typed, layered, validated settings.
+//!
+//! The defaults live in `config/default.toml`, which is compiled into the binary so that the
+//! simulator behaves the same from any working directory and so that tests start from exactly
+//! the documented defaults. Later layers override earlier ones (see [`Settings::load`]). Every
+//! value is checked once, in [`Settings::validate`], before any port is bound: a bad value is a
+//! [`ConfigError`] that names the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The defaults file, compiled in.
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+
+/// Prefix of environment variables that override settings (`SIM__SECTION__KEY`).
+pub const ENV_PREFIX: &str = "SIM";
+
+/// A setting that cannot be used, found before the server starts.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A source could not be read or a value has the wrong type or format.
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    /// A value parsed but is out of range or inconsistent with another one.
+    #[error("configuration key `{key}`: {message}")]
+    Invalid {
+        /// Dotted key, e.g. `jobs.error_rate`.
+        key: &'static str,
+        /// What is wrong and what would be accepted.
+        message: String,
+    },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+/// Everything the simulator can be told. Field docs are in `config/default.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Listener, timeouts, body limit.
+    pub server: ServerSettings,
+    /// The job behind the original `GET /status`.
+    pub legacy: LegacySettings,
+    /// Jobs created through `POST /v1/jobs`.
+    pub jobs: JobSettings,
+    /// `eta_ms` and `Retry-After` hints.
+    pub hints: HintSettings,
+    /// `Prefer: wait` long-polling.
+    pub longpoll: LongPollSettings,
+    /// Server-Sent Events.
+    pub sse: SseSettings,
+    /// Webhook delivery.
+    pub webhooks: WebhookSettings,
+    /// Fault injection.
+    pub faults: Faults,
+    /// API key and admin token.
+    pub auth: AuthSettings,
+    /// Per-client rate limit.
+    pub rate_limit: RateLimitSettings,
+    /// The `/metrics` endpoint.
+    pub metrics: MetricsSettings,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address to listen on.
+    pub bind: SocketAddr,
+    /// Longest time a non-streaming request may take.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+}
+
+/// `[legacy]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LegacySettings {
+    /// How long the legacy job takes.
+    #[serde(with = "humantime_serde")]
+    pub delay: Duration,
+    /// How it ends.
+    pub outcome: Outcome,
+}
+
+/// How a job ends. Decided once, at creation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// The translation succeeded.
+    Completed,
+    /// The translation failed.
+    Error,
+}
+
+impl Outcome {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// `[jobs]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSettings {
+    /// Probability of `error` for jobs created without an outcome.
+    pub error_rate: f64,
+    /// How long finished jobs are kept.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Most jobs in the store.
+    pub max_jobs: usize,
+    /// Longest `duration_ms` a client may ask for.
+    #[serde(with = "humantime_serde")]
+    pub max_duration: Duration,
+    /// Distribution of durations for jobs created without one.
+    pub duration: DurationSettings,
+}
+
+/// `[jobs.duration]`: a flat table so that single keys can be overridden from the environment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DurationSettings {
+    /// Which distribution.
+    pub kind: DurationKind,
+    /// `fixed`: the duration.
+    #[serde(with = "humantime_serde")]
+    pub value: Duration,
+    /// `uniform`: lower bound.
+    #[serde(with = "humantime_serde")]
+    pub min: Duration,
+    /// `uniform`: upper bound.
+    #[serde(with = "humantime_serde")]
+    pub max: Duration,
+    /// `lognormal`: median.
+    #[serde(with = "humantime_serde")]
+    pub median: Duration,
+    /// `lognormal`: sigma of the underlying normal.
+    pub sigma: f64,
+}
+
+/// Names of the duration distributions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurationKind {
+    /// Always `value`.
+    Fixed,
+    /// Uniform in `[min, max]`.
+    Uniform,
+    /// Lognormal with `median` and `sigma`.
+    Lognormal,
+}
+
+/// `[hints]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HintSettings {
+    /// Send `eta_ms`.
+    pub eta: bool,
+    /// Relative noise of the estimate, in `[0, 1)`.
+    pub eta_noise: f64,
+    /// Send `Retry-After` / `retry-after-ms`.
+    pub retry_after: bool,
+    /// Smallest `retry-after-ms`.
+    #[serde(with = "humantime_serde")]
+    pub min_retry_after: Duration,
+}
+
+/// `[longpoll]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LongPollSettings {
+    /// Honour `Prefer: wait`.
+    pub enabled: bool,
+    /// Cap on the wait.
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
+    /// Most held requests.
+    pub max_waiters: usize,
+}
+
+/// `[sse]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SseSettings {
+    /// Serve the events route.
+    pub enabled: bool,
+    /// Keep-alive interval.
+    #[serde(with = "humantime_serde")]
+    pub keepalive: Duration,
+    /// Progress event interval; zero = none.
+    #[serde(with = "humantime_serde")]
+    pub progress_interval: Duration,
+    /// Most open streams.
+    pub max_streams: usize,
+}
+
+/// `[webhooks]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Signing secret.
+    pub secret: String,
+    /// Hosts callbacks may target.
+    pub allow_hosts: Vec<String>,
+    /// Attempts per delivery.
+    pub max_attempts: u32,
+    /// First retry backoff; doubles.
+    #[serde(with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    /// Timeout of one attempt.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Pending deliveries.
+    pub queue_size: usize,
+}
+
+/// `[faults]`: what goes wrong on purpose. Also the body of `PUT /admin/faults`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// Latency added to every API request.
+    #[serde(with = "humantime_serde")]
+    pub latency: Duration,
+    /// Probability of the slow tail.
+    pub slow_tail_probability: f64,
+    /// Extra latency of the slow tail.
+    #[serde(with = "humantime_serde")]
+    pub slow_tail_delay: Duration,
+    /// Probability of `500 injected_error`.
+    pub error_rate: f64,
+    /// Probability of `429 injected_throttle`.
+    pub throttle_rate: f64,
+    /// `Retry-After` of an injected 429.
+    #[serde(with = "humantime_serde")]
+    pub throttle_retry_after: Duration,
+    /// Probability of a dropped connection.
+    pub drop_rate: f64,
+    /// Probability of a malformed body.
+    pub malformed_rate: f64,
+    /// Outage windows relative to start-up.
+    pub outages: Vec<OutageWindow>,
+    /// Seed of the fault dice.
+    pub seed: Option<u64>,
+}
+
+/// One outage window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutageWindow {
+    /// Offset from start-up.
+    #[serde(with = "humantime_serde")]
+    pub start: Duration,
+    /// Length.
+    #[serde(with = "humantime_serde")]
+    pub duration: Duration,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Required `X-Api-Key`, if any.
+    pub api_key: Option<String>,
+    /// Bearer token of `/admin/*`; admin is disabled without it.
+    pub admin_token: Option<String>,
+}
+
+/// `[rate_limit]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Turn the limit on.
+    pub enabled: bool,
+    /// Sustained rate per client.
+    pub rps: f64,
+    /// Bucket size per client.
+    pub burst: u32,
+    /// Most clients tracked.
+    pub max_clients: usize,
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Serve `/metrics`.
+    pub enabled: bool,
+}
+
+/// Where settings come from, besides the compiled-in defaults.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// Directory holding `{SIM_ENV}.toml`.
+    pub config_dir: Option<PathBuf>,
+    /// `SIM_ENV` value: selects `{config_dir}/{env}.toml` if that file exists.
+    pub environment: Option<String>,
+    /// `--config FILE`: must exist.
+    pub file: Option<PathBuf>,
+    /// Read `SIM__*` environment variables.
+    pub env_vars: bool,
+    /// `--bind ADDR`.
+    pub bind: Option<SocketAddr>,
+}
+
+impl Sources {
+    /// The sources the binary uses: `SIM_CONFIG_DIR` (default `config`), `SIM_ENV`, env vars.
+    pub fn from_process_env() -> Self {
+        Sources {
+            config_dir: Some(
+                std::env::var_os("SIM_CONFIG_DIR")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from("config")),
+            ),
+            environment: std::env::var("SIM_ENV").ok().filter(|e| !e.is_empty()),
+            file: None,
+            env_vars: true,
+            bind: None,
+        }
+    }
+}
+
+impl Default for Settings {
+    /// The compiled-in defaults of `config/default.toml`.
+    fn default() -> Self {
+        // The embedded file is checked by a unit test; failing here is a build defect.
+        #[allow(clippy::expect_used)]
+        Self::from_toml(DEFAULT_TOML).expect("config/default.toml is valid")
+    }
+}
+
+impl Settings {
+    /// Parses settings from one TOML document layered over nothing (it must be complete).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let settings: Settings = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()?
+            .try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Loads the layers: defaults → `{config_dir}/{environment}.toml` → `file` → `SIM__*`
+    /// environment variables → `bind`. Validates the result.
+    pub fn load(sources: &Sources) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_TOML,
+            config::FileFormat::Toml,
+        ));
+        if let (Some(dir), Some(env)) = (&sources.config_dir, &sources.environment) {
+            let path: PathBuf = Path::new(dir).join(format!("{env}.toml"));
+            builder = builder.add_source(config::File::from(path).required(false));
+        }
+        if let Some(file) = &sources.file {
+            builder = builder.add_source(config::File::from(file.clone()).required(true));
+        }
+        if sources.env_vars {
+            builder = builder.add_source(
+                config::Environment::with_prefix(ENV_PREFIX)
+                    .prefix_separator("__")
+                    .separator("__")
+                    .list_separator(",")
+                    .with_list_parse_key("webhooks.allow_hosts")
+                    .try_parsing(true),
+            );
+        }
+        let mut settings: Settings = builder.build()?.try_deserialize()?;
+        if let Some(bind) = sources.bind {
+            settings.server.bind = bind;
+        }
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks ranges and cross-field rules. Called by every constructor; call it again after
+    /// changing fields by hand.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        probability("jobs.error_rate", self.jobs.error_rate)?;
+        if !(0.0..1.0).contains(&self.hints.eta_noise) {
+            return Err(invalid("hints.eta_noise", "must be in [0, 1)"));
+        }
+        if self.server.request_timeout.is_zero() {
+            return Err(invalid("server.request_timeout", "must be positive"));
+        }
+        if self.server.max_body_bytes == 0 {
+            return Err(invalid("server.max_body_bytes", "must be positive"));
+        }
+        if self.longpoll.max_wait >= self.server.request_timeout {
+            return Err(invalid(
+                "longpoll.max_wait",
+                "must be shorter than server.request_timeout",
+            ));
+        }
+        if self.jobs.max_jobs == 0 {
+            return Err(invalid("jobs.max_jobs", "must be at least 1"));
+        }
+        if self.sse.keepalive.is_zero() {
+            return Err(invalid("sse.keepalive", "must be positive"));
+        }
+        let d = &self.jobs.duration;
+        match d.kind {
+            DurationKind::Fixed => {}
+            DurationKind::Uniform if d.min > d.max => {
+                return Err(invalid(
+                    "jobs.duration.min",
+                    "must not exceed jobs.duration.max",
+                ));
+            }
+            DurationKind::Uniform => {}
+            DurationKind::Lognormal => {
+                if !(d.sigma.is_finite() && d.sigma >= 0.0) {
+                    return Err(invalid("jobs.duration.sigma", "must be finite and ≥ 0"));
+                }
+                if d.median.is_zero() {
+                    return Err(invalid("jobs.duration.median", "must be positive"));
+                }
+            }
+        }
+        if self.webhooks.secret.is_empty() {
+            return Err(invalid("webhooks.secret", "must not be empty"));
+        }
+        if crate::sim::webhooks::signing_key(&self.webhooks.secret).is_none() {
+            return Err(invalid(
+                "webhooks.secret",
+                "a `whsec_` secret must be followed by valid base64",
+            ));
+        }
+        if self.webhooks.max_attempts == 0 {
+            return Err(invalid("webhooks.max_attempts", "must be at least 1"));
+        }
+        if self.webhooks.queue_size == 0 {
+            return Err(invalid("webhooks.queue_size", "must be at least 1"));
+        }
+        if self.rate_limit.enabled {
+            if !(self.rate_limit.rps.is_finite() && self.rate_limit.rps > 0.0) {
+                return Err(invalid("rate_limit.rps", "must be positive"));
+            }
+            if self.rate_limit.burst == 0 {
+                return Err(invalid("rate_limit.burst", "must be at least 1"));
+            }
+            if self.rate_limit.max_clients == 0 {
+                return Err(invalid("rate_limit.max_clients", "must be at least 1"));
+            }
+        }
+        if matches!(&self.auth.api_key, Some(k) if k.is_empty()) {
+            return Err(invalid("auth.api_key", "must not be empty when set"));
+        }
+        if matches!(&self.auth.admin_token, Some(k) if k.is_empty()) {
+            return Err(invalid("auth.admin_token", "must not be empty when set"));
+        }
+        self.faults.validate()
+    }
+}
+
+impl Faults {
+    /// Checks that every probability is in `[0, 1]`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        probability("faults.slow_tail_probability", self.slow_tail_probability)?;
+        probability("faults.error_rate", self.error_rate)?;
+        probability("faults.throttle_rate", self.throttle_rate)?;
+        probability("faults.drop_rate", self.drop_rate)?;
+        probability("faults.malformed_rate", self.malformed_rate)
+    }
+}
+
+fn probability(key: &'static str, p: f64) -> Result<(), ConfigError> {
+    if (0.0..=1.0).contains(&p) {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            format!("must be a probability in [0, 1], got {p}"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_parse_and_validate() {
+        let s = Settings::from_toml(DEFAULT_TOML).unwrap();
+        assert_eq!(s.server.bind, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(s.legacy.delay, Duration::from_secs(10));
+        assert_eq!(s.legacy.outcome, Outcome::Completed);
+        assert_eq!(s.jobs.duration.kind, DurationKind::Lognormal);
+        assert!(s.auth.api_key.is_none());
+    }
+
+    #[test]
+    fn layered_file_overrides_defaults_and_bind_wins() {
+        let dir = std::env::temp_dir().join(format!("sim-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ci.toml"), "[legacy]\ndelay = \"250ms\"\n").unwrap();
+        let file = dir.join("extra.toml");
+        std::fs::write(&file, "[jobs]\nerror_rate = 0.25\n").unwrap();
+        let s = Settings::load(&Sources {
+            config_dir: Some(dir.clone()),
+            environment: Some("ci".into()),
+            file: Some(file),
+            env_vars: false,
+            bind: Some("127.0.0.1:0".parse().unwrap()),
+        })
+        .unwrap();
+        assert_eq!(s.legacy.delay, Duration::from_millis(250));
+        assert_eq!(s.jobs.error_rate, 0.25);
+        assert_eq!(s.server.bind.port(), 0);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn err_of(toml_patch: &str) -> String {
+        let dir = std::env::temp_dir().join(format!(
+            "sim-settings-bad-{}-{}",
+            std::process::id(),
+            toml_patch.len()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bad.toml");
+        std::fs::write(&file, toml_patch).unwrap();
+        let e = Settings::load(&Sources {
+            file: Some(file),
+            ..Sources::default()
+        })
+        .unwrap_err()
+        .to_string();
+        std::fs::remove_dir_all(dir).unwrap();
+        e
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let table = [
+            ("[jobs]\nerror_rate = 1.5\n", "jobs.error_rate"),
+            ("[legacy]\ndelay = \"soon\"\n", "legacy.delay"),
+            ("[legacy]\noutcome = \"maybe\"\n", "legacy.outcome"),
+            ("[longpoll]\nmax_wait = \"60s\"\n", "longpoll.max_wait"),
+            ("[faults]\ndrop_rate = -0.1\n", "faults.drop_rate"),
+            ("[server]\nbind = \"nowhere\"\n", "server.bind"),
+            ("[hints]\neta_noise = 1.0\n", "hints.eta_noise"),
+            (
+                "[jobs.duration]\nkind = \"uniform\"\nmin = \"9s\"\nmax = \"1s\"\n",
+                "jobs.duration.min",
+            ),
+            ("[webhooks]\nsecret = \"whsec_***\"\n", "webhooks.secret"),
+            ("[server]\nbindd = \"127.0.0.1:1\"\n", "bindd"),
+        ];
+        for (patch, key) in table {
+            let e = err_of(patch);
+            assert!(
+                e.contains(key),
+                "error for {patch:?} should name {key}: {e}"
+            );
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Fault injection: the dice that decide what goes wrong with one request.
+//!
+//! The decision ([`FaultInjector::roll`]) is separate from its effect (the middleware in
+//! `routes`), so the odds are testable without a network. Faults are configured in `[faults]`
+//! and can be replaced at run time (`PUT /admin/faults`, [`crate::AppState::set_faults`]).
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::time::Instant;
+
+use crate::settings::Faults;
+
+/// What to do instead of (or before) answering normally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer normally.
+    None,
+    /// `503 outage`.
+    Outage,
+    /// `500 injected_error`.
+    Error,
+    /// `429 injected_throttle` with this `Retry-After`.
+    Throttle(Duration),
+    /// Drop the connection.
+    Drop,
+    /// `200` with a malformed body.
+    Malformed,
+}
+
+impl Fault {
+    /// Metric label of the fault kind, if any.
+    pub fn kind(self) -> Option<&'static str> {
+        match self {
+            Fault::None => None,
+            Fault::Outage => Some("outage"),
+            Fault::Error => Some("error"),
+            Fault::Throttle(_) => Some("throttle"),
+            Fault::Drop => Some("drop"),
+            Fault::Malformed => Some("malformed"),
+        }
+    }
+}
+
+/// The outcome of one roll: a delay to add, and what to answer after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roll {
+    /// Added latency (zero when none).
+    pub delay: Duration,
+    /// Whether the delay includes the slow tail.
+    pub slow_tail: bool,
+    /// What to answer.
+    pub fault: Fault,
+}
+
+/// Holds the current faults and the dice.
+#[derive(Debug)]
+pub struct FaultInjector {
+    faults: RwLock<Arc<Faults>>,
+    rng: Mutex<SmallRng>,
+    started: Instant,
+    outage_until: Mutex<Option<Instant>>,
+}
+
+impl FaultInjector {
+    /// An injector whose outage windows are measured from `started`.
+    pub fn new(faults: Faults, started: Instant) -> Self {
+        let rng = match faults.seed {
+            Some(seed) => SmallRng::seed_from_u64(seed),
+            None => SmallRng::from_rng(&mut rand::rng()),
+        };
+        FaultInjector {
+            faults: RwLock::new(Arc::new(faults)),
+            rng: Mutex::new(rng),
+            started,
+            outage_until: Mutex::new(None),
+        }
+    }
+
+    /// The faults in force.
+    pub fn current(&self) -> Arc<Faults> {
+        Arc::clone(&self.faults.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Replaces the faults (re-seeding the dice when a seed is given).
+    pub fn set(&self, faults: Faults) {
+        if let Some(seed) = faults.seed {
+            *self.rng.lock().unwrap_or_else(|p| p.into_inner()) = SmallRng::seed_from_u64(seed);
+        }
+        *self.faults.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(faults);
+    }
+
+    /// Starts an outage of `length` now (replacing any run-time outage).
+    pub fn start_outage(&self, now: Instant, length: Duration) {
+        *self.outage_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(now + length);
+    }
+
+    /// Whether `now` falls in an outage: a configured window or a run-time one.
+    pub fn in_outage(&self, now: Instant, faults: &Faults) -> bool {
+        let runtime = matches!(
+            *self.outage_until.lock().unwrap_or_else(|p| p.into_inner()),
+            Some(until) if now < until
+        );
+        let since = now.saturating_duration_since(self.started);
+        runtime
+            || faults
+                .outages
+                .iter()
+                .any(|w| since >= w.start && since < w.start + w.duration)
+    }
+
+    /// Decides the fate of one request arriving at `now`.
+    pub fn roll(&self, now: Instant) -> Roll {
+        let faults = self.current();
+        let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+        let mut delay = faults.latency;
+        let slow_tail = chance(&mut rng, faults.slow_tail_probability);
+        if slow_tail {
+            delay += faults.slow_tail_delay;
+        }
+        let fault = if self.in_outage(now, &faults) {
+            Fault::Outage
+        } else if chance(&mut rng, faults.drop_rate) {
+            Fault::Drop
+        } else if chance(&mut rng, faults.error_rate) {
+            Fault::Error
+        } else if chance(&mut rng, faults.throttle_rate) {
+            Fault::Throttle(faults.throttle_retry_after)
+        } else if chance(&mut rng, faults.malformed_rate) {
+            Fault::Malformed
+        } else {
+            Fault::None
+        };
+        Roll {
+            delay,
+            slow_tail,
+            fault,
+        }
+    }
+}
+
+fn chance(rng: &mut SmallRng, p: f64) -> bool {
+    p > 0.0 && rng.random_bool(p.clamp(0.0, 1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::OutageWindow;
+
+    fn injector(f: Faults) -> FaultInjector {
+        FaultInjector::new(
+            Faults {
+                seed: Some(11),
+                ..f
+            },
+            Instant::now(),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_faults_means_no_faults() {
+        let inj = injector(Faults::default());
+        for _ in 0..1000 {
+            let r = inj.roll(Instant::now());
+            assert_eq!((r.fault, r.delay), (Fault::None, Duration::ZERO));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rates_are_respected_roughly() {
+        let inj = injector(Faults {
+            error_rate: 0.2,
+            slow_tail_probability: 0.05,
+            slow_tail_delay: Duration::from_millis(500),
+            ..Faults::default()
+        });
+        let (mut errors, mut slow) = (0, 0);
+        for _ in 0..10_000 {
+            let r = inj.roll(Instant::now());
+            errors += usize::from(r.fault == Fault::Error);
+            slow += usize::from(r.slow_tail);
+            if r.slow_tail {
+                assert_eq!(r.delay, Duration::from_millis(500));
+            }
+        }
+        assert!((1700..2300).contains(&errors), "{errors}");
+        assert!((350..650).contains(&slow), "{slow}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn outage_windows_and_runtime_outages() {
+        let inj = injector(Faults {
+            outages: vec![OutageWindow {
+                start: Duration::from_secs(10),
+                duration: Duration::from_secs(3),
+            }],
+            ..Faults::default()
+        });
+        let t0 = Instant::now();
+        assert_eq!(inj.roll(t0 + Duration::from_secs(9)).fault, Fault::None);
+        assert_eq!(inj.roll(t0 + Duration::from_secs(10)).fault, Fault::Outage);
+        assert_eq!(inj.roll(t0 + Duration::from_secs(13)).fault, Fault::None);
+        inj.start_outage(t0, Duration::from_secs(1));
+        assert_eq!(inj.roll(t0).fault, Fault::Outage);
+        assert_eq!(inj.roll(t0 + Duration::from_secs(1)).fault, Fault::None);
+    }
+}

@@ -1,0 +1,12 @@
+//! Integration tests of the simulator: the real server on `127.0.0.1:0`, real HTTP.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod api;
+mod cli;
+mod common;
+mod faults;
+mod limits;
+mod longpoll;
+mod metrics;
+mod sse;
+mod webhooks;

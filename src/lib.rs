@@ -1,0 +1,1 @@
+//! `translation-status`: wait for video-translation jobs. The SDK lands in the next commits.
