@@ -1,1 +1,84 @@
-//! `translation-status`: wait for video-translation jobs. The SDK lands in the next commits.
+//! Wait for long-running video-translation jobs as cheaply and as promptly as the server
+//! allows.
+//!
+//! A translation job takes seconds to minutes. This crate answers the one question a caller
+//! has — *is it done yet?* — without hundreds of useless status requests and without learning
+//! about the end late. It picks the best mechanism the server offers (Server-Sent Events,
+//! long-poll, server hints, a schedule learned from past jobs, a cold-start schedule),
+//! survives ordinary transient failures, and reports how it went.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use translation_status::{Client, Error, WaitOptions};
+//!
+//! # async fn demo() -> Result<(), Error> {
+//! let client = Client::builder()
+//!     .base_url("http://localhost:8080")
+//!     .request_timeout(Duration::from_secs(5))
+//!     .build()?;
+//!
+//! // Address a job by id, or by the full URL of its status (`http://host/status` works too).
+//! match client.wait_with("j-42", &WaitOptions::new().deadline(Duration::from_secs(120))).await {
+//!     Ok(done) => println!(
+//!         "completed after {} requests via {}",
+//!         done.report.requests, done.report.mechanism
+//!     ),
+//!     Err(Error::JobFailed(failed)) => eprintln!("the job failed: {:?}", failed.message),
+//!     Err(Error::GaveUp(g)) => eprintln!("still running after {:?}", g.elapsed()),
+//!     Err(other) => eprintln!("{other}"),
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! # Module map
+//!
+//! | where | what |
+//! | --- | --- |
+//! | [`Client`], [`ClientBuilder`] | `status` (one read), `wait`/`wait_with`, `watch` (a stream of changes), `create_job` |
+//! | [`JobRef`], [`CreatedJob`] | naming a job: by id or by status URL |
+//! | [`JobStatus`], [`JobState`], [`NewJob`] | what the service says, parsed leniently |
+//! | [`wait`] | mechanism negotiation, [`WaitOptions`], [`WaitReport`], [`Watch`] |
+//! | [`poll`] | *when to look again*: the pure [`PollPolicy`](poll::PollPolicy) trait, [`Fixed`](poll::Fixed), [`Exponential`](poll::Exponential), [`Adaptive`](poll::Adaptive), the limit decorators, learned durations |
+//! | [`transport`] | *how to survive one request*: the reqwest-middleware stack, classification, `Retry-After` |
+//! | [`Error`] | one error type, variants by what to do next |
+//! | [`telemetry`] | the metric names emitted through the `metrics` facade |
+//!
+//! # Features
+//!
+//! | feature | default | what it does |
+//! | --- | --- | --- |
+//! | *(none)* | — | Everything above is always built; TLS is rustls. There are no optional features yet, and any added later will be additive. |
+//!
+//! # Observability
+//!
+//! Each wait is a `tracing` span `wait` (fields `job`, `mechanism`, `requests`, `retries`,
+//! `outcome`) with child spans `events`, `poll` (with `request` spans per attempt on the
+//! wire) and `sleep`. Metrics go through the [`metrics`](https://docs.rs/metrics) facade under
+//! the names in [`telemetry`]. This library never installs a subscriber or a recorder.
+//!
+//! # Minimum supported Rust version
+//!
+//! Rust 1.88.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod client;
+mod clock;
+mod error;
+mod job;
+mod model;
+pub mod poll;
+pub mod telemetry;
+pub mod transport;
+pub mod wait;
+
+pub use client::{Client, ClientBuilder};
+pub use error::{BoxError, ConfigError, Error, GaveUp, JobFailed, UnexpectedResponse, Unreachable};
+pub use job::{CreatedJob, JobRef, JobRefKind};
+pub use model::{JobFailure, JobState, JobStatus, NewJob, Outcome, ParseError};
+pub use wait::{Completion, Fallback, FallbackReason, Mechanism, WaitOptions, WaitReport, Watch};
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

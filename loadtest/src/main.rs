@@ -1,9 +1,442 @@
 //! `loadtest`: the harness that drives the SDK against the simulator and compares waiting
-//! strategies by request count and time-to-detection.
+//! strategies by request count and time-to-detection. `loadtest` alone runs the demo.
 
-fn main() {
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use loadtest::report::{Report, fixed_interval_curve};
+use loadtest::scenario::{Arrival, Durations, FaultProfile, Scenario};
+use loadtest::strategy::Strategy;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Compare ways of waiting for translation jobs: requests per job vs time-to-detection.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Serve this process's metrics (SDK and harness) in Prometheus text on ADDR/metrics.
+    #[arg(long, global = true, value_name = "ADDR")]
+    metrics_addr: Option<SocketAddr>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The one-command demo: 200 jobs on embedded simulators, every strategy, a table.
+    Demo {
+        /// Where to write report.json, report.md and plot.svg.
+        #[arg(long, default_value = "target/loadtest")]
+        out: PathBuf,
+    },
+    /// A scenario of your own.
+    Run(RunArgs),
+    /// Faults everywhere (20 % 5xx, 5 % slow tail, 5 % 429, a 10 s outage): exits non-zero if
+    /// any job ends with a wrong outcome or is lost.
+    Chaos {
+        /// Jobs per strategy.
+        #[arg(long, default_value_t = 100)]
+        jobs: usize,
+        /// Time scale (durations, schedules and the outage are multiplied by it).
+        #[arg(long, default_value_t = 0.5)]
+        time_scale: f64,
+        /// Where to write the report.
+        #[arg(long, default_value = "target/loadtest/chaos")]
+        out: PathBuf,
+    },
+    /// Simulator `GET /status` throughput vs a bare hyper server, same run, same client.
+    Throughput {
+        /// Concurrent connections.
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        /// How long to drive each server in total.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Measure this `/status` URL instead of an embedded simulator.
+        #[arg(long)]
+        target: Option<String>,
+    },
+    /// Steady, gentle traffic of mixed strategies against a simulator (for the dashboards).
+    Traffic {
+        /// Simulator base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        target: String,
+        /// New jobs per second, per strategy.
+        #[arg(long, default_value_t = 0.5)]
+        rate: f64,
+        /// Stop after this long ("0s" = run until stopped).
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        duration: Duration,
+    },
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Simulator base URL; default: one embedded simulator per strategy on loopback.
+    #[arg(long)]
+    target: Option<String>,
+    /// Jobs per strategy.
+    #[arg(long, default_value_t = 200)]
+    jobs: usize,
+    /// Most waits in flight per strategy (default: all jobs).
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Arrival pattern.
+    #[arg(long, value_enum, default_value_t = ArrivalKind::AllAtOnce)]
+    arrival: ArrivalKind,
+    /// Poisson arrival rate, jobs per second (unscaled).
+    #[arg(long, default_value_t = 10.0)]
+    rate: f64,
+    /// Duration distribution.
+    #[arg(long, value_enum, default_value_t = DurationKind::Lognormal)]
+    durations: DurationKind,
+    /// Fixed duration or lognormal median.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    median: Duration,
+    /// Lognormal sigma.
+    #[arg(long, default_value_t = 0.5)]
+    sigma: f64,
+    /// Uniform lower bound.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    min: Duration,
+    /// Uniform upper bound.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    max: Duration,
+    /// Probability that a job fails.
+    #[arg(long, default_value_t = 0.1)]
+    error_rate: f64,
+    /// Multiply every duration (jobs, schedules, outages) by this.
+    #[arg(long, default_value_t = 1.0)]
+    time_scale: f64,
+    /// Comma-separated strategies (default: all).
+    #[arg(long, value_delimiter = ',')]
+    strategies: Vec<Strategy>,
+    /// Server faults.
+    #[arg(long, value_enum, default_value_t = FaultProfile::None)]
+    faults: FaultProfile,
+    /// Seed of durations, outcomes, arrivals and fault dice.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Per-wait deadline (unscaled).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    deadline: Duration,
+    /// Run strategies one after another even on embedded simulators.
+    #[arg(long)]
+    sequential: bool,
+    /// Where to write report.json, report.md and plot.svg.
+    #[arg(long, default_value = "target/loadtest")]
+    out: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ArrivalKind {
+    AllAtOnce,
+    Poisson,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DurationKind {
+    Fixed,
+    Uniform,
+    Lognormal,
+}
+
+impl RunArgs {
+    fn scenario(&self) -> Scenario {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        Scenario {
+            jobs: self.jobs,
+            concurrency: self.concurrency.unwrap_or(self.jobs.max(1)),
+            arrival: match self.arrival {
+                ArrivalKind::AllAtOnce => Arrival::AllAtOnce,
+                ArrivalKind::Poisson => Arrival::Poisson { rate: self.rate },
+            },
+            durations: match self.durations {
+                DurationKind::Fixed => Durations::Fixed {
+                    ms: ms(self.median),
+                },
+                DurationKind::Uniform => Durations::Uniform {
+                    min_ms: ms(self.min),
+                    max_ms: ms(self.max),
+                },
+                DurationKind::Lognormal => Durations::Lognormal {
+                    median_ms: ms(self.median),
+                    sigma: self.sigma,
+                },
+            },
+            error_rate: self.error_rate,
+            time_scale: self.time_scale,
+            faults: self.faults,
+            seed: self.seed,
+            parallel: self.target.is_none() && !self.sequential,
+            target: self.target.clone(),
+            strategies: if self.strategies.is_empty() {
+                Strategy::ALL.to_vec()
+            } else {
+                self.strategies.clone()
+            },
+            deadline: self.deadline.mul_f64(self.time_scale),
+            progress: std::io::stderr().is_terminal(),
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Some(addr) = cli.metrics_addr {
+        serve_metrics(addr, install_recorder()?).await?;
+    }
+    match cli.command.unwrap_or(Command::Demo {
+        out: PathBuf::from("target/loadtest"),
+    }) {
+        Command::Demo { out } => demo(out).await,
+        Command::Run(args) => run(args.scenario(), &args.out).await.map(|_| ()),
+        Command::Chaos {
+            jobs,
+            time_scale,
+            out,
+        } => chaos(jobs, time_scale, &out).await,
+        Command::Throughput {
+            connections,
+            duration,
+            target,
+        } => throughput(connections, duration, target).await,
+        Command::Traffic {
+            target,
+            rate,
+            duration,
+        } => traffic(target, rate, duration).await,
+    }
+}
+
+async fn run(scenario: Scenario, out: &std::path::Path) -> anyhow::Result<Report> {
     eprintln!(
-        "loadtest: not implemented yet; run the simulator with `cargo run -p translation-sim`"
+        "{} jobs x {} strategies, {:?} durations, time scale {}, faults {:?}",
+        scenario.jobs,
+        scenario.strategies.len(),
+        scenario.durations,
+        scenario.time_scale,
+        scenario.faults
     );
-    std::process::exit(2);
+    let rows = scenario.run().await?;
+    let report = Report {
+        scenario: serde_json::to_value(&scenario)?,
+        strategies: rows,
+    };
+    report.write(out, &fixed_interval_curve(&scenario.durations_ms()))?;
+    println!("{}", report.markdown());
+    println!(
+        "wrote {}/report.json, report.md and plot.svg",
+        out.display()
+    );
+    Ok(report)
+}
+
+async fn demo(out: PathBuf) -> anyhow::Result<()> {
+    let scenario = Scenario {
+        jobs: 200,
+        concurrency: 200,
+        arrival: Arrival::Poisson { rate: 20.0 },
+        durations: Durations::Lognormal {
+            median_ms: 3000.0,
+            sigma: 0.5,
+        },
+        error_rate: 0.1,
+        time_scale: 1.0,
+        faults: FaultProfile::None,
+        seed: 42,
+        target: None,
+        strategies: Strategy::DEMO.to_vec(),
+        parallel: true,
+        deadline: Duration::from_secs(120),
+        progress: std::io::stderr().is_terminal(),
+    };
+    run(scenario, &out).await.map(|_| ())
+}
+
+async fn chaos(jobs: usize, time_scale: f64, out: &std::path::Path) -> anyhow::Result<()> {
+    let scenario = Scenario {
+        jobs,
+        concurrency: jobs.max(1),
+        arrival: Arrival::Poisson { rate: 20.0 },
+        durations: Durations::Lognormal {
+            median_ms: 3000.0,
+            sigma: 0.5,
+        },
+        error_rate: 0.2,
+        time_scale,
+        faults: FaultProfile::Chaos,
+        seed: 7,
+        target: None,
+        strategies: vec![
+            Strategy::Naive1s,
+            Strategy::OursPlain,
+            Strategy::OursHints,
+            Strategy::OursLongPoll,
+            Strategy::OursAuto,
+        ],
+        parallel: true,
+        deadline: Duration::from_secs(600),
+        progress: std::io::stderr().is_terminal(),
+    };
+    let report = run(scenario, out).await?;
+    let bad: Vec<_> = report
+        .strategies
+        .iter()
+        .filter(|s| s.wrong_outcomes > 0 || s.gave_up > 0 || s.jobs != jobs)
+        .map(|s| {
+            format!(
+                "{} ({} wrong or lost, {} gave up)",
+                s.name, s.wrong_outcomes, s.gave_up
+            )
+        })
+        .collect();
+    anyhow::ensure!(bad.is_empty(), "chaos: {}", bad.join("; "));
+    println!("chaos: every job ended with its real outcome");
+    Ok(())
+}
+
+async fn throughput(
+    connections: usize,
+    duration: Duration,
+    target: Option<String>,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(connections > 0, "--connections must be at least 1");
+    let mut embedded = None;
+    let url = match target {
+        Some(t) => t,
+        None => {
+            let mut settings = translation_sim::Settings::default();
+            settings.server.bind = "127.0.0.1:0".parse()?;
+            let server = translation_sim::spawn(settings)
+                .await
+                .context("starting the embedded simulator")?;
+            let url = server.url("/status");
+            embedded = Some(server);
+            url
+        }
+    };
+    eprintln!("driving {url} and a bare hyper server, {connections} connections, {duration:?}");
+    let c = loadtest::throughput::compare(&url, connections, duration).await?;
+    for t in [&c.simulator, &c.bare] {
+        println!(
+            "{:<28} {:>10.0} req/s   p50 {:>6.2} ms   p99 {:>6.2} ms   errors {}",
+            t.target, t.rps, t.latency_ms.p50, t.latency_ms.p99, t.errors
+        );
+    }
+    println!("ratio simulator/bare: {:.2}", c.ratio);
+    if let Some(server) = embedded {
+        server.shutdown().await;
+    }
+    Ok(())
+}
+
+async fn traffic(target: String, rate: f64, duration: Duration) -> anyhow::Result<()> {
+    anyhow::ensure!(rate > 0.0, "--rate must be positive");
+    let until = (!duration.is_zero()).then(|| tokio::time::Instant::now() + duration);
+    let mut round = 0u64;
+    loop {
+        if until.is_some_and(|u| tokio::time::Instant::now() >= u) {
+            return Ok(());
+        }
+        round += 1;
+        // A minute of arrivals per round, every strategy at once against the same simulator.
+        let scenario = Scenario {
+            jobs: (rate * 60.0).ceil().max(1.0) as usize,
+            concurrency: 10_000,
+            arrival: Arrival::Poisson { rate },
+            durations: Durations::Lognormal {
+                median_ms: 5000.0,
+                sigma: 0.5,
+            },
+            error_rate: 0.1,
+            time_scale: 1.0,
+            faults: FaultProfile::None,
+            seed: round,
+            target: Some(target.clone()),
+            strategies: vec![
+                Strategy::Naive1s,
+                Strategy::Exponential,
+                Strategy::OursPlain,
+                Strategy::OursHints,
+                Strategy::OursLongPoll,
+                Strategy::OursSse,
+                Strategy::OursAuto,
+            ],
+            parallel: true,
+            deadline: Duration::from_secs(300),
+            progress: false,
+        };
+        match scenario.run().await {
+            Ok(rows) => {
+                for r in rows {
+                    tracing::info!(
+                        strategy = %r.name,
+                        requests_per_job = r.requests_per_job.mean,
+                        delay_ms = r.detection_delay_ms.mean,
+                        "round {round}"
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::warn!("round {round} failed: {e:#}; retrying in 5 s");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }
+    }
+}
+
+/// The global recorder for the SDK's and the harness's metrics, with explicit buckets so every
+/// histogram is a Prometheus histogram.
+fn install_recorder() -> anyhow::Result<PrometheusHandle> {
+    let seconds = [
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    ];
+    let counts = [
+        1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0,
+    ];
+    let handle = PrometheusBuilder::new()
+        .set_buckets(&counts)?
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)?
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    loadtest::describe_metrics();
+    Ok(handle)
+}
+
+async fn serve_metrics(addr: SocketAddr, handle: PrometheusHandle) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    eprintln!("metrics on http://{}/metrics", listener.local_addr()?);
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let h = handle.clone();
+                async move { h.render() }
+            }),
+        )
+        .route("/healthz", axum::routing::get(|| async { "ok" }));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(())
 }

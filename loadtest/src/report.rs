@@ -1,0 +1,242 @@
+//! The report: `report.json`, `report.md` and `plot.svg`.
+
+use std::path::Path;
+
+use anyhow::Context;
+use plotters::prelude::*;
+use serde::Serialize;
+
+use crate::stats::Summary;
+
+/// Requests per job.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct RequestStats {
+    /// Mean over jobs.
+    pub mean: f64,
+    /// 99th percentile.
+    pub p99: f64,
+}
+
+/// What one strategy achieved on one scenario.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StrategyResult {
+    /// Strategy name.
+    pub name: String,
+    /// Mechanism the waits used (most common one).
+    pub mechanism: String,
+    /// Jobs waited for.
+    pub jobs: usize,
+    /// Status requests per job, as counted by the client.
+    pub requests_per_job: RequestStats,
+    /// The server's `completed_at` → the moment the wait returned, in milliseconds.
+    pub detection_delay_ms: Summary,
+    /// Waits whose outcome differs from the job's real one, or that were lost.
+    pub wrong_outcomes: usize,
+    /// Waits that gave up (deadline) before the job ended.
+    pub gave_up: usize,
+    /// Requests per second the server answered while this strategy ran (its own simulator).
+    pub server_rps: f64,
+    /// Hedged requests sent (0 when hedging is off).
+    pub hedges: u64,
+    /// Times the circuit breaker opened.
+    pub breaker_opens: u64,
+    /// Wall time of the whole strategy run, in milliseconds.
+    pub wall_time_ms: u64,
+    /// Highest number of status requests the server answered in one second.
+    pub peak_rps: f64,
+    /// Mean requests per second over the seconds with any request.
+    pub mean_rps: f64,
+}
+
+/// A whole run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The scenario, as run.
+    pub scenario: serde_json::Value,
+    /// One row per strategy.
+    pub strategies: Vec<StrategyResult>,
+}
+
+/// One point of the fixed-interval reference curve: (interval ms, requests/job, delay ms).
+pub type CurvePoint = (f64, f64, f64);
+
+/// The fixed-interval trade-off for these job durations: polling every `I` makes
+/// `ceil(D / I)` requests and learns `ceil(D / I)·I − D` late, averaged over the jobs.
+pub fn fixed_interval_curve(durations_ms: &[f64]) -> Vec<CurvePoint> {
+    if durations_ms.is_empty() {
+        return Vec::new();
+    }
+    let n = durations_ms.len() as f64;
+    (0..=40)
+        .map(|i| 10f64.powf(1.0 + i as f64 * 0.1)) // 10 ms .. 100 s
+        .map(|interval| {
+            let (mut requests, mut delay) = (0.0, 0.0);
+            for d in durations_ms {
+                let polls = (d / interval).ceil().max(1.0);
+                requests += polls;
+                delay += polls * interval - d;
+            }
+            (interval, requests / n, delay / n)
+        })
+        .collect()
+}
+
+impl Report {
+    /// The markdown table.
+    pub fn markdown(&self) -> String {
+        let mut out = String::from(
+            "| strategy | mechanism | requests/job mean | requests/job p99 | delay mean ms | delay p50 ms | delay p99 ms | wrong | gave up | peak/mean rps | wall s |\n\
+             | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        );
+        for s in &self.strategies {
+            let d = &s.detection_delay_ms;
+            out.push_str(&format!(
+                "| {} | {} | {:.2} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {} | {:.0}/{:.0} | {:.1} |\n",
+                s.name,
+                s.mechanism,
+                s.requests_per_job.mean,
+                s.requests_per_job.p99,
+                d.mean,
+                d.p50,
+                d.p99,
+                s.wrong_outcomes,
+                s.gave_up,
+                s.peak_rps,
+                s.mean_rps,
+                s.wall_time_ms as f64 / 1000.0,
+            ));
+        }
+        out
+    }
+
+    /// Writes `report.json`, `report.md` and `plot.svg` into `dir`.
+    pub fn write(&self, dir: &Path, curve: &[CurvePoint]) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::write(dir.join("report.json"), serde_json::to_vec_pretty(self)?)?;
+        let md = format!(
+            "# Load-test report\n\nScenario: `{}`\n\n{}",
+            self.scenario,
+            self.markdown()
+        );
+        std::fs::write(dir.join("report.md"), md)?;
+        plot(&dir.join("plot.svg"), &self.strategies, curve)
+    }
+}
+
+/// Requests/job (x, log) against mean detection delay (y, log), one point per strategy,
+/// with the fixed-interval curve for reference.
+pub fn plot(path: &Path, rows: &[StrategyResult], curve: &[CurvePoint]) -> anyhow::Result<()> {
+    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let xs = rows
+        .iter()
+        .map(|r| r.requests_per_job.mean)
+        .chain(curve.iter().map(|c| c.1));
+    let ys = rows
+        .iter()
+        .map(|r| r.detection_delay_ms.mean)
+        .chain(curve.iter().map(|c| c.2));
+    let x_max = xs.fold(2.0f64, f64::max).min(10_000.0) * 1.5;
+    let y_max = ys.fold(10.0f64, f64::max).min(1e6) * 1.5;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "Requests per job vs mean detection delay (lower-left is better)",
+            ("sans-serif", 18),
+        )
+        .margin(20)
+        .x_label_area_size(45)
+        .y_label_area_size(70)
+        .build_cartesian_2d((0.8f64..x_max).log_scale(), (0.1f64..y_max).log_scale())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    chart
+        .configure_mesh()
+        .x_desc("status requests per job (mean)")
+        .y_desc("detection delay, ms (mean)")
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let reference: Vec<(f64, f64)> = curve
+        .iter()
+        .map(|c| (c.1, c.2.max(0.1)))
+        .filter(|(x, y)| *x >= 0.8 && *x <= x_max && *y <= y_max)
+        .collect();
+    chart
+        .draw_series(LineSeries::new(reference, BLUE.mix(0.6).stroke_width(2)))
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .label("fixed interval (reference)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
+    for (i, r) in rows.iter().enumerate() {
+        let colour = Palette99::pick(i).to_rgba();
+        let at = (
+            r.requests_per_job.mean.max(0.8),
+            r.detection_delay_ms.mean.max(0.1),
+        );
+        chart
+            .draw_series([Circle::new(at, 6, colour.filled())])
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .label(r.name.clone())
+            .legend(move |(x, y)| Circle::new((x + 10, y), 5, colour.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_interval_curve_matches_hand_computation() {
+        // Jobs of 1000 ms and 3000 ms polled every 1000 ms: 1 and 3 polls, never late.
+        let curve = fixed_interval_curve(&[1000.0, 3000.0]);
+        let p = curve
+            .iter()
+            .find(|c| (c.0 - 1000.0).abs() < 1e-6)
+            .copied()
+            .unwrap();
+        assert_eq!((p.1, p.2), (2.0, 0.0));
+        // Every 10 s: one poll each, 9 s and 7 s late.
+        let p = curve
+            .iter()
+            .find(|c| (c.0 - 10_000.0).abs() < 1e-6)
+            .unwrap();
+        assert_eq!((p.1, p.2), (1.0, 8000.0));
+    }
+
+    #[test]
+    fn report_files_are_written() {
+        let dir = std::env::temp_dir().join(format!("loadtest-report-{}", std::process::id()));
+        let report = Report {
+            scenario: serde_json::json!({"jobs": 2}),
+            strategies: vec![StrategyResult {
+                name: "auto".into(),
+                mechanism: "sse".into(),
+                jobs: 2,
+                requests_per_job: RequestStats {
+                    mean: 1.0,
+                    p99: 1.0,
+                },
+                detection_delay_ms: Summary::of([1.0, 2.0]),
+                ..StrategyResult::default()
+            }],
+        };
+        report
+            .write(&dir, &fixed_interval_curve(&[500.0, 800.0]))
+            .unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
+        assert_eq!(json["strategies"][0]["requests_per_job"]["mean"], 1.0);
+        assert_eq!(json["strategies"][0]["detection_delay_ms"]["p99"], 2.0);
+        let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+        assert!(md.contains("| auto | sse | 1.00 |"), "{md}");
+        let svg = std::fs::read_to_string(dir.join("plot.svg")).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("auto"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

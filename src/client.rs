@@ -1,0 +1,517 @@
+//! The client and its builder.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use url::Url;
+
+use crate::error::Error;
+use crate::job::{CreatedJob, JobRef};
+use crate::model::{JobStatus, NewJob};
+use crate::poll::{LearnedDurations, PollPolicy, PollPolicyExt};
+use crate::transport::{ReadOptions, Transport, TransportConfig};
+use crate::wait::{Capabilities, Completion, HttpSource, Plan, WaitOptions, Watch, run};
+
+/// A client of the translation service. Cheap to clone: clones share the connection pool,
+/// the learned job durations and what is known about the server.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    transport: Transport,
+    base_url: Option<Url>,
+    defaults: WaitOptions,
+    learned: LearnedDurations,
+    capabilities: Capabilities,
+}
+
+impl Client {
+    /// A builder with the defaults: 10 s request timeout, 3 quick transport retries, the
+    /// [`WaitOptions`] defaults.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// A client for the service at `base_url`, with the defaults.
+    pub fn new(base_url: &str) -> Result<Client, Error> {
+        Client::builder().base_url(base_url).build()
+    }
+
+    /// Reads a job's status once (through the transport's retries).
+    ///
+    /// A job that ended in `error` is `Ok`; so is a result string this version does not know
+    /// ([`JobState::Unknown`](crate::JobState::Unknown)).
+    pub async fn status(&self, job: impl Into<JobRef>) -> Result<JobStatus, Error> {
+        let job = job.into();
+        let endpoints = job.resolve(self.inner.base_url.as_ref())?;
+        let exchange = self
+            .inner
+            .transport
+            .read(&endpoints.status, &ReadOptions::default())
+            .await
+            .map_err(crate::transport::Failure::into_error)?;
+        use crate::wait::ReadOutcome as outcome;
+        match crate::wait::interpret(exchange) {
+            outcome::Status { status, .. } | outcome::Unknown { status, .. } => Ok(status),
+            outcome::Throttled { error, .. }
+            | outcome::Malformed(error)
+            | outcome::Failed(error) => Err(error),
+            outcome::NotModified { .. } => Err(Error::UnexpectedResponse(Box::new(
+                crate::error::UnexpectedResponse {
+                    url: endpoints.status.to_string(),
+                    status: 304,
+                    code: None,
+                    message: "304 Not Modified to a request without If-None-Match".into(),
+                    body_excerpt: String::new(),
+                    retry_after: None,
+                },
+            ))),
+        }
+    }
+
+    /// Waits for the job with the client's default [`WaitOptions`].
+    ///
+    /// Resolves to the completed status, or an [`Error`]: the job failed, the wait gave up,
+    /// the service was unreachable or answered unexpectedly. Dropping the future cancels
+    /// the wait and every request in flight.
+    pub async fn wait(&self, job: impl Into<JobRef>) -> Result<Completion, Error> {
+        self.wait_with(job, &self.inner.defaults).await
+    }
+
+    /// Waits for the job with the given options.
+    pub async fn wait_with(
+        &self,
+        job: impl Into<JobRef>,
+        options: &WaitOptions,
+    ) -> Result<Completion, Error> {
+        self.wait_observed(job.into(), options, &mut |_| {}).await
+    }
+
+    /// A stream of the job's distinct status changes, ending with its terminal status.
+    pub fn watch(&self, job: impl Into<JobRef>) -> Watch {
+        self.watch_with(job, self.inner.defaults.clone())
+    }
+
+    /// Like [`watch`](Self::watch), with the given options.
+    pub fn watch_with(&self, job: impl Into<JobRef>, options: WaitOptions) -> Watch {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let client = self.clone();
+        let job = job.into();
+        Watch::new(rx, async move {
+            let mut send = move |status: &JobStatus| {
+                // The receiver is gone only when the stream was dropped, and then so is this.
+                let _ = tx.send(status.clone());
+            };
+            client.wait_observed(job, &options, &mut send).await
+        })
+    }
+
+    async fn wait_observed(
+        &self,
+        job: JobRef,
+        options: &WaitOptions,
+        observer: &mut (dyn FnMut(&JobStatus) + Send + Sync),
+    ) -> Result<Completion, Error> {
+        options.validate()?;
+        let inner = &*self.inner;
+        let endpoints = job.resolve(inner.base_url.as_ref())?;
+        let source = HttpSource::new(
+            &inner.transport,
+            &endpoints,
+            &inner.capabilities,
+            options.sse,
+            options.long_poll,
+        );
+        let policy = compose(options);
+        let plan = Plan {
+            job: endpoints.label.clone(),
+            deadline: options.deadline,
+            hold: options.long_poll_hold,
+            created: job.created(),
+            learned: Some(inner.learned.clone()),
+            random: rand::random::<f64>,
+            final_grace: inner.transport.request_timeout.min(Duration::from_secs(2)),
+        };
+        run(&source, &plan, policy.as_ref(), observer).await
+    }
+
+    /// Creates a job (`POST /v1/jobs`). Not retried on failure — a retried creation could
+    /// create two jobs — except after an explicit `429`/`503` with `Retry-After`.
+    pub async fn create_job(&self, job: &NewJob) -> Result<CreatedJob, Error> {
+        let base = self.inner.base_url.as_ref().ok_or_else(|| {
+            Error::config(
+                "base_url",
+                "creating a job needs a base URL: set ClientBuilder::base_url",
+            )
+        })?;
+        let url = base
+            .join("v1/jobs")
+            .map_err(|e| Error::config("base_url", e.to_string()))?;
+        let exchange = self
+            .inner
+            .transport
+            .post_json(&url, &job.to_json())
+            .await
+            .map_err(crate::transport::Failure::into_error)?;
+        if !exchange.status.is_success() {
+            return Err(exchange.into_error(None));
+        }
+        let received = Instant::now();
+        let parsed: Result<serde_json::Value, _> = serde_json::from_slice(&exchange.body);
+        let field = |name: &str| {
+            parsed
+                .as_ref()
+                .ok()
+                .and_then(|v| v.get(name))
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+        };
+        let Some(id) = field("id") else {
+            return Err(exchange.into_error(Some("the creation answer has no job `id`".into())));
+        };
+        let absolute = |relative: Option<String>| -> Option<String> {
+            relative.and_then(|r| url.join(&r).ok()).map(String::from)
+        };
+        let status_url = match absolute(field("status_url")) {
+            Some(url) => url,
+            None => JobRef::id(id.as_str())
+                .resolve(Some(base))?
+                .status
+                .to_string(),
+        };
+        Ok(CreatedJob {
+            events_url: absolute(field("events_url")),
+            created_at: field("created_at")
+                .and_then(|t| humantime::parse_rfc3339_weak(t.trim_end_matches('Z')).ok()),
+            id,
+            status_url,
+            received,
+        })
+    }
+
+    /// What this client has learned about job durations.
+    pub fn learned_durations(&self) -> &LearnedDurations {
+        &self.inner.learned
+    }
+
+    /// The client's default wait options.
+    pub fn wait_options(&self) -> &WaitOptions {
+        &self.inner.defaults
+    }
+}
+
+/// The options' limits wrapped around the options' policy.
+fn compose(options: &WaitOptions) -> Box<dyn PollPolicy> {
+    let policy = Arc::clone(&options.policy);
+    match (options.max_polls, options.deadline) {
+        (Some(n), Some(d)) => Box::new(policy.with_max_polls(n).with_deadline(d)),
+        (Some(n), None) => Box::new(policy.with_max_polls(n)),
+        (None, Some(d)) => Box::new(policy.with_deadline(d)),
+        (None, None) => Box::new(policy),
+    }
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("base_url", &self.inner.base_url.as_ref().map(Url::as_str))
+            .field("request_timeout", &self.inner.transport.request_timeout)
+            .field("defaults", &self.inner.defaults)
+            .field("learned", &self.inner.learned)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Client`]; every setting is checked by [`build`](Self::build).
+#[derive(Clone)]
+pub struct ClientBuilder {
+    base_url: Option<String>,
+    api_key: Option<String>,
+    request_timeout: Duration,
+    connect_timeout: Duration,
+    max_retries: u32,
+    retry_backoff: (Duration, Duration),
+    max_throttle_waits: u32,
+    max_throttle_delay: Duration,
+    defaults: WaitOptions,
+    learned: Option<LearnedDurations>,
+    user_agent: String,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        ClientBuilder {
+            base_url: None,
+            api_key: None,
+            request_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            max_retries: 3,
+            retry_backoff: (Duration::from_millis(100), Duration::from_secs(1)),
+            max_throttle_waits: 3,
+            max_throttle_delay: Duration::from_secs(60),
+            defaults: WaitOptions::default(),
+            learned: None,
+            user_agent: concat!(env!("CARGO_PKG_NAME"), "/", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// The service's base URL (`http://host:port`); job ids resolve against it. Optional
+    /// when every job is addressed by its full status URL.
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = Some(url.into());
+        self
+    }
+
+    /// The API key, sent as `X-Api-Key`.
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(key.into());
+        self
+    }
+
+    /// The timeout of one request on the wire (default 10 s). A long-poll request gets the
+    /// hold it asks for on top.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// The timeout for establishing a connection (default 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Transport retries of one failed request (default 3, at most 10; 0 disables them).
+    pub fn max_retries(mut self, retries: u32) -> Self {
+        self.max_retries = retries;
+        self
+    }
+
+    /// Bounds of the jittered exponential backoff between transport retries (default
+    /// 100 ms to 1 s).
+    pub fn retry_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.retry_backoff = (min, max);
+        self
+    }
+
+    /// How many `429`/`503` + `Retry-After` answers one request waits out before returning
+    /// the answer (default 3), and the longest single wait (default 60 s).
+    pub fn throttle(mut self, max_waits: u32, max_delay: Duration) -> Self {
+        self.max_throttle_waits = max_waits;
+        self.max_throttle_delay = max_delay;
+        self
+    }
+
+    /// The options [`Client::wait`] and [`Client::watch`] use.
+    pub fn wait_options(mut self, options: WaitOptions) -> Self {
+        self.defaults = options;
+        self
+    }
+
+    /// Shares learned job durations with other clients (default: a fresh history of 128).
+    pub fn learned_durations(mut self, learned: LearnedDurations) -> Self {
+        self.learned = Some(learned);
+        self
+    }
+
+    /// The `User-Agent` header.
+    pub fn user_agent(mut self, agent: impl Into<String>) -> Self {
+        self.user_agent = agent.into();
+        self
+    }
+
+    /// Checks every setting and builds the client. Sends nothing.
+    pub fn build(self) -> Result<Client, Error> {
+        let base_url = match &self.base_url {
+            Some(raw) => Some(parse_base(raw)?),
+            None => None,
+        };
+        positive("request_timeout", self.request_timeout)?;
+        positive("connect_timeout", self.connect_timeout)?;
+        if self.max_retries > 10 {
+            return Err(Error::config(
+                "max_retries",
+                format!(
+                    "{} is too many for retries inside one poll: use at most 10",
+                    self.max_retries
+                ),
+            ));
+        }
+        let (min, max) = self.retry_backoff;
+        positive("retry_backoff", min)?;
+        if min > max {
+            return Err(Error::config(
+                "retry_backoff",
+                format!("the minimum ({min:?}) is above the maximum ({max:?})"),
+            ));
+        }
+        if self
+            .api_key
+            .as_ref()
+            .is_some_and(|key| key.trim().is_empty())
+        {
+            return Err(Error::config("api_key", "is empty: leave it unset instead"));
+        }
+        self.defaults.validate()?;
+        let transport = Transport::new(&TransportConfig {
+            request_timeout: self.request_timeout,
+            connect_timeout: self.connect_timeout,
+            max_retries: self.max_retries,
+            retry_min: min,
+            retry_max: max,
+            max_throttle_waits: self.max_throttle_waits,
+            max_throttle_delay: self.max_throttle_delay,
+            api_key: self.api_key,
+            user_agent: self.user_agent,
+        })?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                transport,
+                base_url,
+                defaults: self.defaults,
+                learned: self.learned.unwrap_or_default(),
+                capabilities: Capabilities::default(),
+            }),
+        })
+    }
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("request_timeout", &self.request_timeout)
+            .field("max_retries", &self.max_retries)
+            .field("defaults", &self.defaults)
+            .finish_non_exhaustive()
+    }
+}
+
+fn parse_base(raw: &str) -> Result<Url, Error> {
+    let mut url = Url::parse(raw).map_err(|e| {
+        Error::config(
+            "base_url",
+            format!("{raw:?} is not a URL ({e}); expected e.g. http://localhost:8080"),
+        )
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
+        return Err(Error::config(
+            "base_url",
+            format!("{raw:?} must be an http or https URL, e.g. http://localhost:8080"),
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(Error::config(
+            "base_url",
+            format!("{raw:?} must not have a query or fragment"),
+        ));
+    }
+    // A base is a directory: `http://h/api` and `http://h/api/` both mean `/api/`.
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
+}
+
+fn positive(setting: &'static str, value: Duration) -> Result<(), Error> {
+    if value.is_zero() {
+        Err(Error::config(setting, "must be greater than zero"))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn setting(result: Result<Client, Error>) -> &'static str {
+        match result {
+            Err(Error::Config(c)) => c.setting,
+            other => panic!("expected a configuration error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn invalid_settings_fail_at_build() {
+        assert_eq!(
+            setting(Client::builder().base_url("localhost:8080").build()),
+            "base_url"
+        );
+        assert_eq!(
+            setting(Client::builder().base_url("not a url").build()),
+            "base_url"
+        );
+        assert_eq!(
+            setting(Client::builder().base_url("ftp://h").build()),
+            "base_url"
+        );
+        assert_eq!(
+            setting(Client::builder().base_url("http://h/?a=1").build()),
+            "base_url"
+        );
+        assert_eq!(
+            setting(Client::builder().request_timeout(Duration::ZERO).build()),
+            "request_timeout"
+        );
+        assert_eq!(
+            setting(Client::builder().max_retries(50).build()),
+            "max_retries"
+        );
+        assert_eq!(
+            setting(
+                Client::builder()
+                    .retry_backoff(Duration::from_secs(2), Duration::from_secs(1))
+                    .build()
+            ),
+            "retry_backoff"
+        );
+        assert_eq!(setting(Client::builder().api_key(" ").build()), "api_key");
+        assert_eq!(
+            setting(Client::builder().api_key("bad\nkey").build()),
+            "api_key"
+        );
+        assert_eq!(
+            setting(
+                Client::builder()
+                    .wait_options(WaitOptions::new().max_polls(0))
+                    .build()
+            ),
+            "max_polls"
+        );
+        assert_eq!(
+            setting(
+                Client::builder()
+                    .wait_options(WaitOptions::new().long_poll_hold(Duration::from_millis(500)))
+                    .build()
+            ),
+            "long_poll_hold"
+        );
+    }
+
+    #[test]
+    fn valid_settings_build() {
+        let client = Client::builder()
+            .base_url("http://localhost:8080/api")
+            .api_key("k")
+            .build()
+            .unwrap();
+        assert_eq!(
+            client.inner.base_url.as_ref().unwrap().as_str(),
+            "http://localhost:8080/api/"
+        );
+        let debug = format!("{:?}", Client::builder().api_key("secret"));
+        assert!(!debug.contains("secret"), "{debug}");
+        assert!(Client::builder().build().is_ok(), "a base URL is optional");
+    }
+}

@@ -1,0 +1,344 @@
+//! The one error type of this crate, with variants named by what the caller can do next.
+//!
+//! A job that ended in `error` is a *result*, not a failure of this library: [`Client::status`]
+//! returns it as `Ok`. Only [`Client::wait`] turns it into [`Error::JobFailed`], because a
+//! waiter that was asked for a completed job did not get one.
+//!
+//! Third-party errors (reqwest, serde) are boxed as [`std::error::Error::source`], so upgrading
+//! them is not a breaking change of this API.
+//!
+//! [`Client::status`]: crate::Client::status
+//! [`Client::wait`]: crate::Client::wait
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::model::JobStatus;
+use crate::poll::GiveUpReason;
+use crate::wait::WaitReport;
+
+/// A boxed error from a layer below this crate (HTTP client, JSON parser).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything that can go wrong while reading or waiting for a job.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The job reached its `error` state. Waiting longer will not change that: inspect the
+    /// message, fix the input and create a new job.
+    #[error("{0}")]
+    JobFailed(Box<JobFailed>),
+    /// The wait stopped before the job finished: the deadline passed or the poll budget ran
+    /// out. The job may still finish; wait again with a longer deadline.
+    #[error("{0}")]
+    GaveUp(Box<GaveUp>),
+    /// The service could not be reached, or kept failing, even after transport retries.
+    #[error("{0}")]
+    Unreachable(Box<Unreachable>),
+    /// The service answered with something this client cannot use: a rejected request
+    /// (`400`, `401`, `404`, `422`, …), a body that is not the documented JSON, or a result
+    /// string this version does not know.
+    #[error("{0}")]
+    UnexpectedResponse(Box<UnexpectedResponse>),
+    /// A setting given to the builder or to [`WaitOptions`](crate::WaitOptions) is invalid.
+    /// Raised before any request is sent.
+    #[error("invalid configuration: {0}")]
+    Config(ConfigError),
+}
+
+impl Error {
+    /// `true` when trying the same call again later may succeed: the service was unreachable
+    /// or overloaded (`429`, `5xx`), or the wait gave up before the job finished.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Unreachable(_) | Error::GaveUp(_) => true,
+            Error::UnexpectedResponse(e) => {
+                e.status == 429 || e.status == 408 || (500..600).contains(&e.status)
+            }
+            Error::JobFailed(_) | Error::Config(_) => false,
+        }
+    }
+
+    /// `true` when time ran out: the wait's deadline passed, or requests timed out.
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            Error::GaveUp(g) => g.reason == GiveUpReason::Deadline,
+            Error::Unreachable(u) => u.timed_out,
+            _ => false,
+        }
+    }
+
+    /// The HTTP status of the answer behind this error, when there was one.
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            Error::UnexpectedResponse(e) => Some(e.status),
+            Error::Unreachable(u) => u.status,
+            _ => None,
+        }
+    }
+
+    /// The last status the service reported for the job, when the error happened during a wait
+    /// and one was seen.
+    pub fn last_status(&self) -> Option<&JobStatus> {
+        match self {
+            Error::JobFailed(f) => Some(&f.status),
+            Error::GaveUp(g) => g.last_status.as_ref(),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn config(setting: &'static str, problem: impl Into<String>) -> Self {
+        Error::Config(ConfigError {
+            setting,
+            problem: problem.into(),
+        })
+    }
+}
+
+/// The job ended in `error`.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct JobFailed {
+    /// The job, as the caller addressed it (id or status URL).
+    pub job: String,
+    /// The machine-readable failure code, when the service gave one.
+    pub code: Option<String>,
+    /// The human-readable failure message, when the service gave one.
+    pub message: Option<String>,
+    /// The terminal status as reported.
+    pub status: JobStatus,
+    /// How the wait went.
+    pub report: WaitReport,
+}
+
+impl fmt::Display for JobFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "job {} failed", self.job)?;
+        if let Some(code) = &self.code {
+            write!(f, " ({code})")?;
+        }
+        if let Some(message) = &self.message {
+            write!(f, ": {message}")?;
+        }
+        f.write_str(
+            "; the job itself failed, so waiting longer will not help: check its input and create a new job",
+        )
+    }
+}
+
+/// The wait stopped before the job finished.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct GaveUp {
+    /// The job, as the caller addressed it (id or status URL).
+    pub job: String,
+    /// Why the wait stopped.
+    pub reason: GiveUpReason,
+    /// The last status the service reported, if any answer arrived.
+    pub last_status: Option<JobStatus>,
+    /// How the wait went: elapsed time, request count, mechanism.
+    pub report: WaitReport,
+}
+
+impl GaveUp {
+    /// Time from the start of the wait to giving up.
+    pub fn elapsed(&self) -> Duration {
+        self.report.elapsed
+    }
+
+    /// Status requests (and event streams) sent during the wait.
+    pub fn requests(&self) -> u32 {
+        self.report.requests
+    }
+}
+
+impl fmt::Display for GaveUp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "gave up waiting for job {} after {} ms and {} request(s): {}",
+            self.job,
+            self.report.elapsed.as_millis(),
+            self.report.requests,
+            self.reason
+        )?;
+        match &self.last_status {
+            Some(status) => write!(f, "; last status: {}", status.state)?,
+            None => f.write_str("; no status was received")?,
+        }
+        f.write_str(
+            ". The job may still finish: wait again, with a longer deadline or a larger poll budget",
+        )
+    }
+}
+
+/// The service could not be reached, even after transport retries.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Unreachable {
+    /// The URL that was requested.
+    pub url: String,
+    /// Attempts made for the last request (the first try plus transport retries).
+    pub attempts: u32,
+    /// The HTTP status of the last answer, when the service answered with `5xx`/`408`/`429`.
+    pub status: Option<u16>,
+    /// Whether the last attempt timed out.
+    pub timed_out: bool,
+    /// The underlying error, when the failure happened below HTTP.
+    pub source: Option<BoxError>,
+}
+
+impl fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "could not reach the translation service at {} after {} attempt(s)",
+            self.url, self.attempts
+        )?;
+        match (self.status, &self.source) {
+            (Some(status), _) => write!(f, ": it kept answering HTTP {status}")?,
+            (None, Some(source)) => write!(f, ": {}", chain(source.as_ref()))?,
+            (None, None) => {}
+        }
+        f.write_str(
+            ". Check the base URL, the network and the service's health, then try again later",
+        )
+    }
+}
+
+impl std::error::Error for Unreachable {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|e| e.as_ref() as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// The service answered, but not with something this client can use.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct UnexpectedResponse {
+    /// The URL that was requested.
+    pub url: String,
+    /// The HTTP status of the answer.
+    pub status: u16,
+    /// The `error.code` of a JSON error body, when there was one.
+    pub code: Option<String>,
+    /// What was wrong, in words.
+    pub message: String,
+    /// The first bytes of the body, for diagnosis (at most 256 characters).
+    pub body_excerpt: String,
+    /// The server's `Retry-After`, when it sent one.
+    pub retry_after: Option<Duration>,
+}
+
+impl UnexpectedResponse {
+    fn next_step(&self) -> &'static str {
+        match self.status {
+            401 | 403 => "check the API key given to ClientBuilder::api_key",
+            404 | 410 => {
+                "check the job id or status URL (and the base URL); finished jobs expire after a while"
+            }
+            400 | 413 | 415 | 422 => "the request was rejected: check the arguments",
+            429 => "the service is rate limiting this client: slow down and try again later",
+            200..=299 => {
+                "the service's answer does not follow the documented format: check that the URL points at the translation service, or upgrade this library"
+            }
+            _ => "check the URL and the service's documentation",
+        }
+    }
+}
+
+impl fmt::Display for UnexpectedResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unexpected response from {}: HTTP {}",
+            self.url, self.status
+        )?;
+        if let Some(code) = &self.code {
+            write!(f, " ({code})")?;
+        }
+        write!(f, ": {}", self.message)?;
+        if !self.body_excerpt.is_empty() && !self.message.contains(&self.body_excerpt) {
+            write!(f, "; body: {:?}", self.body_excerpt)?;
+        }
+        write!(f, ". Next step: {}", self.next_step())
+    }
+}
+
+/// A setting that failed validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConfigError {
+    /// The setting, named as in the builder (`base_url`, `request_timeout`, …).
+    pub setting: &'static str,
+    /// What is wrong with it and what would be accepted.
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}`: {}", self.setting, self.problem)
+    }
+}
+
+/// Renders an error and its sources on one line: `outer: inner: innermost`.
+pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        let text = inner.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = inner.source();
+    }
+    out
+}
+
+/// The first `max` characters of a body, for error messages.
+pub(crate) fn excerpt(body: &[u8], max: usize) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut out: String = text.chars().take(max).collect();
+    if text.chars().count() > max {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excerpt_truncates_on_characters() {
+        assert_eq!(excerpt(b"hello", 3), "hel…");
+        assert_eq!(excerpt("héllo".as_bytes(), 5), "héllo");
+        assert_eq!(excerpt(&[0xff, b'a'], 10), "\u{fffd}a");
+    }
+
+    #[test]
+    fn messages_say_what_to_do_next() {
+        let e = Error::UnexpectedResponse(Box::new(UnexpectedResponse {
+            url: "http://x/v1/jobs/a/status".into(),
+            status: 401,
+            code: Some("unauthorized".into()),
+            message: "missing api key".into(),
+            body_excerpt: String::new(),
+            retry_after: None,
+        }));
+        let text = e.to_string();
+        assert!(text.contains("HTTP 401"), "{text}");
+        assert!(text.contains("api_key"), "{text}");
+        assert!(!e.is_retryable());
+        assert_eq!(e.http_status(), Some(401));
+
+        let e = Error::config("request_timeout", "must be greater than zero");
+        assert_eq!(
+            e.to_string(),
+            "invalid configuration: `request_timeout`: must be greater than zero"
+        );
+    }
+}

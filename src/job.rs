@@ -1,0 +1,366 @@
+//! How a caller names a job: by id, or by the full URL of its status.
+//!
+//! An id resolves against the client's base URL to `/v1/jobs/{id}/status` (and
+//! `/v1/jobs/{id}/events` for Server-Sent Events). A full URL is used as given, so the client
+//! works against the original exercise's `GET /status` server unchanged; when such a URL has
+//! the v1 shape, its events URL is derived from it.
+
+use std::fmt;
+
+use tokio::time::Instant;
+use url::Url;
+
+use crate::error::Error;
+use crate::model::JobStatus;
+
+/// A job, addressed by id or by status URL.
+///
+/// `&str` and `String` convert automatically: anything starting with `http://` or `https://`
+/// is a status URL, everything else an id.
+///
+/// ```
+/// use translation_status::JobRef;
+/// let by_id = JobRef::from("j-42");
+/// let by_url = JobRef::from("http://localhost:8080/status");
+/// assert_eq!(by_id.to_string(), "j-42");
+/// assert!(matches!(by_url.kind(), translation_status::JobRefKind::StatusUrl));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRef {
+    target: Target,
+    events_url: Option<String>,
+    created: Option<Instant>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    Id(String),
+    Url(String),
+}
+
+/// Which way a [`JobRef`] addresses its job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum JobRefKind {
+    /// By id, resolved against the client's base URL.
+    Id,
+    /// By the full URL of its status.
+    StatusUrl,
+}
+
+impl JobRef {
+    /// A job by id.
+    pub fn id(id: impl Into<String>) -> Self {
+        JobRef {
+            target: Target::Id(id.into()),
+            events_url: None,
+            created: None,
+        }
+    }
+
+    /// A job by the full URL of its status document (for example `http://host/status`).
+    pub fn status_url(url: impl Into<String>) -> Self {
+        JobRef {
+            target: Target::Url(url.into()),
+            events_url: None,
+            created: None,
+        }
+    }
+
+    /// Also names the job's Server-Sent Events URL (absolute, or relative to the status URL).
+    pub fn with_events_url(mut self, url: impl Into<String>) -> Self {
+        self.events_url = Some(url.into());
+        self
+    }
+
+    /// Tells the waiter when the job was created, when the service does not report it. Used
+    /// to learn job durations; without it the start of each wait is taken instead.
+    pub fn with_created_at(mut self, created: Instant) -> Self {
+        self.created = Some(created);
+        self
+    }
+
+    /// How this reference addresses the job.
+    pub fn kind(&self) -> JobRefKind {
+        match self.target {
+            Target::Id(_) => JobRefKind::Id,
+            Target::Url(_) => JobRefKind::StatusUrl,
+        }
+    }
+
+    pub(crate) fn created(&self) -> Option<Instant> {
+        self.created
+    }
+
+    /// Resolves to the URLs to use.
+    pub(crate) fn resolve(&self, base: Option<&Url>) -> Result<Endpoints, Error> {
+        let (status, derived_events, route) = match &self.target {
+            Target::Id(id) => {
+                if id.is_empty() {
+                    return Err(Error::config("job", "a job id must not be empty"));
+                }
+                let base = base.ok_or_else(|| {
+                    Error::config(
+                        "base_url",
+                        format!(
+                            "job {id:?} is addressed by id, which needs a base URL: set ClientBuilder::base_url, or pass the job's full status URL"
+                        ),
+                    )
+                })?;
+                let status = job_url(base, id, "status")?;
+                let events = job_url(base, id, "events")?;
+                (status, Some(events), Route::V1)
+            }
+            Target::Url(raw) => {
+                let status = Url::parse(raw).map_err(|e| {
+                    Error::config("job", format!("{raw:?} is not a valid status URL: {e}"))
+                })?;
+                if !matches!(status.scheme(), "http" | "https") {
+                    return Err(Error::config(
+                        "job",
+                        format!("{raw:?}: only http and https status URLs are supported"),
+                    ));
+                }
+                let v1 = v1_events_url(&status);
+                let route = if v1.is_some() {
+                    Route::V1
+                } else {
+                    Route::Path(status.path().to_owned())
+                };
+                (status, v1, route)
+            }
+        };
+        let events = match &self.events_url {
+            Some(raw) => Some(status.join(raw).map_err(|e| {
+                Error::config("job", format!("{raw:?} is not a valid events URL: {e}"))
+            })?),
+            None => derived_events,
+        };
+        let origin = status.origin().ascii_serialization();
+        Ok(Endpoints {
+            label: self.to_string(),
+            capability_key: match route {
+                Route::V1 => format!("{origin}/v1/jobs"),
+                Route::Path(path) => format!("{origin}{path}"),
+            },
+            status,
+            events,
+        })
+    }
+}
+
+enum Route {
+    V1,
+    Path(String),
+}
+
+fn job_url(base: &Url, id: &str, leaf: &str) -> Result<Url, Error> {
+    let mut url = base.clone();
+    {
+        let mut segments = url.path_segments_mut().map_err(|()| {
+            Error::config(
+                "base_url",
+                format!("{base} cannot be a base for job URLs: use an http(s) URL"),
+            )
+        })?;
+        segments.pop_if_empty().extend(["v1", "jobs", id, leaf]);
+    }
+    Ok(url)
+}
+
+/// `…/v1/jobs/{id}/status` → `…/v1/jobs/{id}/events`.
+fn v1_events_url(status: &Url) -> Option<Url> {
+    let segments: Vec<&str> = status.path_segments()?.collect();
+    let n = segments.len();
+    if n >= 4
+        && segments[n - 4] == "v1"
+        && segments[n - 3] == "jobs"
+        && !segments[n - 2].is_empty()
+        && segments[n - 1] == "status"
+    {
+        let mut events = status.clone();
+        events.set_query(None);
+        events.path_segments_mut().ok()?.pop().push("events");
+        Some(events)
+    } else {
+        None
+    }
+}
+
+impl fmt::Display for JobRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.target {
+            Target::Id(id) => f.write_str(id),
+            Target::Url(url) => f.write_str(url),
+        }
+    }
+}
+
+impl From<&str> for JobRef {
+    fn from(s: &str) -> Self {
+        let lower = s.get(..8).unwrap_or(s).to_ascii_lowercase();
+        if lower.starts_with("http://") || lower.starts_with("https://") {
+            JobRef::status_url(s)
+        } else {
+            JobRef::id(s)
+        }
+    }
+}
+
+impl From<String> for JobRef {
+    fn from(s: String) -> Self {
+        JobRef::from(s.as_str())
+    }
+}
+
+impl From<&String> for JobRef {
+    fn from(s: &String) -> Self {
+        JobRef::from(s.as_str())
+    }
+}
+
+impl From<&JobRef> for JobRef {
+    fn from(job: &JobRef) -> Self {
+        job.clone()
+    }
+}
+
+/// A job created by [`Client::create_job`](crate::Client::create_job).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct CreatedJob {
+    /// The job id.
+    pub id: String,
+    /// The absolute URL of its status.
+    pub status_url: String,
+    /// The absolute URL of its event stream.
+    pub events_url: Option<String>,
+    /// Creation time (service clock), when reported.
+    pub created_at: Option<std::time::SystemTime>,
+    /// When this client received the creation answer.
+    pub(crate) received: Instant,
+}
+
+impl CreatedJob {
+    /// A reference to wait on, carrying both URLs and the creation time.
+    pub fn job(&self) -> JobRef {
+        let job = JobRef::status_url(self.status_url.clone()).with_created_at(self.received);
+        match &self.events_url {
+            Some(events) => job.with_events_url(events.clone()),
+            None => job,
+        }
+    }
+}
+
+impl From<&CreatedJob> for JobRef {
+    fn from(job: &CreatedJob) -> Self {
+        job.job()
+    }
+}
+
+impl From<CreatedJob> for JobRef {
+    fn from(job: CreatedJob) -> Self {
+        job.job()
+    }
+}
+
+/// The URLs of one job, resolved.
+#[derive(Debug, Clone)]
+pub(crate) struct Endpoints {
+    /// How the caller named the job (for spans and errors).
+    pub(crate) label: String,
+    pub(crate) status: Url,
+    pub(crate) events: Option<Url>,
+    /// Servers differ per route: the capability memory is keyed by origin and route shape.
+    pub(crate) capability_key: String,
+}
+
+/// The distinct-change filter behind `watch` and progress reporting.
+#[derive(Debug, Default)]
+pub(crate) struct ChangeFilter {
+    last: Option<(String, Option<u32>)>,
+}
+
+impl ChangeFilter {
+    /// `true` when `status` differs from the last one accepted (state, or progress by ≥ 0.1 %).
+    pub(crate) fn accept(&mut self, status: &JobStatus) -> bool {
+        let key = (
+            status.state.to_string(),
+            status.progress.map(|p| (p * 1000.0).round() as u32),
+        );
+        if self.last.as_ref() == Some(&key) {
+            false
+        } else {
+            self.last = Some(key);
+            true
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn ids_resolve_against_the_base() {
+        let base = Url::parse("http://h:1/api/").unwrap();
+        let e = JobRef::id("a b/c").resolve(Some(&base)).unwrap();
+        assert_eq!(e.status.as_str(), "http://h:1/api/v1/jobs/a%20b%2Fc/status");
+        assert_eq!(
+            e.events.unwrap().as_str(),
+            "http://h:1/api/v1/jobs/a%20b%2Fc/events"
+        );
+        assert_eq!(e.capability_key, "http://h:1/v1/jobs");
+
+        let base = Url::parse("http://h:1").unwrap();
+        let e = JobRef::from("j-1").resolve(Some(&base)).unwrap();
+        assert_eq!(e.status.as_str(), "http://h:1/v1/jobs/j-1/status");
+    }
+
+    #[test]
+    fn ids_need_a_base() {
+        let err = JobRef::id("j").resolve(None).unwrap_err();
+        assert!(err.to_string().contains("base_url"), "{err}");
+        assert!(JobRef::id("").resolve(None).is_err());
+    }
+
+    #[test]
+    fn urls_are_used_as_given() {
+        let e = JobRef::from("http://h:1/status").resolve(None).unwrap();
+        assert_eq!(e.status.as_str(), "http://h:1/status");
+        assert!(e.events.is_none());
+        assert_eq!(e.capability_key, "http://h:1/status");
+
+        let e = JobRef::from("HTTPS://h/status?job=7")
+            .resolve(None)
+            .unwrap();
+        assert_eq!(e.status.as_str(), "https://h/status?job=7");
+        assert!(e.events.is_none());
+
+        let e = JobRef::from("http://h/v1/jobs/j-9/status?x=1")
+            .resolve(None)
+            .unwrap();
+        assert_eq!(e.events.unwrap().as_str(), "http://h/v1/jobs/j-9/events");
+
+        let e = JobRef::status_url("http://h/v1/jobs/j-9/status")
+            .with_events_url("/elsewhere")
+            .resolve(None)
+            .unwrap();
+        assert_eq!(e.events.unwrap().as_str(), "http://h/elsewhere");
+
+        assert!(JobRef::from("http://").resolve(None).is_err());
+        assert!(JobRef::status_url("ftp://h/status").resolve(None).is_err());
+    }
+
+    #[test]
+    fn change_filter_keeps_distinct_states() {
+        let mut f = ChangeFilter::default();
+        let pending = JobStatus::new(crate::JobState::Pending { eta: None });
+        assert!(f.accept(&pending));
+        assert!(!f.accept(&pending));
+        assert!(f.accept(&pending.clone().with_progress(0.5)));
+        assert!(!f.accept(&pending.clone().with_progress(0.5)));
+        assert!(f.accept(&JobStatus::new(crate::JobState::Completed)));
+    }
+}

@@ -1,0 +1,380 @@
+//! What the service says about a job, parsed leniently.
+//!
+//! The only field this crate requires is `result`. Everything else (`progress`, `eta_ms`,
+//! timestamps, `error`) is used when present and well-formed and ignored otherwise, so the
+//! client works unchanged against the original `GET /status → {"result": ..}` server. Result
+//! strings are compared case-insensitively; one this version does not know becomes
+//! [`JobState::Unknown`] instead of an error or a panic.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// One reading of a job's status.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct JobStatus {
+    /// The job id, when the service reports it (the plain `/status` server does not).
+    pub id: Option<String>,
+    /// Where the job is: pending, completed, failed, or a state this version does not know.
+    pub state: JobState,
+    /// Progress between 0 and 1, when reported.
+    pub progress: Option<f64>,
+    /// When the job was created (service clock), when reported.
+    pub created_at: Option<SystemTime>,
+    /// When the job reached its terminal state (service clock), when reported.
+    pub completed_at: Option<SystemTime>,
+}
+
+impl JobStatus {
+    /// A status with only a state, as the plain `/status` server reports it.
+    pub fn new(state: JobState) -> Self {
+        JobStatus {
+            id: None,
+            state,
+            progress: None,
+            created_at: None,
+            completed_at: None,
+        }
+    }
+
+    /// Sets the progress (clamped to `0..=1`).
+    pub fn with_progress(mut self, progress: f64) -> Self {
+        self.progress = Some(progress.clamp(0.0, 1.0));
+        self
+    }
+
+    /// `true` for `completed` and `error`: the job will not change any more.
+    pub fn is_terminal(&self) -> bool {
+        self.state.is_terminal()
+    }
+
+    /// The service's estimate of the time left, when pending and reported.
+    pub fn eta(&self) -> Option<Duration> {
+        match &self.state {
+            JobState::Pending { eta } => *eta,
+            _ => None,
+        }
+    }
+
+    /// Parses a status body (`{"result": .., ...}`).
+    pub fn from_json(body: &[u8]) -> Result<JobStatus, ParseError> {
+        let raw: RawStatus =
+            serde_json::from_slice(body).map_err(|e| ParseError(format!("not JSON: {e}")))?;
+        let result = match raw.result {
+            Some(Value::String(s)) => s,
+            Some(other) => {
+                return Err(ParseError(format!(
+                    "`result` must be a string, got {other}"
+                )));
+            }
+            None => return Err(ParseError("no `result` field".into())),
+        };
+        let state = match result.trim().to_ascii_lowercase().as_str() {
+            "pending" => JobState::Pending {
+                eta: raw.eta_ms.as_ref().and_then(duration_ms),
+            },
+            "completed" => JobState::Completed,
+            "error" => JobState::Failed(JobFailure::from_value(raw.error.as_ref())),
+            _ => JobState::Unknown(result),
+        };
+        Ok(JobStatus {
+            id: match raw.id {
+                Some(Value::String(s)) => Some(s),
+                _ => None,
+            },
+            state,
+            progress: raw
+                .progress
+                .as_ref()
+                .and_then(Value::as_f64)
+                .filter(|p| p.is_finite())
+                .map(|p| p.clamp(0.0, 1.0)),
+            created_at: raw.created_at.as_ref().and_then(timestamp),
+            completed_at: raw.completed_at.as_ref().and_then(timestamp),
+        })
+    }
+}
+
+/// Where a job is.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum JobState {
+    /// Still running. `eta` is the service's (noisy) estimate of the time left.
+    Pending {
+        /// Estimated time left, when the service gives one (`eta_ms`).
+        eta: Option<Duration>,
+    },
+    /// Finished successfully.
+    Completed,
+    /// Finished with an error.
+    Failed(JobFailure),
+    /// A result string this version does not know (kept verbatim).
+    Unknown(String),
+}
+
+impl JobState {
+    /// `true` for [`Completed`](JobState::Completed) and [`Failed`](JobState::Failed).
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, JobState::Completed | JobState::Failed(_))
+    }
+
+    /// The wire name: `pending`, `completed`, `error`, or the unknown string.
+    pub fn as_str(&self) -> &str {
+        match self {
+            JobState::Pending { .. } => "pending",
+            JobState::Completed => "completed",
+            JobState::Failed(_) => "error",
+            JobState::Unknown(s) => s,
+        }
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JobState::Failed(failure) => match (&failure.code, &failure.message) {
+                (Some(code), Some(message)) => write!(f, "error ({code}: {message})"),
+                (Some(code), None) => write!(f, "error ({code})"),
+                (None, Some(message)) => write!(f, "error ({message})"),
+                (None, None) => f.write_str("error"),
+            },
+            JobState::Unknown(s) => write!(f, "unknown result {s:?}"),
+            other => f.write_str(other.as_str()),
+        }
+    }
+}
+
+/// Why a job failed, as far as the service said.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct JobFailure {
+    /// Machine-readable code (`error.code`).
+    pub code: Option<String>,
+    /// Human-readable message (`error.message`).
+    pub message: Option<String>,
+}
+
+impl JobFailure {
+    fn from_value(value: Option<&Value>) -> Self {
+        let field = |name: &str| {
+            value
+                .and_then(|v| v.get(name))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        JobFailure {
+            code: field("code"),
+            message: field("message"),
+        }
+    }
+}
+
+/// A body that is not a status document.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseError(pub(crate) String);
+
+#[derive(Deserialize)]
+struct RawStatus {
+    id: Option<Value>,
+    result: Option<Value>,
+    progress: Option<Value>,
+    eta_ms: Option<Value>,
+    created_at: Option<Value>,
+    completed_at: Option<Value>,
+    error: Option<Value>,
+}
+
+fn duration_ms(value: &Value) -> Option<Duration> {
+    let ms = value.as_f64()?;
+    (0.0..1e15)
+        .contains(&ms)
+        .then(|| Duration::from_secs_f64(ms / 1000.0))
+}
+
+fn timestamp(value: &Value) -> Option<SystemTime> {
+    humantime::parse_rfc3339_weak(value.as_str()?.trim_end_matches('Z')).ok()
+}
+
+/// What a new job should do (the simulator's `POST /v1/jobs` body). Every field is optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NewJob {
+    /// How long the job takes; the service draws one when unset.
+    pub duration: Option<Duration>,
+    /// How it ends; the service draws one when unset.
+    pub outcome: Option<Outcome>,
+    /// A URL the service will POST the terminal status to.
+    pub callback_url: Option<String>,
+}
+
+impl NewJob {
+    /// A job whose duration and outcome the service chooses.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the duration.
+    pub fn duration(mut self, duration: Duration) -> Self {
+        self.duration = Some(duration);
+        self
+    }
+
+    /// Sets the outcome.
+    pub fn outcome(mut self, outcome: Outcome) -> Self {
+        self.outcome = Some(outcome);
+        self
+    }
+
+    /// Sets the webhook target.
+    pub fn callback_url(mut self, url: impl Into<String>) -> Self {
+        self.callback_url = Some(url.into());
+        self
+    }
+
+    pub(crate) fn to_json(&self) -> Value {
+        let mut body = serde_json::Map::new();
+        if let Some(d) = self.duration {
+            let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+            body.insert("duration_ms".into(), ms.into());
+        }
+        if let Some(outcome) = self.outcome {
+            body.insert("outcome".into(), outcome.as_str().into());
+        }
+        if let Some(url) = &self.callback_url {
+            body.insert("callback_url".into(), url.clone().into());
+        }
+        Value::Object(body)
+    }
+}
+
+/// How a job ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// The job completes.
+    Completed,
+    /// The job fails.
+    Error,
+}
+
+impl Outcome {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn parse(s: &str) -> Result<JobStatus, ParseError> {
+        JobStatus::from_json(s.as_bytes())
+    }
+
+    #[test]
+    fn plain_server_shapes() {
+        let table = [
+            (r#"{"result":"pending"}"#, JobState::Pending { eta: None }),
+            (r#"{"result":"completed"}"#, JobState::Completed),
+            (r#"{"result":"COMPLETED"}"#, JobState::Completed),
+            (r#"{"result":" Pending "}"#, JobState::Pending { eta: None }),
+            (
+                r#"{"result":"error"}"#,
+                JobState::Failed(JobFailure::default()),
+            ),
+            (
+                r#"{"result":"Cancelled"}"#,
+                JobState::Unknown("Cancelled".into()),
+            ),
+            (r#"{"result":""}"#, JobState::Unknown(String::new())),
+        ];
+        for (body, want) in table {
+            assert_eq!(parse(body).unwrap().state, want, "{body}");
+        }
+    }
+
+    #[test]
+    fn full_v1_status() {
+        let s = parse(
+            r#"{"id":"j-1","result":"pending","progress":0.42,"eta_ms":2900,
+                "created_at":"2026-11-24T01:02:03.456Z","extra":[1,2]}"#,
+        )
+        .unwrap();
+        assert_eq!(s.id.as_deref(), Some("j-1"));
+        assert_eq!(s.eta(), Some(Duration::from_millis(2900)));
+        assert_eq!(s.progress, Some(0.42));
+        assert!(s.created_at.is_some());
+        assert!(!s.is_terminal());
+
+        let s = parse(
+            r#"{"id":"j-1","result":"error","progress":1.0,"created_at":"2026-11-24T01:02:03.456Z",
+                "completed_at":"2026-11-24T01:02:08.456Z",
+                "error":{"code":"translation_failed","message":"no audio"}}"#,
+        )
+        .unwrap();
+        let elapsed = s
+            .completed_at
+            .unwrap()
+            .duration_since(s.created_at.unwrap())
+            .unwrap();
+        assert_eq!(elapsed, Duration::from_secs(5));
+        assert_eq!(
+            s.state,
+            JobState::Failed(JobFailure {
+                code: Some("translation_failed".into()),
+                message: Some("no audio".into())
+            })
+        );
+        assert!(s.is_terminal());
+        assert_eq!(s.state.to_string(), "error (translation_failed: no audio)");
+    }
+
+    #[test]
+    fn optional_fields_of_the_wrong_type_are_ignored() {
+        let s =
+            parse(r#"{"result":"pending","progress":"half","eta_ms":-5,"created_at":42,"id":7}"#)
+                .unwrap();
+        assert_eq!(s, JobStatus::new(JobState::Pending { eta: None }));
+        let s = parse(r#"{"result":"pending","progress":7.5}"#).unwrap();
+        assert_eq!(s.progress, Some(1.0));
+    }
+
+    #[test]
+    fn malformed_bodies_are_errors_not_panics() {
+        for body in [
+            "",
+            "{",
+            "null",
+            "[]",
+            r#"{"status":"done"}"#,
+            r#"{"result":3}"#,
+            r#"{"result":null}"#,
+            "\u{0}\u{1}",
+            "<html>oops</html>",
+        ] {
+            assert!(parse(body).is_err(), "{body:?} parsed");
+        }
+    }
+
+    #[test]
+    fn new_job_body() {
+        let body = NewJob::new()
+            .duration(Duration::from_millis(1500))
+            .outcome(Outcome::Error)
+            .to_json();
+        assert_eq!(
+            body,
+            serde_json::json!({"duration_ms": 1500, "outcome": "error"})
+        );
+        assert_eq!(NewJob::new().to_json(), serde_json::json!({}));
+    }
+}

@@ -1,0 +1,405 @@
+//! The default policy: server hints, then learned durations, then a cold-start schedule.
+//!
+//! # The three sources, best first
+//!
+//! 1. **Hints.** A pending answer may carry `eta_ms` (or `retry-after-ms` / `Retry-After`).
+//!    Estimates are noisy, so the predicted end `T` becomes a window of plausible ends
+//!    `[T / (1 + tolerance), T / (1 − tolerance)]`. The policy jumps straight to the earliest
+//!    plausible end, then tightens: it polls the window in four equal steps. A hint
+//!    contradicted by what is observed — the job is still pending past the window — is
+//!    dropped, and the next source decides.
+//! 2. **Learned durations.** Once the client has seen enough jobs end
+//!    ([`DurationModel`]), the policy jumps to the 5 % quantile of their durations, then polls
+//!    at the 25/50/75/95 % quantiles (never closer than the minimum interval). Past the 95 %
+//!    quantile this job is an outlier and the cold-start schedule takes over.
+//! 3. **Cold start.** Nothing is known: poll every 2 s — no early burst, and never worse than
+//!    a fixed 2 s poller on the 30 s jobs it is measured against — and, once the job is older
+//!    than 30 s, every 1/15 of its age (capped at 30 s), so a ten-minute job costs about sixty
+//!    polls rather than three hundred.
+//!
+//! Every delay is at least the minimum interval (100 ms by default).
+
+use std::time::Duration;
+
+use super::{Basis, DurationModel, PollDecision, PollPolicy, PollState, seconds};
+
+/// Hints first, then learned durations, then a cold-start schedule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Adaptive {
+    hint_tolerance: f64,
+    min_interval: Duration,
+    min_samples: usize,
+    use_hints: bool,
+    use_learned: bool,
+    cold_base: Duration,
+    cold_growth_after: Duration,
+    cold_max: Duration,
+}
+
+/// The quantiles of learned durations that the learned schedule polls at.
+const GRID: [f64; 5] = [0.05, 0.25, 0.5, 0.75, 0.95];
+const WINDOW_STEPS: f64 = 4.0;
+
+impl Default for Adaptive {
+    fn default() -> Self {
+        Adaptive {
+            hint_tolerance: 0.25,
+            min_interval: Duration::from_millis(100),
+            min_samples: 10,
+            use_hints: true,
+            use_learned: true,
+            cold_base: Duration::from_secs(2),
+            cold_growth_after: Duration::from_secs(30),
+            cold_max: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Adaptive {
+    /// The default: ±25 % hint tolerance, 100 ms minimum interval, learned schedule after 10
+    /// samples, cold start every 2 s growing after 30 s.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How wrong server estimates may be, as a fraction (clamped to `0..=0.9`).
+    pub fn hint_tolerance(mut self, tolerance: f64) -> Self {
+        self.hint_tolerance = if tolerance.is_finite() {
+            tolerance.clamp(0.0, 0.9)
+        } else {
+            0.25
+        };
+        self
+    }
+
+    /// The shortest delay this policy will ask for (at least 1 ms).
+    pub fn min_interval(mut self, interval: Duration) -> Self {
+        self.min_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How many learned samples are needed before the learned schedule is used.
+    pub fn min_samples(mut self, samples: usize) -> Self {
+        self.min_samples = samples.max(1);
+        self
+    }
+
+    /// Whether to follow server hints.
+    pub fn use_hints(mut self, yes: bool) -> Self {
+        self.use_hints = yes;
+        self
+    }
+
+    /// Whether to follow learned durations.
+    pub fn use_learned(mut self, yes: bool) -> Self {
+        self.use_learned = yes;
+        self
+    }
+
+    /// The cold-start schedule: every `base` until the job is `growth_after` old, then every
+    /// `age × base / growth_after`, never more than `max`.
+    pub fn cold_start(mut self, base: Duration, growth_after: Duration, max: Duration) -> Self {
+        self.cold_base = base.max(self.min_interval);
+        self.cold_growth_after = growth_after.max(Duration::from_millis(1));
+        self.cold_max = max.max(self.cold_base);
+        self
+    }
+
+    fn hinted(&self, state: &PollState) -> Option<Duration> {
+        let estimate = state.eta.or(state.retry_after)?;
+        let end = estimate.predicted_end().as_secs_f64();
+        let earliest = end / (1.0 + self.hint_tolerance);
+        let latest = end / (1.0 - self.hint_tolerance);
+        let step = (latest - earliest) / WINDOW_STEPS;
+        self.window(state.age.as_secs_f64(), earliest, latest, step, &[])
+    }
+
+    fn learned(&self, state: &PollState, model: &DurationModel) -> Option<Duration> {
+        if model.samples() < self.min_samples {
+            return None;
+        }
+        let grid: Vec<f64> = GRID
+            .iter()
+            .filter_map(|&q| model.quantile(q))
+            .map(|d| d.as_secs_f64())
+            .collect();
+        let (&earliest, &latest) = (grid.first()?, grid.last()?);
+        self.window(state.age.as_secs_f64(), earliest, latest, 0.0, &grid)
+    }
+
+    /// One step of "jump to the earliest plausible end, then tighten": `None` once past the
+    /// window (plus half a minimum interval of grace, so that a poll aimed at the window's
+    /// edge, whose answer arrives a little after it, still gets one more look).
+    fn window(
+        &self,
+        age: f64,
+        earliest: f64,
+        latest: f64,
+        step: f64,
+        grid: &[f64],
+    ) -> Option<Duration> {
+        let min = self.min_interval.as_secs_f64();
+        if !(earliest.is_finite() && latest.is_finite()) || age > latest + min / 2.0 {
+            return None;
+        }
+        let after = if age < earliest {
+            earliest - age
+        } else if grid.is_empty() {
+            // Equal steps from the window's start, keeping the grid aligned.
+            let step = step.max(min);
+            let done = ((age - earliest) / step).floor() + 1.0;
+            (earliest + done * step).min(latest.max(age)) - age
+        } else {
+            grid.iter().find(|&&g| g > age).map_or(min, |&g| g - age)
+        };
+        Some(seconds(after.max(min)))
+    }
+
+    fn cold(&self, state: &PollState) -> Duration {
+        let age = state.age.as_secs_f64();
+        let ratio = self.cold_base.as_secs_f64() / self.cold_growth_after.as_secs_f64();
+        let secs = (age * ratio)
+            .max(self.cold_base.as_secs_f64())
+            .min(self.cold_max.as_secs_f64());
+        seconds(secs).max(self.min_interval)
+    }
+}
+
+impl PollPolicy for Adaptive {
+    fn next(&self, state: &PollState) -> PollDecision {
+        if let Some(after) = self.hinted(state).filter(|_| self.use_hints) {
+            return PollDecision::Poll {
+                after,
+                basis: Basis::Hints,
+            };
+        }
+        let learned = state
+            .learned
+            .as_deref()
+            .filter(|_| self.use_learned)
+            .and_then(|model| self.learned(state, model));
+        if let Some(after) = learned {
+            return PollDecision::Poll {
+                after,
+                basis: Basis::Learned,
+            };
+        }
+        PollDecision::Poll {
+            after: self.cold(state),
+            basis: Basis::ColdStart,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::poll::{Estimate, Sample};
+
+    fn s(x: f64) -> Duration {
+        Duration::from_secs_f64(x)
+    }
+
+    fn decide(p: &Adaptive, state: &PollState) -> (f64, Basis) {
+        match p.next(state) {
+            PollDecision::Poll { after, basis } => (after.as_secs_f64(), basis),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Simulates a wait on a job ending at age `end` with an initial poll at age 0: returns
+    /// the number of polls and the detection delay. `eta_bias` scales the server's estimate
+    /// of the total duration, as the simulator's noise does.
+    fn simulate(
+        p: &Adaptive,
+        end: f64,
+        eta_bias: Option<f64>,
+        model: Option<Arc<DurationModel>>,
+    ) -> (u32, f64) {
+        let mut age = 0.0;
+        let mut polls = 1;
+        let mut eta = None;
+        loop {
+            if age >= end {
+                return (polls, age - end);
+            }
+            if let Some(bias) = eta_bias {
+                let remaining = (end * bias - age).max(0.0);
+                if remaining > 0.0 {
+                    eta = Some(Estimate::new(s(age), s(remaining)));
+                }
+            }
+            let mut state = PollState::new().with_polls(polls).with_elapsed(s(age));
+            state.eta = eta;
+            state.learned = model.clone();
+            let (after, _) = decide(p, &state);
+            age += after;
+            polls += 1;
+            assert!(polls < 500, "runaway");
+        }
+    }
+
+    #[test]
+    fn cold_start_is_never_worse_than_fixed_two_seconds_on_30s_jobs() {
+        let p = Adaptive::new();
+        let table = [
+            (0.0, 2.0),
+            (1.0, 2.0),
+            (29.0, 2.0),
+            (30.0, 2.0),
+            (60.0, 4.0),
+            (300.0, 20.0),
+            (3600.0, 30.0),
+        ];
+        for (age, want) in table {
+            let state = PollState::new().with_polls(1).with_elapsed(s(age));
+            let (after, basis) = decide(&p, &state);
+            assert_eq!(basis, Basis::ColdStart);
+            assert!((after - want).abs() < 1e-9, "age {age}: {after}");
+        }
+        for end in [29.5, 30.0, 30.5, 31.9] {
+            let (polls, delay) = simulate(&p, end, None, None);
+            let fixed_polls = (end / 2.0).ceil() as u32 + 1;
+            assert!(polls <= fixed_polls, "{end}: {polls} > {fixed_polls}");
+            assert!(delay <= 2.0, "{end}: {delay}");
+        }
+        // No early burst: the first delay is the base interval.
+        let (after, _) = decide(&p, &PollState::new().with_polls(1));
+        assert!(after >= 2.0);
+        // A ten-minute job costs far fewer polls than fixed 2 s (301).
+        let (polls, delay) = simulate(&p, 600.0, None, None);
+        assert!(polls < 70, "{polls}");
+        assert!(delay < 40.0, "{delay}");
+    }
+
+    #[test]
+    fn hints_jump_to_the_earliest_plausible_end_then_tighten() {
+        let p = Adaptive::new();
+        // eta 4 s seen at age 0 → window [3.2, 5.33].
+        let state = PollState::new()
+            .with_polls(1)
+            .with_eta(Estimate::new(s(0.0), s(4.0)));
+        let (after, basis) = decide(&p, &state);
+        assert_eq!(basis, Basis::Hints);
+        assert!((after - 3.2).abs() < 1e-6, "{after}");
+        // At the window's start: a quarter-window step.
+        let state = state.with_elapsed(s(3.2));
+        let (after, _) = decide(&p, &state);
+        assert!((after - 0.5333).abs() < 1e-3, "{after}");
+        // Past the window: the hint is contradicted and dropped.
+        let state = state.with_elapsed(s(5.6));
+        assert_eq!(decide(&p, &state).1, Basis::ColdStart);
+    }
+
+    #[test]
+    fn five_second_jobs_with_twenty_percent_noise_take_at_most_seven_polls() {
+        let p = Adaptive::new();
+        for bias in [0.8, 0.85, 0.9, 1.0, 1.1, 1.15, 1.2] {
+            let (polls, delay) = simulate(&p, 5.0, Some(bias), None);
+            assert!(polls <= 7, "bias {bias}: {polls} polls");
+            assert!(delay <= 0.9, "bias {bias}: {delay} s late");
+        }
+    }
+
+    #[test]
+    fn retry_after_is_a_hint_when_there_is_no_eta() {
+        let p = Adaptive::new();
+        let state = PollState::new()
+            .with_polls(1)
+            .with_retry_after(Estimate::new(s(0.0), s(1.0)));
+        let (after, basis) = decide(&p, &state);
+        assert_eq!(basis, Basis::Hints);
+        assert!((after - 0.8).abs() < 1e-6, "{after}");
+        let p = p.use_hints(false);
+        assert_eq!(decide(&p, &state).1, Basis::ColdStart);
+    }
+
+    #[test]
+    fn learned_schedule_needs_enough_samples() {
+        let p = Adaptive::new();
+        let few = Arc::new(DurationModel::fit(&[Sample::exact(s(2.0)); 9]));
+        let state = PollState::new().with_polls(1).with_learned(few);
+        assert_eq!(decide(&p, &state).1, Basis::ColdStart);
+        let enough = Arc::new(DurationModel::fit(&[Sample::exact(s(2.0)); 10]));
+        let state = PollState::new().with_polls(1).with_learned(enough);
+        let (after, basis) = decide(&p, &state);
+        assert_eq!(basis, Basis::Learned);
+        assert!((after - 2.0).abs() < 0.01, "{after}");
+    }
+
+    #[test]
+    fn learned_fixed_durations_cost_three_polls() {
+        let p = Adaptive::new();
+        let samples: Vec<Sample> = (0..20)
+            .map(|i| {
+                Sample::between(
+                    s(1.98 + 0.001 * f64::from(i % 3)),
+                    s(2.02 + 0.001 * f64::from(i % 5)),
+                )
+            })
+            .collect();
+        let model = Arc::new(DurationModel::fit(&samples));
+        for end in [1.985, 2.0, 2.015] {
+            let (polls, delay) = simulate(&p, end, None, Some(model.clone()));
+            assert!(polls <= 3, "{end}: {polls}");
+            assert!(delay <= 0.3, "{end}: {delay}");
+        }
+    }
+
+    #[test]
+    fn learned_spread_durations_poll_at_quantiles_then_fall_back() {
+        let p = Adaptive::new();
+        // Uniform in [10, 20] s, known exactly.
+        let samples: Vec<Sample> = (0..100)
+            .map(|i| Sample::exact(s(10.0 + f64::from(i) / 10.0)))
+            .collect();
+        let model = Arc::new(DurationModel::fit(&samples));
+        let state = PollState::new().with_polls(1).with_learned(model.clone());
+        let (after, basis) = decide(&p, &state);
+        assert_eq!(basis, Basis::Learned);
+        assert!((after - 10.5).abs() < 0.15, "{after}");
+        let state = state.with_elapsed(s(12.6));
+        let (after, _) = decide(&p, &state);
+        assert!((after - 2.4).abs() < 0.15, "{after}");
+        // An outlier past the 95 % quantile falls back to the cold start.
+        let state = state.with_elapsed(s(25.0));
+        assert_eq!(decide(&p, &state).1, Basis::ColdStart);
+        // Jobs across the whole range: a poll at each quantile crossed, so about five polls,
+        // each found within one quantile step.
+        let (mut worst, mut total) = (0, 0);
+        for i in 0..20 {
+            let (polls, delay) =
+                simulate(&p, 10.25 + f64::from(i) / 2.0, None, Some(model.clone()));
+            worst = worst.max(polls);
+            total += polls;
+            assert!(delay < 2.6, "{delay}");
+        }
+        assert!(worst <= 8, "{worst}");
+        assert!(total <= 20 * 5, "{total}");
+    }
+
+    #[test]
+    fn hints_take_precedence_over_learned() {
+        let p = Adaptive::new();
+        let model = Arc::new(DurationModel::fit(&[Sample::exact(s(2.0)); 20]));
+        let state = PollState::new()
+            .with_polls(1)
+            .with_learned(model)
+            .with_eta(Estimate::new(s(0.0), s(8.0)));
+        assert_eq!(decide(&p, &state).1, Basis::Hints);
+    }
+
+    #[test]
+    fn delays_never_go_below_the_minimum_interval() {
+        let p = Adaptive::new().min_interval(Duration::from_millis(250));
+        let state = PollState::new()
+            .with_polls(3)
+            .with_elapsed(s(3.9))
+            .with_eta(Estimate::new(s(3.8), s(0.2)));
+        let (after, _) = decide(&p, &state);
+        assert!(after >= 0.25, "{after}");
+    }
+}

@@ -1,0 +1,447 @@
+//! Job durations learned from past waits.
+//!
+//! # Why intervals, and why Turnbull
+//!
+//! A poller never sees when a job ended, only that it was still pending at one poll and
+//! finished at the next: every observation is an *interval* `(lo, hi]` of job age. Recording
+//! `hi` alone would bias the model late by the polling gap, and a schedule built from it would
+//! keep polling late (a fixed point of its own bias). Instead the model is the
+//! non-parametric maximum-likelihood estimate for interval-censored data (Turnbull's
+//! self-consistency algorithm): probability mass on the *innermost* intervals that the
+//! observations pin down. For jobs of a fixed length the intervals intersect and the mass
+//! collapses onto their intersection, so a handful of waits that poll inside the current
+//! window narrow it quickly; for spread-out durations the mass spreads accordingly. Waits that
+//! gave up are right-censored samples `(lo, ∞)`, which keeps slow jobs from being forgotten.
+//!
+//! Exact durations (when the server reports both `created_at` and `completed_at`) are
+//! 1 ms-wide intervals.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// What one wait taught about a job's duration: it ended at an age in `(lo, hi]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    lo: f64,
+    hi: f64,
+}
+
+const EXACT_WIDTH: f64 = 0.001;
+
+impl Sample {
+    /// The job ended after age `lo` and no later than age `hi` (swapped if reversed; widened
+    /// to 1 ms if equal).
+    pub fn between(lo: Duration, hi: Duration) -> Self {
+        let (a, b) = (lo.as_secs_f64(), hi.as_secs_f64());
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        if hi - lo < EXACT_WIDTH {
+            Sample {
+                lo: (hi - EXACT_WIDTH).max(0.0),
+                hi: hi.max(EXACT_WIDTH),
+            }
+        } else {
+            Sample { lo, hi }
+        }
+    }
+
+    /// The job took exactly `duration`.
+    pub fn exact(duration: Duration) -> Self {
+        Self::between(duration, duration)
+    }
+
+    /// The job was still running at age `lo` when the wait stopped.
+    pub fn at_least(lo: Duration) -> Self {
+        Sample {
+            lo: lo.as_secs_f64(),
+            hi: f64::INFINITY,
+        }
+    }
+}
+
+/// A fitted distribution of job durations (piecewise uniform on disjoint intervals).
+#[derive(Clone, PartialEq, Default)]
+pub struct DurationModel {
+    /// `(lo, hi, mass)`, sorted, disjoint; `hi` may be infinite.
+    pieces: Vec<(f64, f64, f64)>,
+    samples: usize,
+}
+
+const MAX_ITERATIONS: usize = 200;
+const TOLERANCE: f64 = 1e-6;
+/// A large history is refitted at most this often (a fit of 1,000 spread brackets takes tens
+/// of milliseconds); a small one on every new sample.
+const REFIT_EVERY: Duration = Duration::from_secs(1);
+const ALWAYS_REFIT_BELOW: usize = 64;
+
+impl DurationModel {
+    /// Fits the non-parametric maximum-likelihood distribution to `samples`.
+    pub fn fit(samples: &[Sample]) -> Self {
+        let samples: Vec<Sample> = samples
+            .iter()
+            .copied()
+            .filter(|s| s.lo.is_finite() && s.lo >= 0.0 && s.hi > s.lo)
+            .collect();
+        if samples.is_empty() {
+            return DurationModel::default();
+        }
+
+        // Innermost intervals: a left endpoint immediately followed by a right endpoint, with
+        // right endpoints sorted first on ties, because (a, x] and (x, b] do not overlap.
+        let mut ends: Vec<(f64, bool)> = Vec::with_capacity(samples.len() * 2);
+        for s in &samples {
+            ends.push((s.lo, true));
+            ends.push((s.hi, false));
+        }
+        ends.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let innermost: Vec<(f64, f64)> = ends
+            .windows(2)
+            .filter(|w| w[0].1 && !w[1].1)
+            .map(|w| (w[0].0, w[1].0))
+            .collect();
+        let m = innermost.len();
+        if m == 0 {
+            return DurationModel::default();
+        }
+
+        // Each sample covers a contiguous run of innermost intervals.
+        let cover: Vec<(usize, usize)> = samples
+            .iter()
+            .map(|s| {
+                let start = innermost.partition_point(|&(a, _)| a < s.lo);
+                let end = innermost.partition_point(|&(_, b)| b <= s.hi);
+                (start, end.max(start))
+            })
+            .collect();
+
+        let n = samples.len() as f64;
+        let mut mass = vec![1.0 / m as f64; m];
+        let mut next = vec![0.0; m];
+        for _ in 0..MAX_ITERATIONS {
+            next.iter_mut().for_each(|x| *x = 0.0);
+            for &(start, end) in &cover {
+                let total: f64 = mass[start..end].iter().sum();
+                if total > 0.0 {
+                    for j in start..end {
+                        next[j] += mass[j] / total / n;
+                    }
+                }
+            }
+            let change = mass
+                .iter()
+                .zip(&next)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            std::mem::swap(&mut mass, &mut next);
+            if change < TOLERANCE {
+                break;
+            }
+        }
+
+        let total: f64 = mass.iter().sum();
+        let pieces = innermost
+            .iter()
+            .zip(&mass)
+            .filter(|(_, p)| **p > 1e-6)
+            .map(|(&(a, b), &p)| (a, b, p / total))
+            .collect();
+        DurationModel {
+            pieces,
+            samples: samples.len(),
+        }
+    }
+
+    /// How many samples the model was fitted to.
+    pub fn samples(&self) -> usize {
+        self.samples
+    }
+
+    /// The age by which a fraction `q` of jobs had ended; `None` when that falls in the mass
+    /// of jobs that were still running when their waits stopped, or the model is empty.
+    pub fn quantile(&self, q: f64) -> Option<Duration> {
+        let q = q.clamp(0.0, 1.0);
+        let mut cumulative = 0.0;
+        for &(lo, hi, p) in &self.pieces {
+            if cumulative + p >= q - 1e-12 {
+                if !hi.is_finite() {
+                    return None;
+                }
+                let within = if p > 0.0 {
+                    ((q - cumulative) / p).clamp(0.0, 1.0)
+                } else {
+                    1.0
+                };
+                return Some(super::seconds(lo + (hi - lo) * within));
+            }
+            cumulative += p;
+        }
+        None
+    }
+
+    /// The fraction of jobs that had ended by `age`.
+    pub fn cdf(&self, age: Duration) -> f64 {
+        let t = age.as_secs_f64();
+        self.pieces
+            .iter()
+            .map(|&(lo, hi, p)| {
+                if t >= hi {
+                    p
+                } else if t <= lo {
+                    0.0
+                } else {
+                    p * (t - lo) / (hi - lo)
+                }
+            })
+            .sum()
+    }
+}
+
+impl fmt::Debug for DurationModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DurationModel")
+            .field("samples", &self.samples)
+            .field("p05", &self.quantile(0.05))
+            .field("p50", &self.quantile(0.5))
+            .field("p95", &self.quantile(0.95))
+            .finish()
+    }
+}
+
+/// A bounded history of samples and the model fitted to it, shared by clones of a client.
+///
+/// Give the same value to several clients ([`ClientBuilder::learned_durations`]) to pool
+/// what they learn, or start from a pre-filled one.
+///
+/// [`ClientBuilder::learned_durations`]: crate::ClientBuilder::learned_durations
+#[derive(Clone)]
+pub struct LearnedDurations {
+    inner: Arc<Mutex<History>>,
+}
+
+struct History {
+    samples: VecDeque<Sample>,
+    capacity: usize,
+    model: Arc<DurationModel>,
+    /// Samples arrived since the last fit: refit on the next read, so a burst of finishing
+    /// waits costs one fit, not one each.
+    stale: bool,
+    fitted_at: Option<Instant>,
+}
+
+impl LearnedDurations {
+    /// Keeps the latest `capacity` samples (at least 1; 128 is a good default).
+    pub fn new(capacity: usize) -> Self {
+        LearnedDurations {
+            inner: Arc::new(Mutex::new(History {
+                samples: VecDeque::new(),
+                capacity: capacity.max(1),
+                model: Arc::new(DurationModel::default()),
+                stale: false,
+                fitted_at: None,
+            })),
+        }
+    }
+
+    /// Adds a sample (the oldest goes when full).
+    pub fn record(&self, sample: Sample) {
+        let mut history = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        if history.samples.len() == history.capacity {
+            history.samples.pop_front();
+        }
+        history.samples.push_back(sample);
+        history.stale = true;
+    }
+
+    /// The model fitted to the current samples (refitted only when samples arrived since).
+    pub fn model(&self) -> Arc<DurationModel> {
+        let mut history = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let due = history.samples.len() < ALWAYS_REFIT_BELOW
+            || history
+                .fitted_at
+                .is_none_or(|at| at.elapsed() >= REFIT_EVERY);
+        if history.stale && due {
+            let samples: Vec<Sample> = history.samples.iter().copied().collect();
+            history.model = Arc::new(DurationModel::fit(&samples));
+            history.stale = false;
+            history.fitted_at = Some(Instant::now());
+        }
+        Arc::clone(&history.model)
+    }
+
+    /// Forgets every sample.
+    pub fn clear(&self) {
+        let mut history = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        history.samples.clear();
+        history.model = Arc::new(DurationModel::default());
+        history.stale = false;
+    }
+}
+
+impl Default for LearnedDurations {
+    fn default() -> Self {
+        Self::new(128)
+    }
+}
+
+impl fmt::Debug for LearnedDurations {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("LearnedDurations")
+            .field(&self.model())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn s(x: f64) -> Duration {
+        Duration::from_secs_f64(x)
+    }
+
+    fn q(model: &DurationModel, p: f64) -> f64 {
+        model.quantile(p).unwrap().as_secs_f64()
+    }
+
+    /// A deterministic stand-in for a random source (xorshift), so the tests are exact.
+    struct Rng(u64);
+    impl Rng {
+        fn uniform(&mut self) -> f64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    /// What a poller on a fixed grid of `step` seconds (random phase) would record.
+    fn bracket(duration: f64, step: f64, phase: f64) -> Sample {
+        let k = ((duration - phase) / step).floor();
+        let lo = (phase + k * step).max(0.0);
+        Sample::between(s(lo), s(lo + step))
+    }
+
+    #[test]
+    fn empty_and_degenerate() {
+        let m = DurationModel::fit(&[]);
+        assert_eq!(m.samples(), 0);
+        assert_eq!(m.quantile(0.5), None);
+        assert_eq!(m.cdf(s(10.0)), 0.0);
+        let m = DurationModel::fit(&[Sample::exact(s(2.0))]);
+        assert!((q(&m, 0.5) - 2.0).abs() < 0.001);
+    }
+
+    #[test]
+    fn fixed_durations_collapse_onto_the_intersection() {
+        // Wide, overlapping brackets around 2.0 s, as a cold-start poller records them.
+        let samples = [
+            Sample::between(s(1.0), s(2.5)),
+            Sample::between(s(1.5), s(3.0)),
+            Sample::between(s(1.9), s(2.1)),
+            Sample::between(s(0.0), s(2.05)),
+        ];
+        let m = DurationModel::fit(&samples);
+        assert!(q(&m, 0.05) >= 1.9 - 1e-9, "{m:?}");
+        assert!(q(&m, 0.95) <= 2.05 + 1e-9, "{m:?}");
+    }
+
+    #[test]
+    fn random_phase_brackets_pin_a_fixed_duration() {
+        let mut rng = Rng(7);
+        let samples: Vec<Sample> = (0..20).map(|_| bracket(2.0, 1.0, rng.uniform())).collect();
+        let m = DurationModel::fit(&samples);
+        let (lo, hi) = (q(&m, 0.0), q(&m, 1.0));
+        assert!(lo <= 2.0 && 2.0 <= hi, "{lo}..{hi}");
+        assert!(hi - lo < 0.25, "{lo}..{hi}");
+    }
+
+    #[test]
+    fn uniform_durations_are_recovered() {
+        // Durations uniform in [10, 20] s, polled every 0.5 s with random phase: the fit
+        // matches the empirical quantiles of the true durations to within the polling step.
+        let mut rng = Rng(42);
+        let mut durations = Vec::new();
+        let samples: Vec<Sample> = (0..200)
+            .map(|_| {
+                let d = 10.0 + 10.0 * rng.uniform();
+                durations.push(d);
+                bracket(d, 0.5, 0.5 * rng.uniform())
+            })
+            .collect();
+        durations.sort_by(f64::total_cmp);
+        let m = DurationModel::fit(&samples);
+        for p in [0.05, 0.25, 0.5, 0.75, 0.95] {
+            let want = durations[(p * 200.0) as usize];
+            let got = q(&m, p);
+            assert!((got - want).abs() < 0.3, "q{p}: {got} vs {want}");
+            assert!((10.0..=20.0).contains(&got), "q{p}: {got}");
+        }
+        let below_15 = durations.iter().filter(|&&d| d < 15.0).count() as f64 / 200.0;
+        assert!((m.cdf(s(15.0)) - below_15).abs() < 0.03);
+    }
+
+    #[test]
+    fn bimodal_durations_keep_both_modes() {
+        let mut rng = Rng(3);
+        let samples: Vec<Sample> = (0..100)
+            .map(|i| {
+                let d = if i % 4 == 0 { 30.0 } else { 5.0 };
+                bracket(d, 1.0, rng.uniform())
+            })
+            .collect();
+        let m = DurationModel::fit(&samples);
+        assert!(q(&m, 0.5) < 6.0, "{m:?}");
+        assert!(q(&m, 0.9) > 29.0, "{m:?}");
+        assert!((m.cdf(s(10.0)) - 0.75).abs() < 0.01, "{}", m.cdf(s(10.0)));
+    }
+
+    #[test]
+    fn right_censored_waits_are_remembered() {
+        let mut samples: Vec<Sample> = (0..8).map(|_| Sample::between(s(1.9), s(2.1))).collect();
+        samples.push(Sample::at_least(s(5.0)));
+        samples.push(Sample::at_least(s(5.0)));
+        let m = DurationModel::fit(&samples);
+        assert!(q(&m, 0.5) < 2.2);
+        assert_eq!(m.quantile(0.95), None, "{m:?}");
+        assert!((m.cdf(s(3.0)) - 0.8).abs() < 1e-6);
+    }
+
+    #[test]
+    fn fitting_a_full_history_is_cheap() {
+        // 1024 spread, overlapping brackets: one fit must stay well under a poll interval.
+        let mut rng = Rng(11);
+        let learned = LearnedDurations::new(1024);
+        for _ in 0..1024 {
+            let d = 2.0 + 28.0 * rng.uniform();
+            learned.record(bracket(d, 2.0, 2.0 * rng.uniform()));
+        }
+        let started = tokio::time::Instant::now();
+        let m = learned.model();
+        let took = started.elapsed();
+        assert_eq!(m.samples(), 1024);
+        eprintln!("fit of 1024 brackets: {took:?}");
+        assert!(took < Duration::from_secs(3), "{took:?}");
+        assert!(
+            Arc::ptr_eq(&m, &learned.model()),
+            "not refitted without new samples"
+        );
+    }
+
+    #[test]
+    fn history_is_bounded_and_shared() {
+        let learned = LearnedDurations::new(3);
+        let clone = learned.clone();
+        for d in [1.0, 1.0, 1.0, 9.0, 9.0, 9.0] {
+            clone.record(Sample::exact(s(d)));
+        }
+        let m = learned.model();
+        assert_eq!(m.samples(), 3);
+        assert!((q(&m, 0.05) - 9.0).abs() < 0.01, "{m:?}");
+        learned.clear();
+        assert_eq!(clone.model().samples(), 0);
+    }
+}

@@ -1,0 +1,86 @@
+//! Metric names and the few places that record them.
+//!
+//! Everything goes through the [`metrics`] facade: with no recorder installed the calls cost
+//! next to nothing, and this library never installs one (nor a `tracing` subscriber) — that
+//! is the application's choice. Histograms are recorded in seconds (or counts); give them
+//! buckets in the exporter.
+
+use std::time::Duration;
+
+use crate::transport::RequestKind;
+use crate::wait::Mechanism;
+
+/// Requests on the wire, by `kind` and `outcome`.
+pub const REQUESTS_TOTAL: &str = "translation_status_requests_total";
+/// Latency of each request on the wire, by `kind`.
+pub const REQUEST_DURATION_SECONDS: &str = "translation_status_request_duration_seconds";
+/// Transport retries (attempts after the first), by `kind`; counted whether or not the
+/// request eventually succeeded.
+pub const RETRIES_TOTAL: &str = "translation_status_retries_total";
+/// Pauses taken because the server throttled (`Retry-After`), by `kind`.
+pub const THROTTLED_TOTAL: &str = "translation_status_throttled_total";
+/// Finished waits, by `outcome` and `mechanism`.
+pub const WAITS_TOTAL: &str = "translation_status_waits_total";
+/// Status requests (and event streams) per finished wait, by `mechanism`.
+pub const POLLS_PER_WAIT: &str = "translation_status_polls_per_wait";
+/// Duration of finished waits, by `outcome` and `mechanism`.
+pub const WAIT_DURATION_SECONDS: &str = "translation_status_wait_duration_seconds";
+/// Time from the job's reported `completed_at` to the moment the client learned it, by
+/// `mechanism` (only when the server reports `completed_at`).
+pub const DETECTION_DELAY_SECONDS: &str = "translation_status_detection_delay_seconds";
+/// Mechanisms given up in favour of the next one, by `from` and `reason`.
+pub const FALLBACKS_TOTAL: &str = "translation_status_fallbacks_total";
+
+pub(crate) fn request_outcome(
+    result: &Result<reqwest::Response, reqwest_middleware::Error>,
+) -> &'static str {
+    match result {
+        Ok(r) => match r.status().as_u16() {
+            304 => "not_modified",
+            429 => "throttled",
+            200..=299 => "ok",
+            400..=499 => "client_error",
+            500..=599 => "server_error",
+            _ => "other",
+        },
+        Err(reqwest_middleware::Error::Reqwest(e)) if e.is_timeout() => "timeout",
+        Err(reqwest_middleware::Error::Reqwest(e)) if e.is_connect() => "connect_error",
+        Err(_) => "network_error",
+    }
+}
+
+pub(crate) fn request(kind: RequestKind, outcome: &'static str, elapsed: Duration) {
+    metrics::counter!(REQUESTS_TOTAL, "kind" => kind.as_str(), "outcome" => outcome).increment(1);
+    metrics::histogram!(REQUEST_DURATION_SECONDS, "kind" => kind.as_str())
+        .record(elapsed.as_secs_f64());
+}
+
+pub(crate) fn retry(kind: RequestKind) {
+    metrics::counter!(RETRIES_TOTAL, "kind" => kind.as_str()).increment(1);
+}
+
+pub(crate) fn throttled(kind: RequestKind) {
+    metrics::counter!(THROTTLED_TOTAL, "kind" => kind.as_str()).increment(1);
+}
+
+pub(crate) fn fallback(from: Mechanism, reason: &'static str) {
+    metrics::counter!(FALLBACKS_TOTAL, "from" => from.as_str(), "reason" => reason).increment(1);
+}
+
+pub(crate) fn wait_finished(
+    outcome: &'static str,
+    mechanism: Mechanism,
+    requests: u32,
+    elapsed: Duration,
+    detection_delay: Option<Duration>,
+) {
+    let mechanism = mechanism.as_str();
+    metrics::counter!(WAITS_TOTAL, "outcome" => outcome, "mechanism" => mechanism).increment(1);
+    metrics::histogram!(POLLS_PER_WAIT, "mechanism" => mechanism).record(f64::from(requests));
+    metrics::histogram!(WAIT_DURATION_SECONDS, "outcome" => outcome, "mechanism" => mechanism)
+        .record(elapsed.as_secs_f64());
+    if let Some(delay) = detection_delay {
+        metrics::histogram!(DETECTION_DELAY_SECONDS, "mechanism" => mechanism)
+            .record(delay.as_secs_f64());
+    }
+}

@@ -1,0 +1,107 @@
+//! The few headers the waiting logic reads.
+
+use std::time::Duration;
+
+use http::HeaderMap;
+use http::header::{ETAG, RETRY_AFTER};
+
+/// `retry-after-ms` (preferred, millisecond precision) or `Retry-After` in seconds.
+///
+/// The HTTP-date form of `Retry-After` is not used: it would tie the delay to the two clocks
+/// agreeing, and the service sends seconds.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    if let Some(ms) = headers
+        .get("retry-after-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|ms| ms.is_finite() && *ms >= 0.0 && *ms < 1e12)
+    {
+        return Some(Duration::from_secs_f64(ms / 1000.0));
+    }
+    headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+/// The `wait` the server says it applied (`Preference-Applied: wait=N`, RFC 7240).
+pub fn applied_wait(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get_all("preference-applied")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split([',', ';']))
+        .find_map(|pref| {
+            let (name, value) = pref.split_once('=')?;
+            if name.trim().eq_ignore_ascii_case("wait") {
+                let secs = value.trim().trim_matches('"').parse::<u64>().ok()?;
+                Some(Duration::from_secs(secs))
+            } else {
+                None
+            }
+        })
+}
+
+/// The entity tag, verbatim (weak tags included).
+pub(crate) fn etag(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Case = (&'static [(&'static str, &'static str)], Option<u64>);
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(*k, http::HeaderValue::from_static(v));
+        }
+        map
+    }
+
+    #[test]
+    fn retry_after_table() {
+        let table: [Case; 8] = [
+            (&[], None),
+            (&[("retry-after", "2")], Some(2000)),
+            (&[("retry-after", " 1 ")], Some(1000)),
+            (
+                &[("retry-after", "2"), ("retry-after-ms", "1250")],
+                Some(1250),
+            ),
+            (&[("retry-after-ms", "80.5")], Some(80)),
+            (&[("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")], None),
+            (&[("retry-after", "-1")], None),
+            (
+                &[("retry-after-ms", "soon"), ("retry-after", "3")],
+                Some(3000),
+            ),
+        ];
+        for (pairs, want) in table {
+            let got = retry_after(&headers(pairs)).map(|d| d.as_millis() as u64);
+            assert_eq!(got, want, "{pairs:?}");
+        }
+    }
+
+    #[test]
+    fn applied_wait_table() {
+        let table: [Case; 6] = [
+            (&[], None),
+            (&[("preference-applied", "wait=10")], Some(10)),
+            (&[("preference-applied", "respond-async, wait=5")], Some(5)),
+            (&[("preference-applied", "WAIT = 3")], Some(3)),
+            (&[("preference-applied", "return=minimal")], None),
+            (&[("preference-applied", "wait=soon")], None),
+        ];
+        for (pairs, want) in table {
+            let got = applied_wait(&headers(pairs)).map(|d| d.as_secs());
+            assert_eq!(got, want, "{pairs:?}");
+        }
+    }
+}

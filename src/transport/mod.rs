@@ -1,0 +1,397 @@
+//! How to survive one request: the HTTP stack under every poll.
+//!
+//! # Layers, outermost first
+//!
+//! ```text
+//! ThrottleLayer      429/503 + Retry-After: sleep exactly that long (clamped to the deadline), resend
+//!   [circuit breaker — slot reserved: pauses waits while the service is down]
+//!   RetryTransientMiddleware (reqwest-retry, with Classifier): short jittered retries of
+//!                    connect errors, timeouts, 5xx, 408, 429 without Retry-After
+//!     [hedging — slot reserved: duplicate a slow idempotent GET after the observed p95]
+//!     AttemptLayer   one span + one metric sample per request on the wire; counts attempts;
+//!                    reads the body (bounded) so a dropped connection is retried
+//!       reqwest      per-request timeout, API key header, connection pool
+//! ```
+//!
+//! Every layer is a [`reqwest_middleware::Middleware`], so resilience layers slot in at the
+//! marked places without touching the wait loop. Status reads are idempotent GETs and go
+//! through every layer; job creation (a POST) skips the retry layer, because a retried POST
+//! can create two jobs — it is only resent when the server explicitly throttled it.
+//!
+//! Retries here are *not* polls: they are short (100 ms to 1 s, three at most by default),
+//! always jittered, and happen inside one poll. A `400`, `401`, `404` or `422` is fatal at
+//! once.
+
+mod attempts;
+mod classify;
+pub(crate) mod headers;
+pub(crate) mod sse;
+mod throttle;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+use http::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest_middleware::{ClientBuilder as StackBuilder, ClientWithMiddleware};
+use reqwest_retry::policies::ExponentialBackoff;
+use reqwest_retry::{Jitter, RetryTransientMiddleware};
+use tokio::time::Instant;
+use url::Url;
+
+pub use classify::{Classification, Classifier, classify, classify_error};
+pub use headers::{applied_wait, retry_after};
+
+use crate::error::{Error, UnexpectedResponse, Unreachable, excerpt};
+use attempts::{AttemptLayer, Attempts};
+use throttle::ThrottleLayer;
+
+/// What a request is for (span field and metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RequestKind {
+    /// A status read that answers at once.
+    Status,
+    /// A status read with `Prefer: wait`.
+    LongPoll,
+    /// An event-stream subscription.
+    Events,
+    /// Job creation.
+    Create,
+}
+
+impl RequestKind {
+    /// A short, stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestKind::Status => "status",
+            RequestKind::LongPoll => "long_poll",
+            RequestKind::Events => "events",
+            RequestKind::Create => "create",
+        }
+    }
+
+    fn buffered(self) -> bool {
+        self != RequestKind::Events
+    }
+}
+
+/// The instant after which a request is of no use (a request extension).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadline(pub(crate) Instant);
+
+/// Transport settings, validated by the client builder.
+#[derive(Debug, Clone)]
+pub(crate) struct TransportConfig {
+    pub(crate) request_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) max_retries: u32,
+    pub(crate) retry_min: Duration,
+    pub(crate) retry_max: Duration,
+    pub(crate) max_throttle_waits: u32,
+    pub(crate) max_throttle_delay: Duration,
+    pub(crate) api_key: Option<String>,
+    pub(crate) user_agent: String,
+}
+
+/// The two stacks over one connection pool.
+#[derive(Debug, Clone)]
+pub(crate) struct Transport {
+    /// Idempotent reads: every layer.
+    reads: ClientWithMiddleware,
+    /// Creation: no transient retries.
+    writes: ClientWithMiddleware,
+    pub(crate) request_timeout: Duration,
+}
+
+/// One answered request, body read.
+#[derive(Debug)]
+pub(crate) struct Exchange {
+    pub(crate) url: Url,
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+    pub(crate) attempts: u32,
+}
+
+/// A request that got no answer, after retries.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) url: Url,
+    pub(crate) error: reqwest_middleware::Error,
+    pub(crate) attempts: u32,
+}
+
+/// An event-stream subscription that was answered.
+pub(crate) struct Subscription {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    /// The response, when it is an event stream (`200 text/event-stream`).
+    pub(crate) events: Option<sse::EventStream>,
+    /// The first bytes of the body otherwise.
+    pub(crate) body: Bytes,
+    pub(crate) attempts: u32,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("status", &self.status)
+            .field("streaming", &self.events.is_some())
+            .finish()
+    }
+}
+
+/// How a status read should be sent.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ReadOptions {
+    pub(crate) etag: Option<String>,
+    /// Ask the server to hold the request this long (`Prefer: wait=N`, whole seconds).
+    pub(crate) hold: Option<Duration>,
+    pub(crate) deadline: Option<Instant>,
+}
+
+impl Transport {
+    pub(crate) fn new(config: &TransportConfig) -> Result<Self, Error> {
+        let mut default_headers = HeaderMap::new();
+        if let Some(key) = &config.api_key {
+            let mut value = HeaderValue::from_str(key).map_err(|_| {
+                Error::config("api_key", "must be visible ASCII (it is sent as a header)")
+            })?;
+            value.set_sensitive(true);
+            default_headers.insert(HeaderName::from_static("x-api-key"), value);
+        }
+        let http = reqwest::Client::builder()
+            .user_agent(config.user_agent.clone())
+            .default_headers(default_headers)
+            .timeout(config.request_timeout)
+            .connect_timeout(config.connect_timeout)
+            .build()
+            .map_err(|e| Error::config("http client", crate::error::chain(&e)))?;
+        let backoff = ExponentialBackoff::builder()
+            .retry_bounds(config.retry_min, config.retry_max)
+            .jitter(Jitter::Bounded)
+            .base(2)
+            .build_with_max_retries(config.max_retries);
+        let throttle = || ThrottleLayer {
+            max_waits: config.max_throttle_waits,
+            max_delay: config.max_throttle_delay,
+        };
+        let reads = StackBuilder::new(http.clone())
+            .with(throttle())
+            .with(RetryTransientMiddleware::new_with_policy_and_strategy(
+                backoff, Classifier,
+            ))
+            .with(AttemptLayer)
+            .build();
+        let writes = StackBuilder::new(http)
+            .with(throttle())
+            .with(AttemptLayer)
+            .build();
+        Ok(Transport {
+            reads,
+            writes,
+            request_timeout: config.request_timeout,
+        })
+    }
+
+    /// Reads a status document.
+    pub(crate) async fn read(&self, url: &Url, options: &ReadOptions) -> Result<Exchange, Failure> {
+        let kind = if options.hold.is_some() {
+            RequestKind::LongPoll
+        } else {
+            RequestKind::Status
+        };
+        let attempts = Attempts::default();
+        let mut request = self
+            .reads
+            .get(url.clone())
+            .header(ACCEPT, "application/json")
+            .with_extension(kind)
+            .with_extension(attempts.clone());
+        if let Some(tag) = &options.etag {
+            request = request.header(http::header::IF_NONE_MATCH, tag.as_str());
+        }
+        let mut timeout = self.request_timeout;
+        if let Some(hold) = options.hold {
+            request = request.header("prefer", format!("wait={}", hold.as_secs()));
+            timeout = timeout.saturating_add(hold);
+        }
+        if let Some(deadline) = options.deadline {
+            request = request.with_extension(Deadline(deadline));
+        }
+        finish(url, request.timeout(timeout).send().await, &attempts).await
+    }
+
+    /// Opens an event stream.
+    pub(crate) async fn subscribe(
+        &self,
+        url: &Url,
+        last_event_id: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Subscription, Failure> {
+        let attempts = Attempts::default();
+        let mut request = self
+            .reads
+            .get(url.clone())
+            .header(ACCEPT, "text/event-stream")
+            .header(http::header::CACHE_CONTROL, "no-cache")
+            .with_extension(RequestKind::Events)
+            .with_extension(attempts.clone())
+            .timeout(timeout);
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = request.send().await.map_err(|error| Failure {
+            url: url.clone(),
+            error,
+            attempts: attempts.get().max(1),
+        })?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let is_stream = headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
+        if status == StatusCode::OK && is_stream {
+            Ok(Subscription {
+                status,
+                headers,
+                events: Some(sse::events(response.bytes_stream())),
+                body: Bytes::new(),
+                attempts: attempts.get().max(1),
+            })
+        } else {
+            // Only the start of a refusal matters; do not wait for a long body.
+            let body = tokio::time::timeout(Duration::from_secs(1), response.bytes())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .map(|b| b.slice(..b.len().min(512)))
+                .unwrap_or_default();
+            Ok(Subscription {
+                status,
+                headers,
+                events: None,
+                body,
+                attempts: attempts.get().max(1),
+            })
+        }
+    }
+
+    /// Posts JSON (not retried unless throttled).
+    pub(crate) async fn post_json(
+        &self,
+        url: &Url,
+        body: &serde_json::Value,
+    ) -> Result<Exchange, Failure> {
+        let attempts = Attempts::default();
+        let request = self
+            .writes
+            .post(url.clone())
+            .header(ACCEPT, "application/json")
+            .json(body)
+            .with_extension(RequestKind::Create)
+            .with_extension(attempts.clone());
+        finish(url, request.send().await, &attempts).await
+    }
+}
+
+async fn finish(
+    url: &Url,
+    result: reqwest_middleware::Result<reqwest::Response>,
+    attempts: &Attempts,
+) -> Result<Exchange, Failure> {
+    let attempts = attempts.get().max(1);
+    let failure = |error| Failure {
+        url: url.clone(),
+        error,
+        attempts,
+    };
+    let response = result.map_err(failure)?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    // Already buffered by the attempt layer: this does not touch the network.
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| failure(reqwest_middleware::Error::Reqwest(e)))?;
+    Ok(Exchange {
+        url: url.clone(),
+        status,
+        headers,
+        body,
+        attempts,
+    })
+}
+
+impl Failure {
+    pub(crate) fn into_error(self) -> Error {
+        let timed_out = source_chain_has_timeout(&self.error);
+        Error::Unreachable(Box::new(Unreachable {
+            url: self.url.to_string(),
+            attempts: self.attempts,
+            status: None,
+            timed_out,
+            source: Some(Box::new(self.error)),
+        }))
+    }
+}
+
+fn source_chain_has_timeout(error: &reqwest_middleware::Error) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = current {
+        if e.downcast_ref::<reqwest::Error>()
+            .is_some_and(reqwest::Error::is_timeout)
+        {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+impl Exchange {
+    /// The answer as an error: `Unreachable` for `5xx`/`408`/`429` (the service is there but
+    /// not serving), `UnexpectedResponse` for everything else.
+    pub(crate) fn into_error(self, message: Option<String>) -> Error {
+        let code_and_message = error_body(&self.body);
+        let status = self.status.as_u16();
+        if message.is_none()
+            && matches!(
+                classify(self.status, &self.headers),
+                Classification::Transient
+            )
+        {
+            return Error::Unreachable(Box::new(Unreachable {
+                url: self.url.to_string(),
+                attempts: self.attempts,
+                status: Some(status),
+                timed_out: status == 408,
+                source: None,
+            }));
+        }
+        let (code, server_message) = code_and_message.unwrap_or_default();
+        Error::UnexpectedResponse(Box::new(UnexpectedResponse {
+            url: self.url.to_string(),
+            status,
+            code,
+            message: message.or(server_message).unwrap_or_else(|| {
+                self.status
+                    .canonical_reason()
+                    .unwrap_or("unrecognised status")
+                    .to_owned()
+            }),
+            body_excerpt: excerpt(&self.body, 256),
+            retry_after: headers::retry_after(&self.headers),
+        }))
+    }
+}
+
+/// `{"error": {"code", "message"}}`, when the body is one.
+fn error_body(body: &[u8]) -> Option<(Option<String>, Option<String>)> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let error = value.get("error")?;
+    let field = |name: &str| error.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+    Some((field("code"), field("message")))
+}

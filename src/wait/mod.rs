@@ -1,0 +1,259 @@
+//! Waiting for a job: mechanism negotiation and the wait loop.
+//!
+//! # Best mechanism first, each with its own fallback
+//!
+//! | mechanism | used when | falls back when |
+//! | --- | --- | --- |
+//! | Server-Sent Events | the job has an events URL (id-addressed, v1 status URL, or given) | `404`/`405`/`406`/`501` or not an event stream (remembered per server), `429`/`503` (this wait only), a stream that keeps breaking |
+//! | long-poll (`Prefer: wait=N`) | always offered, unless the server is known not to hold requests | the answer lacks `Preference-Applied` (remembered per route when it never worked) |
+//! | hint-driven polling | pending answers carry `eta_ms` or `Retry-After` / `retry-after-ms` | the job outlives the hint's plausible window |
+//! | learned schedule | the client has seen enough jobs end | the job outlives the 95 % quantile |
+//! | cold start | always | — |
+//!
+//! The last three are the default [`Adaptive`] policy; replace it with
+//! [`WaitOptions::policy`]. Offering long-poll costs nothing against a server that ignores
+//! it: the answer is an ordinary poll, and the missing `Preference-Applied` tells the client
+//! not to trust it. So a server with nothing but `GET /status` sees no probe at all, only polls.
+//!
+//! Which mechanism delivered the answer, and which were given up on the way, is in the
+//! [`WaitReport`], in the `wait` span and in the metrics.
+//!
+//! # The loop
+//!
+//! The loop (`run`) is a function of a status source, a policy and options; it owns time
+//! and memory. Its rules:
+//!
+//! * The first look is immediate; after that the policy decides, except while the server
+//!   holds requests (long-poll), when the next request goes out as soon as one returns.
+//! * A deadline is honoured exactly: sleeps are clamped so that the final poll lands on it,
+//!   and a held request or event stream still open at the deadline is cut and replaced by
+//!   one final poll.
+//! * A throttled answer (`429`, `503` + `Retry-After`) is waited out — exactly as long as
+//!   asked, clamped to the deadline — and never ends the wait. A request that fails after
+//!   transport retries ends it ([`Error::Unreachable`]); a body
+//!   that does not parse is retried twice, then ends it.
+//! * Dropping the future drops every request in flight with it.
+
+mod capabilities;
+mod http_source;
+mod run;
+mod source;
+mod watch;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::Error;
+use crate::model::JobStatus;
+use crate::poll::{Adaptive, Basis, PollPolicy};
+
+pub(crate) use capabilities::Capabilities;
+pub(crate) use http_source::{HttpSource, interpret};
+pub(crate) use run::{Plan, run};
+pub(crate) use source::ReadOutcome;
+pub use watch::Watch;
+
+/// How to wait.
+#[derive(Clone)]
+pub struct WaitOptions {
+    pub(crate) deadline: Option<Duration>,
+    pub(crate) max_polls: Option<u32>,
+    pub(crate) policy: Arc<dyn PollPolicy>,
+    pub(crate) sse: bool,
+    pub(crate) long_poll: bool,
+    pub(crate) long_poll_hold: Duration,
+}
+
+impl Default for WaitOptions {
+    fn default() -> Self {
+        WaitOptions {
+            deadline: Some(Duration::from_secs(3600)),
+            max_polls: None,
+            policy: Arc::new(Adaptive::default()),
+            sse: true,
+            long_poll: true,
+            long_poll_hold: Duration::from_secs(30),
+        }
+    }
+}
+
+impl WaitOptions {
+    /// A one-hour deadline, no poll budget, the [`Adaptive`] policy, SSE and long-poll on.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Gives up this long after the wait starts (the final poll lands exactly on it).
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Waits without a deadline (until the job ends, the poll budget runs out, or the future
+    /// is dropped).
+    pub fn no_deadline(mut self) -> Self {
+        self.deadline = None;
+        self
+    }
+
+    /// Gives up after this many status requests (at least 1).
+    pub fn max_polls(mut self, max_polls: u32) -> Self {
+        self.max_polls = Some(max_polls);
+        self
+    }
+
+    /// Decides when to poll when neither SSE nor long-poll is at work.
+    pub fn policy(mut self, policy: impl PollPolicy + 'static) -> Self {
+        self.policy = Arc::new(policy);
+        self
+    }
+
+    /// Whether to try Server-Sent Events first (default on).
+    pub fn sse(mut self, enabled: bool) -> Self {
+        self.sse = enabled;
+        self
+    }
+
+    /// Whether to ask the server to hold requests (default on).
+    pub fn long_poll(mut self, enabled: bool) -> Self {
+        self.long_poll = enabled;
+        self
+    }
+
+    /// How long to ask the server to hold one request (whole seconds, at least 1 s; default
+    /// 30 s; the server may cap it).
+    pub fn long_poll_hold(mut self, hold: Duration) -> Self {
+        self.long_poll_hold = hold;
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        if self.max_polls == Some(0) {
+            return Err(Error::config("max_polls", "must be at least 1"));
+        }
+        if self.long_poll
+            && !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&self.long_poll_hold)
+        {
+            return Err(Error::config(
+                "long_poll_hold",
+                "must be between 1 s (Prefer: wait takes whole seconds) and 1 h; or turn long_poll off",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for WaitOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WaitOptions")
+            .field("deadline", &self.deadline)
+            .field("max_polls", &self.max_polls)
+            .field("policy", &self.policy)
+            .field("sse", &self.sse)
+            .field("long_poll", &self.long_poll)
+            .field("long_poll_hold", &self.long_poll_hold)
+            .finish()
+    }
+}
+
+/// How a job's terminal state was learned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Mechanism {
+    /// A Server-Sent Events stream.
+    Sse,
+    /// A request the server held until the job changed (`Prefer: wait`).
+    LongPoll,
+    /// A poll scheduled on this basis.
+    Polling(Basis),
+}
+
+impl Mechanism {
+    /// A short, stable name: `sse`, `long_poll`, or the polling basis (`hints`, `learned`,
+    /// `cold_start`, `initial`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mechanism::Sse => "sse",
+            Mechanism::LongPoll => "long_poll",
+            Mechanism::Polling(basis) => basis.as_str(),
+        }
+    }
+}
+
+impl fmt::Display for Mechanism {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A mechanism given up during a wait, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Fallback {
+    /// What was given up.
+    pub from: Mechanism,
+    /// Why.
+    pub reason: FallbackReason,
+}
+
+/// Why a mechanism was given up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FallbackReason {
+    /// The server does not offer it (`404`, `405`, `406`, `501`, or not an event stream).
+    NotSupported,
+    /// The server did not confirm holding the request (no `Preference-Applied`).
+    NotApplied,
+    /// The server refused for now (`429`/`503`, for example too many streams).
+    Refused,
+    /// The stream kept ending or failing before the job finished.
+    StreamBroken,
+    /// The service could not be reached for it.
+    Unreachable,
+}
+
+impl FallbackReason {
+    /// A short, stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FallbackReason::NotSupported => "not_supported",
+            FallbackReason::NotApplied => "not_applied",
+            FallbackReason::Refused => "refused",
+            FallbackReason::StreamBroken => "stream_broken",
+            FallbackReason::Unreachable => "unreachable",
+        }
+    }
+}
+
+/// How a wait went.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct WaitReport {
+    /// The mechanism that delivered the last answer.
+    pub mechanism: Mechanism,
+    /// Status requests and event streams opened (transport retries not included).
+    pub requests: u32,
+    /// Transport retries and throttle pauses, across all requests.
+    pub retries: u32,
+    /// From the start of the wait to its end.
+    pub elapsed: Duration,
+    /// From the job's `completed_at` to the moment the client learned it, when the server
+    /// reports `completed_at` (wall clocks; clamped at zero).
+    pub detection_delay: Option<Duration>,
+    /// Mechanisms given up along the way, in order.
+    pub fallbacks: Vec<Fallback>,
+}
+
+/// A job that completed.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Completion {
+    /// The terminal status.
+    pub status: JobStatus,
+    /// How the wait went.
+    pub report: WaitReport,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,215 @@
+//! The wait loop's bookkeeping: what was observed, what it teaches, how the wait ends.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::Waiter;
+use crate::clock;
+use crate::error::{Error, GaveUp, JobFailed};
+use crate::model::{JobState, JobStatus};
+use crate::poll::{Estimate, GiveUpReason, LearnedDurations, PollState, Sample};
+use crate::telemetry;
+use crate::wait::source::{Meta, Source};
+use crate::wait::{Completion, Fallback, FallbackReason, Mechanism, WaitReport};
+
+/// When a held request or an event reports the end, the job ended at most this long before.
+const PROMPT_WINDOW: Duration = Duration::from_millis(50);
+
+impl<S: Source> Waiter<'_, S> {
+    pub(super) fn count(&mut self, attempts: u32) {
+        if attempts > 0 {
+            self.requests += 1;
+            self.retries += attempts - 1;
+        }
+    }
+
+    pub(super) fn fall_back(&mut self, from: Mechanism, reason: FallbackReason) {
+        let fallback = Fallback { from, reason };
+        if !self.fallbacks.contains(&fallback) {
+            tracing::info!(
+                from = from.as_str(),
+                reason = reason.as_str(),
+                "falling back"
+            );
+            telemetry::fallback(from, reason.as_str());
+            self.fallbacks.push(fallback);
+        }
+    }
+
+    pub(super) fn age_at(&self, at: Instant) -> Duration {
+        at.saturating_duration_since(self.origin.unwrap_or(self.start))
+    }
+
+    pub(super) fn observe(&mut self, status: &JobStatus, received: Instant, meta: &Meta) {
+        if self.origin.is_none()
+            && let Some(created) = status.created_at
+        {
+            // Server clock against ours: a skewed clock reads as a brand-new job.
+            let age = clock::since(created).unwrap_or_default();
+            if age < Duration::from_secs(7 * 24 * 3600) {
+                self.origin = Some(received.checked_sub(age).unwrap_or(received));
+                self.origin_known = true;
+            }
+        }
+        if let Some(tag) = &meta.etag {
+            self.etag = Some(tag.clone());
+        }
+        if let Some(p) = status.progress {
+            self.progress = Some(p);
+        }
+        if let Some(eta) = status.eta().filter(|e| !e.is_zero()) {
+            self.eta = Some(Estimate::new(self.age_at(received), eta));
+        }
+        if !status.is_terminal() {
+            self.absorb_hints(meta, received);
+        }
+        if self.filter.accept(status) {
+            (self.observer)(status);
+        }
+        self.last = Some(status.clone());
+    }
+
+    pub(super) fn absorb_hints(&mut self, meta: &Meta, received: Instant) {
+        if let Some(tag) = &meta.etag {
+            self.etag = Some(tag.clone());
+        }
+        if let Some(hint) = meta.retry_after {
+            self.retry_after = Some(Estimate::new(self.age_at(received), hint));
+        }
+    }
+
+    pub(super) fn state(&self) -> PollState {
+        let now = Instant::now();
+        let mut state = PollState::new()
+            .with_polls(self.requests)
+            .with_elapsed(now.duration_since(self.start))
+            .with_age(self.age_at(now))
+            .with_random((self.plan.random)());
+        state.eta = self.eta;
+        state.retry_after = self.retry_after;
+        state.progress = self.progress;
+        state.learned = self.plan.learned.as_ref().map(LearnedDurations::model);
+        state
+    }
+
+    pub(super) fn report(&self, detection_delay: Option<Duration>) -> WaitReport {
+        WaitReport {
+            mechanism: self.mechanism(),
+            requests: self.requests,
+            retries: self.retries,
+            elapsed: self.start.elapsed(),
+            detection_delay,
+            fallbacks: self.fallbacks.clone(),
+        }
+    }
+
+    pub(super) fn mechanism(&self) -> Mechanism {
+        self.current
+    }
+
+    pub(super) fn record_span(
+        &self,
+        outcome: &'static str,
+        mechanism: Mechanism,
+        report: &WaitReport,
+    ) {
+        let span = tracing::Span::current();
+        span.record("mechanism", mechanism.as_str());
+        span.record("requests", report.requests);
+        span.record("retries", report.retries);
+        span.record("outcome", outcome);
+        tracing::info!(
+            outcome,
+            mechanism = mechanism.as_str(),
+            requests = report.requests,
+            elapsed_ms = report.elapsed.as_millis() as u64,
+            "wait finished"
+        );
+        telemetry::wait_finished(
+            outcome,
+            mechanism,
+            report.requests,
+            report.elapsed,
+            report.detection_delay,
+        );
+    }
+
+    pub(super) fn finish(
+        &mut self,
+        status: JobStatus,
+        mechanism: Mechanism,
+        received: Instant,
+        prompt: bool,
+    ) -> Result<Completion, Error> {
+        self.observe(&status, received, &Meta::default());
+        self.record_sample(&status, received, prompt);
+        let detection_delay = status
+            .completed_at
+            .map(|completed| clock::since(completed).unwrap_or_default());
+        let mut report = self.report(detection_delay);
+        report.mechanism = mechanism;
+        match &status.state {
+            JobState::Failed(failure) => {
+                self.record_span("failed", mechanism, &report);
+                Err(Error::JobFailed(Box::new(JobFailed {
+                    job: self.plan.job.clone(),
+                    code: failure.code.clone(),
+                    message: failure.message.clone(),
+                    status,
+                    report,
+                })))
+            }
+            _ => {
+                self.record_span("completed", mechanism, &report);
+                Ok(Completion { status, report })
+            }
+        }
+    }
+
+    pub(super) fn give_up(&mut self, reason: GiveUpReason) -> Result<Completion, Error> {
+        if let (Some(learned), Some(pending)) = (&self.plan.learned, self.last_pending) {
+            learned.record(Sample::at_least(self.age_at(pending)));
+        }
+        let report = self.report(None);
+        self.record_span("gave_up", report.mechanism, &report);
+        Err(Error::GaveUp(Box::new(GaveUp {
+            job: self.plan.job.clone(),
+            reason,
+            last_status: self.last.clone(),
+            report,
+        })))
+    }
+
+    pub(super) fn fail(&mut self, error: Error) -> Result<Completion, Error> {
+        let report = self.report(None);
+        self.record_span("error", report.mechanism, &report);
+        Err(error)
+    }
+
+    /// Teaches the learned schedule how long this job took (see `poll::learned`).
+    pub(super) fn record_sample(&self, status: &JobStatus, received: Instant, prompt: bool) {
+        let Some(learned) = &self.plan.learned else {
+            return;
+        };
+        if let (Some(created), Some(completed)) = (status.created_at, status.completed_at)
+            && let Ok(duration) = completed.duration_since(created)
+        {
+            learned.record(Sample::exact(duration));
+            return;
+        }
+        let hi = self.age_at(received);
+        let lo = match self.last_pending {
+            Some(pending) => self.age_at(pending),
+            None if self.origin_known => Duration::ZERO,
+            // Done at the first look, and the job's start is unknown: nothing learned.
+            None => return,
+        };
+        let lo = if prompt {
+            lo.max(hi.saturating_sub(PROMPT_WINDOW))
+        } else {
+            lo
+        };
+        learned.record(Sample::between(lo, hi));
+    }
+}

@@ -1,0 +1,487 @@
+//! The wait loop against a scripted source, in paused time: every timing here is exact.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::source::{Fact, Meta, ReadOutcome, ReadRequest, Reading, Source, Subscribed};
+use super::{FallbackReason, Mechanism, Plan, run};
+use crate::error::{Error, UnexpectedResponse};
+use crate::model::{JobFailure, JobState, JobStatus};
+use crate::poll::{
+    Adaptive, Basis, Fixed, GiveUpReason, LearnedDurations, PollPolicy, PollPolicyExt,
+};
+use crate::transport::sse::{EventStream, SseEvent};
+
+fn secs(x: f64) -> Duration {
+    Duration::from_secs_f64(x)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Sse {
+    Off,
+    Missing,
+    Stream,
+}
+
+type Canned = Box<dyn FnOnce() -> ReadOutcome + Send>;
+
+/// A job that ends `end` after the source is made, served the way the options say.
+struct Fake {
+    start: Instant,
+    end: Duration,
+    terminal: JobState,
+    eta_bias: Option<f64>,
+    /// The longest hold the server applies; `None`: it ignores `Prefer: wait`.
+    hold_cap: Option<Duration>,
+    offer_long_poll: bool,
+    sse: Sse,
+    canned: Mutex<VecDeque<Canned>>,
+    reads: Mutex<Vec<(Duration, Option<Duration>)>>,
+    facts: Mutex<Vec<Fact>>,
+}
+
+impl Fake {
+    fn new(end: f64) -> Self {
+        Fake {
+            start: Instant::now(),
+            end: secs(end),
+            terminal: JobState::Completed,
+            eta_bias: None,
+            hold_cap: None,
+            offer_long_poll: false,
+            sse: Sse::Off,
+            canned: Mutex::new(VecDeque::new()),
+            reads: Mutex::new(Vec::new()),
+            facts: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn then(self, outcome: impl FnOnce() -> ReadOutcome + Send + 'static) -> Self {
+        self.canned.lock().unwrap().push_back(Box::new(outcome));
+        self
+    }
+
+    fn status_at(&self, at: Instant) -> JobStatus {
+        let age = at.duration_since(self.start);
+        if age >= self.end {
+            JobStatus::new(self.terminal.clone()).with_progress(1.0)
+        } else {
+            let eta = self
+                .eta_bias
+                .map(|b| secs((self.end.as_secs_f64() * b - age.as_secs_f64()).max(0.0)));
+            JobStatus::new(JobState::Pending { eta })
+                .with_progress(age.as_secs_f64() / self.end.as_secs_f64())
+        }
+    }
+
+    fn read_times(&self) -> Vec<f64> {
+        self.reads
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(t, _)| t.as_secs_f64())
+            .collect()
+    }
+}
+
+impl Source for Fake {
+    fn sse_available(&self) -> bool {
+        self.sse != Sse::Off
+    }
+
+    fn long_poll_available(&self) -> bool {
+        self.offer_long_poll
+    }
+
+    fn learned(&self, fact: Fact) {
+        self.facts.lock().unwrap().push(fact);
+    }
+
+    async fn read(&self, request: ReadRequest) -> Reading {
+        let now = Instant::now();
+        self.reads
+            .lock()
+            .unwrap()
+            .push((now.duration_since(self.start), request.hold));
+        let canned = self.canned.lock().unwrap().pop_front();
+        if let Some(canned) = canned {
+            return Reading {
+                outcome: canned(),
+                attempts: 1,
+            };
+        }
+        let mut meta = Meta::default();
+        if let (Some(hold), Some(cap)) = (request.hold, self.hold_cap) {
+            let applied = hold.min(cap);
+            meta.applied_hold = Some(applied);
+            let wake = (now + applied).min(self.start + self.end);
+            tokio::time::sleep_until(wake.max(now)).await;
+        }
+        let status = self.status_at(Instant::now());
+        Reading {
+            outcome: ReadOutcome::Status { status, meta },
+            attempts: 1,
+        }
+    }
+
+    async fn subscribe(&self, _last: Option<String>, _deadline: Option<Instant>) -> Subscribed {
+        self.reads
+            .lock()
+            .unwrap()
+            .push((Instant::now().duration_since(self.start), None));
+        match self.sse {
+            Sse::Off | Sse::Missing => Subscribed::Fallback {
+                reason: FallbackReason::NotSupported,
+                attempts: 1,
+            },
+            Sse::Stream => {
+                let end = self.start + self.end;
+                let first = self.status_at(Instant::now());
+                let terminal = JobStatus::new(self.terminal.clone());
+                let events: Vec<(Instant, JobStatus)> =
+                    vec![(Instant::now(), first), (end, terminal)];
+                let stream: EventStream = Box::pin(futures_util::stream::unfold(
+                    events.into_iter(),
+                    |mut events| async move {
+                        let (at, status) = events.next()?;
+                        tokio::time::sleep_until(at).await;
+                        let data = serde_json::json!({
+                            "result": status.state.as_str(),
+                            "progress": status.progress,
+                        })
+                        .to_string();
+                        let event = SseEvent {
+                            event: "status".into(),
+                            data,
+                            id: None,
+                            retry: None,
+                        };
+                        Some((Ok(event), events))
+                    },
+                ));
+                Subscribed::Stream {
+                    events: stream,
+                    attempts: 1,
+                }
+            }
+        }
+    }
+}
+
+fn plan(deadline: Option<f64>) -> Plan {
+    Plan {
+        job: "j-test".into(),
+        deadline: deadline.map(secs),
+        hold: secs(30.0),
+        created: None,
+        learned: None,
+        random: || 0.5,
+        final_grace: secs(2.0),
+    }
+}
+
+async fn wait(
+    fake: &Fake,
+    plan: &Plan,
+    policy: &dyn PollPolicy,
+) -> Result<super::Completion, Error> {
+    let limited: Box<dyn PollPolicy> = match plan.deadline {
+        Some(d) => Box::new(policy.with_deadline(d)),
+        None => Box::new(policy),
+    };
+    run(fake, plan, limited.as_ref(), &mut |_| {}).await
+}
+
+fn gave_up(result: Result<super::Completion, Error>) -> Box<crate::error::GaveUp> {
+    match result {
+        Err(Error::GaveUp(g)) => g,
+        other => panic!("expected GaveUp, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_finished_job_takes_one_request() {
+    let fake = Fake::new(0.0);
+    let done = wait(&fake, &plan(None), &Adaptive::new()).await.unwrap();
+    assert_eq!(done.report.requests, 1);
+    assert_eq!(done.report.mechanism, Mechanism::Polling(Basis::Initial));
+    assert_eq!(fake.read_times(), vec![0.0]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cold_start_polls_every_two_seconds() {
+    let fake = Fake::new(5.0);
+    let done = wait(&fake, &plan(None), &Adaptive::new()).await.unwrap();
+    assert_eq!(fake.read_times(), vec![0.0, 2.0, 4.0, 6.0]);
+    assert_eq!(done.report.mechanism, Mechanism::Polling(Basis::ColdStart));
+    assert_eq!(done.report.elapsed, secs(6.0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_last_poll_lands_on_the_deadline() {
+    let fake = Fake::new(10.0);
+    let g = gave_up(wait(&fake, &plan(Some(3.0)), &Fixed::new(secs(2.0))).await);
+    assert_eq!(fake.read_times(), vec![0.0, 2.0, 3.0]);
+    assert_eq!(g.reason, GiveUpReason::Deadline);
+    assert_eq!(g.elapsed(), secs(3.0));
+    assert_eq!(g.requests(), 3);
+    assert!(matches!(
+        g.last_status.as_ref().unwrap().state,
+        JobState::Pending { .. }
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_zero_deadline_is_a_single_check() {
+    let fake = Fake::new(10.0);
+    let g = gave_up(wait(&fake, &plan(Some(0.0)), &Adaptive::new()).await);
+    assert_eq!(fake.read_times(), vec![0.0]);
+    assert_eq!(g.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_poll_budget_is_honoured() {
+    let fake = Fake::new(10.0);
+    let policy = Fixed::new(secs(1.0)).with_max_polls(3);
+    let g = gave_up(wait(&fake, &plan(None), &policy).await);
+    assert_eq!(g.reason, GiveUpReason::MaxPolls);
+    assert_eq!(fake.read_times(), vec![0.0, 1.0, 2.0]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn held_requests_are_reissued_at_once() {
+    let mut fake = Fake::new(3.5);
+    fake.offer_long_poll = true;
+    fake.hold_cap = Some(secs(1.0));
+    let done = wait(&fake, &plan(None), &Adaptive::new()).await.unwrap();
+    assert_eq!(fake.read_times(), vec![0.0, 1.0, 2.0, 3.0]);
+    assert_eq!(done.report.requests, 4, "⌈T/H⌉ = ⌈3.5/1⌉");
+    assert_eq!(done.report.mechanism, Mechanism::LongPoll);
+    assert_eq!(
+        done.report.elapsed,
+        secs(3.5),
+        "detected the moment it ended"
+    );
+    assert!(done.report.fallbacks.is_empty());
+    assert!(fake.facts.lock().unwrap().contains(&Fact::LongPollApplied));
+}
+
+#[tokio::test(start_paused = true)]
+async fn holds_shrink_to_fit_the_deadline() {
+    let mut fake = Fake::new(10.0);
+    fake.offer_long_poll = true;
+    fake.hold_cap = Some(secs(30.0));
+    let g = gave_up(wait(&fake, &plan(Some(2.5)), &Adaptive::new()).await);
+    let reads = fake.reads.lock().unwrap().clone();
+    let holds: Vec<Option<u64>> = reads.iter().map(|(_, h)| h.map(|h| h.as_secs())).collect();
+    assert_eq!(holds, vec![Some(2), None], "{reads:?}");
+    assert_eq!(fake.read_times(), vec![0.0, 2.5]);
+    assert_eq!(g.elapsed(), secs(2.5));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_that_ignores_prefer_is_polled_instead() {
+    let mut fake = Fake::new(5.0);
+    fake.offer_long_poll = true;
+    fake.hold_cap = None;
+    let done = wait(&fake, &plan(None), &Adaptive::new()).await.unwrap();
+    assert_eq!(fake.read_times(), vec![0.0, 2.0, 4.0, 6.0]);
+    assert_eq!(done.report.fallbacks.len(), 1);
+    assert_eq!(done.report.fallbacks[0].from, Mechanism::LongPoll);
+    assert_eq!(done.report.fallbacks[0].reason, FallbackReason::NotApplied);
+    assert!(fake.facts.lock().unwrap().contains(&Fact::LongPollIgnored));
+}
+
+#[tokio::test(start_paused = true)]
+async fn hints_drive_the_schedule() {
+    let mut fake = Fake::new(5.0);
+    fake.eta_bias = Some(1.0);
+    let done = wait(&fake, &plan(None), &Adaptive::new()).await.unwrap();
+    let times = fake.read_times();
+    assert_eq!(
+        times[1], 4.0,
+        "jumped to the earliest plausible end: {times:?}"
+    );
+    assert!(done.report.requests <= 7, "{times:?}");
+    assert_eq!(done.report.mechanism, Mechanism::Polling(Basis::Hints));
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttling_is_waited_out_exactly_and_never_ends_the_wait() {
+    let throttled = || ReadOutcome::Throttled {
+        retry_after: Some(secs(3.0)),
+        error: unexpected(429),
+    };
+    let fake = Fake::new(1.0).then(throttled).then(throttled);
+    let done = wait(&fake, &plan(None), &Adaptive::new()).await.unwrap();
+    assert_eq!(fake.read_times(), vec![0.0, 3.0, 6.0]);
+    assert_eq!(done.report.requests, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttling_is_clamped_to_the_deadline() {
+    let fake = Fake::new(10.0).then(|| ReadOutcome::Throttled {
+        retry_after: Some(secs(60.0)),
+        error: unexpected(429),
+    });
+    let g = gave_up(wait(&fake, &plan(Some(2.0)), &Adaptive::new()).await);
+    assert_eq!(fake.read_times(), vec![0.0, 2.0]);
+    assert_eq!(g.elapsed(), secs(2.0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn unreadable_answers_are_retried_twice() {
+    let fake = Fake::new(0.0).then(|| ReadOutcome::Malformed(unexpected(200)));
+    let done = wait(&fake, &plan(None), &Adaptive::new()).await.unwrap();
+    assert_eq!(done.report.requests, 2);
+
+    let fake = Fake::new(0.0)
+        .then(|| ReadOutcome::Malformed(unexpected(200)))
+        .then(|| ReadOutcome::Malformed(unexpected(200)))
+        .then(|| ReadOutcome::Malformed(unexpected(200)));
+    let err = wait(&fake, &plan(None), &Adaptive::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::UnexpectedResponse(_)), "{err:?}");
+    assert_eq!(fake.read_times().len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn fatal_answers_end_the_wait_at_once() {
+    let fake = Fake::new(5.0).then(|| ReadOutcome::Failed(unexpected(404)));
+    let err = wait(&fake, &plan(None), &Adaptive::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.http_status(), Some(404));
+    assert_eq!(fake.read_times(), vec![0.0]);
+
+    let fake = Fake::new(5.0).then(|| ReadOutcome::Unknown {
+        status: JobStatus::new(JobState::Unknown("cancelled".into())),
+        error: unexpected(200),
+    });
+    let err = wait(&fake, &plan(None), &Adaptive::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::UnexpectedResponse(_)), "{err:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_job_is_an_error_carrying_its_message() {
+    let mut fake = Fake::new(1.0);
+    fake.terminal = JobState::Failed(JobFailure {
+        code: Some("translation_failed".into()),
+        message: Some("no audio track".into()),
+    });
+    match wait(&fake, &plan(None), &Adaptive::new()).await {
+        Err(Error::JobFailed(f)) => {
+            assert_eq!(f.message.as_deref(), Some("no audio track"));
+            assert_eq!(f.report.requests, 2);
+            assert!(f.to_string().contains("no audio track"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_stream_is_enough_when_the_server_streams() {
+    let mut fake = Fake::new(5.0);
+    fake.sse = Sse::Stream;
+    fake.offer_long_poll = true;
+    let mut seen = Vec::new();
+    let plan = plan(None);
+    let done = run(&fake, &plan, &Adaptive::new(), &mut |s| {
+        seen.push(s.state.as_str().to_owned())
+    })
+    .await
+    .unwrap();
+    assert_eq!(done.report.requests, 1);
+    assert_eq!(done.report.mechanism, Mechanism::Sse);
+    assert_eq!(done.report.elapsed, secs(5.0));
+    assert_eq!(seen, vec!["pending", "completed"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_stream_falls_back_to_long_poll() {
+    let mut fake = Fake::new(2.5);
+    fake.sse = Sse::Missing;
+    fake.offer_long_poll = true;
+    fake.hold_cap = Some(secs(10.0));
+    let done = wait(&fake, &plan(None), &Adaptive::new()).await.unwrap();
+    assert_eq!(done.report.mechanism, Mechanism::LongPoll);
+    assert_eq!(
+        done.report.requests, 2,
+        "one refused subscription, one held request"
+    );
+    assert_eq!(done.report.fallbacks[0].from, Mechanism::Sse);
+    assert_eq!(
+        done.report.fallbacks[0].reason,
+        FallbackReason::NotSupported
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_open_at_the_deadline_is_cut_and_one_final_poll_made() {
+    let mut fake = Fake::new(10.0);
+    fake.sse = Sse::Stream;
+    let g = gave_up(wait(&fake, &plan(Some(1.0)), &Adaptive::new()).await);
+    assert_eq!(fake.read_times(), vec![0.0, 1.0]);
+    assert_eq!(g.elapsed(), secs(1.0));
+    assert_eq!(g.requests(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn waits_teach_the_learned_schedule() {
+    let learned = LearnedDurations::new(16);
+    let mut plan = plan(None);
+    plan.learned = Some(learned.clone());
+    plan.created = Some(Instant::now());
+    for _ in 0..12 {
+        let fake = Fake::new(2.0);
+        wait(&fake, &plan, &Adaptive::new()).await.unwrap();
+        plan.created = Some(Instant::now());
+    }
+    let model = learned.model();
+    assert_eq!(model.samples(), 12);
+    let p05 = model.quantile(0.05).unwrap().as_secs_f64();
+    let max = model.quantile(1.0).unwrap().as_secs_f64();
+    assert!(p05 <= 2.0 && 2.0 <= max + 1e-6, "{model:?}");
+    assert!(max - p05 < 0.2, "the window narrowed: {model:?}");
+    // Now the schedule is learned: three looks, found within the minimum interval.
+    let fake = Fake::new(2.0);
+    let done = wait(&fake, &plan, &Adaptive::new()).await.unwrap();
+    assert!(done.report.requests <= 3, "{:?}", fake.read_times());
+    assert!(done.report.elapsed <= secs(2.1), "{:?}", fake.read_times());
+    assert_eq!(done.report.mechanism, Mechanism::Polling(Basis::Learned));
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_wait_cancels_it() {
+    let fake = Fake::new(100.0);
+    let plan = plan(None);
+    let policy = Adaptive::new();
+    let result = tokio::time::timeout(secs(5.0), run(&fake, &plan, &policy, &mut |_| {})).await;
+    assert!(result.is_err());
+    let before = fake.read_times().len();
+    tokio::time::sleep(secs(60.0)).await;
+    assert_eq!(
+        fake.read_times().len(),
+        before,
+        "no request after the future was dropped"
+    );
+}
+
+fn unexpected(status: u16) -> Error {
+    Error::UnexpectedResponse(Box::new(UnexpectedResponse {
+        url: "http://fake/status".into(),
+        status,
+        code: None,
+        message: "scripted".into(),
+        body_excerpt: String::new(),
+        retry_after: None,
+    }))
+}
