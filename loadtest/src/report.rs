@@ -44,7 +44,7 @@ pub struct StrategyResult {
     pub wall_time_ms: u64,
     /// Highest number of status requests the server answered in one second.
     pub peak_rps: f64,
-    /// Mean requests per second over the seconds with any request.
+    /// Mean requests per second, from the first second with a request to the last.
     pub mean_rps: f64,
 }
 

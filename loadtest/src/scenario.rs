@@ -21,7 +21,7 @@ use translation_status::poll::{LearnedDurations, Sample};
 use translation_status::{Client, Error, JobRef, NewJob, Outcome};
 
 use crate::report::{RequestStats, StrategyResult};
-use crate::stats::Summary;
+use crate::stats::{Summary, peak_and_mean};
 use crate::strategy::{ServerProfile, Strategy};
 
 /// Distribution of job durations (before time scaling).
@@ -518,7 +518,7 @@ fn summarise(
         .map(|(m, _)| m.to_string())
         .unwrap_or_default();
     let total: f64 = per_second.iter().sum();
-    let busy = per_second.iter().filter(|x| **x > 0.0).count().max(1);
+    let (peak_rps, mean_rps) = peak_and_mean(per_second);
     StrategyResult {
         name: strategy.name().to_string(),
         mechanism,
@@ -534,8 +534,8 @@ fn summarise(
         hedges: 0,
         breaker_opens: 0,
         wall_time_ms: wall.as_millis() as u64,
-        peak_rps: per_second.iter().copied().fold(0.0, f64::max),
-        mean_rps: total / busy as f64,
+        peak_rps,
+        mean_rps,
     }
 }
 

@@ -50,22 +50,17 @@ impl Summary {
     }
 }
 
-/// Peak and mean of per-second event counts, from event times in seconds since the start.
-pub fn per_second_rates(times_s: &[f64]) -> (f64, f64) {
-    let Some(last) = times_s.iter().copied().reduce(f64::max) else {
+/// Peak and mean of per-second counts; the mean is taken from the first second with any
+/// event to the last (idle seconds in between count, idle edges do not).
+pub fn peak_and_mean(per_second: &[f64]) -> (f64, f64) {
+    let first = per_second.iter().position(|x| *x > 0.0);
+    let last = per_second.iter().rposition(|x| *x > 0.0);
+    let (Some(a), Some(b)) = (first, last) else {
         return (0.0, 0.0);
     };
-    let seconds = last.floor() as usize + 1;
-    let mut buckets = vec![0u32; seconds];
-    for t in times_s {
-        if *t >= 0.0 {
-            buckets[(t.floor() as usize).min(seconds - 1)] += 1;
-        }
-    }
-    let peak = buckets.iter().copied().max().unwrap_or(0) as f64;
-    // The mean over the seconds in which anything happened at all.
-    let busy = buckets.iter().filter(|b| **b > 0).count().max(1);
-    (peak, times_s.len() as f64 / busy as f64)
+    let span = &per_second[a..=b];
+    let peak = span.iter().copied().fold(0.0, f64::max);
+    (peak, span.iter().sum::<f64>() / span.len() as f64)
 }
 
 #[cfg(test)]
@@ -98,11 +93,12 @@ mod tests {
     }
 
     #[test]
-    fn per_second_rates_find_the_peak() {
-        // 1 event in second 0, 4 in second 1, 1 in second 3 (second 2 idle).
-        let (peak, mean) = per_second_rates(&[0.5, 1.0, 1.2, 1.5, 1.9, 3.1]);
+    fn peak_and_mean_over_the_busy_span() {
+        // Idle edges are ignored, the idle second in the middle counts.
+        let (peak, mean) = peak_and_mean(&[0.0, 4.0, 0.0, 2.0, 0.0]);
         assert_eq!(peak, 4.0);
         assert_eq!(mean, 2.0);
-        assert_eq!(per_second_rates(&[]), (0.0, 0.0));
+        assert_eq!(peak_and_mean(&[0.0, 0.0]), (0.0, 0.0));
+        assert_eq!(peak_and_mean(&[]), (0.0, 0.0));
     }
 }
