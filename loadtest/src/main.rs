@@ -187,13 +187,8 @@ impl RunArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let _telemetry = translation_sim::telemetry::init_for_binary("loadtest", "warn")
+        .map_err(|e| anyhow::anyhow!("telemetry: {e}"))?;
     if let Some(addr) = cli.metrics_addr {
         serve_metrics(addr, install_recorder()?).await?;
     }

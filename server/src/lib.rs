@@ -26,6 +26,7 @@
 //! | [`sim`] | the model: jobs derived from the clock, the bounded store, faults, rate limit, webhooks |
 //! | [`metrics`] | the per-instance Prometheus registry |
 //! | [`error`] | the JSON error answer and start-up errors |
+//! | [`telemetry`] | logging and optional OTLP trace export for the binaries |
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -46,6 +47,7 @@ pub mod metrics;
 pub mod routes;
 pub mod settings;
 pub mod sim;
+pub mod telemetry;
 
 pub use error::{ApiError, Error};
 pub use routes::app;

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 use translation_sim::settings::{Settings, Sources};
 
 /// Simulator of the video-translation backend (see docs/wire.md).
@@ -27,11 +26,8 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+    let _telemetry = translation_sim::telemetry::init_for_binary("translation-sim", "info")
+        .map_err(|e| anyhow::anyhow!("telemetry: {e}"))?;
     let sources = Sources {
         file: args.config,
         bind: args.bind,

@@ -5,10 +5,13 @@
 //! metrics) never mix their numbers. Every histogram has explicit buckets: it is exported as a
 //! Prometheus histogram, which `promtool check metrics` and the dashboards expect.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use metrics::{
-    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+    Counter, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge,
+    histogram,
 };
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
@@ -23,10 +26,15 @@ const POLLS_BUCKETS: &[f64] = &[
     1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0, 250.0,
 ];
 
-/// The recorder and its render handle.
+type HttpKey = (&'static str, &'static str, u16);
+
+/// The recorder and its render handle, plus handles of the per-request series kept at hand
+/// (looking a series up in the registry hashes its name and labels on every request).
 pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
+    http: Mutex<HashMap<HttpKey, (Counter, Histogram)>>,
+    status: Mutex<HashMap<(&'static str, &'static str), Counter>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -58,7 +66,12 @@ impl Metrics {
             .expect("bucket lists are non-empty")
             .build_recorder();
         let handle = recorder.handle();
-        let m = Metrics { recorder, handle };
+        let m = Metrics {
+            recorder,
+            handle,
+            http: Mutex::default(),
+            status: Mutex::default(),
+        };
         m.with(describe_all);
         m
     }
@@ -78,13 +91,25 @@ impl Metrics {
     }
 
     /// One answered request.
-    pub fn http_request(&self, route: &str, method: &str, status: u16, took: Duration) {
-        let (route, method) = (route.to_string(), method.to_string());
-        self.with(|| {
-            counter!("sim_http_requests_total", "route" => route.clone(), "method" => method, "status" => status.to_string())
-                .increment(1);
-            histogram!("sim_http_request_duration_seconds", "route" => route).record(took);
+    pub fn http_request(
+        &self,
+        route: &'static str,
+        method: &'static str,
+        status: u16,
+        took: Duration,
+    ) {
+        let mut cache = self.http.lock().unwrap_or_else(|p| p.into_inner());
+        let (count, latency) = cache.entry((route, method, status)).or_insert_with(|| {
+            let label = status_label(status);
+            self.with(|| {
+                (
+                    counter!("sim_http_requests_total", "route" => route, "method" => method, "status" => label),
+                    histogram!("sim_http_request_duration_seconds", "route" => route),
+                )
+            })
         });
+        count.increment(1);
+        latency.record(took);
     }
 
     /// One job created.
@@ -104,10 +129,15 @@ impl Metrics {
 
     /// One status answer.
     pub fn status_response(&self, channel: &'static str, result: &'static str) {
-        self.with(|| {
-            counter!("sim_status_responses_total", "channel" => channel, "result" => result)
-                .increment(1)
-        });
+        let mut cache = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .entry((channel, result))
+            .or_insert_with(|| {
+                self.with(|| {
+                    counter!("sim_status_responses_total", "channel" => channel, "result" => result)
+                })
+            })
+            .increment(1);
     }
 
     /// Requests a job had received when its terminal state was first reported.
@@ -144,6 +174,29 @@ impl Metrics {
     pub fn webhook(&self, outcome: &'static str) {
         self.with(|| counter!("sim_webhook_deliveries_total", "outcome" => outcome).increment(1));
     }
+}
+
+/// Status codes as labels, without allocating for the ones this server answers with.
+fn status_label(code: u16) -> metrics::SharedString {
+    let known = match code {
+        200 => "200",
+        201 => "201",
+        204 => "204",
+        304 => "304",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        413 => "413",
+        415 => "415",
+        422 => "422",
+        429 => "429",
+        500 => "500",
+        503 => "503",
+        other => return other.to_string().into(),
+    };
+    known.into()
 }
 
 fn describe_all() {

@@ -1,10 +1,15 @@
-//! Middleware of the job API (their order and its reasons are in the parent module's docs).
+//! Middleware (their order and its reasons are in the parent module's docs).
+//!
+//! The job API's guards run in one middleware, [`api`], as plain functions called in the
+//! documented order: each layer of `from_fn` boxes a future and clones the router's `Next`,
+//! which on a route answering tens of thousands of polls a second is measurable.
 
 use std::net::SocketAddr;
+use std::sync::{Mutex, OnceLock};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
@@ -15,27 +20,117 @@ use crate::sim::faults::Fault;
 use crate::sim::ratelimit::Decision;
 use crate::sim::webhooks::constant_time_eq;
 
-/// Counts and times every answer by route template.
-pub(crate) async fn record(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Route templates as `&'static str`, so metric labels need no allocation per request. The set
+/// is bounded by the router's own templates (plus `unmatched`), never by client input.
+fn route_label(req: &Request) -> &'static str {
+    static ROUTES: OnceLock<Mutex<Vec<&'static str>>> = OnceLock::new();
+    let Some(path) = req.extensions().get::<MatchedPath>() else {
+        return "unmatched";
+    };
+    let path = path.as_str();
+    let mut routes = ROUTES
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(known) = routes.iter().find(|r| **r == path) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(path.to_owned().into_boxed_str());
+    routes.push(leaked);
+    leaked
+}
+
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "OTHER",
+    }
+}
+
+/// Outermost, on every route: the `http.request` span (a child of the caller's trace when the
+/// request carries W3C `traceparent`), and the request count and latency by route template.
+pub(crate) async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    use tracing::Instrument;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
     let started = Instant::now();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
-    let method = req.method().as_str().to_string();
-    let response = next.run(req).await;
-    state.inner.metrics.http_request(
-        &route,
-        &method,
-        response.status().as_u16(),
-        started.elapsed(),
+    let route = route_label(&req);
+    let method = method_label(req.method());
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = format_args!("{method} {route}").to_string(),
+        otel.kind = "server",
+        http.request.method = method,
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
     );
+    if !span.is_disabled() {
+        let parent = opentelemetry::global::get_text_map_propagator(|p| {
+            p.extract(&crate::telemetry::HeaderExtractor(req.headers()))
+        });
+        let _ = span.set_parent(parent);
+    }
+    let response = next.run(req).instrument(span.clone()).await;
+    let status = response.status();
+    span.record("http.response.status_code", status.as_u16());
+    state
+        .inner
+        .metrics
+        .http_request(route, method, status.as_u16(), started.elapsed());
     response
 }
 
-/// Injected faults (see [`crate::sim::faults`]).
-pub(crate) async fn faults(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// The job API's guards, in order: timeout around faults, authentication and the rate limit.
+pub(crate) async fn api(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let limit = state.inner.settings.server.request_timeout;
+    match tokio::time::timeout(limit, guarded(&state, req, next)).await {
+        Ok(response) => response,
+        Err(_) => timed_out(),
+    }
+}
+
+async fn guarded(state: &AppState, req: Request, next: Next) -> Response {
+    if let Some(response) = inject_faults(state).await {
+        return response;
+    }
+    if let Err(refused) = authenticate(state, &req) {
+        return refused.into_response();
+    }
+    let headers = match rate_limit(state, &req) {
+        Ok(headers) => headers,
+        Err(refused) => return refused.into_response(),
+    };
+    let mut response = next.run(req).await;
+    response.headers_mut().extend(headers);
+    response
+}
+
+/// Bounds the operations routes' handlers by `server.request_timeout`.
+pub(crate) async fn timeout(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let limit = state.inner.settings.server.request_timeout;
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => timed_out(),
+    }
+}
+
+fn timed_out() -> Response {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "timeout",
+        "the request took longer than server.request_timeout",
+    )
+    .into_response()
+}
+
+/// Injected faults (see [`crate::sim::faults`]): sleeps the injected latency, then answers in
+/// place of the handler, or returns `None` to let the request through.
+async fn inject_faults(state: &AppState) -> Option<Response> {
     let m = &state.inner.metrics;
     let roll = state.inner.faults.roll(Instant::now());
     if !roll.delay.is_zero() {
@@ -49,8 +144,8 @@ pub(crate) async fn faults(State(state): State<AppState>, req: Request, next: Ne
     if let Some(kind) = roll.fault.kind() {
         m.fault(kind);
     }
-    match roll.fault {
-        Fault::None => next.run(req).await,
+    let response = match roll.fault {
+        Fault::None => return None,
         Fault::Outage => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "outage",
@@ -84,33 +179,33 @@ pub(crate) async fn faults(State(state): State<AppState>, req: Request, next: Ne
             "{\"result\": \"pend",
         )
             .into_response(),
-    }
+    };
+    Some(response)
 }
 
 /// `X-Api-Key`, when `auth.api_key` is set.
-pub(crate) async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if let Some(expected) = &state.inner.settings.auth.api_key {
-        let given = req.headers().get("x-api-key").map(HeaderValue::as_bytes);
-        if !given.is_some_and(|g| constant_time_eq(g, expected.as_bytes())) {
-            return ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "missing or wrong X-Api-Key header",
-            )
-            .into_response();
-        }
+fn authenticate(state: &AppState, req: &Request) -> Result<(), ApiError> {
+    let Some(expected) = &state.inner.settings.auth.api_key else {
+        return Ok(());
+    };
+    let given = req.headers().get("x-api-key").map(HeaderValue::as_bytes);
+    if given.is_some_and(|g| constant_time_eq(g, expected.as_bytes())) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong X-Api-Key header",
+        ))
     }
-    next.run(req).await
 }
 
-/// Per-client token bucket, with the IETF `RateLimit` / `RateLimit-Policy` headers.
-pub(crate) async fn rate_limit(
-    State(state): State<AppState>,
-    req: Request,
-    next: Next,
-) -> Response {
+/// Per-client token bucket. Allowed: the IETF `RateLimit` / `RateLimit-Policy` headers to add
+/// to the answer. Refused: the 429 answer.
+fn rate_limit(state: &AppState, req: &Request) -> Result<HeaderMap, ApiError> {
+    let mut headers = HeaderMap::new();
     let Some(limiter) = &state.inner.limiter else {
-        return next.run(req).await;
+        return Ok(headers);
     };
     let client = match req.headers().get("x-api-key").and_then(|v| v.to_str().ok()) {
         Some(key) => format!("key:{key}"),
@@ -121,49 +216,34 @@ pub(crate) async fn rate_limit(
             .unwrap_or_else(|| "unknown".to_string()),
     };
     let (quota, window) = limiter.policy();
-    let policy = HeaderValue::from_str(&format!("\"default\";q={quota};w={window}"));
+    if let Ok(p) = HeaderValue::from_str(&format!("\"default\";q={quota};w={window}")) {
+        headers.insert("ratelimit-policy", p);
+    }
     match limiter.check(&client, Instant::now()) {
         Decision::Allow { remaining } => {
-            let mut response = next.run(req).await;
-            let h = response.headers_mut();
-            if let Ok(p) = policy {
-                h.insert("ratelimit-policy", p);
-            }
             if let Ok(v) = HeaderValue::from_str(&format!("\"default\";r={remaining};t={window}")) {
-                h.insert("ratelimit", v);
+                headers.insert("ratelimit", v);
             }
-            response
+            Ok(headers)
         }
         Decision::Deny { retry_after } => {
             state.inner.metrics.rate_limited();
             let t = retry_after.as_millis().div_ceil(1000).max(1);
-            let mut e = ApiError::new(
+            if let Ok(v) = HeaderValue::from_str(&format!("\"default\";r=0;t={t}")) {
+                headers.insert("ratelimit", v);
+            }
+            let mut refused = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
                 "rate limit exceeded; retry after the Retry-After delay",
             )
             .with_retry_after(retry_after);
-            if let Ok(p) = policy {
-                e = e.with_header("ratelimit-policy", p);
+            for name in ["ratelimit-policy", "ratelimit"] {
+                if let Some(v) = headers.get(name) {
+                    refused = refused.with_header(name, v.clone());
+                }
             }
-            if let Ok(v) = HeaderValue::from_str(&format!("\"default\";r=0;t={t}")) {
-                e = e.with_header("ratelimit", v);
-            }
-            e.into_response()
+            Err(refused)
         }
-    }
-}
-
-/// Bounds a handler by `server.request_timeout`.
-pub(crate) async fn timeout(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let limit = state.inner.settings.server.request_timeout;
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "timeout",
-            "the request took longer than server.request_timeout",
-        )
-        .into_response(),
     }
 }

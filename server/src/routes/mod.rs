@@ -2,9 +2,14 @@
 //!
 //! Layer order on the job API, outermost first — and why:
 //!
-//! 1. `record` — counts and times every answer, faults and refusals included, so the
-//!    dashboards see what clients saw.
+//! 1. `observe` (every route) — the request span, parented on the caller's W3C trace
+//!    context so everything below, faults included, is inside the caller's trace; and the
+//!    count and latency of every answer, faults and refusals included, so the dashboards see
+//!    what clients saw.
 //! 2. body limit — refuses oversized bodies before anything reads them.
+//!
+//! Then, in one middleware (`layers::api`), in this order:
+//!
 //! 3. `timeout` — bounds the time to an answer's head (`server.request_timeout`), injected
 //!    latency and held long-polls included, so no client can pin a task. An SSE stream's head
 //!    is sent at once; its body is bounded by its job and shutdown instead.
@@ -40,11 +45,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/jobs/{id}", get(status::job_status))
         .route("/v1/jobs/{id}/status", get(status::job_status))
         .route("/v1/jobs/{id}/events", get(events::events));
-    let api = api
-        .layer(from_fn_with_state(state.clone(), layers::rate_limit))
-        .layer(from_fn_with_state(state.clone(), layers::auth))
-        .layer(from_fn_with_state(state.clone(), layers::faults))
-        .layer(from_fn_with_state(state.clone(), layers::timeout));
+    let api = api.layer(from_fn_with_state(state.clone(), layers::api));
     let ops = Router::new()
         .route("/metrics", get(ops::metrics))
         .route("/healthz", get(ops::healthz))
@@ -54,7 +55,7 @@ pub fn app(state: AppState) -> Router {
     api.merge(ops)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(from_fn_with_state(state.clone(), layers::record))
+        .layer(from_fn_with_state(state.clone(), layers::observe))
         .with_state(state)
 }
 

@@ -14,7 +14,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::json;
 use tokio::time::Instant;
 
 use crate::AppState;
@@ -47,7 +46,12 @@ pub(crate) async fn legacy(
         .metrics
         .status_response(Channel::Legacy.as_str(), snap.state.as_str());
     state.report_terminal(&job, Channel::Legacy, now);
-    Ok(Json(json!({ "result": snap.state.as_str() })).into_response())
+    let body = match snap.state {
+        JobState::Pending => r#"{"result":"pending"}"#,
+        JobState::Done(crate::Outcome::Completed) => r#"{"result":"completed"}"#,
+        JobState::Done(crate::Outcome::Error) => r#"{"result":"error"}"#,
+    };
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// Parses `Prefer: wait=N` (RFC 7240); anything malformed is ignored, as the RFC asks.
