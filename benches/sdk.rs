@@ -1,5 +1,9 @@
 //! Hot paths of the SDK: poll decisions, status parsing, and one status call through the full
-//! client stack against a bare reqwest call (both against the in-process simulator).
+//! client stack (throttle, retry, circuit breaker, hedging) against the same stack without
+//! the resilience layers and against a bare reqwest call (all against the in-process
+//! simulator). `sdk_client / raw_reqwest` is the stack's per-call overhead;
+//! `sdk_client / sdk_without_resilience` is the breaker's and the hedge tracker's
+//! bookkeeping.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::hint::black_box;
@@ -70,13 +74,24 @@ fn end_to_end(c: &mut Criterion) {
         translation_sim::spawn(s).await.unwrap()
     });
     let url = server.url("/status");
+    // The defaults: hedging and the circuit breaker on.
     let client = Client::new(&server.base_url()).unwrap();
+    let bare = Client::builder()
+        .base_url(server.base_url())
+        .without_hedging()
+        .without_circuit_breaker()
+        .build()
+        .unwrap();
     let job = JobRef::status_url(url.clone());
     let raw = reqwest::Client::new();
     let mut g = c.benchmark_group("status_call");
     g.bench_function("sdk_client", |b| {
         b.to_async(&rt)
             .iter(|| async { black_box(client.status(job.clone()).await.unwrap()) })
+    });
+    g.bench_function("sdk_without_resilience", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(bare.status(job.clone()).await.unwrap()) })
     });
     g.bench_function("raw_reqwest", |b| {
         b.to_async(&rt).iter(|| async {

@@ -12,11 +12,12 @@ use crate::error::Error;
 use crate::job::{CreatedJob, JobRef};
 use crate::model::{JobStatus, NewJob};
 use crate::poll::{LearnedDurations, PollPolicy, PollPolicyExt};
-use crate::transport::{ReadOptions, Transport, TransportConfig};
+use crate::transport::{BreakerConfig, HedgeConfig, ReadOptions, Transport, TransportConfig};
 use crate::wait::{Capabilities, Completion, HttpSource, Plan, WaitOptions, Watch, run};
 
 /// A client of the translation service. Cheap to clone: clones share the connection pool,
-/// the learned job durations and what is known about the server.
+/// the learned job durations, what is known about the server, and the per-host circuit
+/// breakers and latency histograms.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -31,7 +32,8 @@ struct Inner {
 }
 
 impl Client {
-    /// A builder with the defaults: 10 s request timeout, 3 quick transport retries, the
+    /// A builder with the defaults: 10 s request timeout, 3 quick transport retries, hedged
+    /// status reads and a circuit breaker per host (see [`crate::transport`]), the
     /// [`WaitOptions`] defaults.
     pub fn builder() -> ClientBuilder {
         ClientBuilder::default()
@@ -45,7 +47,9 @@ impl Client {
     /// Reads a job's status once (through the transport's retries).
     ///
     /// A job that ended in `error` is `Ok`; so is a result string this version does not know
-    /// ([`JobState::Unknown`](crate::JobState::Unknown)).
+    /// ([`JobState::Unknown`](crate::JobState::Unknown)). While the host's circuit breaker is
+    /// open nothing is sent: this fails at once with [`Error::Unavailable`], whose
+    /// [`retry_after`](Error::retry_after) says when to try again.
     pub async fn status(&self, job: impl Into<JobRef>) -> Result<JobStatus, Error> {
         let job = job.into();
         let endpoints = job.resolve(self.inner.base_url.as_ref())?;
@@ -59,6 +63,7 @@ impl Client {
         match crate::wait::interpret(exchange) {
             outcome::Status { status, .. } | outcome::Unknown { status, .. } => Ok(status),
             outcome::Throttled { error, .. }
+            | outcome::Unavailable { error, .. }
             | outcome::Malformed(error)
             | outcome::Failed(error) => Err(error),
             outcome::NotModified { .. } => Err(Error::UnexpectedResponse(Box::new(
@@ -77,8 +82,10 @@ impl Client {
     /// Waits for the job with the client's default [`WaitOptions`].
     ///
     /// Resolves to the completed status, or an [`Error`]: the job failed, the wait gave up,
-    /// the service was unreachable or answered unexpectedly. Dropping the future cancels
-    /// the wait and every request in flight.
+    /// the service was unavailable until the deadline, unreachable from the start, or
+    /// answered unexpectedly. An outage does not end a wait: it pauses while the circuit
+    /// breaker is open and resumes after. Dropping the future cancels the wait and every
+    /// request in flight.
     pub async fn wait(&self, job: impl Into<JobRef>) -> Result<Completion, Error> {
         self.wait_with(job, &self.inner.defaults).await
     }
@@ -241,6 +248,8 @@ pub struct ClientBuilder {
     defaults: WaitOptions,
     learned: Option<LearnedDurations>,
     user_agent: String,
+    hedge: Option<HedgeConfig>,
+    breaker: Option<BreakerConfig>,
 }
 
 impl Default for ClientBuilder {
@@ -257,6 +266,8 @@ impl Default for ClientBuilder {
             defaults: WaitOptions::default(),
             learned: None,
             user_agent: concat!(env!("CARGO_PKG_NAME"), "/", env!("CARGO_PKG_VERSION")).to_owned(),
+            hedge: Some(HedgeConfig::default()),
+            breaker: Some(BreakerConfig::default()),
         }
     }
 }
@@ -327,6 +338,34 @@ impl ClientBuilder {
         self
     }
 
+    /// How slow status reads are hedged (on by default, with [`HedgeConfig`]'s defaults: a
+    /// duplicate after the observed 95th percentile, at most 5 % of calls). Status reads are
+    /// idempotent, and the hard budget bounds the extra load, so it is safe to leave on.
+    pub fn hedging(mut self, config: HedgeConfig) -> Self {
+        self.hedge = Some(config);
+        self
+    }
+
+    /// Never hedges a request.
+    pub fn without_hedging(mut self) -> Self {
+        self.hedge = None;
+        self
+    }
+
+    /// How the per-host circuit breaker trips and recovers (on by default, with
+    /// [`BreakerConfig`]'s defaults). An open breaker pauses waits and fails single reads
+    /// fast.
+    pub fn circuit_breaker(mut self, config: BreakerConfig) -> Self {
+        self.breaker = Some(config);
+        self
+    }
+
+    /// Sends every request, whatever the host's recent failures.
+    pub fn without_circuit_breaker(mut self) -> Self {
+        self.breaker = None;
+        self
+    }
+
     /// Checks every setting and builds the client. Sends nothing.
     pub fn build(self) -> Result<Client, Error> {
         let base_url = match &self.base_url {
@@ -360,6 +399,12 @@ impl ClientBuilder {
             return Err(Error::config("api_key", "is empty: leave it unset instead"));
         }
         self.defaults.validate()?;
+        if let Some(hedge) = &self.hedge {
+            hedge.validate()?;
+        }
+        if let Some(breaker) = &self.breaker {
+            breaker.validate()?;
+        }
         let transport = Transport::new(&TransportConfig {
             request_timeout: self.request_timeout,
             connect_timeout: self.connect_timeout,
@@ -370,6 +415,8 @@ impl ClientBuilder {
             max_throttle_delay: self.max_throttle_delay,
             api_key: self.api_key,
             user_agent: self.user_agent,
+            hedge: self.hedge,
+            breaker: self.breaker,
         })?;
         Ok(Client {
             inner: Arc::new(Inner {
@@ -390,6 +437,8 @@ impl fmt::Debug for ClientBuilder {
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("request_timeout", &self.request_timeout)
             .field("max_retries", &self.max_retries)
+            .field("hedge", &self.hedge)
+            .field("breaker", &self.breaker)
             .field("defaults", &self.defaults)
             .finish_non_exhaustive()
     }
@@ -488,6 +537,22 @@ mod tests {
                     .build()
             ),
             "max_polls"
+        );
+        assert_eq!(
+            setting(
+                Client::builder()
+                    .hedging(HedgeConfig::new().percentile(1.5))
+                    .build()
+            ),
+            "hedging"
+        );
+        assert_eq!(
+            setting(
+                Client::builder()
+                    .circuit_breaker(BreakerConfig::new().half_open_probes(0))
+                    .build()
+            ),
+            "circuit_breaker"
         );
         assert_eq!(
             setting(

@@ -35,6 +35,11 @@ pub enum Error {
     /// The service could not be reached, or kept failing, even after transport retries.
     #[error("{0}")]
     Unreachable(Box<Unreachable>),
+    /// The service is unavailable: its circuit breaker is open, so nothing was sent (a single
+    /// read fails fast, saying when to try again), or a wait's deadline passed while the
+    /// service kept failing. The job may be fine: try again once the service is back.
+    #[error("{0}")]
+    Unavailable(Box<Unavailable>),
     /// The service answered with something this client cannot use: a rejected request
     /// (`400`, `401`, `404`, `422`, …), a body that is not the documented JSON, or a result
     /// string this version does not know.
@@ -51,7 +56,7 @@ impl Error {
     /// or overloaded (`429`, `5xx`), or the wait gave up before the job finished.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Unreachable(_) | Error::GaveUp(_) => true,
+            Error::Unreachable(_) | Error::Unavailable(_) | Error::GaveUp(_) => true,
             Error::UnexpectedResponse(e) => {
                 e.status == 429 || e.status == 408 || (500..600).contains(&e.status)
             }
@@ -59,11 +64,13 @@ impl Error {
         }
     }
 
-    /// `true` when time ran out: the wait's deadline passed, or requests timed out.
+    /// `true` when time ran out: the wait's deadline passed (also while the service was
+    /// unavailable), or requests timed out.
     pub fn is_timeout(&self) -> bool {
         match self {
             Error::GaveUp(g) => g.reason == GiveUpReason::Deadline,
             Error::Unreachable(u) => u.timed_out,
+            Error::Unavailable(u) => u.report.is_some(),
             _ => false,
         }
     }
@@ -83,6 +90,17 @@ impl Error {
         match self {
             Error::JobFailed(f) => Some(&f.status),
             Error::GaveUp(g) => g.last_status.as_ref(),
+            Error::Unavailable(u) => u.last_status.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// When a request may be sent again, when the service said so or its circuit breaker
+    /// knows: the remaining cool-down of an open breaker, or the server's `Retry-After`.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Unavailable(u) => u.retry_after,
+            Error::UnexpectedResponse(e) => e.retry_after,
             _ => None,
         }
     }
@@ -207,6 +225,84 @@ impl fmt::Display for Unreachable {
 }
 
 impl std::error::Error for Unreachable {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|e| e.as_ref() as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// The service is unavailable: its circuit breaker is open, or it stayed unavailable until a
+/// wait's deadline.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Unavailable {
+    /// The host (`host:port`) whose breaker is open or whose failures ended the wait.
+    pub host: String,
+    /// How long until the breaker lets a request through again, counted from when this
+    /// error was made; `None` when the breaker was not open (or is disabled).
+    pub retry_after: Option<Duration>,
+    /// The job, when a wait ended this way (as the caller addressed it).
+    pub job: Option<String>,
+    /// The last status the service reported during the wait, if any.
+    pub last_status: Option<JobStatus>,
+    /// How the wait went, when a wait ended this way (its deadline passed).
+    pub report: Option<WaitReport>,
+    /// The last failure seen (typically [`Error::Unreachable`]), when there was one.
+    pub source: Option<BoxError>,
+}
+
+impl Unavailable {
+    /// A request the breaker refused.
+    pub(crate) fn refused(host: &str, retry_after: Duration) -> Self {
+        Unavailable {
+            host: host.to_owned(),
+            retry_after: Some(retry_after),
+            job: None,
+            last_status: None,
+            report: None,
+            source: None,
+        }
+    }
+}
+
+impl fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.job, &self.report) {
+            (Some(job), Some(report)) => write!(
+                f,
+                "gave up waiting for job {job} after {} ms and {} request(s): the translation service at {} was unavailable when the deadline passed",
+                report.elapsed.as_millis(),
+                report.requests,
+                self.host
+            )?,
+            _ => write!(
+                f,
+                "the translation service at {} is unavailable: its circuit breaker opened after repeated failures, so no request was sent",
+                self.host
+            )?,
+        }
+        if let Some(source) = &self.source {
+            write!(f, "; last failure: {}", chain(source.as_ref()))?;
+        }
+        if let Some(status) = &self.last_status {
+            write!(f, "; last status: {}", status.state)?;
+        }
+        match (self.retry_after, self.job.is_some()) {
+            (Some(after), false) => write!(f, ". Try again in {} ms", after.as_millis()),
+            (Some(after), true) => write!(
+                f,
+                ". The job may still finish: wait again once the service is back (requests resume in {} ms)",
+                after.as_millis()
+            ),
+            (None, _) => {
+                f.write_str(". The job may still finish: wait again once the service is back")
+            }
+        }
+    }
+}
+
+impl std::error::Error for Unavailable {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.source
             .as_ref()
@@ -340,5 +436,20 @@ mod tests {
             e.to_string(),
             "invalid configuration: `request_timeout`: must be greater than zero"
         );
+    }
+
+    #[test]
+    fn an_open_breaker_says_when_to_try_again() {
+        let e = Error::Unavailable(Box::new(Unavailable::refused(
+            "api.example:443",
+            Duration::from_millis(1500),
+        )));
+        let text = e.to_string();
+        assert!(text.contains("api.example:443"), "{text}");
+        assert!(text.contains("circuit breaker"), "{text}");
+        assert!(text.contains("Try again in 1500 ms"), "{text}");
+        assert!(e.is_retryable());
+        assert!(!e.is_timeout(), "a refusal is not a deadline");
+        assert_eq!(e.retry_after(), Some(Duration::from_millis(1500)));
     }
 }

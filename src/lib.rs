@@ -5,7 +5,8 @@
 //! has — *is it done yet?* — without hundreds of useless status requests and without learning
 //! about the end late. It picks the best mechanism the server offers (Server-Sent Events,
 //! long-poll, server hints, a schedule learned from past jobs, a cold-start schedule),
-//! survives ordinary transient failures, and reports how it went.
+//! survives ordinary transient failures, hedges slow status reads, sits out outages behind a
+//! circuit breaker, and reports how it went.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -25,6 +26,7 @@
 //!     ),
 //!     Err(Error::JobFailed(failed)) => eprintln!("the job failed: {:?}", failed.message),
 //!     Err(Error::GaveUp(g)) => eprintln!("still running after {:?}", g.elapsed()),
+//!     Err(Error::Unavailable(u)) => eprintln!("the service was down: {u}"),
 //!     Err(other) => eprintln!("{other}"),
 //! }
 //! # Ok(()) }
@@ -39,9 +41,9 @@
 //! | [`JobStatus`], [`JobState`], [`NewJob`] | what the service says, parsed leniently |
 //! | [`wait`] | mechanism negotiation, [`WaitOptions`], [`WaitReport`], [`Watch`] |
 //! | [`poll`] | *when to look again*: the pure [`PollPolicy`](poll::PollPolicy) trait, [`Fixed`](poll::Fixed), [`Exponential`](poll::Exponential), [`Adaptive`](poll::Adaptive), the limit decorators, learned durations |
-//! | [`transport`] | *how to survive one request*: the reqwest-middleware stack, classification, `Retry-After` |
-//! | [`Error`] | one error type, variants by what to do next |
-//! | [`telemetry`] | the metric names emitted through the `metrics` facade |
+//! | [`transport`] | *how to survive one request*: the reqwest-middleware stack and its documented order — `Retry-After`, retries with a classifier, a circuit breaker per host ([`BreakerConfig`](transport::BreakerConfig)), hedged status reads ([`HedgeConfig`](transport::HedgeConfig)) |
+//! | [`Error`] | one error type, variants by what to do next (including [`Error::Unavailable`]: the breaker is open, try again later) |
+//! | [`telemetry`] | the metric names emitted through the `metrics` facade, and [`describe_metrics`](telemetry::describe_metrics) for exporters |
 //!
 //! # Features
 //!
@@ -49,12 +51,21 @@
 //! | --- | --- | --- |
 //! | *(none)* | — | Everything above is always built; TLS is rustls. There are no optional features yet, and any added later will be additive. |
 //!
+//! Behaviour that is on by default is switched on the [`ClientBuilder`], not by features:
+//!
+//! | behaviour | default | switch |
+//! | --- | --- | --- |
+//! | hedged status reads | on: after the observed p95 (≥ 50 ms), ≤ 5 % of calls | [`hedging`](ClientBuilder::hedging), [`without_hedging`](ClientBuilder::without_hedging) |
+//! | circuit breaker per host | on: opens after 5 failed attempts in a row or half of ≥ 20 in 10 s; pauses waits | [`circuit_breaker`](ClientBuilder::circuit_breaker), [`without_circuit_breaker`](ClientBuilder::without_circuit_breaker) |
+//!
 //! # Observability
 //!
 //! Each wait is a `tracing` span `wait` (fields `job`, `mechanism`, `requests`, `retries`,
 //! `outcome`) with child spans `events`, `poll` (with `request` spans per attempt on the
 //! wire) and `sleep`. Metrics go through the [`metrics`](https://docs.rs/metrics) facade under
-//! the names in [`telemetry`]. This library never installs a subscriber or a recorder.
+//! the names in [`telemetry`]; a binary that exports them calls
+//! [`telemetry::describe_metrics`] after installing its recorder. This library never installs
+//! a subscriber or a recorder.
 //!
 //! # Minimum supported Rust version
 //!
@@ -73,7 +84,9 @@ pub mod transport;
 pub mod wait;
 
 pub use client::{Client, ClientBuilder};
-pub use error::{BoxError, ConfigError, Error, GaveUp, JobFailed, UnexpectedResponse, Unreachable};
+pub use error::{
+    BoxError, ConfigError, Error, GaveUp, JobFailed, Unavailable, UnexpectedResponse, Unreachable,
+};
 pub use job::{CreatedJob, JobRef, JobRefKind};
 pub use model::{JobFailure, JobState, JobStatus, NewJob, Outcome, ParseError};
 pub use wait::{Completion, Fallback, FallbackReason, Mechanism, WaitOptions, WaitReport, Watch};

@@ -3,11 +3,15 @@
 //! Everything goes through the [`metrics`] facade: with no recorder installed the calls cost
 //! next to nothing, and this library never installs one (nor a `tracing` subscriber) — that
 //! is the application's choice. Histograms are recorded in seconds (or counts); give them
-//! buckets in the exporter.
+//! buckets in the exporter. An application that exports metrics calls [`describe_metrics`]
+//! once, after installing its recorder, so that the exposition carries their help text.
 
 use std::time::Duration;
 
+use metrics::Unit;
+
 use crate::transport::RequestKind;
+use crate::transport::breaker::BreakerState;
 use crate::wait::Mechanism;
 
 /// Requests on the wire, by `kind` and `outcome`.
@@ -30,6 +34,88 @@ pub const WAIT_DURATION_SECONDS: &str = "translation_status_wait_duration_second
 pub const DETECTION_DELAY_SECONDS: &str = "translation_status_detection_delay_seconds";
 /// Mechanisms given up in favour of the next one, by `from` and `reason`.
 pub const FALLBACKS_TOTAL: &str = "translation_status_fallbacks_total";
+/// Hedged status reads, by `outcome`: `sent`, `won` (the duplicate answered first),
+/// `budget_exhausted` (a hedge was due but the budget refused it).
+pub const HEDGES_TOTAL: &str = "translation_status_hedges_total";
+/// Circuit breaker state by `host`: `0` closed, `1` half-open, `2` open.
+pub const BREAKER_STATE: &str = "translation_status_breaker_state";
+/// Circuit breaker transitions, by `host` and `to` (`closed`, `half_open`, `open`).
+pub const BREAKER_TRANSITIONS_TOTAL: &str = "translation_status_breaker_transitions_total";
+/// Requests the circuit breaker refused to send, by `host`.
+pub const BREAKER_REJECTED_TOTAL: &str = "translation_status_breaker_rejected_total";
+
+/// Describes every `translation_status_*` metric (help text and unit) to the installed
+/// recorder.
+///
+/// Call it once, after installing a recorder (a Prometheus exporter, say), so that the
+/// exposition carries `# HELP` lines. With no recorder installed it does nothing.
+pub fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        REQUESTS_TOTAL,
+        Unit::Count,
+        "Requests on the wire, retries and hedges included, by kind and outcome."
+    );
+    describe_histogram!(
+        REQUEST_DURATION_SECONDS,
+        Unit::Seconds,
+        "Latency of each request on the wire, by kind (a held long-poll includes its hold)."
+    );
+    describe_counter!(
+        RETRIES_TOTAL,
+        Unit::Count,
+        "Transport retries and throttle pauses (attempts after the first), by kind."
+    );
+    describe_counter!(
+        THROTTLED_TOTAL,
+        Unit::Count,
+        "Pauses taken because the server answered 429/503 with Retry-After, by kind."
+    );
+    describe_counter!(
+        WAITS_TOTAL,
+        Unit::Count,
+        "Finished waits, by outcome and mechanism."
+    );
+    describe_histogram!(
+        POLLS_PER_WAIT,
+        Unit::Count,
+        "Status requests and event streams one wait opened (retries not included), by mechanism."
+    );
+    describe_histogram!(
+        WAIT_DURATION_SECONDS,
+        Unit::Seconds,
+        "Start of a wait to its end, by outcome and mechanism."
+    );
+    describe_histogram!(
+        DETECTION_DELAY_SECONDS,
+        Unit::Seconds,
+        "The job's completed_at to the moment the client learned it, by mechanism."
+    );
+    describe_counter!(
+        FALLBACKS_TOTAL,
+        Unit::Count,
+        "Mechanisms given up in favour of the next one, by from and reason."
+    );
+    describe_counter!(
+        HEDGES_TOTAL,
+        Unit::Count,
+        "Hedged status reads, by outcome: sent, won (the duplicate answered first), budget_exhausted."
+    );
+    describe_gauge!(
+        BREAKER_STATE,
+        "Circuit breaker state by host: 0 closed, 1 half-open, 2 open."
+    );
+    describe_counter!(
+        BREAKER_TRANSITIONS_TOTAL,
+        Unit::Count,
+        "Circuit breaker transitions, by host and to (closed, half_open, open)."
+    );
+    describe_counter!(
+        BREAKER_REJECTED_TOTAL,
+        Unit::Count,
+        "Requests the circuit breaker refused to send, by host."
+    );
+}
 
 pub(crate) fn request_outcome(
     result: &Result<reqwest::Response, reqwest_middleware::Error>,
@@ -61,6 +147,24 @@ pub(crate) fn retry(kind: RequestKind) {
 
 pub(crate) fn throttled(kind: RequestKind) {
     metrics::counter!(THROTTLED_TOTAL, "kind" => kind.as_str()).increment(1);
+}
+
+pub(crate) fn hedge(outcome: &'static str) {
+    metrics::counter!(HEDGES_TOTAL, "outcome" => outcome).increment(1);
+}
+
+pub(crate) fn breaker_state(host: &str, state: BreakerState) {
+    metrics::gauge!(BREAKER_STATE, "host" => host.to_owned()).set(f64::from(state as u8));
+}
+
+pub(crate) fn breaker_transition(host: &str, to: BreakerState) {
+    breaker_state(host, to);
+    metrics::counter!(BREAKER_TRANSITIONS_TOTAL, "host" => host.to_owned(), "to" => to.as_str())
+        .increment(1);
+}
+
+pub(crate) fn breaker_rejected(host: &str) {
+    metrics::counter!(BREAKER_REJECTED_TOTAL, "host" => host.to_owned()).increment(1);
 }
 
 pub(crate) fn fallback(from: Mechanism, reason: &'static str) {

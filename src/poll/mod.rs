@@ -98,6 +98,9 @@ pub enum Basis {
     Exponential,
     /// The server throttled the client (`429`/`503` with `Retry-After`).
     Throttled,
+    /// The service was unavailable: the poll waited for the circuit breaker to let requests
+    /// through again.
+    Unavailable,
     /// A policy of the caller's own.
     Custom,
 }
@@ -113,6 +116,7 @@ impl Basis {
             Basis::Fixed => "fixed",
             Basis::Exponential => "exponential",
             Basis::Throttled => "throttled",
+            Basis::Unavailable => "unavailable",
             Basis::Custom => "custom",
         }
     }

@@ -1,6 +1,7 @@
 //! The innermost layer: one span, one metric sample and one attempt count per request on the
-//! wire; reads the whole body (bounded) so that a connection dropped mid-body is a transient
-//! failure the retry layer above can see, not an error after it.
+//! wire (a hedge's duplicate gets a span and a sample, but is not another attempt); reads the
+//! whole body (bounded) so that a connection dropped mid-body is a transient failure the
+//! layers above can see, not an error after them.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -13,6 +14,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::RequestKind;
+use super::hedge::HedgeLeg;
 use crate::telemetry;
 
 /// Largest body read from a status or creation answer.
@@ -51,14 +53,21 @@ impl Middleware for AttemptLayer {
             .get::<RequestKind>()
             .copied()
             .unwrap_or(RequestKind::Status);
-        let attempt = extensions.get::<Attempts>().map_or(1, Attempts::bump);
-        if attempt > 1 {
+        // A hedge is the duplicate of an attempt, not another one: it keeps the original's
+        // number and is not a retry.
+        let hedge = extensions.get::<HedgeLeg>().copied();
+        let attempt = match hedge {
+            Some(leg) => leg.attempt,
+            None => extensions.get::<Attempts>().map_or(1, Attempts::bump),
+        };
+        if attempt > 1 && hedge.is_none() {
             telemetry::retry(kind);
         }
         let span = tracing::debug_span!(
             "request",
             kind = kind.as_str(),
             attempt,
+            hedge = hedge.is_some(),
             method = %req.method(),
             path = req.url().path(),
             status = tracing::field::Empty,

@@ -3,31 +3,68 @@
 //! # Layers, outermost first
 //!
 //! ```text
-//! ThrottleLayer      429/503 + Retry-After: sleep exactly that long (clamped to the deadline), resend
-//!   [circuit breaker — slot reserved: pauses waits while the service is down]
-//!   RetryTransientMiddleware (reqwest-retry, with Classifier): short jittered retries of
-//!                    connect errors, timeouts, 5xx, 408, 429 without Retry-After
-//!     [hedging — slot reserved: duplicate a slow idempotent GET after the observed p95]
-//!     AttemptLayer   one span + one metric sample per request on the wire; counts attempts;
-//!                    reads the body (bounded) so a dropped connection is retried
-//!       reqwest      per-request timeout, API key header, connection pool
+//! ThrottleLayer            429/503 + Retry-After: sleep exactly that long (clamped to the
+//!                          deadline), resend
+//!   RetryTransientMiddleware   reqwest-retry with Classifier: short jittered retries of connect
+//!                          errors, timeouts, 5xx, 408, 429 without Retry-After
+//!     BreakerLayer         per host: refuse attempts while open, judge each admitted attempt
+//!       HedgeLayer         status reads only: one duplicate after the observed p95, within a
+//!                          hard budget; the first usable answer wins
+//!         AttemptLayer     one span + one metric sample per request on the wire; counts
+//!                          attempts; reads the body (bounded)
+//!           reqwest        per-request timeout, API key header, connection pool
 //! ```
 //!
-//! Every layer is a [`reqwest_middleware::Middleware`], so resilience layers slot in at the
-//! marked places without touching the wait loop. Status reads are idempotent GETs and go
-//! through every layer; job creation (a POST) skips the retry layer, because a retried POST
-//! can create two jobs — it is only resent when the server explicitly throttled it.
+//! As with a tower `ServiceBuilder`, read the stack top to bottom: a request passes through
+//! the layers in this order and its answer comes back through them in reverse. The order is
+//! the design:
+//!
+//! 1. **The throttle layer is outermost.** A `Retry-After` is the service speaking, not
+//!    failing: it is obeyed exactly, once per logical request, and the pause spends no retry
+//!    and counts nothing against the breaker. Outermost, it also sees what no layer below
+//!    could absorb; a throttled answer it hands back counts as one failure for the breaker.
+//! 2. **The retry layer is above the breaker.** Every retry is a new attempt the breaker must
+//!    admit, so an open breaker ends the retry loops already in flight at their next attempt
+//!    (its refusal is fatal to the classifier), and the breaker judges *attempts*: in an outage
+//!    it opens after a handful of failed requests, not after every caller has spent its whole
+//!    retry budget. Judged after retries, twenty waiting clients would send some eighty
+//!    requests into an outage before the breaker counted its first failure.
+//! 3. **The breaker is above the hedge layer.** A hedged pair is one attempt: admitted once,
+//!    judged once; an open breaker sends no duplicates.
+//! 4. **The hedge layer is above the attempt layer.** Both legs are requests on the wire, with
+//!    a span and a metric sample each, but only the original is an attempt: a hedge is never
+//!    a retry, in the metrics or in the [`WaitReport`](crate::WaitReport).
+//! 5. **The attempt layer is innermost**, where the body is read: a connection dropped
+//!    mid-body is a failure every layer above can see.
+//!
+//! Every layer is a [`reqwest_middleware::Middleware`]. Status reads go through every layer;
+//! job creation (a POST) skips the retry and hedge layers, because a retried POST can create
+//! two jobs — it is only resent when the server explicitly throttled it — but shares the
+//! breaker.
 //!
 //! Retries here are *not* polls: they are short (100 ms to 1 s, three at most by default),
 //! always jittered, and happen inside one poll. A `400`, `401`, `404` or `422` is fatal at
 //! once.
+//!
+//! Both resilience layers are on by default and configured on the
+//! [`ClientBuilder`](crate::ClientBuilder) with [`HedgeConfig`] and [`BreakerConfig`]; their
+//! documentation says what each does, and `docs/sdk.md` why (in short: an open breaker
+//! *pauses* waits instead of failing them, and a hedge budget can only cut a tail thinner
+//! than itself).
 
 mod attempts;
+pub(crate) mod breaker;
 mod classify;
 pub(crate) mod headers;
+mod hedge;
+mod hosts;
+#[cfg(feature = "otel")]
+mod propagate;
 pub(crate) mod sse;
 mod throttle;
+mod window;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -39,11 +76,15 @@ use reqwest_retry::{Jitter, RetryTransientMiddleware};
 use tokio::time::Instant;
 use url::Url;
 
+pub use breaker::BreakerConfig;
 pub use classify::{Classification, Classifier, classify, classify_error};
 pub use headers::{applied_wait, retry_after};
+pub use hedge::HedgeConfig;
 
-use crate::error::{Error, UnexpectedResponse, Unreachable, excerpt};
+use crate::error::{Error, Unavailable, UnexpectedResponse, Unreachable, excerpt};
 use attempts::{AttemptLayer, Attempts};
+use breaker::{BreakerLayer, Breakers};
+use hedge::HedgeLayer;
 use throttle::ThrottleLayer;
 
 /// What a request is for (span field and metric label).
@@ -92,6 +133,10 @@ pub(crate) struct TransportConfig {
     pub(crate) max_throttle_delay: Duration,
     pub(crate) api_key: Option<String>,
     pub(crate) user_agent: String,
+    /// `None`: no hedging.
+    pub(crate) hedge: Option<HedgeConfig>,
+    /// `None`: no circuit breaker.
+    pub(crate) breaker: Option<BreakerConfig>,
 }
 
 /// The two stacks over one connection pool.
@@ -101,6 +146,8 @@ pub(crate) struct Transport {
     reads: ClientWithMiddleware,
     /// Creation: no transient retries.
     writes: ClientWithMiddleware,
+    /// The per-host circuit breakers of both stacks.
+    breakers: Option<Arc<Breakers>>,
     pub(crate) request_timeout: Duration,
 }
 
@@ -177,22 +224,47 @@ impl Transport {
             max_waits: config.max_throttle_waits,
             max_delay: config.max_throttle_delay,
         };
-        let reads = StackBuilder::new(http.clone())
-            .with(throttle())
-            .with(RetryTransientMiddleware::new_with_policy_and_strategy(
-                backoff, Classifier,
-            ))
-            .with(AttemptLayer)
-            .build();
-        let writes = StackBuilder::new(http)
-            .with(throttle())
-            .with(AttemptLayer)
-            .build();
+        let breakers = config.breaker.map(|c| Arc::new(Breakers::new(c)));
+        let breaker = || {
+            breakers.as_ref().map(|b| BreakerLayer {
+                breakers: Arc::clone(b),
+            })
+        };
+        let mut reads = StackBuilder::new(http.clone()).with(throttle()).with(
+            RetryTransientMiddleware::new_with_policy_and_strategy(backoff, Classifier),
+        );
+        if let Some(layer) = breaker() {
+            reads = reads.with(layer);
+        }
+        if let Some(hedge) = config.hedge {
+            reads = reads.with(HedgeLayer::new(hedge));
+        }
+        let reads = reads.with(AttemptLayer);
+        // Innermost: the attempt's span is current, so each attempt carries its own parent.
+        #[cfg(feature = "otel")]
+        let reads = reads.with(propagate::PropagateContext);
+        let reads = reads.build();
+        let mut writes = StackBuilder::new(http).with(throttle());
+        if let Some(layer) = breaker() {
+            writes = writes.with(layer);
+        }
+        let writes = writes.with(AttemptLayer);
+        #[cfg(feature = "otel")]
+        let writes = writes.with(propagate::PropagateContext);
+        let writes = writes.build();
         Ok(Transport {
             reads,
             writes,
+            breakers,
             request_timeout: config.request_timeout,
         })
+    }
+
+    /// Whether the URL's host has ever answered this client over HTTP (known only with the
+    /// breaker on). A host that has answered and now fails is having an outage; one that
+    /// never answered is more likely a wrong URL.
+    pub(crate) fn answered(&self, url: &Url) -> bool {
+        self.breakers.as_ref().is_some_and(|b| b.answered(url))
     }
 
     /// Reads a status document.
@@ -242,11 +314,10 @@ impl Transport {
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);
         }
-        let response = request.send().await.map_err(|error| Failure {
-            url: url.clone(),
-            error,
-            attempts: attempts.get().max(1),
-        })?;
+        let response = request
+            .send()
+            .await
+            .map_err(|error| Failure::new(url, error, &attempts))?;
         let status = response.status();
         let headers = response.headers().clone();
         let is_stream = headers
@@ -302,13 +373,13 @@ async fn finish(
     result: reqwest_middleware::Result<reqwest::Response>,
     attempts: &Attempts,
 ) -> Result<Exchange, Failure> {
+    let response = result.map_err(|error| Failure::new(url, error, attempts))?;
     let attempts = attempts.get().max(1);
     let failure = |error| Failure {
         url: url.clone(),
         error,
         attempts,
     };
-    let response = result.map_err(failure)?;
     let status = response.status();
     let headers = response.headers().clone();
     // Already buffered by the attempt layer: this does not touch the network.
@@ -326,7 +397,32 @@ async fn finish(
 }
 
 impl Failure {
+    /// Attempts are counted on the wire: a request the breaker refused before any attempt
+    /// made none.
+    fn new(url: &Url, error: reqwest_middleware::Error, attempts: &Attempts) -> Self {
+        let attempts = match breaker::refusal(&error) {
+            Some(_) => attempts.get(),
+            None => attempts.get().max(1),
+        };
+        Failure {
+            url: url.clone(),
+            error,
+            attempts,
+        }
+    }
+
+    /// When the request was refused by the breaker rather than failed: when to try again.
+    pub(crate) fn refused_for(&self) -> Option<Duration> {
+        breaker::refusal(&self.error).map(|open| open.retry_after)
+    }
+
     pub(crate) fn into_error(self) -> Error {
+        if let Some(open) = breaker::refusal(&self.error) {
+            return Error::Unavailable(Box::new(Unavailable::refused(
+                &open.host,
+                open.retry_after,
+            )));
+        }
         let timed_out = source_chain_has_timeout(&self.error);
         Error::Unreachable(Box::new(Unreachable {
             url: self.url.to_string(),

@@ -5,7 +5,9 @@
 //! later wastes time. This layer sleeps exactly the requested time (clamped to the request's
 //! deadline, when it carries one) and sends the request again, a bounded number of times.
 //! What it does not absorb it returns as is; the wait loop then treats it as throttling too —
-//! a `429` never ends a wait.
+//! a `429` never ends a wait. Each throttled answer handed back that way counts as one failure
+//! for the host's circuit breaker (the breaker, under this layer, leaves its handle on the
+//! request's extensions); a throttled answer that was waited out does not.
 
 use std::time::Duration;
 
@@ -15,6 +17,7 @@ use reqwest_middleware::{Middleware, Next};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::breaker::BreakerHandle;
 use super::classify::{Classification, classify};
 use super::{Deadline, RequestKind};
 use crate::telemetry;
@@ -60,12 +63,17 @@ impl Middleware for ThrottleLayer {
                     .checked_add(retry_after)
                     .is_some_and(|at| at < d)
             });
-            let Some(again) = spare.filter(|_| {
-                kind != RequestKind::Events
-                    && waits < self.max_waits
-                    && retry_after <= self.max_delay
-                    && fits
-            }) else {
+            let absorbable = waits < self.max_waits && retry_after <= self.max_delay;
+            let Some(again) = spare.filter(|_| kind != RequestKind::Events && absorbable && fits)
+            else {
+                // The service kept refusing past what one request absorbs: that counts
+                // against it (a refused event stream only means "poll instead").
+                if kind != RequestKind::Events
+                    && !absorbable
+                    && let Some(BreakerHandle(host)) = extensions.get::<BreakerHandle>()
+                {
+                    host.record_throttled();
+                }
                 return result;
             };
             waits += 1;

@@ -83,6 +83,11 @@ pub(crate) fn interpret(exchange: Exchange) -> ReadOutcome {
                 retry_after: None,
                 error: exchange.into_error(None),
             },
+            Classification::Transient => ReadOutcome::Unavailable {
+                error: exchange.into_error(None),
+                resume_at: None,
+                answered: true,
+            },
             _ => ReadOutcome::Failed(exchange.into_error(None)),
         },
     }
@@ -128,10 +133,19 @@ impl Source for HttpSource<'_> {
                     attempts,
                 }
             }
-            Err(failure) => Reading {
-                attempts: failure.attempts,
-                outcome: ReadOutcome::Failed(failure.into_error()),
-            },
+            Err(failure) => {
+                let resume_at = failure
+                    .refused_for()
+                    .and_then(|retry_after| Instant::now().checked_add(retry_after));
+                Reading {
+                    attempts: failure.attempts,
+                    outcome: ReadOutcome::Unavailable {
+                        error: failure.into_error(),
+                        resume_at,
+                        answered: self.transport.answered(&self.endpoints.status),
+                    },
+                }
+            }
         }
     }
 

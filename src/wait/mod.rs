@@ -29,9 +29,14 @@
 //!   and a held request or event stream still open at the deadline is cut and replaced by
 //!   one final poll.
 //! * A throttled answer (`429`, `503` + `Retry-After`) is waited out — exactly as long as
-//!   asked, clamped to the deadline — and never ends the wait. A request that fails after
-//!   transport retries ends it ([`Error::Unreachable`]); a body
-//!   that does not parse is retried twice, then ends it.
+//!   asked, clamped to the deadline — and never ends the wait. A body that does not parse is
+//!   retried twice, then ends it.
+//! * An unavailable service does not end a wait either. A read that fails after transport
+//!   retries (a transport error, a `5xx`) is an outage once the service has answered at all:
+//!   the wait keeps its schedule, and while the circuit breaker is open it stops polling
+//!   until the breaker lets requests through again. At its deadline it ends with
+//!   [`Error::Unavailable`]. Only when nothing ever answered — a wrong URL, a dead host — does
+//!   a failed read end the wait at once ([`Error::Unreachable`]).
 //! * Dropping the future drops every request in flight with it.
 
 mod capabilities;

@@ -81,6 +81,16 @@ pub(crate) enum ReadOutcome {
     },
     /// A body that is not a status document.
     Malformed(Error),
+    /// The service failed (after transport retries: a transport error, `5xx`, `408`), or its
+    /// circuit breaker refused to send. Not the job's fault: a wait keeps going.
+    Unavailable {
+        error: Error,
+        /// Not before this instant: the breaker is open (nothing was sent).
+        resume_at: Option<Instant>,
+        /// Whether the service ever answered over HTTP (this time, or before): if not, the
+        /// URL is more likely wrong than the service down.
+        answered: bool,
+    },
     /// Could not read, after transport retries, or rejected: ends the wait.
     Failed(Error),
 }

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::source::{Fact, Meta, ReadOutcome, ReadRequest, Reading, Source, Subscribed};
 use super::{FallbackReason, Mechanism, Plan, run};
-use crate::error::{Error, UnexpectedResponse};
+use crate::error::{Error, Unavailable, UnexpectedResponse, Unreachable};
 use crate::model::{JobFailure, JobState, JobStatus};
 use crate::poll::{
     Adaptive, Basis, Fixed, GiveUpReason, LearnedDurations, PollPolicy, PollPolicyExt,
@@ -110,9 +110,18 @@ impl Source for Fake {
             .push((now.duration_since(self.start), request.hold));
         let canned = self.canned.lock().unwrap().pop_front();
         if let Some(canned) = canned {
+            let outcome = canned();
+            // A refusal of the circuit breaker sends nothing.
+            let refused = matches!(
+                outcome,
+                ReadOutcome::Unavailable {
+                    resume_at: Some(_),
+                    ..
+                }
+            );
             return Reading {
-                outcome: canned(),
-                attempts: 1,
+                outcome,
+                attempts: u32::from(!refused),
             };
         }
         let mut meta = Meta::default();
@@ -472,6 +481,144 @@ async fn dropping_the_wait_cancels_it() {
         fake.read_times().len(),
         before,
         "no request after the future was dropped"
+    );
+}
+
+/// A read that failed after transport retries (`answered`: the service had answered before).
+fn failed_read(answered: bool) -> ReadOutcome {
+    ReadOutcome::Unavailable {
+        error: Error::Unreachable(Box::new(Unreachable {
+            url: "http://fake:8080/status".into(),
+            attempts: 4,
+            status: Some(503),
+            timed_out: false,
+            source: None,
+        })),
+        resume_at: None,
+        answered,
+    }
+}
+
+/// A read the circuit breaker refused: open for `secs` more.
+fn refused(secs_left: f64) -> ReadOutcome {
+    let left = secs(secs_left);
+    ReadOutcome::Unavailable {
+        error: Error::Unavailable(Box::new(Unavailable::refused("fake:8080", left))),
+        resume_at: Some(Instant::now() + left),
+        answered: true,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_breaker_pauses_the_wait_until_it_lets_requests_through() {
+    // Pending at 0 s; at 2 s the read fails; at 4 s the breaker is open for 3 s more.
+    let fake = Fake::new(5.0)
+        .then(|| ReadOutcome::Status {
+            status: JobStatus::new(JobState::Pending { eta: None }),
+            meta: Meta::default(),
+        })
+        .then(|| failed_read(false))
+        .then(|| refused(3.0));
+    let done = wait(&fake, &plan(Some(60.0)), &Fixed::new(secs(2.0)))
+        .await
+        .unwrap();
+    assert_eq!(
+        fake.read_times(),
+        vec![0.0, 2.0, 4.0, 7.0],
+        "no read while the breaker was open, one at once when it let requests through"
+    );
+    assert_eq!(done.report.requests, 3, "the refusal sent nothing");
+    assert_eq!(done.report.elapsed, secs(7.0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_service_keeps_the_schedule_and_ends_the_wait_only_at_the_deadline() {
+    let fake = Fake::new(100.0)
+        .then(|| ReadOutcome::Status {
+            status: JobStatus::new(JobState::Pending { eta: None }),
+            meta: Meta::default(),
+        })
+        .then(|| failed_read(true))
+        .then(|| failed_read(true))
+        .then(|| refused(10.0))
+        .then(|| refused(6.0));
+    let err = wait(&fake, &plan(Some(10.0)), &Fixed::new(secs(2.0)))
+        .await
+        .unwrap_err();
+    // Reads at 0, 2, 4; refused at 6 (open until 16), so the next look is the final one, on
+    // the deadline, refused too.
+    assert_eq!(fake.read_times(), vec![0.0, 2.0, 4.0, 6.0, 10.0]);
+    let Error::Unavailable(u) = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(u.host, "fake:8080");
+    assert_eq!(u.job.as_deref(), Some("j-test"));
+    assert_eq!(u.retry_after, Some(secs(6.0)), "the breaker's own word");
+    let report = u.report.as_ref().unwrap();
+    assert_eq!(report.elapsed, secs(10.0), "exactly the deadline");
+    assert_eq!(report.requests, 3);
+    assert!(matches!(
+        u.last_status.as_ref().map(|s| &s.state),
+        Some(JobState::Pending { .. })
+    ));
+    assert!(
+        matches!(
+            u.source.as_deref().and_then(|s| s.downcast_ref::<Error>()),
+            Some(Error::Unreachable(_))
+        ),
+        "the last real failure is the source"
+    );
+    assert!(err.is_timeout() && err.is_retryable());
+    let text = err.to_string();
+    assert!(
+        text.contains("unavailable when the deadline passed"),
+        "{text}"
+    );
+    assert!(text.contains("HTTP 503"), "{text}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_service_that_never_answered_fails_the_wait_at_once() {
+    let fake = Fake::new(5.0).then(|| failed_read(false));
+    let err = wait(&fake, &plan(None), &Adaptive::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unreachable(_)), "{err:?}");
+    assert_eq!(fake.read_times(), vec![0.0]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_after_an_outage_clears_it() {
+    let fake = Fake::new(100.0)
+        .then(|| failed_read(true))
+        .then(|| refused(1.0));
+    let g = gave_up(wait(&fake, &plan(Some(3.0)), &Fixed::new(secs(1.0))).await);
+    assert_eq!(fake.read_times(), vec![0.0, 1.0, 2.0, 3.0]);
+    assert_eq!(
+        g.reason,
+        GiveUpReason::Deadline,
+        "the service answered at 2 s and 3 s"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_first_look_after_an_outage_is_a_plain_read() {
+    let mut fake = Fake::new(3.0).then(|| refused(2.0));
+    fake.offer_long_poll = true;
+    fake.hold_cap = Some(secs(1.0));
+    let done = wait(&fake, &plan(None), &Adaptive::new()).await.unwrap();
+    let reads = fake.reads.lock().unwrap().clone();
+    let holds: Vec<bool> = reads.iter().map(|(_, hold)| hold.is_some()).collect();
+    assert_eq!(holds[..3], [true, false, true], "{reads:?}");
+    assert_eq!(
+        fake.read_times()[1],
+        2.0,
+        "when the breaker let requests through"
+    );
+    assert!(
+        done.report.fallbacks.is_empty(),
+        "{:?}",
+        done.report.fallbacks
     );
 }
 

@@ -19,7 +19,8 @@ type WaitFuture = Pin<Box<dyn Future<Output = Result<Completion, Error>> + Send>
 /// Made by [`Client::watch`](crate::Client::watch). Each item is a status that differs from
 /// the previous one (state, or progress by at least 0.1 %). A job that ends in `error` ends
 /// the stream with that status (`Ok`); an `Err` item means the wait itself failed (gave up,
-/// unreachable, unexpected answer) and is always the last item. The wait runs only while the
+/// the service unavailable until the deadline or unreachable, unexpected answer) and is
+/// always the last item. The wait runs only while the
 /// stream is polled; dropping the stream cancels it, requests in flight included.
 #[must_use = "a Watch does nothing unless polled"]
 pub struct Watch {
@@ -81,6 +82,7 @@ impl Stream for Watch {
                         Ok(done) => Some(done.report.clone()),
                         Err(Error::JobFailed(failed)) => Some(failed.report.clone()),
                         Err(Error::GaveUp(gave_up)) => Some(gave_up.report.clone()),
+                        Err(Error::Unavailable(down)) => down.report.clone(),
                         Err(_) => None,
                     };
                     // Dropping the future drops the sender: the channel drains, then ends.

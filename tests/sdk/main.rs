@@ -12,5 +12,6 @@ mod client;
 mod deadline;
 mod mechanisms;
 mod observability;
+mod resilience;
 mod support;
 mod transport;

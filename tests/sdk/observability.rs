@@ -168,3 +168,109 @@ fn a_wait_is_a_span_with_children_per_request_and_sleep() {
     assert!(recorded.contains("mechanism=hints"), "{recorded}");
     assert!(recorded.contains("outcome=completed"), "{recorded}");
 }
+
+/// Name, kind, unit and help text of one described metric.
+type Described = (String, &'static str, Option<metrics::Unit>, String);
+
+/// Keeps what was described to it; everything else is a no-op.
+#[derive(Default)]
+struct Descriptions(Mutex<Vec<Described>>);
+
+impl Descriptions {
+    fn add(
+        &self,
+        kind: &'static str,
+        key: metrics::KeyName,
+        unit: Option<metrics::Unit>,
+        text: metrics::SharedString,
+    ) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((key.as_str().to_owned(), kind, unit, text.to_string()));
+    }
+}
+
+impl metrics::Recorder for Descriptions {
+    fn describe_counter(
+        &self,
+        key: metrics::KeyName,
+        unit: Option<metrics::Unit>,
+        text: metrics::SharedString,
+    ) {
+        self.add("counter", key, unit, text);
+    }
+    fn describe_gauge(
+        &self,
+        key: metrics::KeyName,
+        unit: Option<metrics::Unit>,
+        text: metrics::SharedString,
+    ) {
+        self.add("gauge", key, unit, text);
+    }
+    fn describe_histogram(
+        &self,
+        key: metrics::KeyName,
+        unit: Option<metrics::Unit>,
+        text: metrics::SharedString,
+    ) {
+        self.add("histogram", key, unit, text);
+    }
+    fn register_counter(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        metrics::Counter::noop()
+    }
+    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::noop()
+    }
+    fn register_histogram(
+        &self,
+        _: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        metrics::Histogram::noop()
+    }
+}
+
+#[test]
+fn every_metric_is_described_and_documented() {
+    let recorder = Descriptions::default();
+    metrics::with_local_recorder(&recorder, telemetry::describe_metrics);
+    let described = recorder.0.into_inner().unwrap();
+    let all = [
+        (telemetry::REQUESTS_TOTAL, "counter"),
+        (telemetry::REQUEST_DURATION_SECONDS, "histogram"),
+        (telemetry::RETRIES_TOTAL, "counter"),
+        (telemetry::THROTTLED_TOTAL, "counter"),
+        (telemetry::WAITS_TOTAL, "counter"),
+        (telemetry::POLLS_PER_WAIT, "histogram"),
+        (telemetry::WAIT_DURATION_SECONDS, "histogram"),
+        (telemetry::DETECTION_DELAY_SECONDS, "histogram"),
+        (telemetry::FALLBACKS_TOTAL, "counter"),
+        (telemetry::HEDGES_TOTAL, "counter"),
+        (telemetry::BREAKER_STATE, "gauge"),
+        (telemetry::BREAKER_TRANSITIONS_TOTAL, "counter"),
+        (telemetry::BREAKER_REJECTED_TOTAL, "counter"),
+    ];
+    let docs = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/observability.md"
+    ))
+    .unwrap();
+    assert_eq!(described.len(), all.len(), "{described:?}");
+    for (name, kind) in all {
+        let found = described.iter().find(|(n, _, _, _)| n == name);
+        let Some((_, described_as, unit, text)) = found else {
+            panic!("{name} is not described");
+        };
+        assert_eq!(*described_as, kind, "{name}");
+        assert!(!text.is_empty(), "{name}");
+        assert!(name.starts_with("translation_status_"), "{name}");
+        if name.ends_with("_seconds") {
+            assert_eq!(*unit, Some(metrics::Unit::Seconds), "{name}");
+        }
+        assert!(
+            docs.contains(&format!("`{name}`")),
+            "{name} is not in docs/observability.md"
+        );
+    }
+}

@@ -32,6 +32,7 @@ impl<S: Source> Waiter<'_, S> {
             let mut events = match subscribed {
                 Subscribed::Stream { events, attempts } => {
                     self.count(attempts);
+                    self.answered = true;
                     self.source.learned(Fact::SseWorks);
                     self.current = Mechanism::Sse;
                     events

@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::Waiter;
+use super::{Down, Waiter};
 use crate::clock;
-use crate::error::{Error, GaveUp, JobFailed};
+use crate::error::{BoxError, Error, GaveUp, JobFailed, Unavailable};
 use crate::model::{JobState, JobStatus};
 use crate::poll::{Estimate, GiveUpReason, LearnedDurations, PollState, Sample};
 use crate::telemetry;
@@ -172,6 +172,23 @@ impl<S: Source> Waiter<'_, S> {
             learned.record(Sample::at_least(self.age_at(pending)));
         }
         let report = self.report(None);
+        if reason == GiveUpReason::Deadline
+            && let Some(down) = self.down.take()
+        {
+            self.record_span("unavailable", report.mechanism, &report);
+            let retry_after = down
+                .resume_at
+                .map(|at| at.saturating_duration_since(Instant::now()))
+                .filter(|left| !left.is_zero());
+            return Err(Error::Unavailable(Box::new(Unavailable {
+                host: down.host,
+                retry_after,
+                job: Some(self.plan.job.clone()),
+                last_status: self.last.clone(),
+                report: Some(report),
+                source: down.cause.map(|e| Box::new(e) as BoxError),
+            })));
+        }
         self.record_span("gave_up", report.mechanism, &report);
         Err(Error::GaveUp(Box::new(GaveUp {
             job: self.plan.job.clone(),
@@ -179,6 +196,20 @@ impl<S: Source> Waiter<'_, S> {
             last_status: self.last.clone(),
             report,
         })))
+    }
+
+    /// The service failed or was refused at this look.
+    pub(super) fn note_down(&mut self, error: Error, resume_at: Option<Instant>) {
+        let (host, cause) = match error {
+            Error::Unavailable(u) => (u.host, self.down.take().and_then(|d| d.cause)),
+            Error::Unreachable(u) => (host_of(&u.url), Some(Error::Unreachable(u))),
+            other => (String::new(), Some(other)),
+        };
+        self.down = Some(Down {
+            host,
+            resume_at,
+            cause,
+        });
     }
 
     pub(super) fn fail(&mut self, error: Error) -> Result<Completion, Error> {
@@ -211,5 +242,17 @@ impl<S: Source> Waiter<'_, S> {
             lo
         };
         learned.record(Sample::between(lo, hi));
+    }
+}
+
+/// `host:port` of a URL, as the breaker labels hosts.
+fn host_of(url: &str) -> String {
+    let Ok(url) = url::Url::parse(url) else {
+        return url.to_owned();
+    };
+    match (url.host_str(), url.port()) {
+        (Some(host), Some(port)) => format!("{host}:{port}"),
+        (Some(host), None) => host.to_owned(),
+        (None, _) => url.to_string(),
     }
 }

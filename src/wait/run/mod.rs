@@ -75,6 +75,8 @@ pub(crate) async fn run<S: Source>(
         progress: None,
         last_pending: None,
         fallbacks: Vec::new(),
+        answered: false,
+        down: None,
         filter: ChangeFilter::default(),
         basis: Basis::Initial,
         current: Mechanism::Polling(Basis::Initial),
@@ -86,6 +88,17 @@ enum Phase {
     Done(Result<Completion, Error>),
     Deadline,
     Fallback,
+}
+
+/// The service was unavailable at the last look.
+#[derive(Debug)]
+struct Down {
+    /// `host:port`.
+    host: String,
+    /// When the circuit breaker lets requests through again, when it is open.
+    resume_at: Option<Instant>,
+    /// The last real failure (not a refusal).
+    cause: Option<Error>,
 }
 
 struct Waiter<'a, S> {
@@ -108,6 +121,10 @@ struct Waiter<'a, S> {
     /// When the last request that saw the job pending was sent.
     last_pending: Option<Instant>,
     fallbacks: Vec<Fallback>,
+    /// Whether the service has answered this wait at all (any HTTP answer, any stream).
+    answered: bool,
+    /// The service was failing at the last look.
+    down: Option<Down>,
     filter: ChangeFilter,
     /// What scheduled the next (or current) poll.
     basis: Basis,
@@ -164,6 +181,10 @@ impl<S: Source> Waiter<'_, S> {
 
             let mut forced: Option<(Duration, Basis)> = None;
             let mut trusted_hold = false;
+            if !matches!(outcome, ReadOutcome::Unavailable { .. }) {
+                self.answered = true;
+                self.down = None;
+            }
             match outcome {
                 ReadOutcome::Status { status, meta } => {
                     malformed = 0;
@@ -215,6 +236,22 @@ impl<S: Source> Waiter<'_, S> {
                     tracing::debug!(error = %error, "unreadable answer; polling again");
                     forced = Some((Duration::from_millis(250) * malformed, self.basis));
                 }
+                ReadOutcome::Unavailable {
+                    error,
+                    resume_at,
+                    answered,
+                } => {
+                    // Nothing has ever answered: a wrong URL or a dead host, not an outage.
+                    if !(self.answered || answered) {
+                        return self.fail(error);
+                    }
+                    tracing::debug!(error = %error, "service unavailable; the wait goes on");
+                    if let Some(at) = resume_at {
+                        let pause = at.saturating_duration_since(Instant::now());
+                        forced = Some((pause.max(MIN_GAP), Basis::Unavailable));
+                    }
+                    self.note_down(error, resume_at);
+                }
                 ReadOutcome::Unknown { error, .. } | ReadOutcome::Failed(error) => {
                     return self.fail(error);
                 }
@@ -256,6 +293,10 @@ impl<S: Source> Waiter<'_, S> {
         };
         let received = Instant::now();
         self.count(reading.attempts);
+        if !matches!(reading.outcome, ReadOutcome::Unavailable { .. }) {
+            self.answered = true;
+            self.down = None;
+        }
         match reading.outcome {
             ReadOutcome::Status { status, meta } => {
                 self.current = Mechanism::Polling(self.basis);
@@ -263,6 +304,17 @@ impl<S: Source> Waiter<'_, S> {
                     return self.finish(status, self.current, received, false);
                 }
                 self.observe(&status, received, &meta);
+                self.give_up(GiveUpReason::Deadline)
+            }
+            ReadOutcome::Unavailable {
+                error,
+                resume_at,
+                answered,
+            } => {
+                if !(self.answered || answered) {
+                    return self.fail(error);
+                }
+                self.note_down(error, resume_at);
                 self.give_up(GiveUpReason::Deadline)
             }
             ReadOutcome::Unknown { error, .. } | ReadOutcome::Failed(error) => self.fail(error),
@@ -273,7 +325,9 @@ impl<S: Source> Waiter<'_, S> {
     }
 
     fn hold(&self) -> Option<Duration> {
-        if !self.source.long_poll_available() {
+        // After a failure the next look is a plain read: it answers at once, so it can be the
+        // breaker's probe without keeping every other wait paused for a whole hold.
+        if !self.source.long_poll_available() || self.down.is_some() {
             return None;
         }
         let mut hold = Duration::from_secs(self.plan.hold.as_secs());

@@ -1,0 +1,93 @@
+//! Per-upstream state: one value per `scheme://host:port`, shared by every clone of a client.
+//!
+//! The circuit breaker and the hedge tracker both keep what they learn per upstream host: a
+//! host that is down says nothing about another, and latencies differ by host. The lookup
+//! borrows the origin straight out of the URL, so a request costs one short lock and no
+//! allocation once its host is known.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use url::{Position, Url};
+
+/// More distinct hosts than this and the memory starts over (a client addressing jobs by
+/// full URL on many hosts must not grow without bound).
+const MAX_HOSTS: usize = 1024;
+
+/// One `T` per upstream origin, made on first use.
+pub(crate) struct PerHost<T> {
+    hosts: Mutex<HashMap<String, Arc<T>>>,
+    make: Box<dyn Fn(&str) -> T + Send + Sync>,
+}
+
+impl<T> PerHost<T> {
+    /// `make` builds the value for a new host from its label (`host:port`).
+    pub(crate) fn new(make: impl Fn(&str) -> T + Send + Sync + 'static) -> Self {
+        PerHost {
+            hosts: Mutex::new(HashMap::new()),
+            make: Box::new(make),
+        }
+    }
+
+    /// The value of the URL's origin.
+    pub(crate) fn get(&self, url: &Url) -> Arc<T> {
+        let origin = &url[..Position::AfterPort];
+        let mut hosts = self.hosts.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(found) = hosts.get(origin) {
+            return Arc::clone(found);
+        }
+        if hosts.len() >= MAX_HOSTS {
+            hosts.clear();
+        }
+        let value = Arc::new((self.make)(label(url)));
+        hosts.insert(origin.to_owned(), Arc::clone(&value));
+        value
+    }
+
+    /// The value of the URL's origin, if it was ever made.
+    pub(crate) fn peek(&self, url: &Url) -> Option<Arc<T>> {
+        let origin = &url[..Position::AfterPort];
+        let hosts = self.hosts.lock().unwrap_or_else(PoisonError::into_inner);
+        hosts.get(origin).map(Arc::clone)
+    }
+}
+
+impl<T> fmt::Debug for PerHost<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hosts = self.hosts.lock().unwrap_or_else(PoisonError::into_inner);
+        f.debug_struct("PerHost")
+            .field("hosts", &hosts.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// `host:port` as written in the URL (the port only when it is explicit): the metric label.
+pub(crate) fn label(url: &Url) -> &str {
+    &url[Position::BeforeHost..Position::AfterPort]
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn one_value_per_origin() {
+        let hosts = PerHost::new(|label| label.to_owned());
+        let a = Url::parse("http://127.0.0.1:8080/v1/jobs/a/status").unwrap();
+        let b = Url::parse("http://127.0.0.1:8080/status?job=b").unwrap();
+        let c = Url::parse("http://127.0.0.1:9090/status").unwrap();
+        let d = Url::parse("https://127.0.0.1:8080/status").unwrap();
+        assert!(Arc::ptr_eq(&hosts.get(&a), &hosts.get(&b)));
+        assert!(!Arc::ptr_eq(&hosts.get(&a), &hosts.get(&c)));
+        assert!(
+            !Arc::ptr_eq(&hosts.get(&a), &hosts.get(&d)),
+            "scheme matters"
+        );
+        assert_eq!(*hosts.get(&a), "127.0.0.1:8080");
+        let e = Url::parse("http://example.com/status").unwrap();
+        assert_eq!(*hosts.get(&e), "example.com");
+        assert!(hosts.peek(&Url::parse("http://other/").unwrap()).is_none());
+    }
+}
