@@ -3,6 +3,7 @@
 //!
 //! | module | role |
 //! | --- | --- |
+//! | [`exporter`] | the harness's own Prometheus `/metrics` (SDK and harness metrics) |
 //! | [`stats`] | mean and nearest-rank percentiles |
 //! | [`report`] | `report.json`, `report.md`, `plot.svg` |
 //! | [`strategy`] | the waiting strategies compared (baselines and the SDK's mechanisms) |
@@ -11,6 +12,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod exporter;
 pub mod report;
 pub mod scenario;
 pub mod stats;

@@ -11,7 +11,6 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use loadtest::report::{Report, fixed_interval_curve};
 use loadtest::scenario::{Arrival, Durations, FaultProfile, Scenario};
 use loadtest::strategy::Strategy;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Compare ways of waiting for translation jobs: requests per job vs time-to-detection.
 #[derive(Debug, Parser)]
@@ -190,7 +189,9 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = translation_sim::telemetry::init_for_binary("loadtest", "warn")
         .map_err(|e| anyhow::anyhow!("telemetry: {e}"))?;
     if let Some(addr) = cli.metrics_addr {
-        serve_metrics(addr, install_recorder()?).await?;
+        let handle = loadtest::exporter::install_recorder()?;
+        let bound = loadtest::exporter::serve_metrics(addr, handle).await?;
+        eprintln!("metrics on http://{bound}/metrics");
     }
     match cli.command.unwrap_or(Command::Demo {
         out: PathBuf::from("target/loadtest"),
@@ -390,48 +391,4 @@ async fn traffic(target: String, rate: f64, duration: Duration) -> anyhow::Resul
             }
         }
     }
-}
-
-/// The global recorder for the SDK's and the harness's metrics, with explicit buckets so every
-/// histogram is a Prometheus histogram.
-fn install_recorder() -> anyhow::Result<PrometheusHandle> {
-    let seconds = [
-        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-    ];
-    let counts = [
-        1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0,
-    ];
-    let handle = PrometheusBuilder::new()
-        .set_buckets(&counts)?
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)?
-        .install_recorder()
-        .context("installing the metrics recorder")?;
-    loadtest::describe_metrics();
-    Ok(handle)
-}
-
-async fn serve_metrics(addr: SocketAddr, handle: PrometheusHandle) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
-    eprintln!("metrics on http://{}/metrics", listener.local_addr()?);
-    let upkeep = handle.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            tick.tick().await;
-            upkeep.run_upkeep();
-        }
-    });
-    let app = axum::Router::new()
-        .route(
-            "/metrics",
-            axum::routing::get(move || {
-                let h = handle.clone();
-                async move { h.render() }
-            }),
-        )
-        .route("/healthz", axum::routing::get(|| async { "ok" }));
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok(())
 }

@@ -391,10 +391,21 @@ async fn wait_one(
     base: &str,
     plan: Plan,
 ) -> anyhow::Result<Observed> {
-    let created = client
-        .create_job(&NewJob::new().duration(plan.duration).outcome(plan.outcome))
-        .await
-        .context("creating a job")?;
+    // Creation is not idempotent, so the SDK never retries it; the harness does, because an
+    // injected fault answers before the handler runs (a duplicate job would only be ignored).
+    let new = NewJob::new().duration(plan.duration).outcome(plan.outcome);
+    let mut attempt = 0u32;
+    let created = loop {
+        attempt += 1;
+        match client.create_job(&new).await {
+            Ok(created) => break created,
+            Err(e) if attempt < 30 => {
+                tracing::debug!("creating a job failed ({e}); trying again");
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt.min(10)))).await;
+            }
+            Err(e) => return Err(e).context("creating a job"),
+        }
+    };
     let job: JobRef = match strategy.server() {
         ServerProfile::Plain => JobRef::status_url(format!("{base}/status?job={}", created.id))
             .with_created_at(Instant::now()),
