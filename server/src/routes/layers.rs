@@ -1,6 +1,6 @@
 //! Middleware (their order and its reasons are in the parent module's docs).
 //!
-//! The job API's guards run in one middleware, [`api`], as plain functions called in the
+//! The job API's guards run in one middleware, `api`, as plain functions called in the
 //! documented order: each layer of `from_fn` boxes a future and clones the router's `Next`,
 //! which on a route answering tens of thousands of polls a second is measurable.
 
