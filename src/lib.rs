@@ -66,6 +66,7 @@ mod client;
 mod clock;
 mod error;
 mod job;
+pub mod jobset;
 mod model;
 pub mod poll;
 pub mod telemetry;
@@ -73,7 +74,10 @@ pub mod transport;
 pub mod wait;
 
 pub use client::{Client, ClientBuilder};
-pub use error::{BoxError, ConfigError, Error, GaveUp, JobFailed, UnexpectedResponse, Unreachable};
+pub use error::{
+    BoxError, ConfigError, Error, GaveUp, JobFailed, SavedStateError, Stalled, UnexpectedResponse,
+    Unreachable,
+};
 pub use job::{CreatedJob, JobRef, JobRefKind};
 pub use model::{JobFailure, JobState, JobStatus, NewJob, Outcome, ParseError};
 pub use wait::{Completion, Fallback, FallbackReason, Mechanism, WaitOptions, WaitReport, Watch};
