@@ -18,6 +18,7 @@
 //! | `RateLimit-Policy: "p";q=200;w=1` | the rate is capped at 90 % of `q / w` and the burst at half of `q`, for as long as the server keeps saying so (a minute after the last time) |
 //! | `RateLimit: "p";r=0;t=1` | the bucket empties: the server's quota is spent |
 //! | no signal | a halving is undone over [`RequestBudget::recovery`] (default 10 s), up to the cap |
+//! | no answer yet | no burst: until the first answer, requests are paced at the rate (the server's quota may already be spent by others) |
 //!
 //! The type below is pure: every method takes `now`, so its tests run without a clock, and
 //! one of them plays a rate-limited server against it for a minute of virtual time.
@@ -179,6 +180,8 @@ pub(crate) struct Budget {
     last: Instant,
     /// Total time spent paused by the server.
     throttled: Duration,
+    /// No answer has come back yet: no bursts until the server has had its say.
+    probing: bool,
 }
 
 impl Budget {
@@ -195,6 +198,7 @@ impl Budget {
             last_cut: None,
             last: now,
             throttled: Duration::ZERO,
+            probing: true,
         }
     }
 
@@ -204,12 +208,20 @@ impl Budget {
         if let Some(until) = self.paused_until.filter(|u| *u > now) {
             return Grant::After(until - now);
         }
+        if self.probing {
+            self.tokens = self.tokens.min(1.0);
+        }
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             Grant::Now
         } else {
             Grant::After(crate::poll::seconds((1.0 - self.tokens) / self.rate))
         }
+    }
+
+    /// An answer came back: from now on the bucket may burst.
+    pub(crate) fn heard(&mut self) {
+        self.probing = false;
     }
 
     /// Charges requests that went out without a grant (transport retries), as debt.
@@ -375,6 +387,7 @@ mod tests {
     fn bursts_then_paces() {
         let t0 = Instant::now();
         let mut b = Budget::new(RequestBudget::new(10.0, 3), t0);
+        b.heard();
         for _ in 0..3 {
             assert_eq!(b.acquire(t0), Grant::Now);
         }
@@ -386,9 +399,28 @@ mod tests {
     }
 
     #[test]
+    fn no_burst_before_the_first_answer() {
+        let t0 = Instant::now();
+        let mut b = Budget::new(RequestBudget::new(10.0, 5), t0);
+        assert_eq!(b.acquire(t0), Grant::Now);
+        assert_eq!(b.acquire(t0), Grant::After(ms(100)));
+        assert_eq!(b.acquire(t0 + Duration::from_secs(60)), Grant::Now);
+        assert_eq!(
+            b.acquire(t0 + Duration::from_secs(60)),
+            Grant::After(ms(100))
+        );
+        b.heard();
+        let later = t0 + Duration::from_secs(120);
+        for _ in 0..5 {
+            assert_eq!(b.acquire(later), Grant::Now);
+        }
+    }
+
+    #[test]
     fn retries_are_paid_back() {
         let t0 = Instant::now();
         let mut b = Budget::new(RequestBudget::new(10.0, 2), t0);
+        b.heard();
         assert_eq!(b.acquire(t0), Grant::Now);
         b.charge(3);
         assert_eq!(b.tokens(t0), -2.0, "debt is bounded by the burst");
@@ -531,6 +563,7 @@ mod tests {
                     break;
                 }
                 in_flight.pop_front();
+                client.heard();
                 if advertise {
                     client.policy(arrives, limit, Duration::from_secs(1));
                 }

@@ -96,7 +96,8 @@ type StreamItem = (JobKey, u32, Option<Result<SseEvent, StreamError>>);
 pub(crate) struct Scheduler {
     client: Client,
     options: JobSetOptions,
-    jobs: HashMap<JobKey, Tracked>,
+    /// Boxed: the map keeps spare capacity, which costs a pointer per slot, not a job.
+    jobs: HashMap<JobKey, Box<Tracked>>,
     timers: Timers,
     /// Jobs due, in the order they became due; stale entries are skipped.
     ready: VecDeque<JobKey>,
@@ -199,7 +200,7 @@ impl Scheduler {
                 // Keys are unique by construction; a twin would replace its original.
                 self.remove(key);
                 telemetry::jobs_tracked(1.0);
-                self.jobs.insert(key, *job);
+                self.jobs.insert(key, job);
                 self.make_ready(key);
             }
             Command::Cancel(key) => {
@@ -543,12 +544,14 @@ impl Scheduler {
     fn current(&mut self, key: JobKey, generation: u32) -> Option<&mut Tracked> {
         self.jobs
             .get_mut(&key)
+            .map(|job| &mut **job)
             .filter(|job| job.generation == generation)
     }
 
     /// Feeds the budget what an answer said about the rate limit.
     fn listen(&mut self, signals: Signals, sent: Instant, now: Instant) {
         let mut budget = self.client.budget().lock();
+        budget.heard();
         let mut adjusted = Vec::new();
         if let Some((quota, window)) = signals.policy {
             adjusted.extend(budget.policy(now, quota, window));
@@ -984,7 +987,7 @@ impl Scheduler {
     }
 
     /// Stops tracking a job: its timer, its operation in flight.
-    fn remove(&mut self, key: JobKey) -> Option<Tracked> {
+    fn remove(&mut self, key: JobKey) -> Option<Box<Tracked>> {
         let mut job = self.jobs.remove(&key)?;
         self.timers.arm(key, &mut job.armed, None);
         if let Some(handle) = job.abort.take() {
