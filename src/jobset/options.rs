@@ -52,7 +52,9 @@ impl JobSetOptions {
         Self::default()
     }
 
-    /// The deadline of jobs added without one, from the moment they are added.
+    /// The deadline of jobs added without one, from the moment they are added. At the
+    /// deadline a job gets one last look if the budget has a token for it then (a held
+    /// request or stream is cut for it), and its wait gives up otherwise.
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.deadline = Some(deadline);
         self

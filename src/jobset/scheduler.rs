@@ -41,6 +41,8 @@ const MIN_GAP: Duration = Duration::from_millis(10);
 const STREAM_IDLE: Duration = Duration::from_secs(60);
 /// How often the stall bound is recomputed from learned durations.
 const BOUND_REFRESH: Duration = Duration::from_secs(1);
+/// A delay no policy means literally.
+const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
 /// How often gauges are refreshed.
 const GAUGE_EVERY: Duration = Duration::from_millis(100);
 
@@ -687,7 +689,13 @@ impl Scheduler {
                 if let Some(job) = self.jobs.get_mut(&key) {
                     job.basis = basis;
                 }
-                self.sleep_until(key, now.checked_add(after).unwrap_or(now), now);
+                // Further than an instant reaches is as good as never: the deadline or the
+                // stall check comes first, if there is one.
+                let at = now
+                    .checked_add(after)
+                    .or_else(|| now.checked_add(NEVER))
+                    .unwrap_or(now);
+                self.sleep_until(key, at, now);
             }
         }
     }

@@ -173,10 +173,13 @@ impl Clocks {
         }
     }
 
-    fn instant(&self, wall: SystemTime) -> Instant {
+    /// The monotonic instant of a wall-clock time; `None` when it is too far to represent.
+    fn instant(&self, wall: SystemTime) -> Option<Instant> {
         match wall.duration_since(self.wall) {
-            Ok(ahead) => self.now.checked_add(ahead).unwrap_or(self.now),
-            Err(behind) => self.now.checked_sub(behind.duration()).unwrap_or(self.now),
+            Ok(ahead) => self.now.checked_add(ahead),
+            // Before the machine started, as far as the monotonic clock can say: as early as
+            // it goes is early enough.
+            Err(behind) => Some(self.now.checked_sub(behind.duration()).unwrap_or(self.now)),
         }
     }
 
@@ -349,19 +352,22 @@ fn restore_job(
         .transpose()?;
 
     let mut tracked = Tracked::new(JobKey(saved.key), endpoints, None);
-    tracked.added = clocks.instant(added_wall);
+    tracked.added = clocks.instant(added_wall).unwrap_or(clocks.now);
     tracked.added_wall = added_wall;
-    tracked.deadline = deadline_wall.map(|d| clocks.instant(d));
+    // A deadline too far to represent is no deadline.
+    tracked.deadline = deadline_wall.and_then(|d| clocks.instant(d));
     tracked.deadline_wall = deadline_wall;
     if let Some(created) = created {
-        tracked.origin = Some(clocks.instant(created));
+        tracked.origin = Some(clocks.instant(created).unwrap_or(clocks.now));
         tracked.origin_known = true;
     }
     let progress = last.as_ref().and_then(|s| s.progress);
     let seen = last.is_some();
     tracked.restore_progress(saved.requests, saved.retries, last);
     if seen {
-        let since = unchanged_since.map_or(clocks.now, |t| clocks.instant(t));
+        let since = unchanged_since
+            .and_then(|t| clocks.instant(t))
+            .unwrap_or(clocks.now);
         tracked.stall = StallTracker::restored(progress, since, saved.stalled);
     }
     Ok(tracked)
