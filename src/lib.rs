@@ -34,10 +34,11 @@
 //!
 //! | where | what |
 //! | --- | --- |
-//! | [`Client`], [`ClientBuilder`] | `status` (one read), `wait`/`wait_with`, `watch` (a stream of changes), `create_job` |
+//! | [`Client`], [`ClientBuilder`] | `status` (one read), `wait`/`wait_with`, `watch` (a stream of changes), `create_job`, `job_set`/`restore_job_set` |
 //! | [`JobRef`], [`CreatedJob`] | naming a job: by id or by status URL |
 //! | [`JobStatus`], [`JobState`], [`NewJob`] | what the service says, parsed leniently |
 //! | [`wait`] | mechanism negotiation, [`WaitOptions`], [`WaitReport`], [`Watch`] |
+//! | [`jobset`] | many jobs at once: one scheduler, a shared request budget, durable state, stall detection ([`Client::job_set`]) |
 //! | [`poll`] | *when to look again*: the pure [`PollPolicy`](poll::PollPolicy) trait, [`Fixed`](poll::Fixed), [`Exponential`](poll::Exponential), [`Adaptive`](poll::Adaptive), the limit decorators, learned durations |
 //! | [`transport`] | *how to survive one request*: the reqwest-middleware stack, classification, `Retry-After` |
 //! | [`Error`] | one error type, variants by what to do next |

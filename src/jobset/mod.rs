@@ -38,7 +38,7 @@
 //! [`PollPolicy`](crate::poll::PollPolicy) when to look next, and sends requests as futures it
 //! owns. One place sees every request, so one place can hold them to a budget:
 //!
-//! * **The budget** ([`RequestBudget`], per [`Client`](crate::Client)) is a token bucket.
+//! * **The budget** ([`RequestBudget`], per [`Client`]) is a token bucket.
 //!   Due jobs queue for tokens first come, first served. `429`/`Retry-After` pauses it and
 //!   halves its rate (once per round trip), the IETF `RateLimit-Policy` caps it below the
 //!   server's quota, `RateLimit: r=0` empties it; it recovers gradually (see the `budget`
@@ -57,7 +57,7 @@
 //! (wall clock), requests spent, last status and stall history, plus the learned job
 //! durations. [`Client::restore_job_set`](crate::Client::restore_job_set) rebuilds the set
 //! after a restart with the original deadlines; a state it cannot trust is refused with
-//! [`Error::SavedState`](crate::Error::SavedState), never half-restored. A single durable
+//! [`Error::SavedState`], never half-restored. A single durable
 //! wait is a set of one job.
 //!
 //! # Stalls
@@ -66,7 +66,7 @@
 //! the 99 % quantile of learned durations: [`StallDetection`]) is reported with
 //! [`JobEvent::Stalled`] — once per stall, separately from its deadline — and, when asked
 //! ([`stop_on_stall`](JobSetOptions::stop_on_stall)), its wait ends with
-//! [`Error::Stalled`](crate::Error::Stalled).
+//! [`Error::Stalled`].
 
 mod budget;
 mod options;
@@ -141,7 +141,7 @@ pub enum JobEvent {
     },
     /// The job has not changed for longer than the stall bound. It is still waited for,
     /// unless [`stop_on_stall`](JobSetOptions::stop_on_stall) is set (then `Finished` with
-    /// [`Error::Stalled`](crate::Error::Stalled) follows).
+    /// [`Error::Stalled`] follows).
     Stalled(Stall),
 }
 
