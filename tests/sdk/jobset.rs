@@ -26,8 +26,10 @@ struct Log {
     /// Times the budget was adjusted.
     adjusted: Vec<Instant>,
     stalls: u64,
-    /// Current and highest value of each gauge.
-    gauges: HashMap<String, (f64, f64)>,
+    /// Time the server paused the budget, in seconds.
+    paused: f64,
+    /// Current, highest and lowest value of each gauge.
+    gauges: HashMap<String, (f64, f64, f64)>,
 }
 
 #[derive(Clone, Default)]
@@ -65,15 +67,20 @@ impl GaugeFn for Handle {
         let entry = log.gauges.entry(self.name.clone()).or_default();
         entry.0 += value;
         entry.1 = entry.1.max(entry.0);
+        entry.2 = entry.2.min(entry.0);
     }
     fn decrement(&self, value: f64) {
         GaugeFn::increment(self, -value);
     }
     fn set(&self, value: f64) {
         let mut log = self.log.lock().unwrap();
-        let entry = log.gauges.entry(self.name.clone()).or_default();
+        let entry = log
+            .gauges
+            .entry(self.name.clone())
+            .or_insert((value, value, value));
         entry.0 = value;
         entry.1 = entry.1.max(value);
+        entry.2 = entry.2.min(value);
     }
 }
 
@@ -82,6 +89,8 @@ impl HistogramFn for Handle {
         if self.name == telemetry::REQUEST_DURATION_SECONDS {
             let sent = Instant::now() - Duration::from_secs_f64(value);
             self.log.lock().unwrap().sent.push(sent);
+        } else if self.name == telemetry::BUDGET_PAUSE_SECONDS {
+            self.log.lock().unwrap().paused += value;
         }
     }
 }
@@ -630,4 +639,66 @@ async fn deadlines_are_exact() {
         );
         assert!(gave_up.last_status.is_some());
     }
+}
+
+/// Throttled answers without any rate-limit header (the simulator's injected 429s): the budget
+/// pauses for the `Retry-After`, shrinks, and no wait ends because of them.
+#[test]
+fn throttled_answers_shrink_the_budget_and_never_end_a_wait() {
+    const RATE: f64 = 100.0;
+    let timeline = Timeline::default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&timeline, || {
+        runtime.block_on(async {
+            let server = crate::support::sim(|s| {
+                s.faults.throttle_rate = 0.05;
+                s.faults.throttle_retry_after = Duration::from_millis(200);
+                s.faults.seed = Some(7);
+            })
+            .await;
+            let client = Client::builder()
+                .base_url(server.base_url())
+                .request_budget(RequestBudget::new(RATE, 10))
+                .build()
+                .unwrap();
+            let mut set = client
+                .job_set(JobSetOptions::new().sse(false).long_poll(false))
+                .unwrap();
+            let mut expected = HashMap::new();
+            for i in 0..100u64 {
+                let outcome = if i % 9 == 0 {
+                    Outcome::Error
+                } else {
+                    Outcome::Completed
+                };
+                let id = crate::support::job_ending(&server, 300 + i * 12, outcome);
+                expected.insert(set.add(id.as_str()).unwrap(), outcome);
+            }
+            let events = drain(&mut set, Duration::from_secs(40)).await;
+            let mut finished = 0;
+            for (_, event) in events {
+                if let JobEvent::Finished { key, job, result } = event {
+                    finished += 1;
+                    assert!(expected_ok(&result, expected[&key]), "{job}: {result:?}");
+                }
+            }
+            assert_eq!(finished, 100);
+        })
+    });
+    let log = timeline.0.lock().unwrap();
+    let lowest_rate = log.gauges.get(telemetry::BUDGET_RATE).map_or(RATE, |g| g.2);
+    eprintln!(
+        "{} requests, {} throttled, {} adjustments, paused {:.2} s, lowest rate {lowest_rate:.1}/s",
+        log.sent.len(),
+        log.throttled.len(),
+        log.adjusted.len(),
+        log.paused
+    );
+    assert!(!log.throttled.is_empty(), "the fault was injected");
+    assert!(!log.adjusted.is_empty());
+    assert!(log.paused >= 0.2, "{}", log.paused);
+    assert!(lowest_rate < RATE, "{lowest_rate}");
 }
