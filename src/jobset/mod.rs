@@ -311,7 +311,13 @@ impl JobSet {
             history.push(lo, d.hi_ms.map(Duration::from_millis));
         }
         let shared = Arc::new(Shared {
-            next_key: AtomicU64::new(restored.iter().map(|j| j.key.0 + 1).max().unwrap_or(0)),
+            next_key: AtomicU64::new(
+                restored
+                    .iter()
+                    .map(|j| j.key.0.saturating_add(1))
+                    .max()
+                    .unwrap_or(0),
+            ),
             tracked: AtomicUsize::new(restored.len()),
             closed: AtomicBool::new(false),
         });

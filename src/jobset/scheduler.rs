@@ -507,8 +507,8 @@ impl Scheduler {
                 result,
             } => {
                 match op {
-                    Op::Poll => self.polls -= 1,
-                    Op::Hold => self.held -= 1,
+                    Op::Poll => self.polls = self.polls.saturating_sub(1),
+                    Op::Hold => self.held = self.held.saturating_sub(1),
                     Op::Final | Op::Subscribe => {}
                 }
                 let Ok(result) = result else {
@@ -719,7 +719,7 @@ impl Scheduler {
         result: Result<Result<Subscription, Failure>, Aborted>,
     ) {
         let Ok(result) = result else {
-            self.held -= 1;
+            self.held = self.held.saturating_sub(1);
             return;
         };
         let now = Instant::now();
@@ -737,7 +737,7 @@ impl Scheduler {
             .filter(|job| job.generation == generation)
         else {
             // The stream, if any, is dropped here.
-            self.held -= 1;
+            self.held = self.held.saturating_sub(1);
             return;
         };
         job.abort = None;
@@ -746,13 +746,13 @@ impl Scheduler {
             Ok(sub) => sub,
             Err(failure) => {
                 tracing::debug!(job = %job.endpoints.label, error = %crate::error::chain(&failure.error), "event stream unreachable");
-                self.held -= 1;
+                self.held = self.held.saturating_sub(1);
                 self.refuse_streams(key, FallbackReason::Unreachable);
                 return;
             }
         };
         let Some(events) = sub.events else {
-            self.held -= 1;
+            self.held = self.held.saturating_sub(1);
             let reason = match sub.status.as_u16() {
                 404 | 405 | 406 | 501 | 200..=299 => {
                     job.streams.suspect = true;
@@ -822,7 +822,7 @@ impl Scheduler {
     fn streamed(&mut self, (key, generation, item): StreamItem) {
         let now = Instant::now();
         let Some(item) = item else {
-            self.held -= 1;
+            self.held = self.held.saturating_sub(1);
             if let Some(job) = self.current(key, generation) {
                 job.abort = None;
                 tracing::debug!(job = %job.endpoints.label, "event stream ended early");

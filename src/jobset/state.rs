@@ -36,6 +36,8 @@ use crate::model::{JobState, JobStatus};
 pub const FORMAT: u32 = 1;
 /// Clocks disagree a little; a state "saved" this far in the future is still accepted.
 const CLOCK_SLACK: Duration = Duration::from_secs(300);
+/// Keys a saved state may hold: far more than any set adds, far from overflowing.
+const MAX_KEY: u64 = 1 << 62;
 /// Durations kept per set for saving.
 const HISTORY: usize = 128;
 
@@ -145,8 +147,15 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// RFC 3339 can say from 1970 to the end of 9999: earlier is the epoch, later is as good as
+/// never and saved as the last millisecond of 9999.
 fn stamp(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
+    const LAST: Duration = Duration::from_millis(253_402_300_799_999);
+    let since_epoch = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .min(LAST);
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + since_epoch).to_string()
 }
 
 fn parse_time(job: Option<u64>, field: &str, raw: &str) -> Result<SystemTime, Error> {
@@ -293,6 +302,9 @@ pub(crate) fn restore(
     for job in &saved.jobs {
         if !keys.insert(job.key) {
             return Err(bad(Some(job.key), "the key appears twice"));
+        }
+        if job.key >= MAX_KEY {
+            return Err(bad(Some(job.key), "the key is out of range"));
         }
         jobs.push(restore_job(job, base, clocks)?);
     }
@@ -462,6 +474,7 @@ mod tests {
                 Box::new(|s| s.jobs[0].status_url = "not a url".into()),
                 "job #3",
             ),
+            (Box::new(|s| s.jobs[0].key = u64::MAX), "out of range"),
             (
                 Box::new(|s| s.jobs[0].status_url = "ftp://h/status".into()),
                 "http",
@@ -501,6 +514,22 @@ mod tests {
                 Err(Error::SavedState(_))
             ));
         }
+    }
+
+    #[test]
+    fn times_beyond_what_rfc_3339_says_are_clamped() {
+        let epoch = std::time::UNIX_EPOCH;
+        assert_eq!(
+            stamp(epoch - Duration::from_secs(5)),
+            "1970-01-01T00:00:00.000Z"
+        );
+        let far = epoch + Duration::from_secs(400_000_000_000);
+        assert_eq!(stamp(far), "9999-12-31T23:59:59.999Z");
+        let clocks = Clocks::now();
+        let mut saved = sample(&clocks);
+        saved.jobs[0].deadline = Some(stamp(far));
+        let jobs = restore(&saved, None, Duration::from_secs(3600), &clocks).unwrap();
+        assert!(jobs[0].deadline.is_some_and(|d| d > clocks.now));
     }
 
     #[test]
