@@ -532,6 +532,36 @@ mod tests {
         assert!(jobs[0].deadline.is_some_and(|d| d > clocks.now));
     }
 
+    /// Whatever a damaged file holds, parsing and restoring it returns, never panics.
+    #[test]
+    fn damaged_states_never_panic() {
+        let clocks = Clocks::now();
+        let text = sample(&clocks).to_json().unwrap();
+        let mut tried = 0;
+        let mut damaged: Vec<String> = (0..text.len())
+            .filter(|i| text.is_char_boundary(*i))
+            .map(|i| text[..i].to_owned())
+            .collect();
+        for (i, c) in text.char_indices() {
+            for replacement in ["0", "-", "\"", "9999999999999999999999", "null", "[]", "Z"] {
+                if c.is_ascii_alphanumeric() || c == '"' || c == ':' {
+                    damaged.push(format!("{}{replacement}{}", &text[..i], &text[i + 1..]));
+                }
+            }
+        }
+        for candidate in &damaged {
+            if let Ok(saved) = SavedJobSet::from_json(candidate) {
+                let _ = restore(&saved, None, Duration::from_secs(3600), &clocks);
+                let jobs = restore(&saved, None, Duration::MAX, &clocks).unwrap_or_default();
+                for job in &jobs {
+                    save_job(job, &clocks);
+                }
+            }
+            tried += 1;
+        }
+        assert!(tried > 1000, "{tried}");
+    }
+
     #[test]
     fn history_is_bounded() {
         let mut h = History::default();
