@@ -706,3 +706,33 @@ fn throttled_answers_shrink_the_budget_and_never_end_a_wait() {
     assert!(log.paused >= 0.2, "{}", log.paused);
     assert!(lowest_rate < RATE, "{lowest_rate}");
 }
+
+/// Jobs named by status URL, on a server with nothing but `GET /status`: polled, and the
+/// route's lack of long-poll is learned once.
+#[tokio::test]
+async fn a_plain_status_server_is_polled() {
+    let plain = crate::support::plain_server(Duration::from_millis(1200), "completed").await;
+    let client = Client::builder().build().unwrap();
+    let mut set = client.job_set(JobSetOptions::new()).unwrap();
+    let url = format!("{}/status", plain.url);
+    for _ in 0..3 {
+        set.add(url.as_str()).unwrap();
+    }
+    let mut reports = Vec::new();
+    while let Some((_, result)) = set.next_finished().await {
+        let done = result.unwrap();
+        assert_eq!(done.status.state.as_str(), "completed");
+        reports.push(done.report);
+    }
+    assert_eq!(reports.len(), 3);
+    for report in &reports {
+        eprintln!("{report:?}");
+        assert!(matches!(
+            report.mechanism,
+            translation_status::Mechanism::Polling(_)
+        ));
+        assert!(report.requests <= 4, "{report:?}");
+    }
+    let hits = plain.hits.lock().unwrap().clone();
+    assert!(hits.iter().all(|h| h == "/status"), "{hits:?}");
+}
