@@ -10,6 +10,7 @@ use url::Url;
 
 use crate::error::Error;
 use crate::job::{CreatedJob, JobRef};
+use crate::jobset::{JobSet, JobSetOptions, RequestBudget, SavedJobSet, SharedBudget};
 use crate::model::{JobStatus, NewJob};
 use crate::poll::{LearnedDurations, PollPolicy, PollPolicyExt};
 use crate::transport::{BreakerConfig, HedgeConfig, ReadOptions, Transport, TransportConfig};
@@ -29,6 +30,7 @@ struct Inner {
     defaults: WaitOptions,
     learned: LearnedDurations,
     capabilities: Capabilities,
+    budget: SharedBudget,
 }
 
 impl Client {
@@ -210,6 +212,39 @@ impl Client {
     pub fn wait_options(&self) -> &WaitOptions {
         &self.inner.defaults
     }
+
+    /// Waits for many jobs at once under this client's request budget (see
+    /// [`jobset`](crate::jobset)). Needs a Tokio runtime: the set runs one task.
+    pub fn job_set(&self, options: JobSetOptions) -> Result<JobSet, Error> {
+        JobSet::start(self, options, Vec::new(), &[])
+    }
+
+    /// Rebuilds a job set from a state saved by [`JobSet::export`], with the original
+    /// deadlines, request counts, stall history and learned durations. Refuses a state it
+    /// cannot trust with [`Error::SavedState`].
+    pub fn restore_job_set(
+        &self,
+        saved: &SavedJobSet,
+        options: JobSetOptions,
+    ) -> Result<JobSet, Error> {
+        JobSet::restore(self, saved, options)
+    }
+
+    pub(crate) fn transport(&self) -> &Transport {
+        &self.inner.transport
+    }
+
+    pub(crate) fn base_url(&self) -> Option<&Url> {
+        self.inner.base_url.as_ref()
+    }
+
+    pub(crate) fn capabilities(&self) -> &Capabilities {
+        &self.inner.capabilities
+    }
+
+    pub(crate) fn budget(&self) -> &SharedBudget {
+        &self.inner.budget
+    }
 }
 
 /// The options' limits wrapped around the options' policy.
@@ -250,6 +285,7 @@ pub struct ClientBuilder {
     user_agent: String,
     hedge: Option<HedgeConfig>,
     breaker: Option<BreakerConfig>,
+    budget: RequestBudget,
 }
 
 impl Default for ClientBuilder {
@@ -268,6 +304,7 @@ impl Default for ClientBuilder {
             user_agent: concat!(env!("CARGO_PKG_NAME"), "/", env!("CARGO_PKG_VERSION")).to_owned(),
             hedge: Some(HedgeConfig::default()),
             breaker: Some(BreakerConfig::default()),
+            budget: RequestBudget::default(),
         }
     }
 }
@@ -366,6 +403,14 @@ impl ClientBuilder {
         self
     }
 
+    /// The request budget shared by every [`JobSet`] of this client (default 50 requests
+    /// per second, bursts of 50). The server's `429`s and `RateLimit` headers shrink it
+    /// further on their own.
+    pub fn request_budget(mut self, budget: RequestBudget) -> Self {
+        self.budget = budget;
+        self
+    }
+
     /// Checks every setting and builds the client. Sends nothing.
     pub fn build(self) -> Result<Client, Error> {
         let base_url = match &self.base_url {
@@ -405,6 +450,7 @@ impl ClientBuilder {
         if let Some(breaker) = &self.breaker {
             breaker.validate()?;
         }
+        self.budget.validate()?;
         let transport = Transport::new(&TransportConfig {
             request_timeout: self.request_timeout,
             connect_timeout: self.connect_timeout,
@@ -425,6 +471,7 @@ impl ClientBuilder {
                 defaults: self.defaults,
                 learned: self.learned.unwrap_or_default(),
                 capabilities: Capabilities::default(),
+                budget: SharedBudget::new(self.budget),
             }),
         })
     }
@@ -526,6 +573,14 @@ mod tests {
             "retry_backoff"
         );
         assert_eq!(setting(Client::builder().api_key(" ").build()), "api_key");
+        assert_eq!(
+            setting(
+                Client::builder()
+                    .request_budget(RequestBudget::new(0.0, 1))
+                    .build()
+            ),
+            "request_budget"
+        );
         assert_eq!(
             setting(Client::builder().api_key("bad\nkey").build()),
             "api_key"

@@ -1,8 +1,9 @@
 //! The wall clock, used only where it is truly needed.
 //!
 //! Scheduling uses `tokio::time` exclusively (so tests can pause time). The wall clock is read
-//! in exactly one place: to compare "now" with the timestamps the server reports
-//! (`completed_at` for the detection delay, `created_at` for the job's age).
+//! here only: to compare "now" with the timestamps the server reports (`completed_at` for the
+//! detection delay, `created_at` for the job's age), and to stamp the absolute deadlines that
+//! durable job-set state carries across a restart.
 
 use std::time::{Duration, SystemTime};
 
@@ -10,6 +11,11 @@ use std::time::{Duration, SystemTime};
 /// timestamp is in the future (clock skew).
 pub(crate) fn since(timestamp: SystemTime) -> Option<Duration> {
     SystemTime::now().duration_since(timestamp).ok()
+}
+
+/// Now, by this machine's wall clock.
+pub(crate) fn now() -> SystemTime {
+    SystemTime::now()
 }
 
 #[cfg(test)]

@@ -49,6 +49,15 @@ pub enum Error {
     /// Raised before any request is sent.
     #[error("invalid configuration: {0}")]
     Config(ConfigError),
+    /// The job's status and progress have not changed for longer than the stall bound, and
+    /// the job set was asked to stop on stalls. The job may be stuck — or just slow: check it
+    /// with the service, or wait again with a larger bound.
+    #[error("{0}")]
+    Stalled(Box<Stalled>),
+    /// Saved job-set state could not be used: it does not parse, comes from an incompatible
+    /// version, or is too old to trust. Start the waits afresh.
+    #[error("{0}")]
+    SavedState(SavedStateError),
 }
 
 impl Error {
@@ -56,11 +65,14 @@ impl Error {
     /// or overloaded (`429`, `5xx`), or the wait gave up before the job finished.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Unreachable(_) | Error::Unavailable(_) | Error::GaveUp(_) => true,
+            Error::Unreachable(_)
+            | Error::Unavailable(_)
+            | Error::GaveUp(_)
+            | Error::Stalled(_) => true,
             Error::UnexpectedResponse(e) => {
                 e.status == 429 || e.status == 408 || (500..600).contains(&e.status)
             }
-            Error::JobFailed(_) | Error::Config(_) => false,
+            Error::JobFailed(_) | Error::Config(_) | Error::SavedState(_) => false,
         }
     }
 
@@ -91,6 +103,7 @@ impl Error {
             Error::JobFailed(f) => Some(&f.status),
             Error::GaveUp(g) => g.last_status.as_ref(),
             Error::Unavailable(u) => u.last_status.as_ref(),
+            Error::Stalled(s) => s.last_status.as_ref(),
             _ => None,
         }
     }
@@ -186,6 +199,76 @@ impl fmt::Display for GaveUp {
         }
         f.write_str(
             ". The job may still finish: wait again, with a longer deadline or a larger poll budget",
+        )
+    }
+}
+
+/// The job showed no change for longer than the stall bound.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Stalled {
+    /// The job, as the caller addressed it (id or status URL).
+    pub job: String,
+    /// How long its status and progress had not changed.
+    pub unchanged_for: Duration,
+    /// The bound it exceeded.
+    pub bound: Duration,
+    /// The last status the service reported.
+    pub last_status: Option<JobStatus>,
+    /// How the wait went.
+    pub report: WaitReport,
+}
+
+impl fmt::Display for Stalled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "job {} has not changed for {} ms (stall bound {} ms)",
+            self.job,
+            self.unchanged_for.as_millis(),
+            self.bound.as_millis()
+        )?;
+        if let Some(status) = &self.last_status {
+            write!(f, "; last status: {}", status.state)?;
+            if let Some(progress) = status.progress {
+                write!(f, " at {:.1} %", progress * 100.0)?;
+            }
+        }
+        f.write_str(
+            ". It may be stuck: check it with the service, or wait again with a larger stall bound",
+        )
+    }
+}
+
+/// Saved job-set state that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SavedStateError {
+    /// The saved job the problem is in (its key), when it is in one.
+    pub job: Option<u64>,
+    /// What is wrong.
+    pub problem: String,
+}
+
+impl SavedStateError {
+    pub(crate) fn new(job: Option<u64>, problem: impl Into<String>) -> Self {
+        SavedStateError {
+            job,
+            problem: problem.into(),
+        }
+    }
+}
+
+impl fmt::Display for SavedStateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the saved job-set state cannot be used: ")?;
+        if let Some(key) = self.job {
+            write!(f, "job #{key}: ")?;
+        }
+        write!(
+            f,
+            "{}. Start these waits afresh (add the jobs again), or restore a state this version wrote",
+            self.problem
         )
     }
 }

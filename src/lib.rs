@@ -36,10 +36,11 @@
 //!
 //! | where | what |
 //! | --- | --- |
-//! | [`Client`], [`ClientBuilder`] | `status` (one read), `wait`/`wait_with`, `watch` (a stream of changes), `create_job` |
+//! | [`Client`], [`ClientBuilder`] | `status` (one read), `wait`/`wait_with`, `watch` (a stream of changes), `create_job`, `job_set`/`restore_job_set` |
 //! | [`JobRef`], [`CreatedJob`] | naming a job: by id or by status URL |
 //! | [`JobStatus`], [`JobState`], [`NewJob`] | what the service says, parsed leniently |
 //! | [`wait`] | mechanism negotiation, [`WaitOptions`], [`WaitReport`], [`Watch`] |
+//! | [`jobset`] | many jobs at once: one scheduler, a shared request budget, durable state, stall detection ([`Client::job_set`]) |
 //! | [`poll`] | *when to look again*: the pure [`PollPolicy`](poll::PollPolicy) trait, [`Fixed`](poll::Fixed), [`Exponential`](poll::Exponential), [`Adaptive`](poll::Adaptive), the limit decorators, learned durations |
 //! | [`transport`] | *how to survive one request*: the reqwest-middleware stack and its documented order — `Retry-After`, retries with a classifier, a circuit breaker per host ([`BreakerConfig`](transport::BreakerConfig)), hedged status reads ([`HedgeConfig`](transport::HedgeConfig)) |
 //! | [`Error`] | one error type, variants by what to do next (including [`Error::Unavailable`]: the breaker is open, try again later) |
@@ -77,6 +78,7 @@ mod client;
 mod clock;
 mod error;
 mod job;
+pub mod jobset;
 mod model;
 pub mod poll;
 pub mod telemetry;
@@ -85,7 +87,8 @@ pub mod wait;
 
 pub use client::{Client, ClientBuilder};
 pub use error::{
-    BoxError, ConfigError, Error, GaveUp, JobFailed, Unavailable, UnexpectedResponse, Unreachable,
+    BoxError, ConfigError, Error, GaveUp, JobFailed, SavedStateError, Stalled, Unavailable,
+    UnexpectedResponse, Unreachable,
 };
 pub use job::{CreatedJob, JobRef, JobRefKind};
 pub use model::{JobFailure, JobState, JobStatus, NewJob, Outcome, ParseError};

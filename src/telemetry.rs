@@ -117,6 +117,22 @@ pub fn describe_metrics() {
     );
 }
 
+/// Jobs tracked by job sets (all of them, in this process).
+pub const JOBSET_JOBS: &str = "translation_status_jobset_jobs";
+/// Connections job sets hold open: event streams and long-polls.
+pub const JOBSET_HELD_CONNECTIONS: &str = "translation_status_jobset_held_connections";
+/// Tokens in the request budget now (negative while transport retries are paid back).
+pub const BUDGET_TOKENS: &str = "translation_status_budget_tokens";
+/// The request budget's refill rate now, requests per second.
+pub const BUDGET_RATE: &str = "translation_status_budget_rate";
+/// Times the request budget shrank, by `reason`: `throttled`, `policy`, `exhausted`.
+pub const BUDGET_ADJUSTMENTS_TOTAL: &str = "translation_status_budget_adjustments_total";
+/// Pauses the server imposed on the request budget (`Retry-After`), in seconds; the sum is
+/// the time spent throttled.
+pub const BUDGET_PAUSE_SECONDS: &str = "translation_status_budget_pause_seconds";
+/// Jobs reported as stalled.
+pub const STALLS_TOTAL: &str = "translation_status_stalls_total";
+
 pub(crate) fn request_outcome(
     result: &Result<reqwest::Response, reqwest_middleware::Error>,
 ) -> &'static str {
@@ -187,4 +203,31 @@ pub(crate) fn wait_finished(
         metrics::histogram!(DETECTION_DELAY_SECONDS, "mechanism" => mechanism)
             .record(delay.as_secs_f64());
     }
+}
+
+pub(crate) fn jobs_tracked(delta: f64) {
+    metrics::gauge!(JOBSET_JOBS).increment(delta);
+}
+
+pub(crate) fn budget(tokens: f64, rate: f64) {
+    metrics::gauge!(BUDGET_TOKENS).set(tokens);
+    metrics::gauge!(BUDGET_RATE).set(rate);
+}
+
+pub(crate) fn held_connections(delta: f64) {
+    metrics::gauge!(JOBSET_HELD_CONNECTIONS).increment(delta);
+}
+
+pub(crate) fn budget_adjusted(reason: &'static str) {
+    metrics::counter!(BUDGET_ADJUSTMENTS_TOTAL, "reason" => reason).increment(1);
+}
+
+pub(crate) fn budget_paused(pause: Duration) {
+    if !pause.is_zero() {
+        metrics::histogram!(BUDGET_PAUSE_SECONDS).record(pause.as_secs_f64());
+    }
+}
+
+pub(crate) fn stalled() {
+    metrics::counter!(STALLS_TOTAL).increment(1);
 }

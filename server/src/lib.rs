@@ -150,7 +150,7 @@ impl AppState {
         let job = self.inner.store.reset_legacy(JobSpec {
             duration: Some(duration.unwrap_or(legacy.delay)),
             outcome: Some(outcome.unwrap_or(legacy.outcome)),
-            callback: None,
+            ..JobSpec::default()
         })?;
         self.inner.metrics.job_created();
         Ok(job.id.clone())

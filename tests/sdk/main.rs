@@ -10,6 +10,7 @@
 
 mod client;
 mod deadline;
+mod jobset;
 mod mechanisms;
 mod observability;
 mod resilience;

@@ -26,6 +26,7 @@ pub(crate) struct CreateJob {
     duration_ms: Option<u64>,
     outcome: Option<Outcome>,
     callback_url: Option<String>,
+    hang: Option<bool>,
 }
 
 /// Body of `POST /v1/reset` (every field optional).
@@ -75,6 +76,13 @@ pub(crate) async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let req: CreateJob = optional_json(&headers, body)?.unwrap_or_default();
+    let hang = req.hang.unwrap_or(false);
+    if hang && (req.duration_ms.is_some() || req.outcome.is_some()) {
+        return Err(ApiError::unprocessable(
+            "invalid_job",
+            "a hanging job never ends: give it no duration_ms and no outcome",
+        ));
+    }
     let callback = match &req.callback_url {
         Some(raw) => Some(check_callback(
             raw,
@@ -86,6 +94,7 @@ pub(crate) async fn create(
         duration: duration(&state, req.duration_ms)?,
         outcome: req.outcome,
         callback,
+        hang,
     };
     let job = state.create(spec).map_err(|StoreFull| store_full())?;
     let mut response = (StatusCode::CREATED, Json(created_body(&job))).into_response();

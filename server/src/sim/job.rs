@@ -20,6 +20,10 @@ pub const VERSION_PENDING: u64 = 1;
 /// Version of a terminal job's status.
 pub const VERSION_TERMINAL: u64 = 2;
 
+/// How far away a hanging job's end is: far enough never to come, near enough that adding it
+/// to an instant cannot overflow.
+const HANG_HORIZON: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 /// Where a client learned a job's status. Used as the `channel` metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Channel {
@@ -75,6 +79,8 @@ pub struct Job {
     pub eta_bias: f64,
     /// Webhook target, if any.
     pub callback: Option<Url>,
+    /// A stuck job: pending forever, progress frozen at 0, no estimate (see [`Job::hanging`]).
+    pub hang: bool,
     /// Status requests received (any channel but webhooks).
     requests: AtomicU64,
     /// Channels that have reported the terminal state (bit set).
@@ -172,6 +178,7 @@ impl Job {
             outcome,
             eta_bias,
             callback,
+            hang: false,
             requests: AtomicU64::new(0),
             reported: AtomicU8::new(0),
             first_report_done: AtomicBool::new(false),
@@ -180,8 +187,22 @@ impl Job {
         }
     }
 
-    /// The instant the job becomes terminal.
+    /// Makes this job hang: it stays pending forever, its progress frozen at 0 and with no
+    /// `eta_ms`, as a job stuck in a backend queue looks to its clients. Its duration and
+    /// outcome are never reached.
+    pub fn hanging(mut self) -> Self {
+        self.hang = true;
+        self
+    }
+
+    /// The instant the job becomes terminal (practically never, for a hanging job).
     pub fn completes_at(&self) -> Instant {
+        if self.hang {
+            return self
+                .created
+                .checked_add(HANG_HORIZON)
+                .unwrap_or(self.created + self.duration);
+        }
         self.created + self.duration
     }
 
@@ -197,6 +218,14 @@ impl Job {
 
     /// The status at `now`.
     pub fn snapshot(&self, now: Instant) -> Snapshot {
+        if self.hang {
+            return Snapshot {
+                state: State::Pending,
+                progress: 0.0,
+                eta: None,
+                version: VERSION_PENDING,
+            };
+        }
         let elapsed = now.saturating_duration_since(self.created);
         if elapsed >= self.duration {
             return Snapshot {
@@ -304,6 +333,28 @@ mod tests {
         assert_eq!(body["error"]["code"], "translation_failed");
         assert!(body.get("eta_ms").is_none());
         assert!(body["completed_at"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hanging_job_never_moves() {
+        let job = Job::new(
+            "h".into(),
+            Duration::from_millis(10),
+            Outcome::Completed,
+            1.0,
+            None,
+        )
+        .hanging();
+        let far = job.created + Duration::from_secs(30 * 24 * 3600);
+        for at in [job.created, job.created + Duration::from_secs(1), far] {
+            let s = job.snapshot(at);
+            assert_eq!(s.state, State::Pending);
+            assert_eq!((s.progress, s.eta, s.version), (0.0, None, VERSION_PENDING));
+            assert!(!job.is_done(at));
+        }
+        let body = serde_json::to_value(job.body(&job.snapshot(far), true)).unwrap();
+        assert!(body.get("eta_ms").is_none(), "{body}");
+        assert!(body.get("completed_at").is_none(), "{body}");
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub struct JobSpec {
     pub outcome: Option<Outcome>,
     /// Webhook target.
     pub callback: Option<Url>,
+    /// Stay pending forever, progress frozen (a stuck job, for stall detection).
+    pub hang: bool,
 }
 
 /// The store is full.
@@ -131,7 +133,8 @@ impl JobStore {
             };
             (duration, outcome, bias)
         };
-        let job = Arc::new(Job::new(id, duration, outcome, bias, spec.callback));
+        let job = Job::new(id, duration, outcome, bias, spec.callback);
+        let job = Arc::new(if spec.hang { job.hanging() } else { job });
         let mut jobs = lock(&self.jobs);
         if jobs.len() >= self.max_jobs && !(replace && jobs.contains_key(&job.id)) {
             let now = Instant::now();
@@ -163,7 +166,8 @@ impl JobStore {
     }
 
     /// Forgets expired jobs and reports the ones that turned terminal. The legacy job never
-    /// expires: `GET /status` always answers.
+    /// expires: `GET /status` always answers. Neither does a hanging job, which never ends:
+    /// only `jobs.max_jobs` bounds how many of those are held.
     pub fn sweep(&self, now: Instant) -> SweepReport {
         let mut report = SweepReport::default();
         let ttl = self.ttl;

@@ -5,6 +5,7 @@ mod api;
 mod cli;
 mod common;
 mod faults;
+mod hang;
 mod limits;
 mod longpoll;
 mod metrics;

@@ -1,0 +1,460 @@
+//! Many jobs at once: one scheduler, one request budget, durable waits, stall detection.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use futures_util::StreamExt;
+//! use translation_status::jobset::{JobEvent, JobSetOptions, RequestBudget};
+//! use translation_status::{Client, Error};
+//!
+//! # async fn demo(ids: Vec<String>) -> Result<(), Error> {
+//! let client = Client::builder()
+//!     .base_url("http://localhost:8080")
+//!     .request_budget(RequestBudget::new(100.0, 20)) // shared by every job set of this client
+//!     .build()?;
+//! let mut jobs = client.job_set(JobSetOptions::new().stall_after(Duration::from_secs(300)))?;
+//! for id in &ids {
+//!     jobs.add_with_deadline(id.as_str(), Duration::from_secs(1800))?;
+//! }
+//! let saved = jobs.export().await?.to_json()?; // keep it; `Client::restore_job_set` after a restart
+//! while let Some(event) = jobs.next().await {
+//!     match event {
+//!         JobEvent::Finished { job, result: Ok(done), .. } => println!("{job}: {}", done.status.state),
+//!         JobEvent::Finished { job, result: Err(e), .. } => println!("{job}: {e}"),
+//!         JobEvent::Stalled(stall) => println!("{} looks stuck", stall.job),
+//!         _ => {}
+//!     }
+//! }
+//! # let _ = saved; Ok(()) }
+//! ```
+//!
+//! # Why one timer queue, not a task per job
+//!
+//! A thousand [`Client::wait`](crate::Client::wait)s are a thousand independent loops: each
+//! sleeps on its own timer and wakes on its own schedule, so jobs created together poll
+//! together, nobody sees the total request rate, and a `429` slows down only the wait that
+//! received it. A [`JobSet`] instead runs *one* scheduler task. Every job is plain data (a
+//! few hundred bytes: its URLs, what was last seen, its deadline) with at most one entry in
+//! an ordered timer queue; the task sleeps until the earliest entry, asks each due job's
+//! [`PollPolicy`](crate::poll::PollPolicy) when to look next, and sends requests as futures it
+//! owns. One place sees every request, so one place can hold them to a budget:
+//!
+//! * **The budget** ([`RequestBudget`], per [`Client`]) is a token bucket.
+//!   Due jobs queue for tokens first come, first served. `429`/`Retry-After` pauses it and
+//!   halves its rate (once per round trip), the IETF `RateLimit-Policy` caps it below the
+//!   server's quota, `RateLimit: r=0` empties it; it recovers gradually (see the `budget`
+//!   module's table). Transport retries are charged afterwards.
+//! * **Held connections** — an event stream, a long-poll — cost one token to open and none
+//!   while held; at most [`max_held_connections`](JobSetOptions::max_held_connections) are
+//!   held, and the other jobs poll until a slot frees.
+//! * **Fleet smoothing**: the default policy jitters every delay by ±10 %
+//!   ([`FLEET_JITTER`](crate::poll::FLEET_JITTER)), and the budget's small burst spreads
+//!   first looks, so jobs created in the same instant do not poll in lockstep.
+//!
+//! # Durable waits
+//!
+//! [`JobSet::export`] returns a [`SavedJobSet`] (serde; JSON with
+//! [`to_json`](SavedJobSet::to_json)) holding every job's reference, its *absolute* deadline
+//! (wall clock), requests spent, last status and stall history, plus the learned job
+//! durations. [`Client::restore_job_set`](crate::Client::restore_job_set) rebuilds the set
+//! after a restart with the original deadlines; a state it cannot trust is refused with
+//! [`Error::SavedState`], never half-restored. A single durable
+//! wait is a set of one job.
+//!
+//! # Stalls
+//!
+//! A job whose status and progress have not changed for longer than a bound (by default
+//! the 99 % quantile of learned durations: [`StallDetection`]) is reported with
+//! [`JobEvent::Stalled`] — once per stall, separately from its deadline — and, when asked
+//! ([`stop_on_stall`](JobSetOptions::stop_on_stall)), its wait ends with
+//! [`Error::Stalled`].
+
+mod budget;
+mod options;
+mod queue;
+mod scheduler;
+mod signals;
+mod stall;
+mod state;
+mod tracked;
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::Stream;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+use url::Url;
+
+pub use budget::RequestBudget;
+pub(crate) use budget::SharedBudget;
+pub use options::JobSetOptions;
+pub use stall::StallDetection;
+pub use state::{FORMAT, SavedDuration, SavedJob, SavedJobSet};
+
+use crate::client::Client;
+use crate::error::Error;
+use crate::job::JobRef;
+use crate::model::JobStatus;
+use crate::poll::Sample;
+use crate::wait::Completion;
+use scheduler::{Command, Message, Scheduler};
+use state::{Clocks, History};
+use tracked::Tracked;
+
+/// A job's key in its [`JobSet`]: returned by [`JobSet::add`], carried by every event, kept
+/// across save and restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct JobKey(pub(crate) u64);
+
+impl JobKey {
+    /// The key as a number (as saved in [`SavedJob::key`]).
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for JobKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// What a [`JobSet`] reports, as it happens.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum JobEvent {
+    /// The job's wait ended: it completed, it failed, the wait gave up, could not reach the
+    /// service, or stopped on a stall. Exactly one per job that was not cancelled.
+    Finished {
+        /// The job's key.
+        key: JobKey,
+        /// The job as the caller named it.
+        job: String,
+        /// As [`Client::wait`](crate::Client::wait) would have returned it.
+        result: Result<Completion, Error>,
+    },
+    /// The job has not changed for longer than the stall bound. It is still waited for,
+    /// unless [`stop_on_stall`](JobSetOptions::stop_on_stall) is set (then `Finished` with
+    /// [`Error::Stalled`] follows).
+    Stalled(Stall),
+}
+
+impl JobEvent {
+    /// The key of the job the event is about.
+    pub fn key(&self) -> JobKey {
+        match self {
+            JobEvent::Finished { key, .. } => *key,
+            JobEvent::Stalled(stall) => stall.key,
+        }
+    }
+}
+
+/// A job that stopped changing.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Stall {
+    /// The job's key.
+    pub key: JobKey,
+    /// The job as the caller named it.
+    pub job: String,
+    /// The status it is stuck at.
+    pub last_status: Option<JobStatus>,
+    /// How long status and progress have been unchanged.
+    pub unchanged_for: Duration,
+    /// The bound that was exceeded.
+    pub bound: Duration,
+}
+
+/// What a set's handles, its stream and its scheduler share.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    next_key: AtomicU64,
+    /// Jobs added and not yet reported finished or cancelled to the stream.
+    pub(crate) tracked: AtomicUsize,
+    /// The set was dropped.
+    closed: AtomicBool,
+}
+
+/// Adds, cancels and saves jobs of a [`JobSet`] from anywhere (cheap to clone).
+#[derive(Clone)]
+pub struct JobSetHandle {
+    commands: mpsc::UnboundedSender<Command>,
+    shared: Arc<Shared>,
+    base_url: Option<Url>,
+    deadline: Option<Duration>,
+}
+
+impl JobSetHandle {
+    /// Tracks a job (by id or status URL) with the set's default deadline, counted from now.
+    pub fn add(&self, job: impl Into<JobRef>) -> Result<JobKey, Error> {
+        self.insert(job.into(), self.deadline)
+    }
+
+    /// Tracks a job that gives up `deadline` from now.
+    pub fn add_with_deadline(
+        &self,
+        job: impl Into<JobRef>,
+        deadline: Duration,
+    ) -> Result<JobKey, Error> {
+        self.insert(job.into(), Some(deadline))
+    }
+
+    fn insert(&self, job: JobRef, deadline: Option<Duration>) -> Result<JobKey, Error> {
+        if self.shared.closed.load(Ordering::SeqCst) {
+            return Err(gone());
+        }
+        let endpoints = job.resolve(self.base_url.as_ref())?;
+        let key = JobKey(self.shared.next_key.fetch_add(1, Ordering::Relaxed));
+        let mut tracked = Tracked::new(key, endpoints, deadline);
+        if let Some(created) = job.created() {
+            tracked.origin = Some(created);
+            tracked.origin_known = true;
+        }
+        self.shared.tracked.fetch_add(1, Ordering::SeqCst);
+        if self.commands.send(Command::Add(Box::new(tracked))).is_err() {
+            self.shared.tracked.fetch_sub(1, Ordering::SeqCst);
+            return Err(gone());
+        }
+        Ok(key)
+    }
+
+    /// Stops waiting for a job. No event is reported for it once the cancellation is
+    /// processed (one already on its way still arrives).
+    pub fn cancel(&self, key: JobKey) {
+        let _ = self.commands.send(Command::Cancel(key));
+    }
+
+    /// Stops waiting for every job.
+    pub fn cancel_all(&self) {
+        let _ = self.commands.send(Command::CancelAll);
+    }
+
+    /// The state of every job still waited for, to rebuild the set after a restart.
+    pub async fn export(&self) -> Result<SavedJobSet, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Export(reply))
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())
+    }
+
+    /// The state of one job (none once it finished or was cancelled).
+    pub async fn export_job(&self, key: JobKey) -> Result<Option<SavedJob>, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::ExportJob(key, reply))
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())
+    }
+
+    /// Jobs added and not yet reported finished (nor cancelled).
+    pub fn tracked(&self) -> usize {
+        self.shared.tracked.load(Ordering::SeqCst)
+    }
+}
+
+fn gone() -> Error {
+    Error::config(
+        "job_set",
+        "the job set has been dropped: create a new one (or restore a saved state)",
+    )
+}
+
+impl fmt::Debug for JobSetHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobSetHandle")
+            .field("tracked", &self.tracked())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Waits for many jobs at once; a [`Stream`] of [`JobEvent`]s as they happen.
+///
+/// Created by [`Client::job_set`](crate::Client::job_set) or
+/// [`Client::restore_job_set`](crate::Client::restore_job_set), inside a Tokio runtime: it
+/// runs one scheduler task, which stops when the set is dropped (every request in flight
+/// with it). The stream ends when no job is left; adding jobs later starts it again.
+pub struct JobSet {
+    handle: JobSetHandle,
+    messages: mpsc::UnboundedReceiver<Message>,
+    task: JoinHandle<()>,
+}
+
+impl JobSet {
+    pub(crate) fn start(
+        client: &Client,
+        options: JobSetOptions,
+        restored: Vec<Tracked>,
+        durations: &[SavedDuration],
+    ) -> Result<JobSet, Error> {
+        options.validate()?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            Error::config(
+                "job_set",
+                "a job set runs a task on a Tokio runtime: create it from inside one",
+            )
+        })?;
+        let mut history = History::default();
+        for d in durations {
+            let lo = Duration::from_millis(d.lo_ms);
+            let sample = match d.hi_ms {
+                Some(hi) => Sample::between(lo, Duration::from_millis(hi)),
+                None => Sample::at_least(lo),
+            };
+            client.learned_durations().record(sample);
+            history.push(lo, d.hi_ms.map(Duration::from_millis));
+        }
+        let shared = Arc::new(Shared {
+            next_key: AtomicU64::new(
+                restored
+                    .iter()
+                    .map(|j| j.key.0.saturating_add(1))
+                    .max()
+                    .unwrap_or(0),
+            ),
+            tracked: AtomicUsize::new(restored.len()),
+            closed: AtomicBool::new(false),
+        });
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let (sender, messages) = mpsc::unbounded_channel();
+        for job in restored {
+            // The receiver is alive: it is right here.
+            let _ = commands.send(Command::Add(Box::new(job)));
+        }
+        let scheduler = Scheduler::new(
+            client.clone(),
+            options.clone(),
+            sender,
+            history,
+            Arc::clone(&shared),
+        );
+        let task = runtime.spawn(
+            scheduler
+                .run(receiver)
+                .instrument(tracing::info_span!("job_set")),
+        );
+        Ok(JobSet {
+            handle: JobSetHandle {
+                commands,
+                shared,
+                base_url: client.base_url().cloned(),
+                deadline: options.deadline,
+            },
+            messages,
+            task,
+        })
+    }
+
+    pub(crate) fn restore(
+        client: &Client,
+        saved: &SavedJobSet,
+        options: JobSetOptions,
+    ) -> Result<JobSet, Error> {
+        options.validate()?;
+        let jobs = state::restore(
+            saved,
+            client.base_url(),
+            options.max_saved_age,
+            &Clocks::now(),
+        )?;
+        JobSet::start(client, options, jobs, &saved.durations)
+    }
+
+    /// A handle to add, cancel and save jobs from elsewhere.
+    pub fn handle(&self) -> JobSetHandle {
+        self.handle.clone()
+    }
+
+    /// Tracks a job (by id or status URL) with the set's default deadline, counted from now.
+    pub fn add(&self, job: impl Into<JobRef>) -> Result<JobKey, Error> {
+        self.handle.add(job)
+    }
+
+    /// Tracks a job that gives up `deadline` from now.
+    pub fn add_with_deadline(
+        &self,
+        job: impl Into<JobRef>,
+        deadline: Duration,
+    ) -> Result<JobKey, Error> {
+        self.handle.add_with_deadline(job, deadline)
+    }
+
+    /// Stops waiting for a job (see [`JobSetHandle::cancel`]).
+    pub fn cancel(&self, key: JobKey) {
+        self.handle.cancel(key);
+    }
+
+    /// Stops waiting for every job.
+    pub fn cancel_all(&self) {
+        self.handle.cancel_all();
+    }
+
+    /// The state of every job still waited for (see [`SavedJobSet`]).
+    pub async fn export(&self) -> Result<SavedJobSet, Error> {
+        self.handle.export().await
+    }
+
+    /// The state of one job, for a durable single wait.
+    pub async fn export_job(&self, key: JobKey) -> Result<Option<SavedJob>, Error> {
+        self.handle.export_job(key).await
+    }
+
+    /// Jobs added and not yet reported finished (nor cancelled).
+    pub fn tracked(&self) -> usize {
+        self.handle.tracked()
+    }
+
+    /// The next job to finish, skipping stall reports; `None` when no job is left.
+    pub async fn next_finished(&mut self) -> Option<(JobKey, Result<Completion, Error>)> {
+        loop {
+            match std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await? {
+                JobEvent::Finished { key, result, .. } => return Some((key, result)),
+                JobEvent::Stalled(_) => {}
+            }
+        }
+    }
+}
+
+impl Stream for JobSet {
+    type Item = JobEvent;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<JobEvent>> {
+        loop {
+            match self.messages.poll_recv(cx) {
+                Poll::Ready(Some(Message::Event(event))) => {
+                    if matches!(*event, JobEvent::Finished { .. }) {
+                        self.handle.shared.tracked.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    return Poll::Ready(Some(*event));
+                }
+                Poll::Ready(Some(Message::Cancelled(n))) => {
+                    self.handle.shared.tracked.fetch_sub(n, Ordering::SeqCst);
+                }
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending if self.handle.tracked() == 0 => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl Drop for JobSet {
+    fn drop(&mut self) {
+        self.handle.shared.closed.store(true, Ordering::SeqCst);
+        self.task.abort();
+    }
+}
+
+impl fmt::Debug for JobSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobSet")
+            .field("tracked", &self.tracked())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,165 @@
+//! How a job set waits.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::stall::StallDetection;
+use crate::error::Error;
+use crate::poll::{Adaptive, FLEET_JITTER, PollPolicy, PollPolicyExt};
+
+/// How a [`JobSet`](super::JobSet) waits: the poll policy of every job, the default deadline,
+/// the caps on connections, stall detection.
+///
+/// The request budget is not here: it belongs to the [`Client`](crate::Client), shared by all
+/// its job sets ([`ClientBuilder::request_budget`](crate::ClientBuilder::request_budget)).
+#[derive(Clone)]
+pub struct JobSetOptions {
+    pub(crate) deadline: Option<Duration>,
+    pub(crate) policy: Arc<dyn PollPolicy>,
+    pub(crate) sse: bool,
+    pub(crate) long_poll: bool,
+    pub(crate) long_poll_hold: Duration,
+    pub(crate) max_held: usize,
+    pub(crate) max_in_flight: usize,
+    pub(crate) stall: StallDetection,
+    pub(crate) stop_on_stall: bool,
+    pub(crate) max_saved_age: Duration,
+}
+
+impl Default for JobSetOptions {
+    fn default() -> Self {
+        JobSetOptions {
+            deadline: Some(Duration::from_secs(3600)),
+            policy: Arc::new(Adaptive::default().with_jitter(FLEET_JITTER)),
+            sse: true,
+            long_poll: true,
+            long_poll_hold: Duration::from_secs(30),
+            max_held: 100,
+            max_in_flight: 32,
+            stall: StallDetection::default(),
+            stop_on_stall: false,
+            max_saved_age: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl JobSetOptions {
+    /// The defaults: a one-hour deadline per job, [`Adaptive`] with ±10 % jitter, SSE and
+    /// long-poll on, at most 100 held connections and 32 polls in flight, stalls after the
+    /// 99 % quantile of learned durations (reported, not fatal).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The deadline of jobs added without one, from the moment they are added. At the
+    /// deadline a job gets one last look if the budget has a token for it then (a held
+    /// request or stream is cut for it), and its wait gives up otherwise.
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Jobs added without a deadline wait until they end, stall (with
+    /// [`stop_on_stall`](Self::stop_on_stall)) or are cancelled.
+    pub fn no_deadline(mut self) -> Self {
+        self.deadline = None;
+        self
+    }
+
+    /// When to poll each job that holds no stream. The default spreads every delay by ±10 %
+    /// ([`FLEET_JITTER`]) so that jobs added together do not poll together.
+    pub fn policy(mut self, policy: impl PollPolicy + 'static) -> Self {
+        self.policy = Arc::new(policy);
+        self
+    }
+
+    /// Whether to follow jobs over Server-Sent Events when the server has them (default on).
+    pub fn sse(mut self, enabled: bool) -> Self {
+        self.sse = enabled;
+        self
+    }
+
+    /// Whether to ask the server to hold status requests (default on).
+    pub fn long_poll(mut self, enabled: bool) -> Self {
+        self.long_poll = enabled;
+        self
+    }
+
+    /// How long to ask the server to hold one request (whole seconds, 1 s to 1 h; default 30 s).
+    pub fn long_poll_hold(mut self, hold: Duration) -> Self {
+        self.long_poll_hold = hold;
+        self
+    }
+
+    /// The most connections held at once — event streams and long-polls together (default
+    /// 100). The other jobs poll; a job takes a free slot at its next poll. 0 turns both
+    /// mechanisms off.
+    pub fn max_held_connections(mut self, max: usize) -> Self {
+        self.max_held = max;
+        self
+    }
+
+    /// The most plain polls in flight at once (default 32, at least 1).
+    pub fn max_in_flight(mut self, max: usize) -> Self {
+        self.max_in_flight = max;
+        self
+    }
+
+    /// When a job counts as stalled (default: [`StallDetection::default`]).
+    pub fn stall(mut self, detection: StallDetection) -> Self {
+        self.stall = detection;
+        self
+    }
+
+    /// A job is stalled after `bound` without any change of status or progress.
+    pub fn stall_after(self, bound: Duration) -> Self {
+        self.stall(StallDetection::After(bound))
+    }
+
+    /// Whether a stalled job stops being waited for, ending with
+    /// [`Error::Stalled`](crate::Error::Stalled) (default: it is reported and waited for).
+    pub fn stop_on_stall(mut self, stop: bool) -> Self {
+        self.stop_on_stall = stop;
+        self
+    }
+
+    /// Saved state older than this is refused when restoring (default 24 h): the server may
+    /// have forgotten its jobs.
+    pub fn max_saved_age(mut self, age: Duration) -> Self {
+        self.max_saved_age = age;
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        if self.long_poll
+            && !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&self.long_poll_hold)
+        {
+            return Err(Error::config(
+                "long_poll_hold",
+                "must be between 1 s (Prefer: wait takes whole seconds) and 1 h; or turn long_poll off",
+            ));
+        }
+        if self.max_in_flight == 0 {
+            return Err(Error::config("max_in_flight", "must be at least 1"));
+        }
+        self.stall.validate()
+    }
+}
+
+impl fmt::Debug for JobSetOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobSetOptions")
+            .field("deadline", &self.deadline)
+            .field("policy", &self.policy)
+            .field("sse", &self.sse)
+            .field("long_poll", &self.long_poll)
+            .field("long_poll_hold", &self.long_poll_hold)
+            .field("max_held", &self.max_held)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("stall", &self.stall)
+            .field("stop_on_stall", &self.stop_on_stall)
+            .field("max_saved_age", &self.max_saved_age)
+            .finish()
+    }
+}
