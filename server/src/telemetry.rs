@@ -70,7 +70,9 @@ pub fn init_for_binary(
     opentelemetry::global::set_tracer_provider(provider.clone());
     let otel = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer(service))
-        .with_filter(EnvFilter::new("info"));
+        .with_filter(EnvFilter::new(
+            "info,translation_sim=debug,translation_status=debug",
+        ));
     tracing_subscriber::registry()
         .with(fmt)
         .with(otel)

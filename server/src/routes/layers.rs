@@ -61,7 +61,9 @@ pub(crate) async fn observe(State(state): State<AppState>, req: Request, next: N
     let started = Instant::now();
     let route = route_label(&req);
     let method = method_label(req.method());
-    let span = tracing::info_span!(
+    // Debug level: the stderr log (info by default) leaves it disabled, so a server that
+    // exports no traces pays nothing for it; the OTLP layer enables it.
+    let span = tracing::debug_span!(
         "http.request",
         otel.name = format_args!("{method} {route}").to_string(),
         otel.kind = "server",
