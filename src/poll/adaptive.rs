@@ -9,9 +9,15 @@
 //!    contradicted by what is observed — the job is still pending past the window — is
 //!    dropped, and the next source decides.
 //! 2. **Learned durations.** Once the client has seen enough jobs end
-//!    ([`DurationModel`]), the policy jumps to the 5 % quantile of their durations, then polls
-//!    at the 25/50/75/95 % quantiles (never closer than the minimum interval). Past the 95 %
-//!    quantile this job is an outlier and the cold-start schedule takes over.
+//!    ([`DurationModel`]), each next look goes where the expected detection delay accrued
+//!    since the last one reaches what a request is worth (see `balanced`): looks are dense
+//!    where jobs end, and the first one jumps past the stretch where none do. A request is
+//!    worth the delay the cold start implicitly trades it for — polling every 2 s is the best
+//!    fixed schedule for the 30 s jobs it is calibrated for when a request is worth 48 ms —
+//!    scaled by the learned median over 30 s. Once fewer than five of the learned jobs (or
+//!    5 % of them, if fewer than a hundred are known) ran longer than this one has, the model
+//!    knows too little about the rest — an outlier, or a batch whose short jobs finished
+//!    first — and the cold-start schedule takes over.
 //! 3. **Cold start.** Nothing is known: poll every 2 s — no early burst, and never worse than
 //!    a fixed 2 s poller on the 30 s jobs it is measured against — and, once the job is older
 //!    than 30 s, every 1/15 of its age (capped at 30 s), so a ten-minute job costs about sixty
@@ -21,7 +27,7 @@
 
 use std::time::Duration;
 
-use super::{Basis, DurationModel, PollDecision, PollPolicy, PollState, seconds};
+use super::{Basis, DurationModel, PollDecision, PollPolicy, PollState, balanced, seconds};
 
 /// Hints first, then learned durations, then a cold-start schedule.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,9 +42,13 @@ pub struct Adaptive {
     cold_max: Duration,
 }
 
-/// The quantiles of learned durations that the learned schedule polls at.
-const GRID: [f64; 5] = [0.05, 0.25, 0.5, 0.75, 0.95];
 const WINDOW_STEPS: f64 = 4.0;
+/// The spread (σ of the log-durations) assumed around the cold start's typical duration.
+const TYPICAL_SPREAD: f64 = 0.8;
+/// Learned jobs that must have run longer than this one for the model to place its end:
+/// five, or 5 % of them when fewer than a hundred are known.
+const TAIL_SAMPLES: f64 = 5.0;
+const TAIL_FRACTION: f64 = 0.05;
 
 impl Default for Adaptive {
     fn default() -> Self {
@@ -111,46 +121,50 @@ impl Adaptive {
         let earliest = end / (1.0 + self.hint_tolerance);
         let latest = end / (1.0 - self.hint_tolerance);
         let step = (latest - earliest) / WINDOW_STEPS;
-        self.window(state.age.as_secs_f64(), earliest, latest, step, &[])
+        self.window(state.age.as_secs_f64(), earliest, latest, step)
+    }
+
+    /// The detection delay (in seconds) one request is worth, for jobs of median `median`.
+    ///
+    /// The cold start polls every `base` on jobs of median `growth_after`; with the assumed
+    /// spread their mean is `E = growth_after · e^(σ²/2)`, and a fixed interval `I` costs
+    /// `E / I` requests for `I / 2` of delay, so `base` is the best fixed interval exactly
+    /// when a request is worth `base² / 2E`. That exchange rate, scaled with the job length,
+    /// is kept once durations are learned.
+    fn worth(&self, median: f64) -> f64 {
+        let typical = self.cold_growth_after.as_secs_f64();
+        let mean = typical * (TYPICAL_SPREAD * TYPICAL_SPREAD / 2.0).exp();
+        let base = self.cold_base.as_secs_f64();
+        base * base / (2.0 * mean) * median / typical
     }
 
     fn learned(&self, state: &PollState, model: &DurationModel) -> Option<Duration> {
-        if model.samples() < self.min_samples {
+        let age = state.age.as_secs_f64();
+        let known = model.samples() as f64;
+        let tail = TAIL_SAMPLES.min(TAIL_FRACTION * known);
+        if model.samples() < self.min_samples || model.samples_after(age) < tail {
             return None;
         }
-        let grid: Vec<f64> = GRID
-            .iter()
-            .filter_map(|&q| model.quantile(q))
-            .map(|d| d.as_secs_f64())
-            .collect();
-        let (&earliest, &latest) = (grid.first()?, grid.last()?);
-        self.window(state.age.as_secs_f64(), earliest, latest, 0.0, &grid)
+        let median = model.quantile(0.5)?.as_secs_f64();
+        let next = balanced::next_look(model, age, self.worth(median))?;
+        Some(seconds(next - age).max(self.min_interval))
     }
 
     /// One step of "jump to the earliest plausible end, then tighten": `None` once past the
     /// window (plus half a minimum interval of grace, so that a poll aimed at the window's
     /// edge, whose answer arrives a little after it, still gets one more look).
-    fn window(
-        &self,
-        age: f64,
-        earliest: f64,
-        latest: f64,
-        step: f64,
-        grid: &[f64],
-    ) -> Option<Duration> {
+    fn window(&self, age: f64, earliest: f64, latest: f64, step: f64) -> Option<Duration> {
         let min = self.min_interval.as_secs_f64();
         if !(earliest.is_finite() && latest.is_finite()) || age > latest + min / 2.0 {
             return None;
         }
         let after = if age < earliest {
             earliest - age
-        } else if grid.is_empty() {
+        } else {
             // Equal steps from the window's start, keeping the grid aligned.
             let step = step.max(min);
             let done = ((age - earliest) / step).floor() + 1.0;
             (earliest + done * step).min(latest.max(age)) - age
-        } else {
-            grid.iter().find(|&&g| g > age).map_or(min, |&g| g - age)
         };
         Some(seconds(after.max(min)))
     }
@@ -350,35 +364,53 @@ mod tests {
     }
 
     #[test]
-    fn learned_spread_durations_poll_at_quantiles_then_fall_back() {
+    fn learned_spread_durations_are_polled_where_they_end_then_fall_back() {
         let p = Adaptive::new();
+        // A request is worth 2² / (2 · 30 · e^0.32) · median / 30 s of delay.
+        let worth = 4.0 / (60.0 * 0.32f64.exp()) * 15.0 / 30.0;
         // Uniform in [10, 20] s, known exactly.
         let samples: Vec<Sample> = (0..100)
             .map(|i| Sample::exact(s(10.0 + f64::from(i) / 10.0)))
             .collect();
         let model = Arc::new(DurationModel::fit(&samples));
+        // Nothing ends before 10 s: the first look jumps to where (x − 10)² / 20 = worth.
         let state = PollState::new().with_polls(1).with_learned(model.clone());
         let (after, basis) = decide(&p, &state);
         assert_eq!(basis, Basis::Learned);
-        assert!((after - 10.5).abs() < 0.15, "{after}");
-        let state = state.with_elapsed(s(12.6));
+        assert!(
+            (after - (10.0 + (20.0 * worth).sqrt())).abs() < 0.1,
+            "{after}"
+        );
+        // At 15 s the rest is uniform on [15, 20]: (x − 15)² / 10 = worth.
+        let state = state.with_elapsed(s(15.0));
         let (after, _) = decide(&p, &state);
-        assert!((after - 2.4).abs() < 0.15, "{after}");
-        // An outlier past the 95 % quantile falls back to the cold start.
-        let state = state.with_elapsed(s(25.0));
-        assert_eq!(decide(&p, &state).1, Basis::ColdStart);
-        // Jobs across the whole range: a poll at each quantile crossed, so about five polls,
-        // each found within one quantile step.
-        let (mut worst, mut total) = (0, 0);
-        for i in 0..20 {
-            let (polls, delay) =
-                simulate(&p, 10.25 + f64::from(i) / 2.0, None, Some(model.clone()));
-            worst = worst.max(polls);
-            total += polls;
-            assert!(delay < 2.6, "{delay}");
+        assert!((after - (10.0 * worth).sqrt()).abs() < 0.05, "{after}");
+        // The hazard rises towards the end, and the looks get denser.
+        let (near_end, _) = decide(&p, &state.clone().with_elapsed(s(19.0)));
+        assert!(
+            (0.1..after * 0.7).contains(&near_end),
+            "{near_end} vs {after}"
+        );
+        // Past all but a handful of the learned jobs, the cold start takes over.
+        assert_eq!(
+            decide(&p, &state.clone().with_elapsed(s(19.7))).1,
+            Basis::ColdStart
+        );
+        assert_eq!(decide(&p, &state.with_elapsed(s(25.0))).1, Basis::ColdStart);
+        // Across the range: fewer polls than any fixed interval with the same mean delay
+        // (`E[D] / I + 1.5` polls at `I / 2`), by far.
+        let (mut polls, mut delay) = (0.0, 0.0);
+        for i in 0..50 {
+            let (n, late) = simulate(&p, 10.1 + f64::from(i) / 5.5, None, Some(model.clone()));
+            assert!(late < 1.0, "{late}");
+            polls += f64::from(n) / 50.0;
+            delay += late / 50.0;
         }
-        assert!(worst <= 8, "{worst}");
-        assert!(total <= 20 * 5, "{total}");
+        let fixed = 15.0 / (2.0 * delay) + 1.5;
+        assert!(
+            polls < 0.5 * fixed,
+            "{polls} polls, {delay} s late; fixed: {fixed}"
+        );
     }
 
     #[test]

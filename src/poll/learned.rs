@@ -67,6 +67,9 @@ impl Sample {
 pub struct DurationModel {
     /// `(lo, hi, mass)`, sorted, disjoint; `hi` may be infinite.
     pieces: Vec<(f64, f64, f64)>,
+    /// The same mass, smoothed into the density the learned schedule reads (see
+    /// `balanced::density`).
+    cells: Vec<(f64, f64, f64)>,
     samples: usize,
 }
 
@@ -142,14 +145,17 @@ impl DurationModel {
         }
 
         let total: f64 = mass.iter().sum();
-        let pieces = innermost
+        let pieces: Vec<(f64, f64, f64)> = innermost
             .iter()
             .zip(&mass)
             .filter(|(_, p)| **p > 1e-6)
             .map(|(&(a, b), &p)| (a, b, p / total))
             .collect();
+        let brackets: Vec<(f64, f64)> = samples.iter().map(|s| (s.lo, s.hi)).collect();
+        let cells = super::balanced::density(&pieces, &brackets);
         DurationModel {
             pieces,
+            cells,
             samples: samples.len(),
         }
     }
@@ -183,7 +189,30 @@ impl DurationModel {
 
     /// The fraction of jobs that had ended by `age`.
     pub fn cdf(&self, age: Duration) -> f64 {
-        let t = age.as_secs_f64();
+        self.cdf_secs(age.as_secs_f64())
+    }
+
+    /// The mass regrouped into equal-mass cells `(lo, hi, mass)`: sorted, disjoint, uniform
+    /// within, the last `hi` possibly infinite.
+    pub(super) fn cells(&self) -> &[(f64, f64, f64)] {
+        &self.cells
+    }
+
+    /// How many of the fitted samples' worth of jobs were seen to end after `age` (mass on
+    /// finite pieces beyond it, times the sample count): what the model knows about the rest
+    /// of a job that is still running at `age`.
+    pub(super) fn samples_after(&self, age: f64) -> f64 {
+        let mass: f64 = self
+            .pieces
+            .iter()
+            .filter(|&&(_, hi, _)| hi.is_finite() && hi > age)
+            .map(|&(lo, hi, p)| p * ((hi - age.max(lo)) / (hi - lo)).min(1.0))
+            .sum();
+        mass * self.samples as f64
+    }
+
+    /// [`cdf`](Self::cdf), in seconds.
+    pub(super) fn cdf_secs(&self, t: f64) -> f64 {
         self.pieces
             .iter()
             .map(|&(lo, hi, p)| {
@@ -232,7 +261,7 @@ struct History {
 }
 
 impl LearnedDurations {
-    /// Keeps the latest `capacity` samples (at least 1; 128 is a good default).
+    /// Keeps the latest `capacity` samples (at least 1; the default is 1,024).
     pub fn new(capacity: usize) -> Self {
         LearnedDurations {
             inner: Arc::new(Mutex::new(History {
@@ -281,8 +310,10 @@ impl LearnedDurations {
 }
 
 impl Default for LearnedDurations {
+    /// A history of 1,024 samples: enough that a batch of a few hundred jobs started together,
+    /// whose short ones finish first, does not push out everything learned before it.
     fn default() -> Self {
-        Self::new(128)
+        Self::new(1024)
     }
 }
 
@@ -408,6 +439,48 @@ mod tests {
         assert!(q(&m, 0.5) < 2.2);
         assert_eq!(m.quantile(0.95), None, "{m:?}");
         assert!((m.cdf(s(3.0)) - 0.8).abs() < 1e-6);
+    }
+
+    #[test]
+    fn cells_keep_the_mass_and_drop_the_spikes() {
+        let total = |cells: &[(f64, f64, f64)]| cells.iter().map(|c| c.2).sum::<f64>();
+        // Misaligned 2 s brackets of durations spread over [10, 50] s: the fit is spiky (a
+        // few narrow pieces with gaps between), the cells are not.
+        let mut rng = Rng(5);
+        let samples: Vec<Sample> = (0..120)
+            .map(|_| bracket(10.0 + 40.0 * rng.uniform(), 2.0, 2.0 * rng.uniform()))
+            .collect();
+        let m = DurationModel::fit(&samples);
+        assert!((total(m.cells()) - 1.0).abs() < 1e-6);
+        assert_eq!(m.cells().len(), 15, "{:?}", m.cells());
+        let widest_gap = |cells: &[(f64, f64, f64)]| {
+            cells
+                .windows(2)
+                .map(|w| w[1].0 - w[0].1)
+                .fold(0.0, f64::max)
+        };
+        assert!(widest_gap(&m.pieces) > 0.5, "the fit has gaps");
+        assert!(widest_gap(m.cells()) < 1e-9, "the cells tile the support");
+        assert!(m.cells().iter().all(|c| c.1 - c.0 > 0.5), "{:?}", m.cells());
+        // A collapsed fit stays collapsed.
+        let samples = [Sample::between(s(1.9), s(2.0)); 20];
+        let m = DurationModel::fit(&samples);
+        assert!(
+            m.cells()
+                .iter()
+                .all(|c| c.0 >= 1.9 - 1e-9 && c.1 <= 2.0 + 1e-9)
+        );
+        // Waits that gave up keep their own piece, and the cells stop where the jobs seen to
+        // end stopped.
+        let mut samples: Vec<Sample> = (0..16)
+            .map(|i| Sample::exact(s(10.0 + f64::from(i))))
+            .collect();
+        samples.push(Sample::at_least(s(40.0)));
+        let m = DurationModel::fit(&samples);
+        let cells = m.cells();
+        assert!((total(cells) - 1.0).abs() < 1e-6);
+        assert!(cells[cells.len() - 1].1.is_infinite());
+        assert!(cells[cells.len() - 2].1 <= 25.0 + 1e-9, "{cells:?}");
     }
 
     #[test]

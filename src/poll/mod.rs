@@ -32,6 +32,7 @@
 //! | [`Adaptive`] (default) | server hints first, then a schedule learned from past jobs, then a cold-start schedule |
 
 mod adaptive;
+mod balanced;
 mod fixed;
 mod jitter;
 mod learned;
