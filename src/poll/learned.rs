@@ -69,7 +69,7 @@ pub struct DurationModel {
     pieces: Vec<(f64, f64, f64)>,
     /// The same mass, smoothed into the density the learned schedule reads (see
     /// `balanced::density`).
-    cells: Vec<(f64, f64, f64)>,
+    smoothed: Vec<(f64, f64, f64)>,
     samples: usize,
 }
 
@@ -151,13 +151,13 @@ impl DurationModel {
             .filter(|(_, p)| **p > 1e-6)
             .map(|(&(a, b), &p)| (a, b, p / total))
             .collect();
-        let brackets: Vec<(f64, f64)> = samples.iter().map(|s| (s.lo, s.hi)).collect();
-        let cells = super::balanced::density(&pieces, &brackets);
-        DurationModel {
+        let mut model = DurationModel {
             pieces,
-            cells,
+            smoothed: Vec::new(),
             samples: samples.len(),
-        }
+        };
+        model.smoothed = super::balanced::density(&model);
+        model
     }
 
     /// How many samples the model was fitted to.
@@ -192,10 +192,15 @@ impl DurationModel {
         self.cdf_secs(age.as_secs_f64())
     }
 
-    /// The mass regrouped into equal-mass cells `(lo, hi, mass)`: sorted, disjoint, uniform
-    /// within, the last `hi` possibly infinite.
-    pub(super) fn cells(&self) -> &[(f64, f64, f64)] {
-        &self.cells
+    /// The fitted pieces `(lo, hi, mass)`: sorted, disjoint, uniform within, the last `hi`
+    /// possibly infinite.
+    pub(super) fn pieces(&self) -> &[(f64, f64, f64)] {
+        &self.pieces
+    }
+
+    /// The same mass smoothed for the schedule, in the same form.
+    pub(super) fn smoothed(&self) -> &[(f64, f64, f64)] {
+        &self.smoothed
     }
 
     /// How many of the fitted samples' worth of jobs were seen to end after `age` (mass on
@@ -442,45 +447,47 @@ mod tests {
     }
 
     #[test]
-    fn cells_keep_the_mass_and_drop_the_spikes() {
-        let total = |cells: &[(f64, f64, f64)]| cells.iter().map(|c| c.2).sum::<f64>();
+    fn the_schedule_reads_a_smoothed_fit() {
+        let total = |p: &[(f64, f64, f64)]| p.iter().map(|c| c.2).sum::<f64>();
+        let widest_gap =
+            |p: &[(f64, f64, f64)]| p.windows(2).map(|w| w[1].0 - w[0].1).fold(0.0, f64::max);
         // Misaligned 2 s brackets of durations spread over [10, 50] s: the fit is spiky (a
-        // few narrow pieces with gaps between), the cells are not.
+        // few narrow pieces with gaps between), the smoothed density is not.
         let mut rng = Rng(5);
         let samples: Vec<Sample> = (0..120)
             .map(|_| bracket(10.0 + 40.0 * rng.uniform(), 2.0, 2.0 * rng.uniform()))
             .collect();
         let m = DurationModel::fit(&samples);
-        assert!((total(m.cells()) - 1.0).abs() < 1e-6);
-        assert_eq!(m.cells().len(), 15, "{:?}", m.cells());
-        let widest_gap = |cells: &[(f64, f64, f64)]| {
-            cells
-                .windows(2)
-                .map(|w| w[1].0 - w[0].1)
-                .fold(0.0, f64::max)
-        };
-        assert!(widest_gap(&m.pieces) > 0.5, "the fit has gaps");
-        assert!(widest_gap(m.cells()) < 1e-9, "the cells tile the support");
-        assert!(m.cells().iter().all(|c| c.1 - c.0 > 0.5), "{:?}", m.cells());
+        assert!((total(m.smoothed()) - 1.0).abs() < 1e-6);
+        assert!(widest_gap(m.pieces()) > 0.5, "the fit has gaps");
+        assert!(
+            widest_gap(m.smoothed()) < 1e-9,
+            "the smoothed density has none"
+        );
+        // Less than a hundredth of the mass within 2 s of either end moved more than 5 s.
+        let (lo, hi) = (m.smoothed()[0].0, m.smoothed().last().unwrap().1);
+        assert!(
+            (5.0..10.0).contains(&lo) && (50.0..65.0).contains(&hi),
+            "{lo}..{hi}"
+        );
         // A collapsed fit stays collapsed.
         let samples = [Sample::between(s(1.9), s(2.0)); 20];
         let m = DurationModel::fit(&samples);
         assert!(
-            m.cells()
+            m.smoothed()
                 .iter()
                 .all(|c| c.0 >= 1.9 - 1e-9 && c.1 <= 2.0 + 1e-9)
         );
-        // Waits that gave up keep their own piece, and the cells stop where the jobs seen to
-        // end stopped.
+        // Waits that gave up keep their own piece.
         let mut samples: Vec<Sample> = (0..16)
             .map(|i| Sample::exact(s(10.0 + f64::from(i))))
             .collect();
         samples.push(Sample::at_least(s(40.0)));
         let m = DurationModel::fit(&samples);
-        let cells = m.cells();
-        assert!((total(cells) - 1.0).abs() < 1e-6);
-        assert!(cells[cells.len() - 1].1.is_infinite());
-        assert!(cells[cells.len() - 2].1 <= 25.0 + 1e-9, "{cells:?}");
+        let smoothed = m.smoothed();
+        assert!((total(smoothed) - 1.0).abs() < 1e-6);
+        assert!(smoothed[smoothed.len() - 1].1.is_infinite());
+        assert!(smoothed[smoothed.len() - 2].1 < 40.0, "{smoothed:?}");
     }
 
     #[test]
