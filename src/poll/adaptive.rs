@@ -27,7 +27,7 @@
 
 use std::time::Duration;
 
-use super::{Basis, DurationModel, PollDecision, PollPolicy, PollState, balanced, seconds};
+use super::{Basis, DurationModel, PollDecision, PollPolicy, PollState, balanced, hints, seconds};
 
 /// Hints first, then learned durations, then a cold-start schedule.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,7 +42,6 @@ pub struct Adaptive {
     cold_max: Duration,
 }
 
-const WINDOW_STEPS: f64 = 4.0;
 /// The spread (σ of the log-durations) assumed around the cold start's typical duration.
 const TYPICAL_SPREAD: f64 = 0.8;
 /// Learned jobs that must have run longer than this one for the model to place its end:
@@ -116,12 +115,8 @@ impl Adaptive {
     }
 
     fn hinted(&self, state: &PollState) -> Option<Duration> {
-        let estimate = state.eta.or(state.retry_after)?;
-        let end = estimate.predicted_end().as_secs_f64();
-        let earliest = end / (1.0 + self.hint_tolerance);
-        let latest = end / (1.0 - self.hint_tolerance);
-        let step = (latest - earliest) / WINDOW_STEPS;
-        self.window(state.age.as_secs_f64(), earliest, latest, step)
+        let window = hints::window(state, self.hint_tolerance)?;
+        hints::step(state.age.as_secs_f64(), window, self.min_interval)
     }
 
     /// The detection delay (in seconds) one request is worth, for jobs of median `median`.
@@ -148,25 +143,6 @@ impl Adaptive {
         let median = model.quantile(0.5)?.as_secs_f64();
         let next = balanced::next_look(model, age, self.worth(median))?;
         Some(seconds(next - age).max(self.min_interval))
-    }
-
-    /// One step of "jump to the earliest plausible end, then tighten": `None` once past the
-    /// window (plus half a minimum interval of grace, so that a poll aimed at the window's
-    /// edge, whose answer arrives a little after it, still gets one more look).
-    fn window(&self, age: f64, earliest: f64, latest: f64, step: f64) -> Option<Duration> {
-        let min = self.min_interval.as_secs_f64();
-        if !(earliest.is_finite() && latest.is_finite()) || age > latest + min / 2.0 {
-            return None;
-        }
-        let after = if age < earliest {
-            earliest - age
-        } else {
-            // Equal steps from the window's start, keeping the grid aligned.
-            let step = step.max(min);
-            let done = ((age - earliest) / step).floor() + 1.0;
-            (earliest + done * step).min(latest.max(age)) - age
-        };
-        Some(seconds(after.max(min)))
     }
 
     fn cold(&self, state: &PollState) -> Duration {
@@ -211,7 +187,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::poll::{Estimate, Sample};
+    use crate::poll::{Estimate, ProgressReading, Sample};
 
     fn s(x: f64) -> Duration {
         Duration::from_secs_f64(x)
@@ -254,6 +230,109 @@ mod tests {
             polls += 1;
             assert!(polls < 500, "runaway");
         }
+    }
+
+    /// Progress as the simulator reports it: elapsed ÷ duration, floored to 0.001.
+    fn floored(age: f64, end: f64) -> f64 {
+        (age / end * 1000.0).floor() / 1000.0
+    }
+
+    /// Like `simulate`, with the job's age known and progress read on every pending answer;
+    /// the first look is at age `first` (a job is never read at exactly its creation). The
+    /// estimate is the first answer's only. Returns the ages polled at and the delay.
+    fn simulate_progress(
+        p: &Adaptive,
+        end: f64,
+        estimated_end: Option<f64>,
+        first: f64,
+        progress: impl Fn(f64) -> f64,
+    ) -> (Vec<f64>, f64) {
+        let mut age = first;
+        let mut ages = vec![age];
+        let mut reading: Option<ProgressReading> = None;
+        let eta = estimated_end.map(|e| Estimate::new(s(first), s(e - first)));
+        while age < end {
+            let now = ProgressReading::new(progress(age), s(age));
+            reading = Some(reading.map_or(now, |r| r.then(now)));
+            let mut state = PollState::new()
+                .with_polls(ages.len() as u32)
+                .with_elapsed(s(age))
+                .with_progress_reading(now);
+            state.progress_reading = reading;
+            state.eta = eta;
+            let (after, _) = decide(p, &state);
+            assert!(after >= 0.1 - 1e-9, "{after} at {age}");
+            age += after;
+            ages.push(age);
+            assert!(ages.len() < 500, "runaway");
+        }
+        (ages, age - end)
+    }
+
+    #[test]
+    fn steady_progress_finds_the_end_in_three_looks() {
+        let p = Adaptive::new();
+        let (mut looks, mut runs, mut worst) = (0, 0, 0.0f64);
+        for end in [3.0, 10.0, 34.0, 60.0] {
+            for i in 0..=40 {
+                let bias = 0.8 + 0.01 * f64::from(i);
+                let (ages, delay) =
+                    simulate_progress(&p, end, Some(end * bias), 0.002, |a| floored(a, end));
+                // At once, at the estimate's earliest plausible end, at the end the reading
+                // there implies; one more when that reading ends in a zero (0.72 could be
+                // [0.72, 0.73)) and the first one did not show thousandths.
+                assert!(ages.len() <= 4, "{end} s, bias {bias}: {ages:?}");
+                // The reading's resolution (0.001 of the job) and the doubt about the job's age
+                // (2 ms), divided by the progress read (at least 0.64).
+                assert!(
+                    delay <= (end * 0.001 + 0.002) / 0.63,
+                    "{end}, {bias}: {delay}"
+                );
+                looks += ages.len();
+                runs += 1;
+                worst = worst.max(delay);
+            }
+        }
+        assert!(looks as f64 / f64::from(runs) <= 3.2, "{looks} / {runs}");
+        // Without an estimate, the first reading (0.001 at 3 ms of a 3 s job, ±2 ms: the end is
+        // within [0.5, 5] s) is refined by one more look, early in the job, so the end it
+        // implies is looser (the age's doubt is divided by a small progress).
+        let (ages, delay) = simulate_progress(&p, 3.0, None, 0.003, |a| floored(a, 3.0));
+        assert!(ages.len() <= 4, "{ages:?}");
+        assert!(delay < 0.03, "{delay}");
+        eprintln!("worst delay {worst}");
+    }
+
+    #[test]
+    fn a_job_stuck_at_99_percent_costs_one_extra_look() {
+        let p = Adaptive::new();
+        // Planned for 10 s (and estimated so), stuck at 0.99 from 9.9 s, done at 30 s.
+        let stuck = |a: f64| floored(a, 10.0).min(0.99);
+        let (ages, _) = simulate_progress(&p, 30.0, Some(10.0), 0.002, stuck);
+        let (blind, _) = simulate_progress(&p, 30.0, Some(10.0), 0.002, |_| 0.0);
+        // Within the estimate's window [8, 13.3] s: its own four steps, plus the one look at
+        // the end the progress implied.
+        let inside = |ages: &[f64]| ages.iter().filter(|&&a| (8.0..13.5).contains(&a)).count();
+        assert!(inside(&ages) <= inside(&blind) + 1, "{ages:?} vs {blind:?}");
+        assert!(ages.iter().any(|a| (a - 10.0).abs() < 0.005), "{ages:?}");
+        // Progress running ahead (done "at 100 %" long before the end) is dropped as fast.
+        let ahead = |a: f64| floored(a, 5.0).min(1.0);
+        let (ages, _) = simulate_progress(&p, 30.0, Some(10.0), 0.002, ahead);
+        assert!(inside(&ages) <= inside(&blind) + 1, "{ages:?} vs {blind:?}");
+    }
+
+    #[test]
+    fn progress_says_nothing_at_age_zero_or_without_the_age() {
+        let p = Adaptive::new();
+        let zero = PollState::new()
+            .with_polls(1)
+            .with_elapsed(s(0.002))
+            .with_progress_reading(ProgressReading::new(0.0, s(0.002)));
+        assert_eq!(decide(&p, &zero).1, Basis::ColdStart);
+        // A value without an age anchor (no `created_at`) is not extrapolated.
+        let mut unknown = PollState::new().with_polls(2).with_elapsed(s(2.0));
+        unknown.progress = Some(0.4);
+        assert_eq!(decide(&p, &unknown).1, Basis::ColdStart);
     }
 
     #[test]

@@ -34,6 +34,7 @@
 mod adaptive;
 mod balanced;
 mod fixed;
+mod hints;
 mod jitter;
 mod learned;
 mod limits;
@@ -48,7 +49,7 @@ pub use fixed::{Exponential, Fixed};
 pub use jitter::{FLEET_JITTER, WithJitter};
 pub use learned::{DurationModel, LearnedDurations, Sample};
 pub use limits::{WithDeadline, WithMaxPolls};
-pub use state::{Estimate, PollState};
+pub use state::{Estimate, PollState, ProgressReading};
 
 /// Decides when to look at a job again. Pure and synchronous: same state in, same decision out.
 pub trait PollPolicy: Send + Sync + fmt::Debug {

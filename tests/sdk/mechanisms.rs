@@ -122,7 +122,7 @@ async fn without_long_poll_hints_drive_at_most_seven_requests_for_five_second_jo
 }
 
 #[tokio::test]
-async fn with_nothing_but_plain_polls_the_cold_start_schedule_runs() {
+async fn without_estimates_progress_alone_places_the_end() {
     let server = sim(|s| {
         s.sse.enabled = false;
         s.longpoll.enabled = false;
@@ -132,6 +132,26 @@ async fn with_nothing_but_plain_polls_the_cold_start_schedule_runs() {
     .await;
     let client = client(&server);
     let done = client.wait(job(&server, 2500).as_str()).await.unwrap();
+    eprintln!("progress: {:?}", done.report);
+    assert_eq!(done.report.mechanism, Mechanism::Polling(Basis::Hints));
+    // A look at once, one where its reading puts the end, one at the end the next implies.
+    assert!(status_requests(&done.report) <= 3, "{:?}", done.report);
+    let delay = done.report.detection_delay.unwrap();
+    assert!(delay < Duration::from_millis(250), "{delay:?}");
+}
+
+#[tokio::test]
+async fn with_nothing_but_plain_polls_the_cold_start_schedule_runs() {
+    let server = sim(|s| {
+        s.sse.enabled = false;
+        s.longpoll.enabled = false;
+        s.hints.eta = false;
+        s.hints.retry_after = false;
+    })
+    .await;
+    let client = client(&server);
+    let plain = format!("{}/status?job={}", server.base_url(), job(&server, 2500));
+    let done = client.wait(JobRef::status_url(plain)).await.unwrap();
     eprintln!("cold start: {:?}", done.report);
     assert_eq!(done.report.mechanism, Mechanism::Polling(Basis::ColdStart));
     // Polls at 0, 2 and 4 s.
