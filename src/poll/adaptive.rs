@@ -12,22 +12,28 @@
 //!    ([`DurationModel`]), each next look goes where the expected detection delay accrued
 //!    since the last one reaches what a request is worth (see `balanced`): looks are dense
 //!    where jobs end, and the first one jumps past the stretch where none do. A request is
-//!    worth the delay the cold start implicitly trades it for — polling every 2 s is the best
-//!    fixed schedule for the 30 s jobs it is calibrated for when a request is worth 48 ms —
-//!    scaled by the learned median over 30 s. Once fewer than five of the learned jobs (or
-//!    5 % of them, if fewer than a hundred are known) ran longer than this one has, the model
-//!    knows too little about the rest — an outlier, or a batch whose short jobs finished
-//!    first — and the cold-start schedule takes over.
-//! 3. **Cold start.** Nothing is known: poll every 2 s — no early burst, and never worse than
-//!    a fixed 2 s poller on the 30 s jobs it is measured against — and, once the job is older
-//!    than 30 s, every 1/15 of its age (capped at 30 s), so a ten-minute job costs about sixty
-//!    polls rather than three hundred.
+//!    worth what the cold start trades it for (see `worth`): 48 ms of delay by default, more
+//!    for jobs older than a minute. Once fewer than five of the learned jobs (or 5 % of them,
+//!    if fewer than a hundred are known) ran longer than this one has, the model knows too
+//!    little about the rest — an outlier, or a batch whose short jobs finished first — and
+//!    the cold-start schedule takes over.
+//! 3. **Cold start.** Nothing is known, so the same schedule runs on a prior (see `prior`):
+//!    durations log-normal around a typical 30 s, σ = 0.8. The first look after the initial
+//!    one comes at 6.7 s (no early burst), then about every 1.6–2 s through the ages where
+//!    such jobs end — never worse than a fixed 2 s poller on 30 s jobs, and about 17
+//!    requests for 0.93 s of mean delay on log-normal 30 s jobs where that poller needs 18.5
+//!    for 1 s. Past twice the typical duration a second of delay is worth less, so a
+//!    ten-minute job costs about ninety polls rather than three hundred; intervals never
+//!    exceed 30 s.
 //!
 //! Every delay is at least the minimum interval (100 ms by default).
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Basis, DurationModel, PollDecision, PollPolicy, PollState, balanced, hints, seconds};
+use super::{
+    Basis, DurationModel, PollDecision, PollPolicy, PollState, balanced, hints, prior, seconds,
+};
 
 /// Hints first, then learned durations, then a cold-start schedule.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,8 +44,10 @@ pub struct Adaptive {
     use_hints: bool,
     use_learned: bool,
     cold_base: Duration,
-    cold_growth_after: Duration,
+    cold_typical: Duration,
     cold_max: Duration,
+    /// What the cold start assumes: log-normal around `cold_typical`.
+    prior: Arc<DurationModel>,
 }
 
 /// The spread (σ of the log-durations) assumed around the cold start's typical duration.
@@ -58,15 +66,16 @@ impl Default for Adaptive {
             use_hints: true,
             use_learned: true,
             cold_base: Duration::from_secs(2),
-            cold_growth_after: Duration::from_secs(30),
+            cold_typical: Duration::from_secs(30),
             cold_max: Duration::from_secs(30),
+            prior: Arc::new(prior::lognormal(30.0, TYPICAL_SPREAD)),
         }
     }
 }
 
 impl Adaptive {
     /// The default: ±25 % hint tolerance, 100 ms minimum interval, learned schedule after 10
-    /// samples, cold start every 2 s growing after 30 s.
+    /// samples, cold start for typical jobs of 30 s traded like a 2 s poller, capped at 30 s.
     pub fn new() -> Self {
         Self::default()
     }
@@ -105,12 +114,17 @@ impl Adaptive {
         self
     }
 
-    /// The cold-start schedule: every `base` until the job is `growth_after` old, then every
-    /// `age × base / growth_after`, never more than `max`.
-    pub fn cold_start(mut self, base: Duration, growth_after: Duration, max: Duration) -> Self {
+    /// The cold-start schedule: it assumes durations log-normal around `typical` (σ = 0.8),
+    /// values a request as a poller every `base` implicitly does on such jobs (this also sets
+    /// the exchange rate of the learned schedule), and never waits longer than `max`.
+    pub fn cold_start(mut self, base: Duration, typical: Duration, max: Duration) -> Self {
         self.cold_base = base.max(self.min_interval);
-        self.cold_growth_after = growth_after.max(Duration::from_millis(1));
+        self.cold_typical = typical.max(Duration::from_millis(1));
         self.cold_max = max.max(self.cold_base);
+        self.prior = Arc::new(prior::lognormal(
+            self.cold_typical.as_secs_f64(),
+            TYPICAL_SPREAD,
+        ));
         self
     }
 
@@ -119,18 +133,22 @@ impl Adaptive {
         hints::step(state.age.as_secs_f64(), window, self.min_interval)
     }
 
-    /// The detection delay (in seconds) one request is worth, for jobs of median `median`.
+    /// The detection delay (in seconds) one request is worth, for a job of `age` seconds.
     ///
-    /// The cold start polls every `base` on jobs of median `growth_after`; with the assumed
-    /// spread their mean is `E = growth_after · e^(σ²/2)`, and a fixed interval `I` costs
-    /// `E / I` requests for `I / 2` of delay, so `base` is the best fixed interval exactly
-    /// when a request is worth `base² / 2E`. That exchange rate, scaled with the job length,
-    /// is kept once durations are learned.
-    fn worth(&self, median: f64) -> f64 {
-        let typical = self.cold_growth_after.as_secs_f64();
+    /// The cold start assumes jobs of median `typical`; with the assumed spread their mean is
+    /// `E = typical · e^(σ²/2)`, and a fixed interval `I` costs `E / I` requests for `I / 2`
+    /// of delay, so `base` is the best fixed interval for them exactly when a request is
+    /// worth `base² / 2E` (48 ms by default). Past twice the typical duration a second of
+    /// delay matters less: the worth grows with the square of the age. The learned schedule
+    /// uses the same valuation: knowing more changes where the looks go, not what they are
+    /// worth (a worth scaled by the learned median would drift while a batch started together
+    /// teaches its short jobs first).
+    fn worth(&self, age: f64) -> f64 {
+        let typical = self.cold_typical.as_secs_f64();
         let mean = typical * (TYPICAL_SPREAD * TYPICAL_SPREAD / 2.0).exp();
         let base = self.cold_base.as_secs_f64();
-        base * base / (2.0 * mean) * median / typical
+        let old = (age / (2.0 * typical)).max(1.0);
+        base * base / (2.0 * mean) * old * old
     }
 
     fn learned(&self, state: &PollState, model: &DurationModel) -> Option<Duration> {
@@ -140,18 +158,20 @@ impl Adaptive {
         if model.samples() < self.min_samples || model.samples_after(age) < tail {
             return None;
         }
-        let median = model.quantile(0.5)?.as_secs_f64();
-        let next = balanced::next_look(model, age, self.worth(median))?;
+        let next = balanced::next_look(model, age, self.worth(age))?;
         Some(seconds(next - age).max(self.min_interval))
     }
 
+    /// The learned schedule on the prior; past the prior's reach, every
+    /// `age × base / typical`.
     fn cold(&self, state: &PollState) -> Duration {
         let age = state.age.as_secs_f64();
-        let ratio = self.cold_base.as_secs_f64() / self.cold_growth_after.as_secs_f64();
-        let secs = (age * ratio)
-            .max(self.cold_base.as_secs_f64())
-            .min(self.cold_max.as_secs_f64());
-        seconds(secs).max(self.min_interval)
+        let typical = self.cold_typical.as_secs_f64();
+        let after = balanced::next_look(&self.prior, age, self.worth(age))
+            .map_or(age * self.cold_base.as_secs_f64() / typical, |next| {
+                next - age
+            });
+        seconds(after).clamp(self.min_interval, self.cold_max)
     }
 }
 
@@ -187,7 +207,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::poll::{Estimate, ProgressReading, Sample};
+    use crate::poll::{Estimate, ProgressReading, Sample, prior};
 
     fn s(x: f64) -> Duration {
         Duration::from_secs_f64(x)
@@ -338,33 +358,52 @@ mod tests {
     #[test]
     fn cold_start_is_never_worse_than_fixed_two_seconds_on_30s_jobs() {
         let p = Adaptive::new();
-        let table = [
-            (0.0, 2.0),
-            (1.0, 2.0),
-            (29.0, 2.0),
-            (30.0, 2.0),
-            (60.0, 4.0),
-            (300.0, 20.0),
-            (3600.0, 30.0),
-        ];
-        for (age, want) in table {
-            let state = PollState::new().with_polls(1).with_elapsed(s(age));
+        let next = |age: f64| {
+            let state = PollState::new().with_polls(2).with_elapsed(s(age));
             let (after, basis) = decide(&p, &state);
             assert_eq!(basis, Basis::ColdStart);
-            assert!((after - want).abs() < 1e-9, "age {age}: {after}");
+            after
+        };
+        // No early burst: the first look after the initial one is well past the base
+        // interval, and none comes sooner than 1.5 s after the last while the job is young.
+        let first = next(0.0);
+        assert!((6.0..7.5).contains(&first), "{first}");
+        let mut age = first;
+        while age < 60.0 {
+            let after = next(age);
+            assert!((1.5..=3.0).contains(&after), "age {age}: {after}");
+            age += after;
         }
+        // Older jobs are looked at less often, never less than every 30 s.
+        for (age, at_least) in [(120.0, 3.0), (300.0, 10.0), (600.0, 20.0), (3600.0, 30.0)] {
+            let after = next(age);
+            assert!((at_least..=30.0).contains(&after), "age {age}: {after}");
+        }
+        // Jobs of about 30 s: never more polls than a fixed 2 s poller, never later than its
+        // interval.
         for end in [29.5, 30.0, 30.5, 31.9] {
             let (polls, delay) = simulate(&p, end, None, None);
             let fixed_polls = (end / 2.0).ceil() as u32 + 1;
             assert!(polls <= fixed_polls, "{end}: {polls} > {fixed_polls}");
             assert!(delay <= 2.0, "{end}: {delay}");
         }
-        // No early burst: the first delay is the base interval.
-        let (after, _) = decide(&p, &PollState::new().with_polls(1));
-        assert!(after >= 2.0);
+        // Log-normal jobs around 30 s (σ 0.5): fewer polls for less delay than a fixed 2 s
+        // poller's 18.5 for 1 s.
+        let jobs = prior::lognormal(30.0, 0.5);
+        let (mut polls, mut delay) = (0.0, 0.0);
+        for i in 0..1000 {
+            let end = jobs.quantile((f64::from(i) + 0.5) / 1000.0).unwrap();
+            let (n, late) = simulate(&p, end.as_secs_f64(), None, None);
+            polls += f64::from(n) / 1000.0;
+            delay += late / 1000.0;
+        }
+        assert!(
+            polls < 17.5 && delay < 0.95,
+            "{polls} polls, {delay} s late"
+        );
         // A ten-minute job costs far fewer polls than fixed 2 s (301).
         let (polls, delay) = simulate(&p, 600.0, None, None);
-        assert!(polls < 70, "{polls}");
+        assert!(polls < 100, "{polls}");
         assert!(delay < 40.0, "{delay}");
     }
 
@@ -420,7 +459,9 @@ mod tests {
         let state = PollState::new().with_polls(1).with_learned(enough);
         let (after, basis) = decide(&p, &state);
         assert_eq!(basis, Basis::Learned);
-        assert!((after - 2.0).abs() < 0.01, "{after}");
+        // Just past the learned end, by what a request is worth: 2² / (2 · 30 · e^0.32) s.
+        let worth = 4.0 / (60.0 * 0.32f64.exp());
+        assert!((after - 2.0 - worth).abs() < 0.01, "{after}");
     }
 
     #[test]
@@ -445,8 +486,8 @@ mod tests {
     #[test]
     fn learned_spread_durations_are_polled_where_they_end_then_fall_back() {
         let p = Adaptive::new();
-        // A request is worth 2² / (2 · 30 · e^0.32) · median / 30 s of delay.
-        let worth = 4.0 / (60.0 * 0.32f64.exp()) * 15.0 / 30.0;
+        // A request is worth 2² / (2 · 30 · e^0.32) s of delay.
+        let worth = 4.0 / (60.0 * 0.32f64.exp());
         // Uniform in [10, 20] s, known exactly.
         let samples: Vec<Sample> = (0..100)
             .map(|i| Sample::exact(s(10.0 + f64::from(i) / 10.0)))

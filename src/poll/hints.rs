@@ -13,6 +13,10 @@
 //! (progress 0), and nothing when the job's age is unknown (no `created_at`), so it is only
 //! used when [`PollState::progress_reading`] is set.
 //!
+//! Before half-way a reading is too rough to place the end (an error in the age is
+//! multiplied by `1 / p`), but without an estimate it is still the best scale there is: one
+//! look at two thirds of the earliest end it allows yields a reading that can be used.
+//!
 //! The two are intersected. Where they disagree the progress is not steady (or the estimate
 //! is wronger than the tolerance allows); the estimate's window is kept, since it was built to
 //! tolerate exactly that. Where they agree, the window is usually narrower than the minimum
@@ -66,8 +70,22 @@ pub(super) fn window(state: &PollState, tolerance: f64) -> Option<Window> {
                 settles: p.latest <= e.latest,
             })
         }
+        (None, None) => early_look(state),
         (eta, steady) => eta.or(steady),
     }
+}
+
+/// With nothing but a reading from before half-way: one look at two thirds of the earliest
+/// end it allows. The job is still running there even if the reading's age was a third too
+/// late, and the reading taken there is past half-way (or close: then once more).
+fn early_look(state: &PollState) -> Option<Window> {
+    let reading = state.progress_reading.filter(|r| r.is_early())?;
+    let at = reading.earliest_end()?.as_secs_f64() * 2.0 / 3.0;
+    Some(Window {
+        earliest: at,
+        latest: at,
+        settles: false,
+    })
 }
 
 /// One step of "jump to the earliest plausible end, then tighten" (ages in seconds): a

@@ -192,6 +192,16 @@ impl DurationModel {
         self.cdf_secs(age.as_secs_f64())
     }
 
+    /// A model made of `pieces` (sorted, disjoint, masses summing to 1), read as is by the
+    /// schedule: a prior, not a fit.
+    pub(super) fn from_pieces(pieces: Vec<(f64, f64, f64)>) -> Self {
+        DurationModel {
+            smoothed: pieces.clone(),
+            pieces,
+            samples: 0,
+        }
+    }
+
     /// The fitted pieces `(lo, hi, mass)`: sorted, disjoint, uniform within, the last `hi`
     /// possibly infinite.
     pub(super) fn pieces(&self) -> &[(f64, f64, f64)] {

@@ -38,6 +38,7 @@ mod hints;
 mod jitter;
 mod learned;
 mod limits;
+mod prior;
 mod state;
 
 use std::fmt;

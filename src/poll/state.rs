@@ -217,10 +217,22 @@ impl ProgressReading {
         if self.value < STEADY_FROM || self.observed_at >= end {
             return None;
         }
-        let early = self.observed_at.saturating_sub(AGE_SLACK).as_secs_f64();
-        let start =
-            super::seconds(early / (self.value + self.resolution).min(1.0)).max(self.observed_at);
+        let start = self.earliest_end()?.max(self.observed_at);
         (start <= end).then_some((start, end))
+    }
+
+    /// The earliest a steadily progressing job could end, by the latest reading alone:
+    /// `observed_at / (value + resolution)`, with the age taken at its earliest. `None` at
+    /// progress 0. Before half-way this is a rough bound (see [`steady_window`]
+    /// (Self::steady_window)), but it still tells a two-second job from a minute-long one.
+    pub fn earliest_end(&self) -> Option<Duration> {
+        let early = self.observed_at.saturating_sub(AGE_SLACK).as_secs_f64();
+        (self.value > 0.0).then(|| super::seconds(early / (self.value + self.resolution).min(1.0)))
+    }
+
+    /// Whether this reading is too early in the job to be extrapolated (see above).
+    pub(super) fn is_early(&self) -> bool {
+        self.value > 0.0 && self.value < STEADY_FROM
     }
 }
 
