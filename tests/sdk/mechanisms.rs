@@ -142,6 +142,18 @@ async fn without_estimates_progress_alone_places_the_end() {
     assert!(status_requests(&done.report) <= 4, "{:?}", done.report);
     let delay = done.report.detection_delay.unwrap();
     assert!(delay < Duration::from_millis(250), "{delay:?}");
+    // Every pending read came back with its progress: none was made conditional.
+    let text = server.state().render_metrics();
+    let answers = metric(&text, "sim_status_responses_total", &[]);
+    assert!(answers >= 2.0, "{text}");
+    assert_eq!(
+        metric(
+            &text,
+            "sim_status_responses_total",
+            &[("result", "not_modified")]
+        ),
+        0.0
+    );
 }
 
 #[tokio::test]

@@ -59,9 +59,12 @@ impl<S: Source> Waiter<'_, S> {
                 // A local creation time is when the creation was *answered*: a reported one
                 // up to a second earlier is the truer origin (ages feed `a / p`, where being
                 // young by the creation's round trip would make a steady job look finished
-                // early); one later, or much earlier, is a skewed clock.
+                // early); one later, or much earlier, is a skewed clock. Taken once, so that
+                // readings already made keep their ages.
                 (Some(origin), Some(local))
-                    if reported < origin && local.duration_since(reported) < ANCHOR_SLACK =>
+                    if origin == local
+                        && reported < local
+                        && local.duration_since(reported) < ANCHOR_SLACK =>
                 {
                     self.origin = Some(reported);
                 }
