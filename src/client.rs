@@ -363,7 +363,7 @@ impl ClientBuilder {
         self
     }
 
-    /// Shares learned job durations with other clients (default: a fresh history of 128).
+    /// Shares learned job durations with other clients (default: a fresh history of 1,024).
     pub fn learned_durations(mut self, learned: LearnedDurations) -> Self {
         self.learned = Some(learned);
         self

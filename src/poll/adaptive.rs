@@ -9,19 +9,31 @@
 //!    contradicted by what is observed — the job is still pending past the window — is
 //!    dropped, and the next source decides.
 //! 2. **Learned durations.** Once the client has seen enough jobs end
-//!    ([`DurationModel`]), the policy jumps to the 5 % quantile of their durations, then polls
-//!    at the 25/50/75/95 % quantiles (never closer than the minimum interval). Past the 95 %
-//!    quantile this job is an outlier and the cold-start schedule takes over.
-//! 3. **Cold start.** Nothing is known: poll every 2 s — no early burst, and never worse than
-//!    a fixed 2 s poller on the 30 s jobs it is measured against — and, once the job is older
-//!    than 30 s, every 1/15 of its age (capped at 30 s), so a ten-minute job costs about sixty
-//!    polls rather than three hundred.
+//!    ([`DurationModel`]), each next look goes where the expected detection delay accrued
+//!    since the last one reaches what a request is worth (see `balanced`): looks are dense
+//!    where jobs end, and the first one jumps past the stretch where none do. A request is
+//!    worth what the cold start trades it for (see `worth`): 48 ms of delay by default, more
+//!    for jobs older than a minute. Once fewer than five of the learned jobs (or 5 % of them,
+//!    if fewer than a hundred are known) ran longer than this one has, the model knows too
+//!    little about the rest — an outlier, or a batch whose short jobs finished first — and
+//!    the cold-start schedule takes over.
+//! 3. **Cold start.** Nothing is known, so the same schedule runs on a prior (see `prior`):
+//!    durations log-normal around a typical 30 s, σ = 0.8. The first look after the initial
+//!    one comes at 6.7 s (no early burst), then about every 1.6–2 s through the ages where
+//!    such jobs end — never worse than a fixed 2 s poller on 30 s jobs, and about 17
+//!    requests for 0.93 s of mean delay on log-normal 30 s jobs where that poller needs 18.5
+//!    for 1 s. Past twice the typical duration a second of delay is worth less, so a
+//!    ten-minute job costs about ninety polls rather than three hundred; intervals never
+//!    exceed 30 s.
 //!
 //! Every delay is at least the minimum interval (100 ms by default).
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Basis, DurationModel, PollDecision, PollPolicy, PollState, seconds};
+use super::{
+    Basis, DurationModel, PollDecision, PollPolicy, PollState, balanced, hints, prior, seconds,
+};
 
 /// Hints first, then learned durations, then a cold-start schedule.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,13 +44,18 @@ pub struct Adaptive {
     use_hints: bool,
     use_learned: bool,
     cold_base: Duration,
-    cold_growth_after: Duration,
+    cold_typical: Duration,
     cold_max: Duration,
+    /// What the cold start assumes: log-normal around `cold_typical`.
+    prior: Arc<DurationModel>,
 }
 
-/// The quantiles of learned durations that the learned schedule polls at.
-const GRID: [f64; 5] = [0.05, 0.25, 0.5, 0.75, 0.95];
-const WINDOW_STEPS: f64 = 4.0;
+/// The spread (σ of the log-durations) assumed around the cold start's typical duration.
+const TYPICAL_SPREAD: f64 = 0.8;
+/// Learned jobs that must have run longer than this one for the model to place its end:
+/// five, or 5 % of them when fewer than a hundred are known.
+const TAIL_SAMPLES: f64 = 5.0;
+const TAIL_FRACTION: f64 = 0.05;
 
 impl Default for Adaptive {
     fn default() -> Self {
@@ -49,15 +66,16 @@ impl Default for Adaptive {
             use_hints: true,
             use_learned: true,
             cold_base: Duration::from_secs(2),
-            cold_growth_after: Duration::from_secs(30),
+            cold_typical: Duration::from_secs(30),
             cold_max: Duration::from_secs(30),
+            prior: Arc::new(prior::lognormal(30.0, TYPICAL_SPREAD)),
         }
     }
 }
 
 impl Adaptive {
     /// The default: ±25 % hint tolerance, 100 ms minimum interval, learned schedule after 10
-    /// samples, cold start every 2 s growing after 30 s.
+    /// samples, cold start for typical jobs of 30 s traded like a 2 s poller, capped at 30 s.
     pub fn new() -> Self {
         Self::default()
     }
@@ -96,72 +114,65 @@ impl Adaptive {
         self
     }
 
-    /// The cold-start schedule: every `base` until the job is `growth_after` old, then every
-    /// `age × base / growth_after`, never more than `max`.
-    pub fn cold_start(mut self, base: Duration, growth_after: Duration, max: Duration) -> Self {
+    /// The cold-start schedule: it assumes durations log-normal around `typical` (σ = 0.8),
+    /// values a request as a poller every `base` implicitly does on such jobs (this also sets
+    /// the exchange rate of the learned schedule), and never waits longer than `max`.
+    pub fn cold_start(mut self, base: Duration, typical: Duration, max: Duration) -> Self {
         self.cold_base = base.max(self.min_interval);
-        self.cold_growth_after = growth_after.max(Duration::from_millis(1));
+        self.cold_typical = typical.max(Duration::from_millis(1));
         self.cold_max = max.max(self.cold_base);
+        self.prior = Arc::new(prior::lognormal(
+            self.cold_typical.as_secs_f64(),
+            TYPICAL_SPREAD,
+        ));
         self
     }
 
     fn hinted(&self, state: &PollState) -> Option<Duration> {
-        let estimate = state.eta.or(state.retry_after)?;
-        let end = estimate.predicted_end().as_secs_f64();
-        let earliest = end / (1.0 + self.hint_tolerance);
-        let latest = end / (1.0 - self.hint_tolerance);
-        let step = (latest - earliest) / WINDOW_STEPS;
-        self.window(state.age.as_secs_f64(), earliest, latest, step, &[])
+        let window = hints::window(state, self.hint_tolerance)?;
+        hints::step(state.age.as_secs_f64(), window, self.min_interval)
+    }
+
+    /// The detection delay (in seconds) one request is worth, for a job of `age` seconds.
+    ///
+    /// The cold start assumes jobs of median `typical`; with the assumed spread their mean is
+    /// `E = typical · e^(σ²/2)`, and a fixed interval `I` costs `E / I` requests for `I / 2`
+    /// of delay, so `base` is the best fixed interval for them exactly when a request is
+    /// worth `base² / 2E` (48 ms by default). Past twice the typical duration a second of
+    /// delay matters less: the worth grows with the square of the age. The learned schedule
+    /// uses the same valuation: knowing more changes where the looks go, not what they are
+    /// worth (a worth scaled by the learned median would drift while a batch started together
+    /// teaches its short jobs first).
+    fn worth(&self, age: f64) -> f64 {
+        let typical = self.cold_typical.as_secs_f64();
+        let mean = typical * (TYPICAL_SPREAD * TYPICAL_SPREAD / 2.0).exp();
+        let base = self.cold_base.as_secs_f64();
+        let old = (age / (2.0 * typical)).max(1.0);
+        base * base / (2.0 * mean) * old * old
     }
 
     fn learned(&self, state: &PollState, model: &DurationModel) -> Option<Duration> {
-        if model.samples() < self.min_samples {
+        let age = state.age.as_secs_f64();
+        let known = model.samples() as f64;
+        let tail = TAIL_SAMPLES.min(TAIL_FRACTION * known);
+        if model.samples() < self.min_samples || model.samples_after(age) < tail {
             return None;
         }
-        let grid: Vec<f64> = GRID
-            .iter()
-            .filter_map(|&q| model.quantile(q))
-            .map(|d| d.as_secs_f64())
-            .collect();
-        let (&earliest, &latest) = (grid.first()?, grid.last()?);
-        self.window(state.age.as_secs_f64(), earliest, latest, 0.0, &grid)
+        let next = balanced::next_look(model, age, self.worth(age))?;
+        Some(seconds(next - age).max(self.min_interval))
     }
 
-    /// One step of "jump to the earliest plausible end, then tighten": `None` once past the
-    /// window (plus half a minimum interval of grace, so that a poll aimed at the window's
-    /// edge, whose answer arrives a little after it, still gets one more look).
-    fn window(
-        &self,
-        age: f64,
-        earliest: f64,
-        latest: f64,
-        step: f64,
-        grid: &[f64],
-    ) -> Option<Duration> {
-        let min = self.min_interval.as_secs_f64();
-        if !(earliest.is_finite() && latest.is_finite()) || age > latest + min / 2.0 {
-            return None;
-        }
-        let after = if age < earliest {
-            earliest - age
-        } else if grid.is_empty() {
-            // Equal steps from the window's start, keeping the grid aligned.
-            let step = step.max(min);
-            let done = ((age - earliest) / step).floor() + 1.0;
-            (earliest + done * step).min(latest.max(age)) - age
-        } else {
-            grid.iter().find(|&&g| g > age).map_or(min, |&g| g - age)
-        };
-        Some(seconds(after.max(min)))
-    }
-
+    /// The learned schedule on the prior; past the prior's reach, every
+    /// `age × base / typical`.
     fn cold(&self, state: &PollState) -> Duration {
         let age = state.age.as_secs_f64();
-        let ratio = self.cold_base.as_secs_f64() / self.cold_growth_after.as_secs_f64();
-        let secs = (age * ratio)
-            .max(self.cold_base.as_secs_f64())
-            .min(self.cold_max.as_secs_f64());
-        seconds(secs).max(self.min_interval)
+        let typical = self.cold_typical.as_secs_f64();
+        let after = balanced::next_look(&self.prior, age, self.worth(age))
+            .map_or(age * self.cold_base.as_secs_f64() / typical, |next| {
+                next - age
+            });
+        // (Not `clamp`: a minimum interval set after the cold start may exceed its maximum.)
+        seconds(after).min(self.cold_max).max(self.min_interval)
     }
 }
 
@@ -197,7 +208,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::poll::{Estimate, Sample};
+    use crate::poll::{Estimate, ProgressReading, Sample, prior};
 
     fn s(x: f64) -> Duration {
         Duration::from_secs_f64(x)
@@ -242,36 +253,156 @@ mod tests {
         }
     }
 
+    /// Progress as the simulator reports it: elapsed ÷ duration, floored to 0.001.
+    fn floored(age: f64, end: f64) -> f64 {
+        (age / end * 1000.0).floor() / 1000.0
+    }
+
+    /// Like `simulate`, with the job's age known and progress read on every pending answer;
+    /// the first look is at age `first` (a job is never read at exactly its creation). The
+    /// estimate is the first answer's only. Returns the ages polled at and the delay.
+    fn simulate_progress(
+        p: &Adaptive,
+        end: f64,
+        estimated_end: Option<f64>,
+        first: f64,
+        progress: impl Fn(f64) -> f64,
+    ) -> (Vec<f64>, f64) {
+        let mut age = first;
+        let mut ages = vec![age];
+        let mut reading: Option<ProgressReading> = None;
+        let eta = estimated_end.map(|e| Estimate::new(s(first), s(e - first)));
+        while age < end {
+            let now = ProgressReading::new(progress(age), s(age));
+            reading = Some(reading.map_or(now, |r| r.then(now)));
+            let mut state = PollState::new()
+                .with_polls(ages.len() as u32)
+                .with_elapsed(s(age))
+                .with_progress_reading(now);
+            state.progress_reading = reading;
+            state.eta = eta;
+            let (after, _) = decide(p, &state);
+            assert!(after >= 0.1 - 1e-9, "{after} at {age}");
+            age += after;
+            ages.push(age);
+            assert!(ages.len() < 500, "runaway");
+        }
+        (ages, age - end)
+    }
+
+    #[test]
+    fn steady_progress_finds_the_end_in_three_looks() {
+        let p = Adaptive::new();
+        let (mut looks, mut runs) = (0, 0);
+        for end in [3.0, 10.0, 34.0, 60.0] {
+            for i in 0..=40 {
+                let bias = 0.8 + 0.01 * f64::from(i);
+                let (ages, delay) =
+                    simulate_progress(&p, end, Some(end * bias), 0.002, |a| floored(a, end));
+                // At once, at the estimate's earliest plausible end, at the end the reading
+                // there implies; one more when that reading ends in a zero (0.72 could be
+                // [0.72, 0.73)) and the first one did not show thousandths.
+                assert!(ages.len() <= 4, "{end} s, bias {bias}: {ages:?}");
+                // The reading's resolution (0.001 of the job) and the doubt about the job's age
+                // (2 ms), divided by the progress read (at least 0.64).
+                assert!(
+                    delay <= (end * 0.001 + 0.002) / 0.63,
+                    "{end}, {bias}: {delay}"
+                );
+                looks += ages.len();
+                runs += 1;
+            }
+        }
+        assert!(looks as f64 / f64::from(runs) <= 3.2, "{looks} / {runs}");
+        // Without an estimate, the first reading (0.001 at 3 ms of a 3 s job, ±2 ms: the end is
+        // within [0.5, 5] s) is refined by one more look, early in the job, so the end it
+        // implies is looser (the age's doubt is divided by a small progress).
+        let (ages, delay) = simulate_progress(&p, 3.0, None, 0.003, |a| floored(a, 3.0));
+        assert!(ages.len() <= 4, "{ages:?}");
+        assert!(delay < 0.03, "{delay}");
+    }
+
+    #[test]
+    fn a_job_stuck_at_99_percent_costs_one_extra_look() {
+        let p = Adaptive::new();
+        // Planned for 10 s (and estimated so), stuck at 0.99 from 9.9 s, done at 30 s.
+        let stuck = |a: f64| floored(a, 10.0).min(0.99);
+        let (ages, _) = simulate_progress(&p, 30.0, Some(10.0), 0.002, stuck);
+        let (blind, _) = simulate_progress(&p, 30.0, Some(10.0), 0.002, |_| 0.0);
+        // Within the estimate's window [8, 13.3] s: its own four steps, plus the one look at
+        // the end the progress implied.
+        let inside = |ages: &[f64]| ages.iter().filter(|&&a| (8.0..13.5).contains(&a)).count();
+        assert!(inside(&ages) <= inside(&blind) + 1, "{ages:?} vs {blind:?}");
+        assert!(ages.iter().any(|a| (a - 10.0).abs() < 0.005), "{ages:?}");
+        // Progress running ahead (done "at 100 %" long before the end) is dropped as fast.
+        let ahead = |a: f64| floored(a, 5.0).min(1.0);
+        let (ages, _) = simulate_progress(&p, 30.0, Some(10.0), 0.002, ahead);
+        assert!(inside(&ages) <= inside(&blind) + 1, "{ages:?} vs {blind:?}");
+    }
+
+    #[test]
+    fn progress_says_nothing_at_age_zero_or_without_the_age() {
+        let p = Adaptive::new();
+        let zero = PollState::new()
+            .with_polls(1)
+            .with_elapsed(s(0.002))
+            .with_progress_reading(ProgressReading::new(0.0, s(0.002)));
+        assert_eq!(decide(&p, &zero).1, Basis::ColdStart);
+        // A value without an age anchor (no `created_at`) is not extrapolated.
+        let mut unknown = PollState::new().with_polls(2).with_elapsed(s(2.0));
+        unknown.progress = Some(0.4);
+        assert_eq!(decide(&p, &unknown).1, Basis::ColdStart);
+    }
+
     #[test]
     fn cold_start_is_never_worse_than_fixed_two_seconds_on_30s_jobs() {
         let p = Adaptive::new();
-        let table = [
-            (0.0, 2.0),
-            (1.0, 2.0),
-            (29.0, 2.0),
-            (30.0, 2.0),
-            (60.0, 4.0),
-            (300.0, 20.0),
-            (3600.0, 30.0),
-        ];
-        for (age, want) in table {
-            let state = PollState::new().with_polls(1).with_elapsed(s(age));
+        let next = |age: f64| {
+            let state = PollState::new().with_polls(2).with_elapsed(s(age));
             let (after, basis) = decide(&p, &state);
             assert_eq!(basis, Basis::ColdStart);
-            assert!((after - want).abs() < 1e-9, "age {age}: {after}");
+            after
+        };
+        // No early burst: the first look after the initial one is well past the base
+        // interval, and none comes sooner than 1.5 s after the last while the job is young.
+        let first = next(0.0);
+        assert!((6.0..7.5).contains(&first), "{first}");
+        let mut age = first;
+        while age < 60.0 {
+            let after = next(age);
+            assert!((1.5..=3.0).contains(&after), "age {age}: {after}");
+            age += after;
         }
+        // Older jobs are looked at less often, never less than every 30 s.
+        for (age, at_least) in [(120.0, 3.0), (300.0, 10.0), (600.0, 20.0), (3600.0, 30.0)] {
+            let after = next(age);
+            assert!((at_least..=30.0).contains(&after), "age {age}: {after}");
+        }
+        // Jobs of about 30 s: never more polls than a fixed 2 s poller, never later than its
+        // interval.
         for end in [29.5, 30.0, 30.5, 31.9] {
             let (polls, delay) = simulate(&p, end, None, None);
             let fixed_polls = (end / 2.0).ceil() as u32 + 1;
             assert!(polls <= fixed_polls, "{end}: {polls} > {fixed_polls}");
             assert!(delay <= 2.0, "{end}: {delay}");
         }
-        // No early burst: the first delay is the base interval.
-        let (after, _) = decide(&p, &PollState::new().with_polls(1));
-        assert!(after >= 2.0);
+        // Log-normal jobs around 30 s (σ 0.5): fewer polls for less delay than a fixed 2 s
+        // poller's 18.5 for 1 s.
+        let jobs = prior::lognormal(30.0, 0.5);
+        let (mut polls, mut delay) = (0.0, 0.0);
+        for i in 0..1000 {
+            let end = jobs.quantile((f64::from(i) + 0.5) / 1000.0).unwrap();
+            let (n, late) = simulate(&p, end.as_secs_f64(), None, None);
+            polls += f64::from(n) / 1000.0;
+            delay += late / 1000.0;
+        }
+        assert!(
+            polls < 17.5 && delay < 0.95,
+            "{polls} polls, {delay} s late"
+        );
         // A ten-minute job costs far fewer polls than fixed 2 s (301).
         let (polls, delay) = simulate(&p, 600.0, None, None);
-        assert!(polls < 70, "{polls}");
+        assert!(polls < 100, "{polls}");
         assert!(delay < 40.0, "{delay}");
     }
 
@@ -327,7 +458,9 @@ mod tests {
         let state = PollState::new().with_polls(1).with_learned(enough);
         let (after, basis) = decide(&p, &state);
         assert_eq!(basis, Basis::Learned);
-        assert!((after - 2.0).abs() < 0.01, "{after}");
+        // Just past the learned end, by what a request is worth: 2² / (2 · 30 · e^0.32) s.
+        let worth = 4.0 / (60.0 * 0.32f64.exp());
+        assert!((after - 2.0 - worth).abs() < 0.01, "{after}");
     }
 
     #[test]
@@ -350,35 +483,56 @@ mod tests {
     }
 
     #[test]
-    fn learned_spread_durations_poll_at_quantiles_then_fall_back() {
+    fn learned_spread_durations_are_polled_where_they_end_then_fall_back() {
         let p = Adaptive::new();
+        // A request is worth 2² / (2 · 30 · e^0.32) s of delay.
+        let worth = 4.0 / (60.0 * 0.32f64.exp());
         // Uniform in [10, 20] s, known exactly.
         let samples: Vec<Sample> = (0..100)
             .map(|i| Sample::exact(s(10.0 + f64::from(i) / 10.0)))
             .collect();
         let model = Arc::new(DurationModel::fit(&samples));
+        // Nothing ends before 10 s: the first look jumps past the empty start, to where
+        // (x − 10)² / 20 = worth, give or take the smoothing (±12 % here).
         let state = PollState::new().with_polls(1).with_learned(model.clone());
         let (after, basis) = decide(&p, &state);
         assert_eq!(basis, Basis::Learned);
-        assert!((after - 10.5).abs() < 0.15, "{after}");
-        let state = state.with_elapsed(s(12.6));
+        let exact = 10.0 + (20.0 * worth).sqrt();
+        assert!(
+            (exact - 1.0..exact + 0.2).contains(&after),
+            "{after} vs {exact}"
+        );
+        // At 15 s the rest is about uniform on [15, 20]: (x − 15)² / 10 = worth.
+        let state = state.with_elapsed(s(15.0));
         let (after, _) = decide(&p, &state);
-        assert!((after - 2.4).abs() < 0.15, "{after}");
-        // An outlier past the 95 % quantile falls back to the cold start.
-        let state = state.with_elapsed(s(25.0));
-        assert_eq!(decide(&p, &state).1, Basis::ColdStart);
-        // Jobs across the whole range: a poll at each quantile crossed, so about five polls,
-        // each found within one quantile step.
-        let (mut worst, mut total) = (0, 0);
-        for i in 0..20 {
-            let (polls, delay) =
-                simulate(&p, 10.25 + f64::from(i) / 2.0, None, Some(model.clone()));
-            worst = worst.max(polls);
-            total += polls;
-            assert!(delay < 2.6, "{delay}");
+        let exact = (10.0 * worth).sqrt();
+        assert!((after - exact).abs() < 0.2 * exact, "{after} vs {exact}");
+        // The hazard rises towards the end, and the looks get denser.
+        let (near_end, _) = decide(&p, &state.clone().with_elapsed(s(19.0)));
+        assert!(
+            (0.1..after * 0.7).contains(&near_end),
+            "{near_end} vs {after}"
+        );
+        // Past all but a handful of the learned jobs, the cold start takes over.
+        assert_eq!(
+            decide(&p, &state.clone().with_elapsed(s(19.7))).1,
+            Basis::ColdStart
+        );
+        assert_eq!(decide(&p, &state.with_elapsed(s(25.0))).1, Basis::ColdStart);
+        // Across the range: fewer polls than any fixed interval with the same mean delay
+        // (`E[D] / I + 1.5` polls at `I / 2`), by far.
+        let (mut polls, mut delay) = (0.0, 0.0);
+        for i in 0..50 {
+            let (n, late) = simulate(&p, 10.1 + f64::from(i) / 5.5, None, Some(model.clone()));
+            assert!(late < 1.0, "{late}");
+            polls += f64::from(n) / 50.0;
+            delay += late / 50.0;
         }
-        assert!(worst <= 8, "{worst}");
-        assert!(total <= 20 * 5, "{total}");
+        let fixed = 15.0 / (2.0 * delay) + 1.5;
+        assert!(
+            polls < 0.5 * fixed,
+            "{polls} polls, {delay} s late; fixed: {fixed}"
+        );
     }
 
     #[test]
@@ -401,5 +555,12 @@ mod tests {
             .with_eta(Estimate::new(s(3.8), s(0.2)));
         let (after, _) = decide(&p, &state);
         assert!(after >= 0.25, "{after}");
+        // Even above the cold start's maximum, set after it.
+        let p = Adaptive::new().min_interval(Duration::from_secs(60));
+        for age in [0.0, 30.0, 3600.0] {
+            let (after, basis) = decide(&p, &PollState::new().with_polls(1).with_elapsed(s(age)));
+            assert_eq!(basis, Basis::ColdStart);
+            assert!((after - 60.0).abs() < 1e-9, "{age}: {after}");
+        }
     }
 }

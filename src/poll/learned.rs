@@ -67,6 +67,9 @@ impl Sample {
 pub struct DurationModel {
     /// `(lo, hi, mass)`, sorted, disjoint; `hi` may be infinite.
     pieces: Vec<(f64, f64, f64)>,
+    /// The same mass, smoothed into the density the learned schedule reads (see
+    /// `balanced::density`).
+    smoothed: Vec<(f64, f64, f64)>,
     samples: usize,
 }
 
@@ -142,16 +145,19 @@ impl DurationModel {
         }
 
         let total: f64 = mass.iter().sum();
-        let pieces = innermost
+        let pieces: Vec<(f64, f64, f64)> = innermost
             .iter()
             .zip(&mass)
             .filter(|(_, p)| **p > 1e-6)
             .map(|(&(a, b), &p)| (a, b, p / total))
             .collect();
-        DurationModel {
+        let mut model = DurationModel {
             pieces,
+            smoothed: Vec::new(),
             samples: samples.len(),
-        }
+        };
+        model.smoothed = super::balanced::density(&model);
+        model
     }
 
     /// How many samples the model was fitted to.
@@ -183,7 +189,45 @@ impl DurationModel {
 
     /// The fraction of jobs that had ended by `age`.
     pub fn cdf(&self, age: Duration) -> f64 {
-        let t = age.as_secs_f64();
+        self.cdf_secs(age.as_secs_f64())
+    }
+
+    /// A model made of `pieces` (sorted, disjoint, masses summing to 1), read as is by the
+    /// schedule: a prior, not a fit.
+    pub(super) fn from_pieces(pieces: Vec<(f64, f64, f64)>) -> Self {
+        DurationModel {
+            smoothed: pieces.clone(),
+            pieces,
+            samples: 0,
+        }
+    }
+
+    /// The fitted pieces `(lo, hi, mass)`: sorted, disjoint, uniform within, the last `hi`
+    /// possibly infinite.
+    pub(super) fn pieces(&self) -> &[(f64, f64, f64)] {
+        &self.pieces
+    }
+
+    /// The same mass smoothed for the schedule, in the same form.
+    pub(super) fn smoothed(&self) -> &[(f64, f64, f64)] {
+        &self.smoothed
+    }
+
+    /// How many of the fitted samples' worth of jobs were seen to end after `age` (mass on
+    /// finite pieces beyond it, times the sample count): what the model knows about the rest
+    /// of a job that is still running at `age`.
+    pub(super) fn samples_after(&self, age: f64) -> f64 {
+        let mass: f64 = self
+            .pieces
+            .iter()
+            .filter(|&&(_, hi, _)| hi.is_finite() && hi > age)
+            .map(|&(lo, hi, p)| p * ((hi - age.max(lo)) / (hi - lo)).min(1.0))
+            .sum();
+        mass * self.samples as f64
+    }
+
+    /// [`cdf`](Self::cdf), in seconds.
+    pub(super) fn cdf_secs(&self, t: f64) -> f64 {
         self.pieces
             .iter()
             .map(|&(lo, hi, p)| {
@@ -232,7 +276,7 @@ struct History {
 }
 
 impl LearnedDurations {
-    /// Keeps the latest `capacity` samples (at least 1; 128 is a good default).
+    /// Keeps the latest `capacity` samples (at least 1; the default is 1,024).
     pub fn new(capacity: usize) -> Self {
         LearnedDurations {
             inner: Arc::new(Mutex::new(History {
@@ -281,8 +325,10 @@ impl LearnedDurations {
 }
 
 impl Default for LearnedDurations {
+    /// A history of 1,024 samples: enough that a batch of a few hundred jobs started together,
+    /// whose short ones finish first, does not push out everything learned before it.
     fn default() -> Self {
-        Self::new(128)
+        Self::new(1024)
     }
 }
 
@@ -408,6 +454,50 @@ mod tests {
         assert!(q(&m, 0.5) < 2.2);
         assert_eq!(m.quantile(0.95), None, "{m:?}");
         assert!((m.cdf(s(3.0)) - 0.8).abs() < 1e-6);
+    }
+
+    #[test]
+    fn the_schedule_reads_a_smoothed_fit() {
+        let total = |p: &[(f64, f64, f64)]| p.iter().map(|c| c.2).sum::<f64>();
+        let widest_gap =
+            |p: &[(f64, f64, f64)]| p.windows(2).map(|w| w[1].0 - w[0].1).fold(0.0, f64::max);
+        // Misaligned 2 s brackets of durations spread over [10, 50] s: the fit is spiky (a
+        // few narrow pieces with gaps between), the smoothed density is not.
+        let mut rng = Rng(5);
+        let samples: Vec<Sample> = (0..120)
+            .map(|_| bracket(10.0 + 40.0 * rng.uniform(), 2.0, 2.0 * rng.uniform()))
+            .collect();
+        let m = DurationModel::fit(&samples);
+        assert!((total(m.smoothed()) - 1.0).abs() < 1e-6);
+        assert!(widest_gap(m.pieces()) > 0.5, "the fit has gaps");
+        assert!(
+            widest_gap(m.smoothed()) < 1e-9,
+            "the smoothed density has none"
+        );
+        // Less than a hundredth of the mass within 2 s of either end moved more than 5 s.
+        let (lo, hi) = (m.smoothed()[0].0, m.smoothed().last().unwrap().1);
+        assert!(
+            (5.0..10.0).contains(&lo) && (50.0..65.0).contains(&hi),
+            "{lo}..{hi}"
+        );
+        // A collapsed fit stays collapsed.
+        let samples = [Sample::between(s(1.9), s(2.0)); 20];
+        let m = DurationModel::fit(&samples);
+        assert!(
+            m.smoothed()
+                .iter()
+                .all(|c| c.0 >= 1.9 - 1e-9 && c.1 <= 2.0 + 1e-9)
+        );
+        // Waits that gave up keep their own piece.
+        let mut samples: Vec<Sample> = (0..16)
+            .map(|i| Sample::exact(s(10.0 + f64::from(i))))
+            .collect();
+        samples.push(Sample::at_least(s(40.0)));
+        let m = DurationModel::fit(&samples);
+        let smoothed = m.smoothed();
+        assert!((total(smoothed) - 1.0).abs() < 1e-6);
+        assert!(smoothed[smoothed.len() - 1].1.is_infinite());
+        assert!(smoothed[smoothed.len() - 2].1 < 40.0, "{smoothed:?}");
     }
 
     #[test]

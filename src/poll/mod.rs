@@ -32,10 +32,13 @@
 //! | [`Adaptive`] (default) | server hints first, then a schedule learned from past jobs, then a cold-start schedule |
 
 mod adaptive;
+mod balanced;
 mod fixed;
+mod hints;
 mod jitter;
 mod learned;
 mod limits;
+mod prior;
 mod state;
 
 use std::fmt;
@@ -47,7 +50,7 @@ pub use fixed::{Exponential, Fixed};
 pub use jitter::{FLEET_JITTER, WithJitter};
 pub use learned::{DurationModel, LearnedDurations, Sample};
 pub use limits::{WithDeadline, WithMaxPolls};
-pub use state::{Estimate, PollState};
+pub use state::{Estimate, PollState, ProgressReading};
 
 /// Decides when to look at a job again. Pure and synchronous: same state in, same decision out.
 pub trait PollPolicy: Send + Sync + fmt::Debug {

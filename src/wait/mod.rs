@@ -7,7 +7,7 @@
 //! | Server-Sent Events | the job has an events URL (id-addressed, v1 status URL, or given) | `404`/`405`/`406`/`501` or not an event stream (remembered per server), `429`/`503` (this wait only), a stream that keeps breaking |
 //! | long-poll (`Prefer: wait=N`) | always offered, unless the server is known not to hold requests | the answer lacks `Preference-Applied` (remembered per route when it never worked) |
 //! | hint-driven polling | pending answers carry `eta_ms` or `Retry-After` / `retry-after-ms` | the job outlives the hint's plausible window |
-//! | learned schedule | the client has seen enough jobs end | the job outlives the 95 % quantile |
+//! | learned schedule | the client has seen enough jobs end | fewer than five learned jobs ran as long as this one |
 //! | cold start | always | — |
 //!
 //! The last three are the default [`Adaptive`] policy; replace it with

@@ -122,6 +122,41 @@ async fn without_long_poll_hints_drive_at_most_seven_requests_for_five_second_jo
 }
 
 #[tokio::test]
+async fn without_estimates_progress_alone_places_the_end() {
+    let server = sim(|s| {
+        s.sse.enabled = false;
+        s.longpoll.enabled = false;
+        s.hints.eta = false;
+        s.hints.retry_after = false;
+    })
+    .await;
+    let client = client(&server);
+    let id = job(&server, 2500);
+    // Read a few per cent in: at its creation, a job says nothing (progress 0).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let done = client.wait(id.as_str()).await.unwrap();
+    eprintln!("progress: {:?}", done.report);
+    assert_eq!(done.report.mechanism, Mechanism::Polling(Basis::Hints));
+    // A look at once, looks at two thirds of the earliest end each reading allows until one
+    // is past half-way, one at the end that reading implies.
+    assert!(status_requests(&done.report) <= 4, "{:?}", done.report);
+    let delay = done.report.detection_delay.unwrap();
+    assert!(delay < Duration::from_millis(250), "{delay:?}");
+    // Every pending read came back with its progress: none was made conditional.
+    let text = server.state().render_metrics();
+    let answers = metric(&text, "sim_status_responses_total", &[]);
+    assert!(answers >= 2.0, "{text}");
+    assert_eq!(
+        metric(
+            &text,
+            "sim_status_responses_total",
+            &[("result", "not_modified")]
+        ),
+        0.0
+    );
+}
+
+#[tokio::test]
 async fn with_nothing_but_plain_polls_the_cold_start_schedule_runs() {
     let server = sim(|s| {
         s.sse.enabled = false;
@@ -131,11 +166,12 @@ async fn with_nothing_but_plain_polls_the_cold_start_schedule_runs() {
     })
     .await;
     let client = client(&server);
-    let done = client.wait(job(&server, 2500).as_str()).await.unwrap();
+    let plain = format!("{}/status?job={}", server.base_url(), job(&server, 2500));
+    let done = client.wait(JobRef::status_url(plain)).await.unwrap();
     eprintln!("cold start: {:?}", done.report);
     assert_eq!(done.report.mechanism, Mechanism::Polling(Basis::ColdStart));
-    // Polls at 0, 2 and 4 s.
-    assert_eq!(status_requests(&done.report), 3, "{:?}", done.report);
+    // Polls at once and at 6.7 s, where the cold start's prior puts the first look.
+    assert_eq!(status_requests(&done.report), 2, "{:?}", done.report);
 }
 
 #[tokio::test]
@@ -153,8 +189,8 @@ async fn a_plain_status_server_works_without_errors_or_probes() {
         "probed elsewhere: {hits:?}"
     );
     assert_eq!(done.report.retries, 0);
-    // One read above, then polls at 0, 2 and 4 s at most.
-    assert!(hits.len() <= 4, "{hits:?}");
+    // One read above, then polls at 0 and 6.7 s.
+    assert!(hits.len() <= 3, "{hits:?}");
     // Offering long-poll cost nothing: the first answer said it was not applied.
     assert_eq!(done.report.fallbacks.len(), 1, "{:?}", done.report);
     assert_eq!(done.report.fallbacks[0].reason, FallbackReason::NotApplied);

@@ -8,13 +8,15 @@ use super::{Down, Waiter};
 use crate::clock;
 use crate::error::{BoxError, Error, GaveUp, JobFailed, Unavailable};
 use crate::model::{JobState, JobStatus};
-use crate::poll::{Estimate, GiveUpReason, LearnedDurations, PollState, Sample};
+use crate::poll::{Estimate, GiveUpReason, LearnedDurations, PollState, ProgressReading, Sample};
 use crate::telemetry;
 use crate::wait::source::{Meta, Source};
 use crate::wait::{Completion, Fallback, FallbackReason, Mechanism, WaitReport};
 
 /// When a held request or an event reports the end, the job ended at most this long before.
 const PROMPT_WINDOW: Duration = Duration::from_millis(50);
+/// How much earlier than the local creation time a reported `created_at` may be trusted.
+const ANCHOR_SLACK: Duration = Duration::from_secs(1);
 
 impl<S: Source> Waiter<'_, S> {
     pub(super) fn count(&mut self, attempts: u32) {
@@ -42,22 +44,41 @@ impl<S: Source> Waiter<'_, S> {
     }
 
     pub(super) fn observe(&mut self, status: &JobStatus, received: Instant, meta: &Meta) {
-        if self.origin.is_none()
-            && let Some(created) = status.created_at
-        {
+        if let Some(created) = status.created_at {
             // Server clock against ours: a skewed clock reads as a brand-new job.
-            let age = clock::since(created).unwrap_or_default();
-            if age < Duration::from_secs(7 * 24 * 3600) {
-                self.origin = Some(received.checked_sub(age).unwrap_or(received));
-                self.origin_known = true;
+            // (Read the two clocks together: a busy runtime may resume this task well after
+            // the answer was received.)
+            let (now, age) = (Instant::now(), clock::since(created).unwrap_or_default());
+            let reported = now.checked_sub(age).unwrap_or(received);
+            match (self.origin, self.plan.created) {
+                _ if age >= Duration::from_secs(7 * 24 * 3600) => {}
+                (None, _) => {
+                    self.origin = Some(reported);
+                    self.origin_known = true;
+                }
+                // A local creation time is when the creation was *answered*: a reported one
+                // up to a second earlier is the truer origin (ages feed `a / p`, where being
+                // young by the creation's round trip would make a steady job look finished
+                // early); one later, or much earlier, is a skewed clock. Taken once, so that
+                // readings already made keep their ages.
+                (Some(origin), Some(local))
+                    if origin == local
+                        && reported < local
+                        && local.duration_since(reported) < ANCHOR_SLACK =>
+                {
+                    self.origin = Some(reported);
+                }
+                _ => {}
             }
         }
-        if let Some(tag) = &meta.etag {
-            self.etag = Some(tag.clone());
+        if let Some(p) = status.progress.filter(|_| !status.is_terminal()) {
+            let reading = ProgressReading::new(p, self.age_at(received));
+            self.progress = Some(match self.progress {
+                Some(before) => before.then(reading),
+                None => reading,
+            });
         }
-        if let Some(p) = status.progress {
-            self.progress = Some(p);
-        }
+        self.keep_tag(meta);
         if let Some(eta) = status.eta().filter(|e| !e.is_zero()) {
             self.eta = Some(Estimate::new(self.age_at(received), eta));
         }
@@ -71,11 +92,20 @@ impl<S: Source> Waiter<'_, S> {
     }
 
     pub(super) fn absorb_hints(&mut self, meta: &Meta, received: Instant) {
-        if let Some(tag) = &meta.etag {
-            self.etag = Some(tag.clone());
-        }
+        self.keep_tag(meta);
         if let Some(hint) = meta.retry_after {
             self.retry_after = Some(Estimate::new(self.age_at(received), hint));
+        }
+    }
+
+    /// Remembers the entity tag for conditional reads, unless the job reports progress and its
+    /// age is known: a `304` has no body, and the progress in the body is what places the end
+    /// of the job (see `poll::ProgressReading`). Reading it costs bytes, not requests.
+    fn keep_tag(&mut self, meta: &Meta) {
+        if self.origin_known && self.progress.is_some() {
+            self.etag = None;
+        } else if let Some(tag) = &meta.etag {
+            self.etag = Some(tag.clone());
         }
     }
 
@@ -88,7 +118,9 @@ impl<S: Source> Waiter<'_, S> {
             .with_random((self.plan.random)());
         state.eta = self.eta;
         state.retry_after = self.retry_after;
-        state.progress = self.progress;
+        state.progress = self.progress.map(|reading| reading.value);
+        // Age ÷ progress predicts the end only from the job's true age.
+        state.progress_reading = self.progress.filter(|_| self.origin_known);
         state.learned = self.plan.learned.as_ref().map(LearnedDurations::model);
         state
     }
@@ -240,6 +272,15 @@ impl<S: Source> Waiter<'_, S> {
             lo.max(hi.saturating_sub(PROMPT_WINDOW))
         } else {
             lo
+        };
+        // Steady progress read while pending bounds the end from below far more tightly than
+        // the last pending poll does (see `poll::ProgressReading`).
+        let lo = match self.progress.filter(|_| self.origin_known) {
+            Some(reading) => match reading.steady_window() {
+                Some((start, _)) if start < hi => lo.max(start),
+                _ => lo,
+            },
+            None => lo,
         };
         learned.record(Sample::between(lo, hi));
     }

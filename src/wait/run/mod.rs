@@ -117,7 +117,7 @@ struct Waiter<'a, S> {
     etag: Option<String>,
     eta: Option<Estimate>,
     retry_after: Option<Estimate>,
-    progress: Option<f64>,
+    progress: Option<crate::poll::ProgressReading>,
     /// When the last request that saw the job pending was sent.
     last_pending: Option<Instant>,
     fallbacks: Vec<Fallback>,
