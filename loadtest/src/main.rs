@@ -186,8 +186,9 @@ impl RunArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let _telemetry = translation_sim::telemetry::init_for_binary("loadtest", "warn")
-        .map_err(|e| anyhow::anyhow!("telemetry: {e}"))?;
+    let _telemetry =
+        translation_sim::telemetry::init_for_binary("loadtest", "warn,reqwest_retry=error")
+            .map_err(|e| anyhow::anyhow!("telemetry: {e}"))?;
     if let Some(addr) = cli.metrics_addr {
         let handle = loadtest::exporter::install_recorder()?;
         let bound = loadtest::exporter::serve_metrics(addr, handle).await?;

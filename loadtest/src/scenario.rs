@@ -401,7 +401,11 @@ async fn wait_one(
             Ok(created) => break created,
             Err(e) if attempt < 30 => {
                 tracing::debug!("creating a job failed ({e}); trying again");
-                tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt.min(10)))).await;
+                // An open breaker (or a Retry-After) says when; otherwise back off a little.
+                let pause = e
+                    .retry_after()
+                    .unwrap_or(Duration::from_millis(50 * u64::from(attempt.min(10))));
+                tokio::time::sleep(pause.min(Duration::from_secs(30))).await;
             }
             Err(e) => return Err(e).context("creating a job"),
         }
