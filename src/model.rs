@@ -51,6 +51,13 @@ impl JobStatus {
         self.state.is_terminal()
     }
 
+    /// How long the job took, when the service reported both `created_at` and
+    /// `completed_at`.
+    pub fn duration(&self) -> Option<Duration> {
+        let (created, completed) = (self.created_at?, self.completed_at?);
+        completed.duration_since(created).ok()
+    }
+
     /// The service's estimate of the time left, when pending and reported.
     pub fn eta(&self) -> Option<Duration> {
         match &self.state {

@@ -17,14 +17,12 @@ use crate::clock;
 use crate::error::{Error, GaveUp, JobFailed, Stalled};
 use crate::job::Endpoints;
 use crate::model::{JobState, JobStatus};
+use crate::poll::learned::Observed;
 use crate::poll::{
     Basis, DurationModel, Estimate, GiveUpReason, LearnedDurations, PollState, Sample,
 };
 use crate::telemetry;
 use crate::wait::{Completion, Fallback, FallbackReason, Mechanism, WaitReport};
-
-/// When a held request or an event reports the end, the job ended at most this long before.
-const PROMPT_WINDOW: Duration = Duration::from_millis(50);
 
 /// Where a job is in the scheduler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -320,27 +318,18 @@ impl Tracked {
         learned: &LearnedDurations,
         history: &mut History,
     ) {
-        if let (Some(created), Some(completed)) = (status.created_at, status.completed_at)
-            && let Ok(duration) = completed.duration_since(created)
-        {
-            learned.record(Sample::exact(duration));
-            history.push(duration, Some(duration));
-            return;
+        let observed = Observed {
+            exact: status.duration(),
+            last_pending: self.last_pending.map(|at| self.age_at(at)),
+            origin_known: self.origin_known,
+            terminal: self.age_at(received),
+            prompt,
+            progress_floor: None,
+        };
+        if let Some((lo, hi)) = observed.bracket() {
+            learned.record(Sample::between(lo, hi));
+            history.push(lo, Some(hi));
         }
-        let hi = self.age_at(received);
-        let lo = match self.last_pending {
-            Some(pending) => self.age_at(pending),
-            None if self.origin_known => Duration::ZERO,
-            // Done at the first look, and the job's start is unknown: nothing learned.
-            None => return,
-        };
-        let lo = if prompt {
-            lo.max(hi.saturating_sub(PROMPT_WINDOW))
-        } else {
-            lo
-        };
-        learned.record(Sample::between(lo, hi));
-        history.push(lo, Some(hi));
     }
 
     /// Restores what a saved state remembers of the wait.

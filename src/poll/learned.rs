@@ -32,6 +32,52 @@ pub struct Sample {
 
 const EXACT_WIDTH: f64 = 0.001;
 
+/// When a push channel (a held request, an event) reports the end, the job ended at most this
+/// long before the answer arrived.
+pub(crate) const PROMPT_WINDOW: Duration = Duration::from_millis(50);
+
+/// What one finished wait observed about its job, in the job's age.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Observed {
+    /// `completed_at − created_at`, when the server reported both.
+    pub(crate) exact: Option<Duration>,
+    /// Age of the last answer that was still pending.
+    pub(crate) last_pending: Option<Duration>,
+    /// Whether the job's start is known (so "done at the first look" still bounds it).
+    pub(crate) origin_known: bool,
+    /// Age of the answer that reported the end.
+    pub(crate) terminal: Duration,
+    /// Whether that answer was pushed (held request, event): the end is then within
+    /// [`PROMPT_WINDOW`] of it.
+    pub(crate) prompt: bool,
+    /// A lower bound on the end from steady progress read while pending, if any.
+    pub(crate) progress_floor: Option<Duration>,
+}
+
+impl Observed {
+    /// The ages between which the job ended: exact when the server said, otherwise the
+    /// tightest bracket the answers allow; `None` when the job was done at the first look and
+    /// its start is unknown. `Sample::between` of it is what the wait teaches.
+    pub(crate) fn bracket(&self) -> Option<(Duration, Duration)> {
+        if let Some(exact) = self.exact {
+            return Some((exact, exact));
+        }
+        let hi = self.terminal;
+        let mut lo = match self.last_pending {
+            Some(age) => age,
+            None if self.origin_known => Duration::ZERO,
+            None => return None,
+        };
+        if self.prompt {
+            lo = lo.max(hi.saturating_sub(PROMPT_WINDOW));
+        }
+        if let Some(floor) = self.progress_floor.filter(|f| *f < hi) {
+            lo = lo.max(floor);
+        }
+        Some((lo, hi))
+    }
+}
+
 impl Sample {
     /// The job ended after age `lo` and no later than age `hi` (swapped if reversed; widened
     /// to 1 ms if equal).
@@ -344,6 +390,68 @@ impl fmt::Debug for LearnedDurations {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn what_a_finished_wait_teaches() {
+        let ms = Duration::from_millis;
+        let base = Observed {
+            exact: None,
+            last_pending: Some(ms(1000)),
+            origin_known: true,
+            terminal: ms(3000),
+            prompt: false,
+            progress_floor: None,
+        };
+        let table = [
+            (base, Some((ms(1000), ms(3000)))),
+            (
+                Observed {
+                    exact: Some(ms(2500)),
+                    ..base
+                },
+                Some((ms(2500), ms(2500))),
+            ),
+            (
+                Observed {
+                    prompt: true,
+                    ..base
+                },
+                Some((ms(2950), ms(3000))),
+            ),
+            (
+                Observed {
+                    progress_floor: Some(ms(2000)),
+                    ..base
+                },
+                Some((ms(2000), ms(3000))),
+            ),
+            (
+                Observed {
+                    progress_floor: Some(ms(4000)),
+                    ..base
+                },
+                Some((ms(1000), ms(3000))),
+            ),
+            (
+                Observed {
+                    last_pending: None,
+                    ..base
+                },
+                Some((ms(0), ms(3000))),
+            ),
+            (
+                Observed {
+                    last_pending: None,
+                    origin_known: false,
+                    ..base
+                },
+                None,
+            ),
+        ];
+        for (observed, want) in table {
+            assert_eq!(observed.bracket(), want, "{observed:?}");
+        }
+    }
 
     fn s(x: f64) -> Duration {
         Duration::from_secs_f64(x)

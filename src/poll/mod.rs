@@ -36,7 +36,7 @@ mod balanced;
 mod fixed;
 mod hints;
 mod jitter;
-mod learned;
+pub(crate) mod learned;
 mod limits;
 mod prior;
 mod state;

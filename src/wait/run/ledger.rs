@@ -8,13 +8,12 @@ use super::{Down, Waiter};
 use crate::clock;
 use crate::error::{BoxError, Error, GaveUp, JobFailed, Unavailable};
 use crate::model::{JobState, JobStatus};
+use crate::poll::learned::Observed;
 use crate::poll::{Estimate, GiveUpReason, LearnedDurations, PollState, ProgressReading, Sample};
 use crate::telemetry;
 use crate::wait::source::{Meta, Source};
 use crate::wait::{Completion, Fallback, FallbackReason, Mechanism, WaitReport};
 
-/// When a held request or an event reports the end, the job ended at most this long before.
-const PROMPT_WINDOW: Duration = Duration::from_millis(50);
 /// How much earlier than the local creation time a reported `created_at` may be trusted.
 const ANCHOR_SLACK: Duration = Duration::from_secs(1);
 
@@ -255,34 +254,24 @@ impl<S: Source> Waiter<'_, S> {
         let Some(learned) = &self.plan.learned else {
             return;
         };
-        if let (Some(created), Some(completed)) = (status.created_at, status.completed_at)
-            && let Ok(duration) = completed.duration_since(created)
-        {
-            learned.record(Sample::exact(duration));
-            return;
-        }
-        let hi = self.age_at(received);
-        let lo = match self.last_pending {
-            Some(pending) => self.age_at(pending),
-            None if self.origin_known => Duration::ZERO,
-            // Done at the first look, and the job's start is unknown: nothing learned.
-            None => return,
-        };
-        let lo = if prompt {
-            lo.max(hi.saturating_sub(PROMPT_WINDOW))
-        } else {
-            lo
-        };
         // Steady progress read while pending bounds the end from below far more tightly than
         // the last pending poll does (see `poll::ProgressReading`).
-        let lo = match self.progress.filter(|_| self.origin_known) {
-            Some(reading) => match reading.steady_window() {
-                Some((start, _)) if start < hi => lo.max(start),
-                _ => lo,
-            },
-            None => lo,
+        let progress_floor = self
+            .progress
+            .filter(|_| self.origin_known)
+            .and_then(|reading| reading.steady_window())
+            .map(|(start, _)| start);
+        let observed = Observed {
+            exact: status.duration(),
+            last_pending: self.last_pending.map(|at| self.age_at(at)),
+            origin_known: self.origin_known,
+            terminal: self.age_at(received),
+            prompt,
+            progress_floor,
         };
-        learned.record(Sample::between(lo, hi));
+        if let Some((lo, hi)) = observed.bracket() {
+            learned.record(Sample::between(lo, hi));
+        }
     }
 }
 
