@@ -223,7 +223,7 @@ impl ProgressReading {
 
     /// The earliest a steadily progressing job could end, by the latest reading alone:
     /// `observed_at / (value + resolution)`, with the age taken at its earliest. `None` at
-    /// progress 0. Before half-way this is a rough bound (see [`steady_window`]
+    /// progress 0. Before half-way this is a rough bound (see [`Self::steady_window`]
     /// (Self::steady_window)), but it still tells a two-second job from a minute-long one.
     pub fn earliest_end(&self) -> Option<Duration> {
         let early = self.observed_at.saturating_sub(AGE_SLACK).as_secs_f64();
