@@ -49,10 +49,7 @@ impl Middleware for AttemptLayer {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
-        let kind = extensions
-            .get::<RequestKind>()
-            .copied()
-            .unwrap_or(RequestKind::Status);
+        let kind = RequestKind::of(extensions);
         // A hedge is the duplicate of an attempt, not another one: it keeps the original's
         // number and is not a retry.
         let hedge = extensions.get::<HedgeLeg>().copied();

@@ -102,6 +102,15 @@ pub enum RequestKind {
 }
 
 impl RequestKind {
+    /// The kind a request was tagged with on its way down the stack (a status read if
+    /// untagged).
+    pub(crate) fn of(extensions: &http::Extensions) -> Self {
+        extensions
+            .get::<RequestKind>()
+            .copied()
+            .unwrap_or(RequestKind::Status)
+    }
+
     /// A short, stable name.
     pub fn as_str(self) -> &'static str {
         match self {

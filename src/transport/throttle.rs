@@ -39,10 +39,7 @@ impl Middleware for ThrottleLayer {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
-        let kind = extensions
-            .get::<RequestKind>()
-            .copied()
-            .unwrap_or(RequestKind::Status);
+        let kind = RequestKind::of(extensions);
         let deadline = extensions.get::<Deadline>().map(|d| d.0);
         let mut waits = 0;
         let mut req = req;

@@ -59,10 +59,7 @@ impl Middleware for HedgeLayer {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
-        let kind = extensions
-            .get::<RequestKind>()
-            .copied()
-            .unwrap_or(RequestKind::Status);
+        let kind = RequestKind::of(extensions);
         if kind != RequestKind::Status {
             return next.run(req, extensions).await;
         }
