@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use translation_sim::settings::DurationKind;
 
-use crate::common::{client, create, error_code, spawn, spawn_with};
+use crate::common::{client, create, error_code, spawn, spawn_with, status_json};
 
 #[tokio::test]
 async fn legacy_status_is_plain_and_reset_restarts_it() {
@@ -155,14 +155,7 @@ async fn created_jobs_report_fields_hints_and_terminal_state() {
     assert!((399..=401).contains(&took.as_millis()), "{took:?}");
 
     let failed = create(&server, json!({"duration_ms": 0, "outcome": "error"})).await;
-    let v: Value = c
-        .get(server.url(&format!("/v1/jobs/{failed}/status")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = status_json(&server, &failed).await;
     assert_eq!(v["result"], "error");
     assert_eq!(v["error"]["code"], "translation_failed");
 }
@@ -190,18 +183,10 @@ async fn hints_can_be_switched_off() {
 #[tokio::test]
 async fn eta_noise_biases_the_estimate_within_bounds() {
     let server = spawn_with(|s| s.hints.eta_noise = 0.2).await;
-    let c = client();
     let mut etas = Vec::new();
     for _ in 0..30 {
         let id = create(&server, json!({"duration_ms": 10_000})).await;
-        let v: Value = c
-            .get(server.url(&format!("/v1/jobs/{id}/status")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = status_json(&server, &id).await;
         etas.push(v["eta_ms"].as_u64().unwrap());
     }
     assert!(
@@ -268,14 +253,7 @@ async fn configured_distribution_and_error_rate_apply_to_jobs_created_without_th
     assert_eq!(v["result"], "error");
     // An explicit outcome wins over the error rate.
     let ok = create(&server, json!({"duration_ms": 0, "outcome": "completed"})).await;
-    let v: Value = c
-        .get(server.url(&format!("/v1/jobs/{ok}/status")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = status_json(&server, &ok).await;
     assert_eq!(v["result"], "completed");
 }
 

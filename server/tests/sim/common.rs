@@ -58,3 +58,15 @@ pub(crate) fn sample(text: &str, series: &str) -> Option<f64> {
         })
         .and_then(|v| v.trim().parse().ok())
 }
+
+/// `GET /v1/jobs/{id}/status` as JSON (any status code).
+pub(crate) async fn status_json(server: &RunningServer, id: &str) -> Value {
+    client()
+        .get(server.url(&format!("/v1/jobs/{id}/status")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}

@@ -7,7 +7,7 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::common::{client, create, error_code, spawn_with};
+use crate::common::{client, create, error_code, spawn_with, status_json};
 
 #[tokio::test]
 async fn a_hanging_job_stays_pending_with_frozen_progress() {
@@ -78,13 +78,6 @@ async fn a_hanging_job_has_no_duration_or_outcome() {
     }
     // `"hang": false` is an ordinary job.
     let id = create(&server, json!({"hang": false, "duration_ms": 0})).await;
-    let v: Value = client()
-        .get(server.url(&format!("/v1/jobs/{id}/status")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = status_json(&server, &id).await;
     assert_eq!(v["result"], "completed");
 }
