@@ -13,6 +13,7 @@ use crate::job::{CreatedJob, JobRef};
 use crate::jobset::{JobSet, JobSetOptions, RequestBudget, SavedJobSet, SharedBudget};
 use crate::model::{JobStatus, NewJob};
 use crate::poll::{LearnedDurations, PollPolicy, PollPolicyExt};
+use crate::redact::redact;
 use crate::transport::{BreakerConfig, HedgeConfig, ReadOptions, Transport, TransportConfig};
 use crate::wait::{Capabilities, Completion, HttpSource, Plan, WaitOptions, Watch, run};
 
@@ -70,12 +71,14 @@ impl Client {
             | outcome::Failed(error) => Err(error),
             outcome::NotModified { .. } => Err(Error::UnexpectedResponse(Box::new(
                 crate::error::UnexpectedResponse {
-                    url: endpoints.status.to_string(),
+                    url: redact(endpoints.status.as_str()).into_owned(),
                     status: 304,
                     code: None,
                     message: "304 Not Modified to a request without If-None-Match".into(),
                     body_excerpt: String::new(),
                     retry_after: None,
+                    auth_challenge: None,
+                    url_credentials: false,
                 },
             ))),
         }
@@ -261,7 +264,10 @@ fn compose(options: &WaitOptions) -> Box<dyn PollPolicy> {
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
-            .field("base_url", &self.inner.base_url.as_ref().map(Url::as_str))
+            .field(
+                "base_url",
+                &self.inner.base_url.as_ref().map(|u| redact(u.as_str())),
+            )
             .field("request_timeout", &self.inner.transport.request_timeout)
             .field("defaults", &self.inner.defaults)
             .field("learned", &self.inner.learned)
@@ -311,7 +317,9 @@ impl Default for ClientBuilder {
 
 impl ClientBuilder {
     /// The service's base URL (`http://host:port`); job ids resolve against it. Optional
-    /// when every job is addressed by its full status URL.
+    /// when every job is addressed by its full status URL. User-info in it
+    /// (`http://user:pass@host`) is sent as HTTP Basic authentication, and shows as `***` in
+    /// errors, logs and `Debug`.
     pub fn base_url(mut self, url: impl Into<String>) -> Self {
         self.base_url = Some(url.into());
         self
@@ -480,7 +488,7 @@ impl ClientBuilder {
 impl fmt::Debug for ClientBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientBuilder")
-            .field("base_url", &self.base_url)
+            .field("base_url", &self.base_url.as_deref().map(redact))
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("request_timeout", &self.request_timeout)
             .field("max_retries", &self.max_retries)
@@ -492,22 +500,23 @@ impl fmt::Debug for ClientBuilder {
 }
 
 fn parse_base(raw: &str) -> Result<Url, Error> {
+    let shown = redact(raw);
     let mut url = Url::parse(raw).map_err(|e| {
         Error::config(
             "base_url",
-            format!("{raw:?} is not a URL ({e}); expected e.g. http://localhost:8080"),
+            format!("{shown:?} is not a URL ({e}); expected e.g. http://localhost:8080"),
         )
     })?;
     if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
         return Err(Error::config(
             "base_url",
-            format!("{raw:?} must be an http or https URL, e.g. http://localhost:8080"),
+            format!("{shown:?} must be an http or https URL, e.g. http://localhost:8080"),
         ));
     }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(Error::config(
             "base_url",
-            format!("{raw:?} must not have a query or fragment"),
+            format!("{shown:?} must not have a query or fragment"),
         ));
     }
     // A base is a directory: `http://h/api` and `http://h/api/` both mean `/api/`.

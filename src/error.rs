@@ -10,6 +10,7 @@
 //! [`Client::status`]: crate::Client::status
 //! [`Client::wait`]: crate::Client::wait
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
@@ -409,12 +410,17 @@ pub struct UnexpectedResponse {
     pub body_excerpt: String,
     /// The server's `Retry-After`, when it sent one.
     pub retry_after: Option<Duration>,
+    /// On a `401`/`403`: the authentication scheme(s) the server's `WWW-Authenticate` asked
+    /// for (`Bearer`, `Basic`, …), when it named any.
+    pub auth_challenge: Option<String>,
+    /// Whether the request carried credentials from the URL's user-info (sent as HTTP Basic).
+    pub(crate) url_credentials: bool,
 }
 
 impl UnexpectedResponse {
-    fn next_step(&self) -> &'static str {
-        match self.status {
-            401 | 403 => "check the API key given to ClientBuilder::api_key",
+    fn next_step(&self) -> Cow<'static, str> {
+        Cow::Borrowed(match self.status {
+            401 | 403 => return self.auth_step(),
             404 | 410 => {
                 "check the job id or status URL (and the base URL); finished jobs expire after a while"
             }
@@ -424,7 +430,39 @@ impl UnexpectedResponse {
                 "the service's answer does not follow the documented format: check that the URL points at the translation service, or upgrade this library"
             }
             _ => "check the URL and the service's documentation",
+        })
+    }
+
+    /// What to check after a `401`/`403`: what the server asked for, or the credentials this
+    /// client sent — the API key only when it is the likely culprit.
+    fn auth_step(&self) -> Cow<'static, str> {
+        let schemes: Vec<&str> = self
+            .auth_challenge
+            .as_deref()
+            .map(|c| c.split(", ").collect())
+            .unwrap_or_default();
+        let api_key_scheme = |scheme: &&str| {
+            let scheme = scheme.to_ascii_lowercase().replace(['-', '_'], "");
+            scheme.contains("apikey")
+        };
+        if !schemes.is_empty() && !schemes.iter().any(api_key_scheme) {
+            let basic = schemes.iter().any(|s| s.eq_ignore_ascii_case("basic"));
+            if basic && self.url_credentials {
+                return Cow::Borrowed(
+                    "the server refused the user name and password given in the URL (sent as HTTP Basic authentication): check them",
+                );
+            }
+            return Cow::Owned(format!(
+                "the server asks for {} authentication (WWW-Authenticate), which this client does not send: check that the URL points at the translation service, and whether something in between (a proxy, a gateway) wants credentials of its own",
+                schemes.join(" or ")
+            ));
         }
+        if self.url_credentials {
+            return Cow::Borrowed(
+                "the server refused the user name and password given in the URL (sent as HTTP Basic authentication): check them, and how the service expects to be authenticated",
+            );
+        }
+        Cow::Borrowed("check the API key given to ClientBuilder::api_key")
     }
 }
 
@@ -507,6 +545,8 @@ mod tests {
             message: "missing api key".into(),
             body_excerpt: String::new(),
             retry_after: None,
+            auth_challenge: None,
+            url_credentials: false,
         }));
         let text = e.to_string();
         assert!(text.contains("HTTP 401"), "{text}");
@@ -519,6 +559,41 @@ mod tests {
             e.to_string(),
             "invalid configuration: `request_timeout`: must be greater than zero"
         );
+    }
+
+    #[test]
+    fn auth_failures_point_at_what_the_server_asked_for() {
+        let refused = |challenge: Option<&str>, url_credentials: bool| {
+            UnexpectedResponse {
+                url: "http://***@x/status".into(),
+                status: 401,
+                code: None,
+                message: "Unauthorized".into(),
+                body_excerpt: String::new(),
+                retry_after: None,
+                auth_challenge: challenge.map(str::to_owned),
+                url_credentials,
+            }
+            .to_string()
+        };
+        let table = [
+            (None, false, "ClientBuilder::api_key"),
+            (Some("ApiKey"), false, "ClientBuilder::api_key"),
+            (Some("Bearer"), false, "asks for Bearer authentication"),
+            (Some("Bearer, Basic"), true, "the URL (sent as HTTP Basic"),
+            (Some("Negotiate"), true, "asks for Negotiate authentication"),
+            (None, true, "the URL (sent as HTTP Basic"),
+        ];
+        for (challenge, url_credentials, want) in table {
+            let text = refused(challenge, url_credentials);
+            assert!(
+                text.contains(want),
+                "{challenge:?} {url_credentials}: {text}"
+            );
+            if want != "ClientBuilder::api_key" {
+                assert!(!text.contains("api_key"), "{text}");
+            }
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ use url::Url;
 
 use crate::error::Error;
 use crate::model::JobStatus;
+use crate::redact::redact;
 
 /// A job, addressed by id or by status URL.
 ///
@@ -59,6 +60,10 @@ impl JobRef {
     }
 
     /// A job by the full URL of its status document (for example `http://host/status`).
+    ///
+    /// User-info in it (`http://user:pass@host/…`) is sent as HTTP Basic authentication.
+    /// Errors, spans and logs name the job with its user-info and credential-like query
+    /// values (`token`, `api_key`, `sig`, …) masked as `***`.
     pub fn status_url(url: impl Into<String>) -> Self {
         JobRef {
             target: Target::Url(url.into()),
@@ -113,12 +118,18 @@ impl JobRef {
             }
             Target::Url(raw) => {
                 let status = Url::parse(raw).map_err(|e| {
-                    Error::config("job", format!("{raw:?} is not a valid status URL: {e}"))
+                    Error::config(
+                        "job",
+                        format!("{:?} is not a valid status URL: {e}", redact(raw)),
+                    )
                 })?;
                 if !matches!(status.scheme(), "http" | "https") {
                     return Err(Error::config(
                         "job",
-                        format!("{raw:?}: only http and https status URLs are supported"),
+                        format!(
+                            "{:?}: only http and https status URLs are supported",
+                            redact(raw)
+                        ),
                     ));
                 }
                 let v1 = v1_events_url(&status);
@@ -132,13 +143,16 @@ impl JobRef {
         };
         let events = match &self.events_url {
             Some(raw) => Some(status.join(raw).map_err(|e| {
-                Error::config("job", format!("{raw:?} is not a valid events URL: {e}"))
+                Error::config(
+                    "job",
+                    format!("{:?} is not a valid events URL: {e}", redact(raw)),
+                )
             })?),
             None => derived_events,
         };
         let origin = status.origin().ascii_serialization();
         Ok(Endpoints {
-            label: self.to_string(),
+            label: redact(&self.to_string()).into_owned(),
             capability_key: match route {
                 Route::V1 => format!("{origin}/v1/jobs"),
                 Route::Path(path) => format!("{origin}{path}"),
@@ -160,7 +174,10 @@ fn job_url(base: &Url, id: &str, leaf: &str) -> Result<Url, Error> {
         let mut segments = url.path_segments_mut().map_err(|()| {
             Error::config(
                 "base_url",
-                format!("{base} cannot be a base for job URLs: use an http(s) URL"),
+                format!(
+                    "{} cannot be a base for job URLs: use an http(s) URL",
+                    redact(base.as_str())
+                ),
             )
         })?;
         segments.pop_if_empty().extend(["v1", "jobs", id, leaf]);
@@ -267,7 +284,7 @@ impl From<CreatedJob> for JobRef {
 /// The URLs of one job, resolved.
 #[derive(Debug, Clone)]
 pub(crate) struct Endpoints {
-    /// How the caller named the job (for spans and errors).
+    /// How the caller named the job, credentials masked (for spans and errors).
     pub(crate) label: String,
     pub(crate) status: Url,
     pub(crate) events: Option<Url>,

@@ -81,6 +81,7 @@ mod job;
 pub mod jobset;
 mod model;
 pub mod poll;
+mod redact;
 pub mod telemetry;
 pub mod transport;
 pub mod wait;

@@ -71,7 +71,7 @@ impl Middleware for AttemptLayer {
         );
         let started = Instant::now();
         async move {
-            let result = next.run(req, extensions).await;
+            let result = next.run(req, extensions).await.map_err(without_secrets);
             let result = match result {
                 Ok(response) if kind.buffered() => buffer(response).await,
                 other => other,
@@ -90,6 +90,18 @@ impl Middleware for AttemptLayer {
         }
         .instrument(span)
         .await
+    }
+}
+
+/// reqwest names the URL in its errors; its query may hold a token (user-info never reaches
+/// it: reqwest moves it into an `Authorization` header first).
+fn without_secrets(error: reqwest_middleware::Error) -> reqwest_middleware::Error {
+    match error {
+        reqwest_middleware::Error::Reqwest(e) => match e.url().and_then(crate::redact::url) {
+            Some(clean) => reqwest_middleware::Error::Reqwest(e.with_url(clean)),
+            None => reqwest_middleware::Error::Reqwest(e),
+        },
+        other => other,
     }
 }
 

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use http::HeaderMap;
-use http::header::{ETAG, RETRY_AFTER};
+use http::header::{ETAG, RETRY_AFTER, WWW_AUTHENTICATE};
 
 /// `retry-after-ms` (preferred, millisecond precision) or `Retry-After` in seconds.
 ///
@@ -41,6 +41,37 @@ pub fn applied_wait(headers: &HeaderMap) -> Option<Duration> {
                 None
             }
         })
+}
+
+/// The authentication schemes a `WWW-Authenticate` challenge names (`Bearer`, `Basic`, …),
+/// joined by `", "`; at most four, each a short token, whatever the server sent.
+pub(crate) fn auth_schemes(headers: &HeaderMap) -> Option<String> {
+    const MAX_SCHEMES: usize = 4;
+    const MAX_SCHEME_LEN: usize = 32;
+    let mut schemes: Vec<&str> = Vec::new();
+    let challenges = headers
+        .get_all(WWW_AUTHENTICATE)
+        .iter()
+        .take(MAX_SCHEMES)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','));
+    for challenge in challenges {
+        // `Bearer realm="x"` starts a challenge; `error="invalid_token"` continues one.
+        let Some(first) = challenge.split_whitespace().next() else {
+            continue;
+        };
+        let token = first.len() <= MAX_SCHEME_LEN
+            && first
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if token && !schemes.iter().any(|s| s.eq_ignore_ascii_case(first)) {
+            schemes.push(first);
+            if schemes.len() == MAX_SCHEMES {
+                break;
+            }
+        }
+    }
+    (!schemes.is_empty()).then(|| schemes.join(", "))
 }
 
 /// The entity tag, verbatim (weak tags included).
@@ -102,6 +133,48 @@ mod tests {
         for (pairs, want) in table {
             let got = applied_wait(&headers(pairs)).map(|d| d.as_secs());
             assert_eq!(got, want, "{pairs:?}");
+        }
+    }
+
+    #[test]
+    fn auth_schemes_table() {
+        type Case = (
+            &'static [(&'static str, &'static str)],
+            Option<&'static str>,
+        );
+        let table: [Case; 7] = [
+            (&[], None),
+            (
+                &[("www-authenticate", r#"Bearer realm="jobs""#)],
+                Some("Bearer"),
+            ),
+            (
+                &[(
+                    "www-authenticate",
+                    r#"Bearer realm="x", error="invalid_token", Basic realm="y""#,
+                )],
+                Some("Bearer, Basic"),
+            ),
+            (
+                &[("www-authenticate", "Basic"), ("www-authenticate", "basic")],
+                Some("Basic"),
+            ),
+            (
+                &[("www-authenticate", "ApiKey header=X-Api-Key")],
+                Some("ApiKey"),
+            ),
+            (&[("www-authenticate", r#"realm="x""#)], None),
+            (
+                &[("www-authenticate", "a, b, c, d, e, f")],
+                Some("a, b, c, d"),
+            ),
+        ];
+        for (pairs, want) in table {
+            let mut map = HeaderMap::new();
+            for (k, v) in pairs {
+                map.append(*k, http::HeaderValue::from_static(v));
+            }
+            assert_eq!(auth_schemes(&map).as_deref(), want, "{pairs:?}");
         }
     }
 }

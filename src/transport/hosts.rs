@@ -3,8 +3,9 @@
 //! The circuit breaker and the hedge tracker both keep what they learn per upstream host: a
 //! host that is down says nothing about another, and latencies differ by host. The lookup
 //! borrows the origin straight out of the URL, so a request costs one short lock and no
-//! allocation once its host is known.
+//! allocation once its host is known (a URL with user-info costs one: the key leaves it out).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -32,24 +33,24 @@ impl<T> PerHost<T> {
 
     /// The value of the URL's origin.
     pub(crate) fn get(&self, url: &Url) -> Arc<T> {
-        let origin = &url[..Position::AfterPort];
+        let origin = origin(url);
         let mut hosts = self.hosts.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(found) = hosts.get(origin) {
+        if let Some(found) = hosts.get(origin.as_ref()) {
             return Arc::clone(found);
         }
         if hosts.len() >= MAX_HOSTS {
             hosts.clear();
         }
         let value = Arc::new((self.make)(label(url)));
-        hosts.insert(origin.to_owned(), Arc::clone(&value));
+        hosts.insert(origin.into_owned(), Arc::clone(&value));
         value
     }
 
     /// The value of the URL's origin, if it was ever made.
     pub(crate) fn peek(&self, url: &Url) -> Option<Arc<T>> {
-        let origin = &url[..Position::AfterPort];
+        let origin = origin(url);
         let hosts = self.hosts.lock().unwrap_or_else(PoisonError::into_inner);
-        hosts.get(origin).map(Arc::clone)
+        hosts.get(origin.as_ref()).map(Arc::clone)
     }
 }
 
@@ -59,6 +60,20 @@ impl<T> fmt::Debug for PerHost<T> {
         f.debug_struct("PerHost")
             .field("hosts", &hosts.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// `scheme://host:port` as written in the URL, without user-info: credentials in a URL
+/// neither split an upstream's memory nor end up in a key.
+fn origin(url: &Url) -> Cow<'_, str> {
+    if url.username().is_empty() && url.password().is_none() {
+        Cow::Borrowed(&url[..Position::AfterPort])
+    } else {
+        Cow::Owned(format!(
+            "{}{}",
+            &url[..Position::BeforeUsername],
+            &url[Position::BeforeHost..Position::AfterPort]
+        ))
     }
 }
 
@@ -86,6 +101,9 @@ mod tests {
             "scheme matters"
         );
         assert_eq!(*hosts.get(&a), "127.0.0.1:8080");
+        let f = Url::parse("http://user:pw@127.0.0.1:8080/status").unwrap();
+        assert!(Arc::ptr_eq(&hosts.get(&a), &hosts.get(&f)), "user-info");
+        assert_eq!(label(&f), "127.0.0.1:8080");
         let e = Url::parse("http://example.com/status").unwrap();
         assert_eq!(*hosts.get(&e), "example.com");
         assert!(hosts.peek(&Url::parse("http://other/").unwrap()).is_none());

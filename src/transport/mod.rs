@@ -82,6 +82,7 @@ pub use headers::{applied_wait, retry_after};
 pub use hedge::HedgeConfig;
 
 use crate::error::{Error, Unavailable, UnexpectedResponse, Unreachable, excerpt};
+use crate::redact::redact;
 use attempts::{AttemptLayer, Attempts};
 use breaker::{BreakerLayer, Breakers};
 use hedge::HedgeLayer;
@@ -434,7 +435,7 @@ impl Failure {
         }
         let timed_out = source_chain_has_timeout(&self.error);
         Error::Unreachable(Box::new(Unreachable {
-            url: self.url.to_string(),
+            url: redact(self.url.as_str()).into_owned(),
             attempts: self.attempts,
             status: None,
             timed_out,
@@ -469,7 +470,7 @@ impl Exchange {
             )
         {
             return Error::Unreachable(Box::new(Unreachable {
-                url: self.url.to_string(),
+                url: redact(self.url.as_str()).into_owned(),
                 attempts: self.attempts,
                 status: Some(status),
                 timed_out: status == 408,
@@ -478,7 +479,7 @@ impl Exchange {
         }
         let (code, server_message) = code_and_message.unwrap_or_default();
         Error::UnexpectedResponse(Box::new(UnexpectedResponse {
-            url: self.url.to_string(),
+            url: redact(self.url.as_str()).into_owned(),
             status,
             code,
             message: message.or(server_message).unwrap_or_else(|| {
@@ -489,6 +490,10 @@ impl Exchange {
             }),
             body_excerpt: excerpt(&self.body, 256),
             retry_after: headers::retry_after(&self.headers),
+            auth_challenge: matches!(status, 401 | 403)
+                .then(|| headers::auth_schemes(&self.headers))
+                .flatten(),
+            url_credentials: crate::redact::has_userinfo(&self.url),
         }))
     }
 }

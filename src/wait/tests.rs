@@ -632,5 +632,7 @@ fn unexpected(status: u16) -> Error {
         message: "scripted".into(),
         body_excerpt: String::new(),
         retry_after: None,
+        auth_challenge: None,
+        url_credentials: false,
     }))
 }

@@ -10,6 +10,7 @@
 
 mod client;
 mod deadline;
+mod hostile;
 mod jobset;
 mod mechanisms;
 mod observability;

@@ -198,6 +198,8 @@ impl Scheduler {
                 ),
                 body_excerpt: excerpt(event.data.as_bytes(), 256),
                 retry_after: None,
+                auth_challenge: None,
+                url_credentials: false,
             }));
             self.fail(key, error);
             return;

@@ -401,5 +401,7 @@ fn unknown_result(job: &str, result: &str, body: &str) -> Error {
         ),
         body_excerpt: excerpt(body.as_bytes(), 256),
         retry_after: None,
+        auth_challenge: None,
+        url_credentials: false,
     }))
 }

@@ -1,0 +1,323 @@
+//! The client against servers that do not play fair: each test starts a small stand-in
+//! server on 127.0.0.1:0 that answers exactly what the test needs, and checks that nothing it
+//! sends can leak credentials, grow memory without bound, or be mistaken for something else.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use translation_status::{Client, Error, JobRef, WaitOptions};
+
+const PENDING: &str = r#"{"result":"pending"}"#;
+
+// ----- A stand-in server -------------------------------------------------------------------
+
+/// A server on 127.0.0.1:0 that records each request's head, then lets `answer` write
+/// whatever it likes on the connection.
+struct StandIn {
+    addr: SocketAddr,
+    heads: Arc<Mutex<Vec<String>>>,
+}
+
+impl StandIn {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
+    }
+}
+
+async fn stand_in<F, Fut>(answer: F) -> StandIn
+where
+    F: Fn(String, TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&heads);
+    let answer = Arc::new(answer);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let log = Arc::clone(&log);
+            let answer = Arc::clone(&answer);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                    if head.len() > 64 * 1024 {
+                        return;
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                log.lock().unwrap().push(head.clone());
+                answer(head, socket).await;
+            });
+        }
+    });
+    StandIn { addr, heads }
+}
+
+/// The request target of a request head (`/path?query`).
+fn target(head: &str) -> &str {
+    head.split_whitespace().nth(1).unwrap_or("/")
+}
+
+/// The path of a request head, without the query.
+fn path(head: &str) -> &str {
+    target(head).split('?').next().unwrap_or("/")
+}
+
+/// Writes one complete answer and closes the connection.
+async fn respond(mut socket: TcpStream, status: u16, headers: &[(&str, &str)], body: &str) {
+    let mut out = format!(
+        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    out.push_str("\r\n");
+    out.push_str(body);
+    let _ = socket.write_all(out.as_bytes()).await;
+    let _ = socket.shutdown().await;
+}
+
+/// A port nothing listens on.
+fn dead_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    addr
+}
+
+fn polling(every_ms: u64) -> WaitOptions {
+    WaitOptions::new()
+        .sse(false)
+        .long_poll(false)
+        .policy(translation_status::poll::Fixed::new(Duration::from_millis(
+            every_ms,
+        )))
+}
+
+/// Everything an error shows: `Display`, `Debug`, and every source's `Display`.
+fn all_text(error: &Error) -> String {
+    let mut text = format!("{error}\n{error:?}\n");
+    let mut source = std::error::Error::source(error);
+    while let Some(inner) = source {
+        text.push_str(&format!("{inner}\n"));
+        source = inner.source();
+    }
+    text
+}
+
+// ----- Captured logs -----------------------------------------------------------------------
+
+/// A `tracing_subscriber::fmt` writer into memory.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// Every event and span (opened and closed, with its fields) at every level, as text.
+fn capture_logs() -> (Captured, tracing::subscriber::DefaultGuard) {
+    use tracing_subscriber::fmt::format::FmtSpan;
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(captured.clone())
+        .with_max_level(tracing::Level::TRACE)
+        .with_span_events(FmtSpan::NEW | FmtSpan::CLOSE)
+        .with_ansi(false)
+        .finish();
+    let guard = tracing::subscriber::set_default(subscriber);
+    (captured, guard)
+}
+
+// ----- Credentials -------------------------------------------------------------------------
+
+const PASSWORD: &str = "hunter2-pw";
+const TOKEN: &str = "tok-3f9a";
+
+/// A status URL with a password in its user-info and a token in its query.
+fn with_credentials(addr: SocketAddr, path: &str) -> String {
+    format!("http://user:{PASSWORD}@{addr}{path}?job=1&token={TOKEN}")
+}
+
+#[tokio::test]
+async fn credentials_in_a_status_url_never_reach_errors_or_logs() {
+    let (logs, _guard) = capture_logs();
+    let flaky = Arc::new(AtomicU32::new(0));
+    let seen = Arc::clone(&flaky);
+    let server = stand_in(move |head, socket| {
+        let flaky = Arc::clone(&seen);
+        async move {
+            match path(&head) {
+                "/missing" => {
+                    let body = r#"{"error":{"code":"not_found","message":"no such job"}}"#;
+                    respond(socket, 404, &[], body).await;
+                }
+                "/failed" => {
+                    let body =
+                        r#"{"result":"error","error":{"code":"bad_input","message":"no audio"}}"#;
+                    respond(socket, 200, &[], body).await;
+                }
+                "/pending" => respond(socket, 200, &[], PENDING).await,
+                "/flaky" if flaky.fetch_add(1, Ordering::Relaxed) == 0 => {
+                    respond(socket, 200, &[], PENDING).await;
+                }
+                _ => respond(socket, 500, &[], "{}").await,
+            }
+        }
+    })
+    .await;
+    let dead = dead_addr();
+    let client = Client::builder()
+        .retry_backoff(Duration::from_millis(10), Duration::from_millis(40))
+        .max_retries(1)
+        .without_circuit_breaker()
+        .build()
+        .unwrap();
+    let url = |path: &str| with_credentials(server.addr, path);
+
+    let mut errors = Vec::new();
+    let err = client.status(url("/broken")).await.unwrap_err();
+    assert!(matches!(err, Error::Unreachable(_)), "{err:?}");
+    errors.push(err);
+    let err = client.status(url("/missing")).await.unwrap_err();
+    assert!(matches!(err, Error::UnexpectedResponse(_)), "{err:?}");
+    errors.push(err);
+    let err = client
+        .status(with_credentials(dead, "/status"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unreachable(_)), "{err:?}");
+    errors.push(err);
+    let err = client
+        .wait_with(with_credentials(dead, "/status"), &polling(50))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unreachable(_)), "{err:?}");
+    errors.push(err);
+    let err = client
+        .wait_with(url("/failed"), &polling(50))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::JobFailed(_)), "{err:?}");
+    errors.push(err);
+    let err = client
+        .wait_with(
+            url("/pending"),
+            &polling(50).deadline(Duration::from_millis(300)),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::GaveUp(_)), "{err:?}");
+    errors.push(err);
+    let err = client
+        .wait_with(url("/flaky"), &polling(50).deadline(Duration::from_secs(1)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+    errors.push(err);
+    let err = client
+        .status(JobRef::status_url(format!(
+            "http://user:{PASSWORD}@exa mple/status?token={TOKEN}"
+        )))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    errors.push(err);
+
+    for error in &errors {
+        let text = all_text(error);
+        assert!(!text.contains(PASSWORD), "{text}");
+        assert!(!text.contains(TOKEN), "{text}");
+    }
+    let configured = Client::builder().base_url(format!("http://user:{PASSWORD}@127.0.0.1:9/"));
+    let text = format!("{configured:?}\n{:?}", configured.clone().build().unwrap());
+    assert!(!text.contains(PASSWORD), "{text}");
+    let err = Client::builder()
+        .base_url(format!("http://user:{PASSWORD}@h/?token={TOKEN}"))
+        .build()
+        .unwrap_err();
+    assert!(!all_text(&err).contains(PASSWORD), "{err}");
+
+    let logs = logs.text();
+    assert!(!logs.contains(PASSWORD), "{logs}");
+    assert!(!logs.contains(TOKEN), "{logs}");
+    // The capture worked, and the job is still named (its secrets masked).
+    assert!(logs.contains("wait"), "{logs}");
+    assert!(
+        logs.contains("user:***@") || logs.contains("//***@"),
+        "{logs}"
+    );
+}
+
+#[tokio::test]
+async fn an_auth_failure_says_what_the_server_asked_for() {
+    let server = stand_in(|head, socket| async move {
+        match path(&head) {
+            "/bearer" => {
+                let challenge = [("www-authenticate", r#"Bearer realm="jobs""#)];
+                respond(socket, 401, &challenge, "{}").await;
+            }
+            _ => respond(socket, 401, &[], "{}").await,
+        }
+    })
+    .await;
+    let keyed = Client::builder().api_key("k-1").build().unwrap();
+    let err = keyed.status(server.url("/bearer")).await.unwrap_err();
+    let text = err.to_string();
+    assert_eq!(err.http_status(), Some(401));
+    assert!(text.contains("Bearer"), "{text}");
+    assert!(!text.contains("api_key"), "{text}");
+    let head = server.heads()[0].to_ascii_lowercase();
+    assert!(head.contains("x-api-key: k-1"), "the key was sent: {head}");
+
+    let anonymous = Client::builder().build().unwrap();
+    let err = anonymous
+        .status(format!("http://user:{PASSWORD}@{}/plain", server.addr))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(!text.contains("api_key"), "{text}");
+    assert!(text.contains("user name and password"), "{text}");
+    assert!(!text.contains(PASSWORD), "{text}");
+
+    // Without a challenge or credentials in the URL, the API key is the one to check.
+    let err = anonymous.status(server.url("/plain")).await.unwrap_err();
+    assert!(err.to_string().contains("api_key"), "{err}");
+}
