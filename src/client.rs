@@ -289,6 +289,7 @@ pub struct ClientBuilder {
     defaults: WaitOptions,
     learned: Option<LearnedDurations>,
     user_agent: String,
+    follow_redirects: u32,
     hedge: Option<HedgeConfig>,
     breaker: Option<BreakerConfig>,
     budget: RequestBudget,
@@ -308,6 +309,7 @@ impl Default for ClientBuilder {
             defaults: WaitOptions::default(),
             learned: None,
             user_agent: concat!(env!("CARGO_PKG_NAME"), "/", env!("CARGO_PKG_VERSION")).to_owned(),
+            follow_redirects: 0,
             hedge: Some(HedgeConfig::default()),
             breaker: Some(BreakerConfig::default()),
             budget: RequestBudget::default(),
@@ -383,6 +385,19 @@ impl ClientBuilder {
         self
     }
 
+    /// Follows up to `max_hops` redirects (at most 10), each to the *same origin* (scheme,
+    /// host and port) as the request. Default: none.
+    ///
+    /// Without it, a `3xx` answer is an [`Error::UnexpectedResponse`] naming the `Location`.
+    /// With it, a redirect to another origin is still refused before anything is sent there
+    /// — the API key and any user-info credentials never leave the origin they were given
+    /// for — and so is the hop after the last allowed one (a redirect loop); both are
+    /// [`Error::UnexpectedResponse`] too.
+    pub fn follow_redirects(mut self, max_hops: u32) -> Self {
+        self.follow_redirects = max_hops;
+        self
+    }
+
     /// How slow status reads are hedged (on by default, with [`HedgeConfig`]'s defaults: a
     /// duplicate after the observed 95th percentile, at most 5 % of calls). Status reads are
     /// idempotent, and the hard budget bounds the extra load, so it is safe to leave on.
@@ -451,6 +466,16 @@ impl ClientBuilder {
         {
             return Err(Error::config("api_key", "is empty: leave it unset instead"));
         }
+        if self.follow_redirects > crate::transport::MAX_REDIRECT_HOPS {
+            return Err(Error::config(
+                "follow_redirects",
+                format!(
+                    "{} hops is more than a moved route needs: use at most {}",
+                    self.follow_redirects,
+                    crate::transport::MAX_REDIRECT_HOPS
+                ),
+            ));
+        }
         self.defaults.validate()?;
         if let Some(hedge) = &self.hedge {
             hedge.validate()?;
@@ -469,6 +494,7 @@ impl ClientBuilder {
             max_throttle_delay: self.max_throttle_delay,
             api_key: self.api_key,
             user_agent: self.user_agent,
+            follow_redirects: self.follow_redirects,
             hedge: self.hedge,
             breaker: self.breaker,
         })?;
@@ -492,6 +518,7 @@ impl fmt::Debug for ClientBuilder {
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("request_timeout", &self.request_timeout)
             .field("max_retries", &self.max_retries)
+            .field("follow_redirects", &self.follow_redirects)
             .field("hedge", &self.hedge)
             .field("breaker", &self.breaker)
             .field("defaults", &self.defaults)
@@ -582,6 +609,10 @@ mod tests {
             "retry_backoff"
         );
         assert_eq!(setting(Client::builder().api_key(" ").build()), "api_key");
+        assert_eq!(
+            setting(Client::builder().follow_redirects(11).build()),
+            "follow_redirects"
+        );
         assert_eq!(
             setting(
                 Client::builder()

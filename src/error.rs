@@ -426,6 +426,9 @@ impl UnexpectedResponse {
             }
             400 | 413 | 415 | 422 => "the request was rejected: check the arguments",
             429 => "the service is rate limiting this client: slow down and try again later",
+            300..=399 => {
+                "point the client at the final URL (base URL or status URL); ClientBuilder::follow_redirects allows a few redirects within the same origin, never to another"
+            }
             200..=299 => {
                 "the service's answer does not follow the documented format: check that the URL points at the translation service, or upgrade this library"
             }

@@ -57,6 +57,7 @@
 //! | behaviour | default | switch |
 //! | --- | --- | --- |
 //! | hedged status reads | on: after the observed p95 (≥ 50 ms), ≤ 5 % of calls | [`hedging`](ClientBuilder::hedging), [`without_hedging`](ClientBuilder::without_hedging) |
+//! | following redirects | off: a `3xx` is [`Error::UnexpectedResponse`]; when on, only within the request's origin | [`follow_redirects`](ClientBuilder::follow_redirects) |
 //! | circuit breaker per host | on: opens after 5 failed attempts in a row or half of ≥ 20 in 10 s; pauses waits | [`circuit_breaker`](ClientBuilder::circuit_breaker), [`without_circuit_breaker`](ClientBuilder::without_circuit_breaker) |
 //!
 //! # Observability

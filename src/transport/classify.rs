@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use http::{HeaderMap, StatusCode};
-use reqwest_retry::{Retryable, RetryableStrategy};
+use reqwest_retry::{RetryError, Retryable, RetryableStrategy};
 
 use super::headers::retry_after;
 
@@ -53,6 +53,34 @@ pub fn classify_error(error: &reqwest_middleware::Error) -> Classification {
             Classification::Fatal
         }
         reqwest_middleware::Error::Reqwest(_) => Classification::Transient,
+    }
+}
+
+/// The first error of type `T` inside a failure: through reqwest's sources, a middleware's
+/// error and its sources, and the retry layer's wrapping.
+pub(crate) fn find<T>(error: &reqwest_middleware::Error) -> Option<&T>
+where
+    T: std::error::Error + 'static,
+{
+    match error {
+        reqwest_middleware::Error::Reqwest(e) => {
+            let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
+            while let Some(e) = current {
+                if let Some(found) = e.downcast_ref::<T>() {
+                    return Some(found);
+                }
+                current = e.source();
+            }
+            None
+        }
+        reqwest_middleware::Error::Middleware(inner) => {
+            if let Some(RetryError::WithRetries { err, .. } | RetryError::Error(err)) =
+                inner.downcast_ref::<RetryError>()
+            {
+                return find(err);
+            }
+            inner.chain().find_map(|e| e.downcast_ref::<T>())
+        }
     }
 }
 

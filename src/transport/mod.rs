@@ -46,6 +46,14 @@
 //! always jittered, and happen inside one poll. A `400`, `401`, `404` or `422` is fatal at
 //! once.
 //!
+//! # What the server cannot make the client do
+//!
+//! - **Send credentials elsewhere.** No redirect is followed unless
+//!   [`ClientBuilder::follow_redirects`](crate::ClientBuilder::follow_redirects) allows a few,
+//!   and then only within the request's origin (scheme, host and port): a redirect to
+//!   another origin is refused before anything is sent there. A `3xx` that is not followed
+//!   is an [`Error::UnexpectedResponse`] naming its `Location`.
+//!
 //! Both resilience layers are on by default and configured on the
 //! [`ClientBuilder`](crate::ClientBuilder) with [`HedgeConfig`] and [`BreakerConfig`]; their
 //! documentation says what each does, and `docs/sdk.md` why (in short: an open breaker
@@ -60,6 +68,7 @@ mod hedge;
 mod hosts;
 #[cfg(feature = "otel")]
 mod propagate;
+mod redirect;
 pub(crate) mod sse;
 mod throttle;
 mod window;
@@ -80,6 +89,7 @@ pub use breaker::BreakerConfig;
 pub use classify::{Classification, Classifier, classify, classify_error};
 pub use headers::{applied_wait, retry_after};
 pub use hedge::HedgeConfig;
+pub(crate) use redirect::MAX_HOPS as MAX_REDIRECT_HOPS;
 
 use crate::error::{Error, Unavailable, UnexpectedResponse, Unreachable, excerpt};
 use crate::redact::redact;
@@ -143,6 +153,8 @@ pub(crate) struct TransportConfig {
     pub(crate) max_throttle_delay: Duration,
     pub(crate) api_key: Option<String>,
     pub(crate) user_agent: String,
+    /// Redirects followed within the request's origin (0: none).
+    pub(crate) follow_redirects: u32,
     /// `None`: no hedging.
     pub(crate) hedge: Option<HedgeConfig>,
     /// `None`: no circuit breaker.
@@ -223,6 +235,7 @@ impl Transport {
             .default_headers(default_headers)
             .timeout(config.request_timeout)
             .connect_timeout(config.connect_timeout)
+            .redirect(redirect::policy(config.follow_redirects))
             .build()
             .map_err(|e| Error::config("http client", crate::error::chain(&e)))?;
         let backoff = ExponentialBackoff::builder()
@@ -433,6 +446,18 @@ impl Failure {
                 open.retry_after,
             )));
         }
+        if let Some(refused) = classify::find::<redirect::RedirectRefused>(&self.error) {
+            return Error::UnexpectedResponse(Box::new(UnexpectedResponse {
+                url: redact(self.url.as_str()).into_owned(),
+                status: refused.status().as_u16(),
+                code: None,
+                message: refused.to_string(),
+                body_excerpt: String::new(),
+                retry_after: None,
+                auth_challenge: None,
+                url_credentials: crate::redact::has_userinfo(&self.url),
+            }));
+        }
         let timed_out = source_chain_has_timeout(&self.error);
         Error::Unreachable(Box::new(Unreachable {
             url: redact(self.url.as_str()).into_owned(),
@@ -478,16 +503,28 @@ impl Exchange {
             }));
         }
         let (code, server_message) = code_and_message.unwrap_or_default();
+        // A redirect is reported as such, whatever its body says.
+        let redirected = self.status.is_redirection().then(|| {
+            match redirect::location(&self.url, &self.headers) {
+                Some(location) => {
+                    format!("redirected to {location}; redirects are not followed")
+                }
+                None => "a redirect without a Location".to_owned(),
+            }
+        });
         Error::UnexpectedResponse(Box::new(UnexpectedResponse {
             url: redact(self.url.as_str()).into_owned(),
             status,
             code,
-            message: message.or(server_message).unwrap_or_else(|| {
-                self.status
-                    .canonical_reason()
-                    .unwrap_or("unrecognised status")
-                    .to_owned()
-            }),
+            message: message
+                .or(redirected)
+                .or(server_message)
+                .unwrap_or_else(|| {
+                    self.status
+                        .canonical_reason()
+                        .unwrap_or("unrecognised status")
+                        .to_owned()
+                }),
             body_excerpt: excerpt(&self.body, 256),
             retry_after: headers::retry_after(&self.headers),
             auth_challenge: matches!(status, 401 | 403)

@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use translation_status::{Client, Error, JobRef, WaitOptions};
 
+const COMPLETED: &str = r#"{"result":"completed"}"#;
 const PENDING: &str = r#"{"result":"pending"}"#;
 
 // ----- A stand-in server -------------------------------------------------------------------
@@ -320,4 +321,117 @@ async fn an_auth_failure_says_what_the_server_asked_for() {
     // Without a challenge or credentials in the URL, the API key is the one to check.
     let err = anonymous.status(server.url("/plain")).await.unwrap_err();
     assert!(err.to_string().contains("api_key"), "{err}");
+}
+
+// ----- Redirects ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_redirect_to_another_origin_is_never_followed() {
+    // B would say the job completed; it is another origin (another port), so it must never
+    // be asked, let alone see the API key.
+    let b = stand_in(|_, socket| async move { respond(socket, 200, &[], COMPLETED).await }).await;
+    let location = format!("http://user:{PASSWORD}@{}/status?token={TOKEN}", b.addr);
+    let a = stand_in(move |_, socket| {
+        let location = location.clone();
+        async move { respond(socket, 302, &[("location", &location)], "").await }
+    })
+    .await;
+    let clients = [
+        Client::builder().api_key("k-1").build().unwrap(),
+        Client::builder()
+            .api_key("k-1")
+            .follow_redirects(5)
+            .build()
+            .unwrap(),
+    ];
+    for client in clients {
+        let err = client.status(a.url("/status")).await.unwrap_err();
+        let Error::UnexpectedResponse(e) = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(e.status, 302);
+        let text = err.to_string();
+        assert!(text.contains(&format!("{}/status", b.addr)), "{text}");
+        assert!(text.contains("not followed"), "{text}");
+        assert!(!all_text(&err).contains(PASSWORD), "{text}");
+        assert!(!all_text(&err).contains(TOKEN), "{text}");
+        let err = client
+            .wait_with(a.url("/status"), &polling(50))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::UnexpectedResponse(_)), "{err:?}");
+    }
+    let heads = b.heads();
+    assert!(
+        heads
+            .iter()
+            .all(|h| !h.to_ascii_lowercase().contains("x-api-key")),
+        "{heads:?}"
+    );
+    assert!(heads.is_empty(), "{heads:?}");
+}
+
+#[tokio::test]
+async fn same_origin_redirects_are_followed_only_when_allowed() {
+    let server = stand_in(|head, socket| async move {
+        match path(&head) {
+            "/old" => respond(socket, 302, &[("location", "/new")], "").await,
+            _ => respond(socket, 200, &[], COMPLETED).await,
+        }
+    })
+    .await;
+    let err = Client::builder()
+        .build()
+        .unwrap()
+        .status(server.url("/old"))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::UnexpectedResponse(_)), "{err:?}");
+    assert!(text.contains("/new"), "{text}");
+    assert!(text.contains("follow_redirects"), "{text}");
+    assert_eq!(server.heads().len(), 1);
+
+    let following = Client::builder()
+        .api_key("k-1")
+        .follow_redirects(2)
+        .build()
+        .unwrap();
+    let status = following.status(server.url("/old")).await.unwrap();
+    assert!(status.is_terminal());
+    let heads = server.heads();
+    assert_eq!(heads.len(), 3);
+    assert_eq!(target(&heads[2]), "/new");
+    assert!(heads[2].to_ascii_lowercase().contains("x-api-key: k-1"));
+}
+
+#[tokio::test]
+async fn a_redirect_loop_is_an_unexpected_response() {
+    let server =
+        stand_in(
+            |_, socket| async move { respond(socket, 302, &[("location", "/loop")], "").await },
+        )
+        .await;
+    let err = Client::builder()
+        .build()
+        .unwrap()
+        .status(server.url("/loop"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::UnexpectedResponse(_)), "{err:?}");
+    assert_eq!(err.http_status(), Some(302));
+    assert_eq!(server.heads().len(), 1, "not followed by default");
+
+    let err = Client::builder()
+        .follow_redirects(3)
+        .build()
+        .unwrap()
+        .wait_with(server.url("/loop"), &polling(50))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::UnexpectedResponse(_)), "{err:?}");
+    assert_eq!(err.http_status(), Some(302));
+    assert!(err.to_string().contains("after 3 redirect(s)"), "{err}");
+    let asked = server.heads().len() - 1;
+    assert!(asked <= 3 * 4, "three hops per request, {asked} requests");
 }

@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use reqwest_retry::RetryError;
-
 /// Nothing was sent: the host's breaker is open (or half-open with every probe out).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error(
@@ -20,20 +18,13 @@ pub(crate) struct BreakerOpen {
 
 /// The breaker's refusal inside a middleware error, if that is what it is.
 pub(crate) fn refusal(error: &reqwest_middleware::Error) -> Option<&BreakerOpen> {
-    let reqwest_middleware::Error::Middleware(inner) = error else {
-        return None;
-    };
-    if let Some(open) = inner.downcast_ref::<BreakerOpen>() {
-        return Some(open);
-    }
-    match inner.downcast_ref::<RetryError>()? {
-        RetryError::WithRetries { err, .. } | RetryError::Error(err) => refusal(err),
-    }
+    crate::transport::classify::find(error)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use reqwest_retry::RetryError;
 
     #[test]
     fn found_through_the_retry_wrapping() {
