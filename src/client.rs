@@ -290,6 +290,7 @@ pub struct ClientBuilder {
     learned: Option<LearnedDurations>,
     user_agent: String,
     follow_redirects: u32,
+    max_body: usize,
     hedge: Option<HedgeConfig>,
     breaker: Option<BreakerConfig>,
     budget: RequestBudget,
@@ -310,6 +311,7 @@ impl Default for ClientBuilder {
             learned: None,
             user_agent: concat!(env!("CARGO_PKG_NAME"), "/", env!("CARGO_PKG_VERSION")).to_owned(),
             follow_redirects: 0,
+            max_body: crate::transport::DEFAULT_MAX_BODY,
             hedge: Some(HedgeConfig::default()),
             breaker: Some(BreakerConfig::default()),
             budget: RequestBudget::default(),
@@ -398,6 +400,17 @@ impl ClientBuilder {
         self
     }
 
+    /// The largest body read from a status or creation answer (default 1 MiB; between 1 KiB
+    /// and 64 MiB). A larger one — or one whose `Content-Length` says so, before any of it
+    /// is read — is an [`Error::UnexpectedResponse`]: a status document cut short cannot be
+    /// trusted. Error answers are read only for their first 64 KiB (their `{"error": …}`
+    /// document and an excerpt), and a refused event-stream subscription for its first
+    /// 4 KiB; the rest of a body is never read.
+    pub fn max_response_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
     /// How slow status reads are hedged (on by default, with [`HedgeConfig`]'s defaults: a
     /// duplicate after the observed 95th percentile, at most 5 % of calls). Status reads are
     /// idempotent, and the hard budget bounds the extra load, so it is safe to leave on.
@@ -476,6 +489,15 @@ impl ClientBuilder {
                 ),
             ));
         }
+        if !(MIN_BODY..=MAX_BODY).contains(&self.max_body) {
+            return Err(Error::config(
+                "max_response_body",
+                format!(
+                    "{} bytes is outside 1 KiB to 64 MiB: a status document needs some room, and memory is not unbounded",
+                    self.max_body
+                ),
+            ));
+        }
         self.defaults.validate()?;
         if let Some(hedge) = &self.hedge {
             hedge.validate()?;
@@ -495,6 +517,7 @@ impl ClientBuilder {
             api_key: self.api_key,
             user_agent: self.user_agent,
             follow_redirects: self.follow_redirects,
+            max_body: self.max_body,
             hedge: self.hedge,
             breaker: self.breaker,
         })?;
@@ -519,6 +542,7 @@ impl fmt::Debug for ClientBuilder {
             .field("request_timeout", &self.request_timeout)
             .field("max_retries", &self.max_retries)
             .field("follow_redirects", &self.follow_redirects)
+            .field("max_response_body", &self.max_body)
             .field("hedge", &self.hedge)
             .field("breaker", &self.breaker)
             .field("defaults", &self.defaults)
@@ -553,6 +577,10 @@ fn parse_base(raw: &str) -> Result<Url, Error> {
     }
     Ok(url)
 }
+
+/// Bounds of [`ClientBuilder::max_response_body`].
+const MIN_BODY: usize = 1 << 10;
+const MAX_BODY: usize = 64 << 20;
 
 fn positive(setting: &'static str, value: Duration) -> Result<(), Error> {
     if value.is_zero() {
@@ -612,6 +640,14 @@ mod tests {
         assert_eq!(
             setting(Client::builder().follow_redirects(11).build()),
             "follow_redirects"
+        );
+        assert_eq!(
+            setting(Client::builder().max_response_body(100).build()),
+            "max_response_body"
+        );
+        assert_eq!(
+            setting(Client::builder().max_response_body(1 << 30).build()),
+            "max_response_body"
         );
         assert_eq!(
             setting(

@@ -1,7 +1,16 @@
 //! The innermost layer: one span, one metric sample and one attempt count per request on the
 //! wire (a hedge's duplicate gets a span and a sample, but is not another attempt); reads the
-//! whole body (bounded) so that a connection dropped mid-body is a transient failure the
-//! layers above can see, not an error after them.
+//! whole body so that a connection dropped mid-body is a transient failure the layers above
+//! can see, not an error after them.
+//!
+//! Every read is bounded. A usable answer (`2xx`) may have a body of at most
+//! [`ClientBuilder::max_response_body`](crate::ClientBuilder::max_response_body) bytes (1 MiB
+//! by default): past it — or with a `Content-Length` that says so, before reading anything —
+//! the attempt fails with [`BodyTooLarge`], which the client reports as
+//! [`Error::UnexpectedResponse`](crate::Error::UnexpectedResponse). An error answer is only
+//! read for its `{"error": …}` document and an excerpt: its first 64 KiB are kept and the
+//! rest is dropped with the connection, so a `503` with a huge page stays a `503`. Event
+//! streams are not buffered here (the SSE parser bounds what it keeps).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -17,8 +26,13 @@ use super::RequestKind;
 use super::hedge::HedgeLeg;
 use crate::telemetry;
 
-/// Largest body read from a status or creation answer.
-pub(crate) const MAX_BODY: usize = 1 << 20;
+/// The default largest body read from a status or creation answer
+/// ([`ClientBuilder::max_response_body`](crate::ClientBuilder::max_response_body)).
+pub(crate) const DEFAULT_MAX_BODY: usize = 1 << 20;
+
+/// The most of an error answer's body that is read: enough for any `{"error": …}` document
+/// and an excerpt; the rest is never read (the connection is dropped).
+const ERROR_BODY_PREFIX: usize = 64 * 1024;
 
 /// Counts the attempts made for one logical request, across retries and throttle waits.
 #[derive(Debug, Clone, Default)]
@@ -34,12 +48,21 @@ impl Attempts {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("response body larger than {MAX_BODY} bytes")]
-struct BodyTooLarge;
+/// A usable answer (`2xx`) whose body is larger than the client reads.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "the body of the answer (HTTP {status}) is larger than {limit} bytes, the most this client reads (ClientBuilder::max_response_body)"
+)]
+pub(crate) struct BodyTooLarge {
+    pub(crate) status: http::StatusCode,
+    pub(crate) limit: usize,
+}
 
 #[derive(Debug)]
-pub(crate) struct AttemptLayer;
+pub(crate) struct AttemptLayer {
+    /// The largest body read from a usable answer.
+    pub(crate) max_body: usize,
+}
 
 #[async_trait::async_trait]
 impl Middleware for AttemptLayer {
@@ -73,7 +96,7 @@ impl Middleware for AttemptLayer {
         async move {
             let result = next.run(req, extensions).await.map_err(without_secrets);
             let result = match result {
-                Ok(response) if kind.buffered() => buffer(response).await,
+                Ok(response) if kind.buffered() => buffer(response, self.max_body).await,
                 other => other,
             };
             let outcome = telemetry::request_outcome(&result);
@@ -105,16 +128,35 @@ fn without_secrets(error: reqwest_middleware::Error) -> reqwest_middleware::Erro
     }
 }
 
-async fn buffer(mut response: Response) -> reqwest_middleware::Result<Response> {
+/// Reads the body into memory, bounded: a usable answer larger than `max` is an error (a
+/// status document cut short cannot be trusted); an error answer is cut to its first bytes.
+/// A declared `Content-Length` over the bound fails before any of the body is read.
+async fn buffer(mut response: Response, max: usize) -> reqwest_middleware::Result<Response> {
+    let status = response.status();
+    let usable = status.is_success();
+    let limit = if usable {
+        max
+    } else {
+        max.min(ERROR_BODY_PREFIX)
+    };
+    let too_large = || reqwest_middleware::Error::middleware(BodyTooLarge { status, limit });
+    if usable && response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
     let mut body = BytesMut::new();
     while let Some(chunk) = response.chunk().await? {
-        if body.len() + chunk.len() > MAX_BODY {
-            return Err(reqwest_middleware::Error::middleware(BodyTooLarge));
+        let room = limit - body.len();
+        if chunk.len() > room {
+            if usable {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk[..room]);
+            break;
         }
         body.extend_from_slice(&chunk);
     }
     let mut rebuilt = http::Response::new(body.freeze());
-    *rebuilt.status_mut() = response.status();
+    *rebuilt.status_mut() = status;
     *rebuilt.version_mut() = response.version();
     *rebuilt.headers_mut() = std::mem::take(response.headers_mut());
     Ok(Response::from(rebuilt))

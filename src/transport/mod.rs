@@ -53,6 +53,11 @@
 //!   and then only within the request's origin (scheme, host and port): a redirect to
 //!   another origin is refused before anything is sent there. A `3xx` that is not followed
 //!   is an [`Error::UnexpectedResponse`] naming its `Location`.
+//! - **Read without bound.** A usable answer's body is read up to
+//!   [`ClientBuilder::max_response_body`](crate::ClientBuilder::max_response_body) (1 MiB by
+//!   default) and is an error past it, or at once when its `Content-Length` says so; an error
+//!   answer is read for its first 64 KiB, a refused event-stream subscription for its first
+//!   4 KiB (within a second). The rest of a body is never read: the connection is dropped.
 //!
 //! Both resilience layers are on by default and configured on the
 //! [`ClientBuilder`](crate::ClientBuilder) with [`HedgeConfig`] and [`BreakerConfig`]; their
@@ -76,7 +81,7 @@ mod window;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::StatusCode;
 use http::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest_middleware::{ClientBuilder as StackBuilder, ClientWithMiddleware};
@@ -85,6 +90,7 @@ use reqwest_retry::{Jitter, RetryTransientMiddleware};
 use tokio::time::Instant;
 use url::Url;
 
+pub(crate) use attempts::DEFAULT_MAX_BODY;
 pub use breaker::BreakerConfig;
 pub use classify::{Classification, Classifier, classify, classify_error};
 pub use headers::{applied_wait, retry_after};
@@ -155,6 +161,8 @@ pub(crate) struct TransportConfig {
     pub(crate) user_agent: String,
     /// Redirects followed within the request's origin (0: none).
     pub(crate) follow_redirects: u32,
+    /// The largest body read from a usable answer.
+    pub(crate) max_body: usize,
     /// `None`: no hedging.
     pub(crate) hedge: Option<HedgeConfig>,
     /// `None`: no circuit breaker.
@@ -262,7 +270,9 @@ impl Transport {
         if let Some(hedge) = config.hedge {
             reads = reads.with(HedgeLayer::new(hedge));
         }
-        let reads = reads.with(AttemptLayer);
+        let reads = reads.with(AttemptLayer {
+            max_body: config.max_body,
+        });
         // Innermost: the attempt's span is current, so each attempt carries its own parent.
         #[cfg(feature = "otel")]
         let reads = reads.with(propagate::PropagateContext);
@@ -271,7 +281,9 @@ impl Transport {
         if let Some(layer) = breaker() {
             writes = writes.with(layer);
         }
-        let writes = writes.with(AttemptLayer);
+        let writes = writes.with(AttemptLayer {
+            max_body: config.max_body,
+        });
         #[cfg(feature = "otel")]
         let writes = writes.with(propagate::PropagateContext);
         let writes = writes.build();
@@ -356,13 +368,9 @@ impl Transport {
                 attempts: attempts.get().max(1),
             })
         } else {
-            // Only the start of a refusal matters; do not wait for a long body.
-            let body = tokio::time::timeout(Duration::from_secs(1), response.bytes())
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .map(|b| b.slice(..b.len().min(512)))
-                .unwrap_or_default();
+            // Only the start of a refusal matters (an error excerpt); the rest is never read:
+            // the connection is dropped with the response.
+            let body = prefix(response, REFUSAL_PREFIX, Duration::from_secs(1)).await;
             Ok(Subscription {
                 status,
                 headers,
@@ -389,6 +397,25 @@ impl Transport {
             .with_extension(attempts.clone());
         finish(url, request.send().await, &attempts).await
     }
+}
+
+/// The most of a refused event-stream subscription's body that is read.
+const REFUSAL_PREFIX: usize = 4 * 1024;
+
+/// At most `max` bytes of a body, for at most `patience`; whatever came by then.
+async fn prefix(mut response: reqwest::Response, max: usize, patience: Duration) -> Bytes {
+    let until = Instant::now() + patience;
+    let mut body = BytesMut::new();
+    while body.len() < max {
+        match tokio::time::timeout_at(until, response.chunk()).await {
+            Ok(Ok(Some(chunk))) => {
+                let room = max - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            _ => break,
+        }
+    }
+    body.freeze()
 }
 
 async fn finish(

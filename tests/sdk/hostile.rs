@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use translation_status::{Client, Error, JobRef, WaitOptions};
+use translation_status::{Client, Error, FallbackReason, JobRef, Mechanism, WaitOptions};
 
 const COMPLETED: &str = r#"{"result":"completed"}"#;
 const PENDING: &str = r#"{"result":"pending"}"#;
@@ -434,4 +434,119 @@ async fn a_redirect_loop_is_an_unexpected_response() {
     assert!(err.to_string().contains("after 3 redirect(s)"), "{err}");
     let asked = server.heads().len() - 1;
     assert!(asked <= 3 * 4, "three hops per request, {asked} requests");
+}
+
+// ----- Bounded reads -----------------------------------------------------------------------
+
+/// Writes the head of an answer with no length, then a body until the client hangs up, 1 GiB
+/// is out or 20 s pass; records how many body bytes went out.
+async fn endless(
+    mut socket: TcpStream,
+    status: u16,
+    content_type: &str,
+    written: Arc<Mutex<Vec<u64>>>,
+) {
+    let head =
+        format!("HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\nconnection: close\r\n\r\n");
+    if socket.write_all(head.as_bytes()).await.is_err() {
+        return;
+    }
+    let chunk = vec![b' '; 64 * 1024];
+    let until = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut sent = 0u64;
+    while sent < 1 << 30 {
+        match tokio::time::timeout_at(until, socket.write_all(&chunk)).await {
+            Ok(Ok(())) => sent += chunk.len() as u64,
+            _ => break,
+        }
+    }
+    written.lock().unwrap().push(sent);
+}
+
+/// Waits (up to 30 s) until the stand-in has recorded `n` finished endless answers.
+async fn finished(written: &Arc<Mutex<Vec<u64>>>, n: usize) -> Vec<u64> {
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = written.lock().unwrap().clone();
+        if seen.len() >= n || tokio::time::Instant::now() >= until {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_endless_answer_on_the_events_url_is_read_only_in_part() {
+    let written = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&written);
+    let server = stand_in(move |head, socket| {
+        let log = Arc::clone(&log);
+        async move {
+            match path(&head) {
+                "/v1/jobs/j-1/events" => endless(socket, 200, "application/json", log).await,
+                _ => respond(socket, 200, &[], COMPLETED).await,
+            }
+        }
+    })
+    .await;
+    let client = Client::builder().base_url(server.url("")).build().unwrap();
+    let done = client.wait("j-1").await.unwrap();
+    assert_ne!(done.report.mechanism, Mechanism::Sse);
+    assert!(
+        done.report
+            .fallbacks
+            .iter()
+            .any(|f| f.from == Mechanism::Sse && f.reason == FallbackReason::NotSupported),
+        "{:?}",
+        done.report.fallbacks
+    );
+    let sent = finished(&written, 1).await;
+    assert_eq!(sent.len(), 1, "the client hung up");
+    // What sits in the two socket buffers, not what the server could push in a second.
+    assert!(
+        sent[0] < 16 << 20,
+        "{} bytes went out before the client hung up",
+        sent[0]
+    );
+}
+
+#[tokio::test]
+async fn bodies_are_read_only_up_to_a_bound() {
+    let written = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&written);
+    let server = stand_in(move |head, mut socket| {
+        let log = Arc::clone(&log);
+        async move {
+            match path(&head) {
+                "/busy" => endless(socket, 503, "text/html", log).await,
+                "/declared" => {
+                    let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1073741824\r\n\r\n";
+                    let _ = socket.write_all(head.as_bytes()).await;
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                }
+                _ => {
+                    let padded = format!(r#"{{"result":"completed"{}}}"#, " ".repeat(3000));
+                    respond(socket, 200, &[], &padded).await;
+                }
+            }
+        }
+    })
+    .await;
+    let client = Client::builder()
+        .max_retries(0)
+        .request_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    // An error answer keeps its status: only its first bytes are read.
+    let err = client.status(server.url("/busy")).await.unwrap_err();
+    assert_eq!(err.http_status(), Some(503), "{err:?}");
+    let sent = finished(&written, 1).await;
+    assert!(sent[0] < 16 << 20, "{} bytes went out", sent[0]);
+    // A declared length over the bound fails at once, without waiting for the body.
+    let err = client.status(server.url("/declared")).await.unwrap_err();
+    assert!(!err.is_timeout(), "{err:?}");
+    // The bound is the builder's.
+    assert!(client.status(server.url("/padded")).await.is_ok());
+    let small = Client::builder().max_response_body(2048).build().unwrap();
+    assert!(small.status(server.url("/padded")).await.is_err());
 }
