@@ -52,7 +52,8 @@ impl Client {
     /// A job that ended in `error` is `Ok`; so is a result string this version does not know
     /// ([`JobState::Unknown`](crate::JobState::Unknown)). While the host's circuit breaker is
     /// open nothing is sent: this fails at once with [`Error::Unavailable`], whose
-    /// [`retry_after`](Error::retry_after) says when to try again.
+    /// [`retry_after`](Error::retry_after) says when to try again — or with
+    /// [`Error::Unreachable`] when the host has never answered.
     pub async fn status(&self, job: impl Into<JobRef>) -> Result<JobStatus, Error> {
         let job = job.into();
         let endpoints = job.resolve(self.inner.base_url.as_ref())?;

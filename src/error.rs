@@ -33,17 +33,22 @@ pub enum Error {
     /// out. The job may still finish; wait again with a longer deadline.
     #[error("{0}")]
     GaveUp(Box<GaveUp>),
-    /// The service could not be reached, or kept failing, even after transport retries.
+    /// The service could not be reached, or kept failing, even after transport retries. A
+    /// host that has never answered is reported this way even once its circuit breaker has
+    /// opened: it is more likely a wrong URL or a dead host than an outage.
     #[error("{0}")]
     Unreachable(Box<Unreachable>),
-    /// The service is unavailable: its circuit breaker is open, so nothing was sent (a single
-    /// read fails fast, saying when to try again), or a wait's deadline passed while the
-    /// service kept failing. The job may be fine: try again once the service is back.
+    /// The service is unavailable: it answered before, then its circuit breaker opened, so
+    /// nothing was sent (a single read fails fast, saying when to try again), or a wait's
+    /// deadline passed while the service kept failing. The job may be fine: try again once
+    /// the service is back.
     #[error("{0}")]
     Unavailable(Box<Unavailable>),
     /// The service answered with something this client cannot use: a rejected request
-    /// (`400`, `401`, `404`, `422`, …), a body that is not the documented JSON, or a result
-    /// string this version does not know.
+    /// (`400`, `401`, `404`, `422`, …), a redirect this client does not follow, a body that
+    /// is not the documented JSON or is larger than the client reads, an answer that is not
+    /// valid HTTP (a garbled status line, too many headers), or a result string this version
+    /// does not know.
     #[error("{0}")]
     UnexpectedResponse(Box<UnexpectedResponse>),
     /// A setting given to the builder or to [`WaitOptions`](crate::WaitOptions) is invalid.
@@ -91,7 +96,7 @@ impl Error {
     /// The HTTP status of the answer behind this error, when there was one.
     pub fn http_status(&self) -> Option<u16> {
         match self {
-            Error::UnexpectedResponse(e) => Some(e.status),
+            Error::UnexpectedResponse(e) => Some(e.status).filter(|&s| s != 0),
             Error::Unreachable(u) => u.status,
             _ => None,
         }
@@ -278,7 +283,7 @@ impl fmt::Display for SavedStateError {
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct Unreachable {
-    /// The URL that was requested.
+    /// The URL that was requested (credentials masked).
     pub url: String,
     /// Attempts made for the last request (the first try plus transport retries).
     pub attempts: u32,
@@ -398,9 +403,10 @@ impl std::error::Error for Unavailable {
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct UnexpectedResponse {
-    /// The URL that was requested.
+    /// The URL that was requested (credentials masked).
     pub url: String,
-    /// The HTTP status of the answer.
+    /// The HTTP status of the answer; `0` when the answer was not valid HTTP and no status
+    /// could be read ([`Error::http_status`] is then `None`).
     pub status: u16,
     /// The `error.code` of a JSON error body, when there was one.
     pub code: Option<String>,

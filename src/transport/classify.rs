@@ -5,7 +5,9 @@ use std::time::Duration;
 use http::{HeaderMap, StatusCode};
 use reqwest_retry::{RetryError, Retryable, RetryableStrategy};
 
+use super::attempts::BodyTooLarge;
 use super::headers::retry_after;
+use super::redirect::RedirectRefused;
 
 /// What an answer means for the request that got it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,15 +47,51 @@ pub fn classify(status: StatusCode, headers: &HeaderMap) -> Classification {
 
 /// Classifies a failure below HTTP. Status reads are idempotent, so anything that went wrong
 /// on the wire (connect, timeout, reset, truncated body) is transient; a request that could
-/// not be built, or a failed middleware, is fatal.
+/// not be built, a failed middleware, a redirect not followed and an answer that is not valid
+/// HTTP (a garbled status line, too many headers) are fatal: the server answered, and asking
+/// again would get the same.
 pub fn classify_error(error: &reqwest_middleware::Error) -> Classification {
     match error {
         reqwest_middleware::Error::Middleware(_) => Classification::Fatal,
         reqwest_middleware::Error::Reqwest(e) if e.is_builder() || e.is_redirect() => {
             Classification::Fatal
         }
+        reqwest_middleware::Error::Reqwest(_) if unusable(error).is_some() => Classification::Fatal,
         reqwest_middleware::Error::Reqwest(_) => Classification::Transient,
     }
+}
+
+/// The server answered, but with nothing usable as an answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Unusable {
+    /// The answer's status, when one could be read.
+    pub(crate) status: Option<StatusCode>,
+    /// What is wrong, in words.
+    pub(crate) problem: String,
+}
+
+/// Whether a failure is an answer the client could not use — a body over the limit, a
+/// redirect it does not follow, malformed HTTP — rather than no answer at all. Such a host
+/// is up: the failure is the answer's, reported as
+/// [`Error::UnexpectedResponse`](crate::Error::UnexpectedResponse), never as unreachable.
+pub(crate) fn unusable(error: &reqwest_middleware::Error) -> Option<Unusable> {
+    if let Some(large) = find::<BodyTooLarge>(error) {
+        return Some(Unusable {
+            status: Some(large.status),
+            problem: large.to_string(),
+        });
+    }
+    if let Some(refused) = find::<RedirectRefused>(error) {
+        return Some(Unusable {
+            status: Some(refused.status()),
+            problem: refused.to_string(),
+        });
+    }
+    let malformed = find::<hyper::Error>(error).filter(|e| e.is_parse())?;
+    Some(Unusable {
+        status: None,
+        problem: format!("the answer is not valid HTTP ({malformed})"),
+    })
 }
 
 /// The first error of type `T` inside a failure: through reqwest's sources, a middleware's
@@ -152,5 +190,31 @@ mod tests {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::IM_A_TEAPOT);
             assert_eq!(classify(status, headers), want, "{code}");
         }
+    }
+
+    #[test]
+    fn unusable_answers_are_found_through_the_wrapping() {
+        let large = BodyTooLarge {
+            status: StatusCode::OK,
+            limit: 1024,
+        };
+        let bare = reqwest_middleware::Error::middleware(large.clone());
+        let wrapped = reqwest_middleware::Error::middleware(RetryError::WithRetries {
+            retries: 1,
+            err: reqwest_middleware::Error::middleware(large),
+        });
+        for error in [&bare, &wrapped] {
+            let found = unusable(error).map(|u| u.status);
+            assert_eq!(found, Some(Some(StatusCode::OK)), "{error}");
+            assert_eq!(classify_error(error), Classification::Fatal);
+        }
+        let refused = reqwest_middleware::Error::middleware(RedirectRefused::OtherOrigin {
+            status: StatusCode::FOUND,
+            location: "http://elsewhere/".into(),
+        });
+        let found = unusable(&refused).map(|u| u.status);
+        assert_eq!(found, Some(Some(StatusCode::FOUND)));
+        let other = reqwest_middleware::Error::middleware(std::io::Error::other("x"));
+        assert_eq!(unusable(&other), None);
     }
 }

@@ -58,6 +58,12 @@
 //!   default) and is an error past it, or at once when its `Content-Length` says so; an error
 //!   answer is read for its first 64 KiB, a refused event-stream subscription for its first
 //!   4 KiB (within a second). The rest of a body is never read: the connection is dropped.
+//! - **Pass an answer off as an outage, or a dead host as a service down.** A server that
+//!   answered with something unusable — a body over the limit, a redirect not followed, an
+//!   answer that is not valid HTTP (a garbled status line, too many headers) — gets
+//!   [`Error::UnexpectedResponse`] and no retry, and counts as an answer for the breaker. A
+//!   host that never answered is [`Error::Unreachable`], even once its breaker holds
+//!   requests back; [`Error::Unavailable`] is for a service that answered, then stopped.
 //!
 //! Both resilience layers are on by default and configured on the
 //! [`ClientBuilder`](crate::ClientBuilder) with [`HedgeConfig`] and [`BreakerConfig`]; their
@@ -466,19 +472,32 @@ impl Failure {
         breaker::refusal(&self.error).map(|open| open.retry_after)
     }
 
+    /// The failure as an error: the server's answer could not be used (`UnexpectedResponse`),
+    /// or there was none (`Unreachable`); a breaker's refusal is `Unavailable` only for a
+    /// host that has answered before — one that never did is still `Unreachable`.
     pub(crate) fn into_error(self) -> Error {
+        let url = redact(self.url.as_str()).into_owned();
         if let Some(open) = breaker::refusal(&self.error) {
-            return Error::Unavailable(Box::new(Unavailable::refused(
-                &open.host,
-                open.retry_after,
-            )));
+            if open.answered {
+                return Error::Unavailable(Box::new(Unavailable::refused(
+                    &open.host,
+                    open.retry_after,
+                )));
+            }
+            return Error::Unreachable(Box::new(Unreachable {
+                url,
+                attempts: self.attempts,
+                status: None,
+                timed_out: false,
+                source: Some(Box::new(open.clone())),
+            }));
         }
-        if let Some(refused) = classify::find::<redirect::RedirectRefused>(&self.error) {
+        if let Some(unusable) = classify::unusable(&self.error) {
             return Error::UnexpectedResponse(Box::new(UnexpectedResponse {
-                url: redact(self.url.as_str()).into_owned(),
-                status: refused.status().as_u16(),
+                url,
+                status: unusable.status.map_or(0, |s| s.as_u16()),
                 code: None,
-                message: refused.to_string(),
+                message: unusable.problem,
                 body_excerpt: String::new(),
                 retry_after: None,
                 auth_challenge: None,
@@ -487,7 +506,7 @@ impl Failure {
         }
         let timed_out = source_chain_has_timeout(&self.error);
         Error::Unreachable(Box::new(Unreachable {
-            url: redact(self.url.as_str()).into_owned(),
+            url,
             attempts: self.attempts,
             status: None,
             timed_out,

@@ -137,14 +137,18 @@ impl Source for HttpSource<'_> {
                 let resume_at = failure
                     .refused_for()
                     .and_then(|retry_after| Instant::now().checked_add(retry_after));
-                Reading {
-                    attempts: failure.attempts,
-                    outcome: ReadOutcome::Unavailable {
-                        error: failure.into_error(),
+                let attempts = failure.attempts;
+                let outcome = match failure.into_error() {
+                    // The server answered with something unusable (a body over the limit,
+                    // malformed HTTP, a redirect not followed): like a body that does not parse.
+                    error @ crate::Error::UnexpectedResponse(_) => ReadOutcome::Malformed(error),
+                    error => ReadOutcome::Unavailable {
+                        error,
                         resume_at,
                         answered: self.transport.answered(&self.endpoints.status),
                     },
-                }
+                };
+                Reading { attempts, outcome }
             }
         }
     }

@@ -545,8 +545,138 @@ async fn bodies_are_read_only_up_to_a_bound() {
     // A declared length over the bound fails at once, without waiting for the body.
     let err = client.status(server.url("/declared")).await.unwrap_err();
     assert!(!err.is_timeout(), "{err:?}");
+    assert!(matches!(err, Error::UnexpectedResponse(_)), "{err:?}");
     // The bound is the builder's.
     assert!(client.status(server.url("/padded")).await.is_ok());
     let small = Client::builder().max_response_body(2048).build().unwrap();
-    assert!(small.status(server.url("/padded")).await.is_err());
+    let err = small.status(server.url("/padded")).await.unwrap_err();
+    assert!(err.to_string().contains("larger than 2048 bytes"), "{err}");
+}
+
+// ----- What kind of error --------------------------------------------------------------------
+
+fn quick() -> Client {
+    Client::builder()
+        .retry_backoff(Duration::from_millis(10), Duration::from_millis(40))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_an_unexpected_response() {
+    let written = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&written);
+    let server = stand_in(move |head, socket| {
+        let log = Arc::clone(&log);
+        async move {
+            match path(&head) {
+                "/declared" => respond(socket, 200, &[], &" ".repeat(2 << 20)).await,
+                _ => endless(socket, 200, "application/json", log).await,
+            }
+        }
+    })
+    .await;
+    let client = quick();
+    for path in ["/declared", "/endless"] {
+        let err = client.status(server.url(path)).await.unwrap_err();
+        let Error::UnexpectedResponse(e) = &err else {
+            panic!("{path}: {err:?}");
+        };
+        assert_eq!(e.status, 200);
+        assert!(err.to_string().contains("larger than"), "{err}");
+        let err = client
+            .wait_with(server.url(path), &polling(50))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::UnexpectedResponse(_)),
+            "{path}: {err:?}"
+        );
+    }
+    // An answer is not retried inside a read; a wait looks twice more, as for any body it
+    // cannot use.
+    assert_eq!(server.heads().len(), 2 * (1 + 3));
+    let sent = finished(&written, 4).await;
+    assert_eq!(sent.len(), 4);
+    assert!(sent.iter().all(|&n| n < 16 << 20), "{sent:?}");
+}
+
+#[tokio::test]
+async fn malformed_http_is_an_unexpected_response() {
+    let server = stand_in(|head, mut socket| async move {
+        let answer = match path(&head) {
+            "/garbage" => "SPEAK FRIEND AND ENTER\r\n\r\n".to_owned(),
+            _ => {
+                let mut many = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n".to_owned();
+                for i in 0..500 {
+                    many.push_str(&format!("x-header-{i}: v\r\n"));
+                }
+                many.push_str("content-length: 0\r\n\r\n");
+                many
+            }
+        };
+        let _ = socket.write_all(answer.as_bytes()).await;
+        let _ = socket.shutdown().await;
+    })
+    .await;
+    let client = quick();
+    for path in ["/garbage", "/headers"] {
+        let before = server.heads().len();
+        let err = client.status(server.url(path)).await.unwrap_err();
+        assert!(
+            matches!(err, Error::UnexpectedResponse(_)),
+            "{path}: {err:?}"
+        );
+        assert_eq!(err.http_status(), None, "no status could be read: {err}");
+        assert!(err.to_string().contains("not valid HTTP"), "{err}");
+        assert_eq!(server.heads().len() - before, 1, "an answer is not retried");
+        let err = client
+            .wait_with(server.url(path), &polling(50))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::UnexpectedResponse(_)),
+            "{path}: {err:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_host_that_never_answered_is_unreachable_even_with_its_breaker_open() {
+    let dead = dead_addr();
+    let builder = || {
+        Client::builder()
+            .retry_backoff(Duration::from_millis(10), Duration::from_millis(40))
+            // Once open, it stays open for the whole test.
+            .circuit_breaker(
+                translation_status::transport::BreakerConfig::new()
+                    .cool_down(Duration::from_secs(60), Duration::from_secs(60)),
+            )
+    };
+    let by_url = builder().build().unwrap();
+    let by_id = builder()
+        .base_url(format!("http://{dead}"))
+        .build()
+        .unwrap();
+    let url = format!("http://{dead}/status");
+    for (client, job) in [(&by_url, url.as_str()), (&by_id, "j-1")] {
+        let mut held_back = 0;
+        // Four attempts per read: the breaker (five failures in a row) opens in the second.
+        for _ in 0..3 {
+            let err = client.wait_with(job, &polling(50)).await.unwrap_err();
+            let Error::Unreachable(u) = &err else {
+                panic!("{job}: {err:?}");
+            };
+            if u.attempts == 0 {
+                held_back += 1;
+                assert!(err.to_string().contains("has not answered"), "{err}");
+            }
+        }
+        assert!(
+            held_back >= 1,
+            "{job}: the breaker opened and held requests back"
+        );
+        let err = client.status(job).await.unwrap_err();
+        assert!(matches!(err, Error::Unreachable(_)), "{job}: {err:?}");
+    }
 }

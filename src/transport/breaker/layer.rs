@@ -14,7 +14,7 @@ use url::Url;
 use super::circuit::{Admission, BreakerState, Circuit, Verdict};
 use super::{BreakerConfig, BreakerOpen};
 use crate::telemetry;
-use crate::transport::classify::{Classification, classify, classify_error};
+use crate::transport::classify::{Classification, classify, classify_error, unusable};
 use crate::transport::hosts::PerHost;
 
 /// Every host's breaker, shared by the client's stacks (and so by all its clones).
@@ -57,6 +57,8 @@ pub(crate) struct HostBreaker {
     circuit: Mutex<Circuit>,
     /// Set by the first HTTP answer of any kind: the host exists, so failures are an outage.
     answered: AtomicBool,
+    /// The last failure below HTTP, for a refusal to name (only while nothing has answered).
+    last_failure: Mutex<Option<String>>,
 }
 
 impl HostBreaker {
@@ -66,6 +68,7 @@ impl HostBreaker {
             label: label.to_owned(),
             circuit: Mutex::new(Circuit::new(config, Instant::now())),
             answered: AtomicBool::new(false),
+            last_failure: Mutex::new(None),
         }
     }
 
@@ -84,9 +87,20 @@ impl HostBreaker {
             }),
             Admission::Refuse { retry_after } => {
                 telemetry::breaker_rejected(&self.label);
+                let answered = self.answered.load(Ordering::Relaxed);
+                let last_failure = if answered {
+                    None
+                } else {
+                    self.last_failure
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .clone()
+                };
                 Err(BreakerOpen {
                     host: self.label.clone(),
                     retry_after,
+                    answered,
+                    last_failure,
                 })
             }
         }
@@ -119,10 +133,24 @@ struct Ticket {
 }
 
 impl Ticket {
-    fn settle(mut self, verdict: Verdict, answered: bool) {
+    fn settle(mut self, result: &reqwest_middleware::Result<Response>) {
         self.settled = true;
-        if answered {
-            self.host.answered.store(true, Ordering::Relaxed);
+        let verdict = verdict(result);
+        match result {
+            // An answer, even one the client cannot use: the host is there.
+            Ok(_) => self.host.answered.store(true, Ordering::Relaxed),
+            Err(_) if verdict == Verdict::Healthy => {
+                self.host.answered.store(true, Ordering::Relaxed);
+            }
+            Err(error) if verdict == Verdict::Failing => {
+                let text = crate::error::excerpt(crate::error::chain(error).as_bytes(), 300);
+                *self
+                    .host
+                    .last_failure
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(text);
+            }
+            Err(_) => {}
         }
         let moved = self
             .host
@@ -141,10 +169,13 @@ impl Drop for Ticket {
 }
 
 /// What an attempt's result says about its host: what the retry layer would retry is a
-/// failure, an answer with `Retry-After` is neutral, anything else is a healthy answer.
+/// failure, an answer with `Retry-After` is neutral, anything else is a healthy answer — an
+/// answer the client cannot use (a body over the limit, malformed HTTP, a redirect it does
+/// not follow) included: the host is up.
 fn verdict(result: &reqwest_middleware::Result<Response>) -> Verdict {
     let class = match result {
         Ok(response) => classify(response.status(), response.headers()),
+        Err(error) if unusable(error).is_some() => return Verdict::Healthy,
         Err(error) => match classify_error(error) {
             Classification::Transient => Classification::Transient,
             _ => return Verdict::Neutral,
@@ -178,7 +209,7 @@ impl Middleware for BreakerLayer {
             .map_err(reqwest_middleware::Error::middleware)?;
         extensions.insert(BreakerHandle(host));
         let result = next.run(req, extensions).await;
-        ticket.settle(verdict(&result), result.is_ok());
+        ticket.settle(&result);
         result
     }
 }
@@ -219,7 +250,19 @@ mod tests {
         let refused = reqwest_middleware::Error::middleware(BreakerOpen {
             host: "h".into(),
             retry_after: std::time::Duration::ZERO,
+            answered: true,
+            last_failure: None,
         });
         assert_eq!(verdict(&Err(refused)), Verdict::Neutral);
+        let unusable =
+            reqwest_middleware::Error::middleware(crate::transport::attempts::BodyTooLarge {
+                status: http::StatusCode::OK,
+                limit: 1024,
+            });
+        assert_eq!(
+            verdict(&Err(unusable)),
+            Verdict::Healthy,
+            "an answer too large to use is still an answer"
+        );
     }
 }

@@ -15,12 +15,15 @@
 //! and only its own deadline ends it (with [`Error::Unavailable`](crate::Error::Unavailable),
 //! which says the service was unavailable). A single [`Client::status`](crate::Client::status)
 //! call has no deadline to wait for, so it fails fast with the same error, saying when to try
-//! again.
+//! again. A host that has never answered is not having an outage — it is more likely a wrong
+//! URL or a dead host — so requests its breaker holds back are reported as
+//! [`Error::Unreachable`](crate::Error::Unreachable), naming the last failure.
 //!
 //! # What counts as a failure
 //!
 //! A transport error (connect, timeout, reset), a `5xx`, a `408` or a `429`. A job that ended
-//! in `error`, a `404` and a `304` are answers: the service is up. An answer with
+//! in `error`, a `404` and a `304` are answers: the service is up. So is an answer the client
+//! cannot use — a body over the limit, malformed HTTP, a redirect it does not follow. An answer with
 //! `Retry-After` is the throttle layer's business (it waits exactly that long); it counts as
 //! a failure only when the throttle layer hands it back unabsorbed.
 //!
@@ -55,7 +58,9 @@ pub(crate) use layer::{BreakerHandle, BreakerLayer, Breakers};
 /// polling, resume when it lets requests through, and end only at their deadline, with
 /// [`Error::Unavailable`](crate::Error::Unavailable) — while a single
 /// [`Client::status`](crate::Client::status) fails fast with that error, saying when to try
-/// again.
+/// again. For a host that has never answered, the same refusals are
+/// [`Error::Unreachable`](crate::Error::Unreachable): a wrong URL or a dead host, not an
+/// outage.
 ///
 /// The defaults: open after 5 consecutive failed attempts, or when at least half of at least
 /// 20 attempts in the last 10 s failed; stay open 1 s, doubling with each failed probe up to
