@@ -432,7 +432,7 @@ impl UnexpectedResponse {
             }
             400 | 413 | 415 | 422 => "the request was rejected: check the arguments",
             429 => "the service is rate limiting this client: slow down and try again later",
-            300..=399 => {
+            300..=303 | 305..=399 => {
                 "point the client at the final URL (base URL or status URL); ClientBuilder::follow_redirects allows a few redirects within the same origin, never to another"
             }
             200..=299 => {
@@ -603,6 +603,27 @@ mod tests {
                 assert!(!text.contains("api_key"), "{text}");
             }
         }
+    }
+
+    #[test]
+    fn only_redirects_are_told_about_redirects() {
+        let answered = |status: u16| {
+            UnexpectedResponse {
+                url: "http://x/status".into(),
+                status,
+                code: None,
+                message: "m".into(),
+                body_excerpt: String::new(),
+                retry_after: None,
+                auth_challenge: None,
+                url_credentials: false,
+            }
+            .to_string()
+        };
+        for status in [301, 302, 303, 307, 308] {
+            assert!(answered(status).contains("follow_redirects"), "{status}");
+        }
+        assert!(!answered(304).contains("follow_redirects"));
     }
 
     #[test]

@@ -550,13 +550,12 @@ impl Exchange {
         }
         let (code, server_message) = code_and_message.unwrap_or_default();
         // A redirect is reported as such, whatever its body says.
-        let redirected = self.status.is_redirection().then(|| {
-            match redirect::location(&self.url, &self.headers) {
-                Some(location) => {
-                    format!("redirected to {location}; redirects are not followed")
-                }
-                None => "a redirect without a Location".to_owned(),
+        let redirect = self.status.is_redirection() && self.status != StatusCode::NOT_MODIFIED;
+        let redirected = redirect.then(|| match redirect::location(&self.url, &self.headers) {
+            Some(location) => {
+                format!("redirected to {location}; redirects are not followed")
             }
+            None => "a redirect without a Location".to_owned(),
         });
         Error::UnexpectedResponse(Box::new(UnexpectedResponse {
             url: redact(self.url.as_str()).into_owned(),

@@ -142,7 +142,9 @@ impl Ticket {
             Err(_) if verdict == Verdict::Healthy => {
                 self.host.answered.store(true, Ordering::Relaxed);
             }
-            Err(error) if verdict == Verdict::Failing => {
+            Err(error)
+                if verdict == Verdict::Failing && !self.host.answered.load(Ordering::Relaxed) =>
+            {
                 let text = crate::error::excerpt(crate::error::chain(error).as_bytes(), 300);
                 *self
                     .host
