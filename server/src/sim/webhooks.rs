@@ -4,6 +4,11 @@
 //! (no task per job). Due jobs go into a bounded delivery queue; when it is full the delivery is
 //! dropped and counted rather than buffered without bound. Each delivery is retried with
 //! exponential backoff up to `webhooks.max_attempts`.
+//!
+//! Redirects are never followed: the allow-list is checked on the `callback_url` once, at
+//! creation, and a receiver answering `3xx` must not be able to send the signed body to a
+//! host the list does not name. A `3xx` is a failed delivery, counted as `redirected`, and not
+//! retried (the receiver would only redirect again).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -139,6 +144,7 @@ impl Webhooks {
             tx,
             rx: Mutex::new(Some(rx)),
             client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
                 .timeout(settings.timeout)
                 .build()
                 .unwrap_or_default(),
@@ -216,6 +222,26 @@ impl Webhooks {
     }
 }
 
+/// What one delivery attempt's answer means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    /// `2xx`: done.
+    Delivered,
+    /// `3xx`: refused, never followed, not retried.
+    Redirected,
+    /// Any other answer, or none (transport error, timeout): worth another attempt.
+    Failed,
+}
+
+/// Classifies an attempt by its answer's status (`None`: no answer at all).
+fn classify(status: Option<reqwest::StatusCode>) -> Attempt {
+    match status {
+        Some(s) if s.is_success() => Attempt::Delivered,
+        Some(s) if s.is_redirection() => Attempt::Redirected,
+        _ => Attempt::Failed,
+    }
+}
+
 async fn deliver(state: &AppState, job: &Job) {
     let hooks = &state.inner.webhooks;
     let Some(url) = job.callback.clone() else {
@@ -244,10 +270,18 @@ async fn deliver(state: &AppState, job: &Job) {
             .body(body.clone())
             .send()
             .await;
-        if matches!(&sent, Ok(r) if r.status().is_success()) {
-            state.inner.metrics.webhook("delivered");
-            state.report_terminal(job, Channel::Webhook, Instant::now());
-            return;
+        match classify(sent.as_ref().ok().map(reqwest::Response::status)) {
+            Attempt::Delivered => {
+                state.inner.metrics.webhook("delivered");
+                state.report_terminal(job, Channel::Webhook, Instant::now());
+                return;
+            }
+            Attempt::Redirected => {
+                tracing::debug!(job = %job.id, attempt, "webhook receiver redirected; not followed");
+                state.inner.metrics.webhook("redirected");
+                return;
+            }
+            Attempt::Failed => {}
         }
         tracing::debug!(job = %job.id, attempt, "webhook delivery failed");
         if attempt < hooks.settings.max_attempts {
@@ -281,6 +315,24 @@ mod tests {
         assert!(!verify(secret, "msg_1", 1_700_000_000, b"{\"a\":2}", &sig));
         assert!(signing_key("whsec_!!!").is_none());
         assert_eq!(signing_key("plain").unwrap(), b"plain");
+    }
+
+    #[test]
+    fn answers_are_classified() {
+        use reqwest::StatusCode as S;
+        assert_eq!(classify(Some(S::OK)), Attempt::Delivered);
+        assert_eq!(classify(Some(S::NO_CONTENT)), Attempt::Delivered);
+        for s in [
+            S::MOVED_PERMANENTLY,
+            S::FOUND,
+            S::TEMPORARY_REDIRECT,
+            S::PERMANENT_REDIRECT,
+        ] {
+            assert_eq!(classify(Some(s)), Attempt::Redirected, "{s}");
+        }
+        assert_eq!(classify(Some(S::INTERNAL_SERVER_ERROR)), Attempt::Failed);
+        assert_eq!(classify(Some(S::NOT_FOUND)), Attempt::Failed);
+        assert_eq!(classify(None), Attempt::Failed);
     }
 
     #[test]

@@ -1,0 +1,108 @@
+//! What a hostile client or callback receiver can make the simulator do, and the bounds that
+//! stop it: webhooks that never leave the allow-list, a store that refuses cheaply and is shared
+//! fairly, a rate limit that cannot be dodged, bounded per-job memory, and deliveries that one
+//! slow receiver cannot hold up.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::common::{client, sample, spawn_with};
+
+/// A stand-in on `127.0.0.1:0` that counts every request it receives and answers with
+/// `answer`. Returns its address (`host:port`) and the count.
+async fn counting_stand_in(
+    answer: impl Fn() -> axum::response::Response + Clone + Send + Sync + 'static,
+) -> (String, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let app = Router::new().fallback({
+        let hits = Arc::clone(&hits);
+        move || {
+            let hits = Arc::clone(&hits);
+            let answer = answer.clone();
+            async move {
+                hits.fetch_add(1, Ordering::SeqCst);
+                answer()
+            }
+        }
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, hits)
+}
+
+/// Polls the simulator's metrics until `series` reaches `at_least` (or about 10 s pass).
+async fn wait_for_metric(
+    server: &translation_sim::RunningServer,
+    series: &str,
+    at_least: f64,
+) -> Option<f64> {
+    let mut seen = None;
+    for _ in 0..400 {
+        seen = sample(&server.state().render_metrics(), series);
+        if seen.is_some_and(|v| v >= at_least) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    seen
+}
+
+#[tokio::test]
+async fn a_webhook_redirect_is_never_followed_off_the_allow_list() {
+    // The target of the redirects: reachable, but on a host the allow-list does not name.
+    let (outside, outside_hits) =
+        counting_stand_in(|| StatusCode::NO_CONTENT.into_response()).await;
+    let outside_port = outside.rsplit(':').next().unwrap().to_string();
+    let elsewhere = format!("http://localhost:{outside_port}/stolen");
+    let redirects = [
+        StatusCode::FOUND,
+        StatusCode::TEMPORARY_REDIRECT,
+        StatusCode::PERMANENT_REDIRECT,
+    ];
+    let server = spawn_with(|s| {
+        s.webhooks.allow_hosts = vec!["127.0.0.1".into()];
+        s.webhooks.initial_backoff = Duration::from_millis(20);
+    })
+    .await;
+    let mut callbacks = Vec::new();
+    for status in redirects {
+        let location = elsewhere.clone();
+        let (addr, hits) = counting_stand_in(move || {
+            (status, [(header::LOCATION, location.clone())]).into_response()
+        })
+        .await;
+        let r = client()
+            .post(server.url("/v1/jobs"))
+            .json(&json!({"duration_ms": 0, "callback_url": format!("http://{addr}/hook")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        callbacks.push(hits);
+    }
+    let refused = wait_for_metric(
+        &server,
+        "sim_webhook_deliveries_total{outcome=\"redirected\"}",
+        3.0,
+    )
+    .await;
+    // Give a wrongly followed or retried delivery the chance to show up.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        outside_hits.load(Ordering::SeqCst),
+        0,
+        "a redirect led the simulator off the allow-list"
+    );
+    assert_eq!(refused, Some(3.0), "each redirect is a failed delivery");
+    for hits in &callbacks {
+        assert_eq!(hits.load(Ordering::SeqCst), 1, "a redirect is not retried");
+    }
+}
