@@ -227,6 +227,8 @@ pub struct WebhookSettings {
     pub timeout: Duration,
     /// Pending deliveries.
     pub queue_size: usize,
+    /// Longest `callback_url` a job may carry, in bytes (as stored, after normalisation).
+    pub max_callback_url_len: usize,
 }
 
 /// `[faults]`: what goes wrong on purpose. Also the body of `PUT /admin/faults`.
@@ -444,6 +446,12 @@ impl Settings {
         }
         if self.webhooks.queue_size == 0 {
             return Err(invalid("webhooks.queue_size", "must be at least 1"));
+        }
+        if self.webhooks.max_callback_url_len == 0 {
+            return Err(invalid(
+                "webhooks.max_callback_url_len",
+                "must be at least 1",
+            ));
         }
         if self.rate_limit.enabled {
             if !(self.rate_limit.rps.is_finite() && self.rate_limit.rps > 0.0) {

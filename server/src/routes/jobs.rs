@@ -84,10 +84,7 @@ pub(crate) async fn create(
         ));
     }
     let callback = match &req.callback_url {
-        Some(raw) => Some(check_callback(
-            raw,
-            &state.inner.settings.webhooks.allow_hosts,
-        )?),
+        Some(raw) => Some(check_callback(raw, &state.inner.settings.webhooks)?),
         None => None,
     };
     let spec = JobSpec {

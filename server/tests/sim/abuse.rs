@@ -13,7 +13,7 @@ use axum::response::IntoResponse;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::common::{client, sample, spawn_with};
+use crate::common::{client, error_code, sample, spawn_with};
 
 /// A stand-in on `127.0.0.1:0` that counts every request it receives and answers with
 /// `answer`. Returns its address (`host:port`) and the count.
@@ -105,4 +105,41 @@ async fn a_webhook_redirect_is_never_followed_off_the_allow_list() {
     for hits in &callbacks {
         assert_eq!(hits.load(Ordering::SeqCst), 1, "a redirect is not retried");
     }
+}
+
+#[tokio::test]
+async fn a_callback_url_is_bounded_as_stored() {
+    const MAX: usize = 2048;
+    let server = spawn_with(|s| s.webhooks.max_callback_url_len = MAX).await;
+    let base = "http://127.0.0.1:9/";
+    let post = |url: String| {
+        client()
+            .post(server.url("/v1/jobs"))
+            .json(&json!({"duration_ms": 60_000, "callback_url": url}))
+            .send()
+    };
+    // Exactly at the bound: accepted.
+    let r = post(format!("{base}{}", "a".repeat(MAX - base.len())))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // One byte over, and far over (15 KB, near the body limit): refused, nothing stored.
+    for len in [MAX + 1, 15 * 1024] {
+        let r = post(format!("{base}{}", "a".repeat(len - base.len())))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422, "{len}");
+        assert_eq!(error_code(r).await, "callback_url_too_long", "{len}");
+    }
+    // Short as sent, long as stored: every `é` is percent-encoded into six bytes.
+    let raw = format!("{base}{}", "é".repeat(500));
+    assert!(raw.len() < MAX);
+    let r = post(raw).await.unwrap();
+    assert_eq!(r.status(), 422);
+    assert_eq!(error_code(r).await, "callback_url_too_long");
+    assert_eq!(
+        server.state().job_count(),
+        2,
+        "the legacy job and the one accepted"
+    );
 }
