@@ -5,4 +5,5 @@ pub mod faults;
 pub mod job;
 pub mod ratelimit;
 pub mod store;
+mod timeline;
 pub mod webhooks;

@@ -1,8 +1,15 @@
 //! The job store: bounded, with expiry.
 //!
 //! Memory per job is a few hundred bytes and fixed. The store refuses new jobs past
-//! `jobs.max_jobs` (after first dropping what has expired), and the sweeper forgets finished
-//! jobs `jobs.ttl` after they end, so no sequence of requests can grow it without bound.
+//! `jobs.max_jobs`, and forgets finished jobs `jobs.ttl` after they end, so no sequence of
+//! requests can grow it without bound.
+//!
+//! Every job's expiry is known when it is created, so the store keeps two [`Timeline`]s beside
+//! the map: when each job finishes (for the finished-jobs count) and when each expires. The
+//! sweeper drains what is due, a batch per lock hold, touching only due jobs. A create that
+//! finds the store full looks at the soonest expiry only: if it is due, that job makes room;
+//! otherwise the refusal is immediate. No path scans the map while holding its lock, so a
+//! stream of refused creates costs the readers of other jobs nothing.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,7 +22,14 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::job::Job;
+use super::timeline::Timeline;
 use crate::settings::{DurationKind, DurationSettings, Outcome, Settings};
+
+/// Most expired jobs a create forgets to make room for itself; the sweeper forgets the rest.
+const MAX_EXPIRED_PER_CREATE: u64 = 4;
+
+/// Most due finishes or expiries the sweeper handles per hold of the lock.
+const SWEEP_BATCH: usize = 1024;
 
 /// Id of the job behind `GET /status`.
 pub const LEGACY_ID: &str = "legacy";
@@ -48,16 +62,61 @@ pub struct SweepReport {
     pub held: usize,
 }
 
-/// All jobs, by id.
+/// All jobs, by id, bounded and expiring.
 #[derive(Debug)]
 pub struct JobStore {
-    jobs: Mutex<HashMap<String, Arc<Job>>>,
+    /// The jobs and their timelines, under one lock.
+    held: Mutex<Held>,
+    /// Draws durations, outcomes, estimate biases and ids.
     rng: Mutex<SmallRng>,
+    /// `jobs.max_jobs`: a create past it is refused.
     max_jobs: usize,
+    /// `jobs.ttl`: how long a finished job is kept.
     ttl: Duration,
+    /// `jobs.error_rate`.
     error_rate: f64,
+    /// `hints.eta_noise`.
     eta_noise: f64,
+    /// `jobs.duration`.
     duration: DurationSettings,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    /// Every job, by id.
+    jobs: HashMap<String, Entry>,
+    /// When each job becomes terminal (a hanging job never does).
+    finishes: Timeline<Arc<Job>>,
+    /// When each job is forgotten (the legacy job never is).
+    expiries: Timeline<Arc<Job>>,
+    /// Expiries looked at by creates that found the store full.
+    examined: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    job: Arc<Job>,
+    /// When it is forgotten; `None` for the legacy job.
+    expires: Option<Instant>,
+}
+
+impl Held {
+    /// Whether `job` is the one held under its id (not one it replaced).
+    fn holds(&self, job: &Arc<Job>) -> bool {
+        self.jobs
+            .get(&job.id)
+            .is_some_and(|e| Arc::ptr_eq(&e.job, job))
+    }
+
+    /// Forgets `job` if it is still the one held under its id.
+    fn forget(&mut self, job: &Arc<Job>) -> bool {
+        if self.holds(job) {
+            self.jobs.remove(&job.id);
+            true
+        } else {
+            false
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -92,7 +151,7 @@ impl JobStore {
     /// An empty store configured by `settings`.
     pub fn new(settings: &Settings, rng: SmallRng) -> Self {
         JobStore {
-            jobs: Mutex::new(HashMap::new()),
+            held: Mutex::default(),
             rng: Mutex::new(rng),
             max_jobs: settings.jobs.max_jobs,
             ttl: settings.jobs.ttl,
@@ -104,16 +163,19 @@ impl JobStore {
 
     /// Creates a job with a fresh id.
     pub fn create(&self, spec: JobSpec) -> Result<Arc<Job>, StoreFull> {
-        let id = format!("j-{:016x}", lock(&self.rng).random::<u64>());
-        self.insert(id, spec, false)
+        self.insert(None, spec)
     }
 
-    /// Creates (or replaces) the legacy job.
+    /// Creates (or replaces) the legacy job. It never expires, and replacing it needs no room.
     pub fn reset_legacy(&self, spec: JobSpec) -> Result<Arc<Job>, StoreFull> {
-        self.insert(LEGACY_ID.to_string(), spec, true)
+        self.insert(Some(LEGACY_ID), spec)
     }
 
-    fn insert(&self, id: String, spec: JobSpec, replace: bool) -> Result<Arc<Job>, StoreFull> {
+    fn draw_id(&self) -> String {
+        format!("j-{:016x}", lock(&self.rng).random::<u64>())
+    }
+
+    fn insert(&self, legacy: Option<&str>, spec: JobSpec) -> Result<Arc<Job>, StoreFull> {
         let (duration, outcome, bias) = {
             let mut rng = lock(&self.rng);
             let duration = spec
@@ -133,31 +195,80 @@ impl JobStore {
             };
             (duration, outcome, bias)
         };
+        let now = Instant::now();
+        let mut held = lock(&self.held);
+        let replacing = legacy.is_some_and(|id| held.jobs.contains_key(id));
+        if !replacing && !self.make_room(&mut held, now) {
+            return Err(StoreFull);
+        }
+        let id = match legacy {
+            Some(id) => id.to_string(),
+            // A 64-bit id drawn twice is all but impossible; never let it replace a job.
+            None => loop {
+                let id = self.draw_id();
+                if !held.jobs.contains_key(&id) {
+                    break id;
+                }
+            },
+        };
         let job = Job::new(id, duration, outcome, bias, spec.callback);
         let job = Arc::new(if spec.hang { job.hanging() } else { job });
-        let mut jobs = lock(&self.jobs);
-        if jobs.len() >= self.max_jobs && !(replace && jobs.contains_key(&job.id)) {
-            let now = Instant::now();
-            let ttl = self.ttl;
-            jobs.retain(|_, j| !expired(j, now, ttl));
-            if jobs.len() >= self.max_jobs {
-                return Err(StoreFull);
-            }
+        let expires = match (legacy, spec.hang) {
+            (Some(_), _) | (None, true) => None,
+            (None, false) => Some(job.completes_at() + self.ttl),
+        };
+        if !job.hang {
+            held.finishes.push(job.completes_at(), Arc::clone(&job));
         }
-        if let Some(old) = jobs.insert(job.id.clone(), Arc::clone(&job)) {
-            old.changed.notify_waiters();
+        if let Some(at) = expires {
+            held.expiries.push(at, Arc::clone(&job));
+        }
+        let entry = Entry {
+            job: Arc::clone(&job),
+            expires,
+        };
+        if let Some(old) = held.jobs.insert(job.id.clone(), entry) {
+            old.job.changed.notify_waiters();
         }
         Ok(job)
     }
 
-    /// The job with this id, if held.
+    /// Whether there is room for one more job, after forgetting at most a few that have
+    /// expired (the soonest first). Refusing looks at one expiry, however many jobs are held.
+    fn make_room(&self, held: &mut Held, now: Instant) -> bool {
+        for _ in 0..MAX_EXPIRED_PER_CREATE {
+            if held.jobs.len() < self.max_jobs {
+                return true;
+            }
+            held.examined += 1;
+            match held.expiries.pop_due(now) {
+                Some(job) => {
+                    held.forget(&job);
+                }
+                None => return false,
+            }
+        }
+        held.jobs.len() < self.max_jobs
+    }
+
+    /// The job with this id, if held and not expired.
     pub fn get(&self, id: &str) -> Option<Arc<Job>> {
-        lock(&self.jobs).get(id).cloned()
+        let now = Instant::now();
+        lock(&self.held)
+            .jobs
+            .get(id)
+            .filter(|e| e.expires.is_none_or(|at| now < at))
+            .map(|e| Arc::clone(&e.job))
+    }
+
+    /// Expiries looked at, in all, by creates that found the store full.
+    pub fn examined(&self) -> u64 {
+        lock(&self.held).examined
     }
 
     /// Number of jobs held.
     pub fn len(&self) -> usize {
-        lock(&self.jobs).len()
+        lock(&self.held).jobs.len()
     }
 
     /// Whether the store is empty.
@@ -165,30 +276,39 @@ impl JobStore {
         self.len() == 0
     }
 
-    /// Forgets expired jobs and reports the ones that turned terminal. The legacy job never
-    /// expires: `GET /status` always answers. Neither does a hanging job, which never ends:
-    /// only `jobs.max_jobs` bounds how many of those are held.
+    /// Forgets expired jobs and reports the ones that turned terminal, touching only those,
+    /// a batch per hold of the lock. The legacy job never expires: `GET /status` always
+    /// answers. Neither does a hanging job, which never ends: only `jobs.max_jobs` bounds how
+    /// many of those are held.
     pub fn sweep(&self, now: Instant) -> SweepReport {
         let mut report = SweepReport::default();
-        let ttl = self.ttl;
-        let mut jobs = lock(&self.jobs);
-        jobs.retain(|id, job| {
-            if job.is_done(now) && job.take_finish() {
-                report.newly_finished.push(job.outcome);
+        loop {
+            let mut held = lock(&self.held);
+            let mut handled = 0;
+            while handled < SWEEP_BATCH {
+                let Some(job) = held.finishes.pop_due(now) else {
+                    break;
+                };
+                handled += 1;
+                if held.holds(&job) && job.take_finish() {
+                    report.newly_finished.push(job.outcome);
+                }
             }
-            let keep = id == LEGACY_ID || !expired(job, now, ttl);
-            if !keep {
-                report.expired += 1;
+            while handled < SWEEP_BATCH {
+                let Some(job) = held.expiries.pop_due(now) else {
+                    break;
+                };
+                handled += 1;
+                if held.forget(&job) {
+                    report.expired += 1;
+                }
             }
-            keep
-        });
-        report.held = jobs.len();
-        report
+            report.held = held.jobs.len();
+            if handled < SWEEP_BATCH {
+                return report;
+            }
+        }
     }
-}
-
-fn expired(job: &Job, now: Instant, ttl: Duration) -> bool {
-    now >= job.completes_at() + ttl
 }
 
 #[cfg(test)]
@@ -212,12 +332,19 @@ mod tests {
             duration: Some(Duration::from_millis(10)),
             ..JobSpec::default()
         };
-        store.create(short.clone()).unwrap();
-        store.create(short.clone()).unwrap();
+        let first = store.create(short.clone()).unwrap();
+        let second = store.create(short.clone()).unwrap();
         assert_eq!(store.create(short.clone()).unwrap_err(), StoreFull);
         tokio::time::advance(Duration::from_secs(2)).await;
-        store.create(short).unwrap();
-        assert_eq!(store.len(), 1);
+        // Expired jobs answer as unknown at once, before the sweeper forgets them.
+        assert!(store.get(&second.id).is_none());
+        // A create forgets the soonest expired job to make room, and only what it needs.
+        let third = store.create(short).unwrap();
+        assert_eq!(store.len(), 2);
+        let r = store.sweep(Instant::now());
+        assert_eq!((r.expired, r.held), (1, 1), "the sweeper forgets the other");
+        assert!(store.get(&first.id).is_none());
+        assert!(store.get(&third.id).is_some());
     }
 
     #[tokio::test(start_paused = true)]
@@ -245,6 +372,54 @@ mod tests {
         assert!(r.newly_finished.is_empty());
         let r = store.sweep(Instant::now() + Duration::from_secs(7));
         assert_eq!((r.expired, r.held), (1, 1), "legacy never expires");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_create_looks_at_a_bounded_number_of_jobs() {
+        const MAX: usize = 2_000;
+        const REFUSALS: u64 = 500;
+        let mut s = Settings::default();
+        s.jobs.max_jobs = MAX;
+        let store = JobStore::new(&s, SmallRng::seed_from_u64(1));
+        let long = JobSpec {
+            duration: Some(Duration::from_secs(60)),
+            ..JobSpec::default()
+        };
+        for _ in 0..MAX {
+            store.create(long.clone()).unwrap();
+        }
+        let before = store.examined();
+        for _ in 0..REFUSALS {
+            assert_eq!(store.create(long.clone()).unwrap_err(), StoreFull);
+        }
+        let per_refusal = (store.examined() - before) as f64 / REFUSALS as f64;
+        assert!(
+            per_refusal <= 1.0,
+            "a refusal looked at {per_refusal} jobs of {MAX}"
+        );
+        assert_eq!(store.len(), MAX);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sweep_handles_every_due_job_across_batches_and_keeps_nothing_behind() {
+        let n = SWEEP_BATCH * 2 + 10;
+        let mut s = Settings::default();
+        s.jobs.ttl = Duration::from_secs(1);
+        let store = JobStore::new(&s, SmallRng::seed_from_u64(1));
+        for _ in 0..n {
+            store
+                .create(JobSpec {
+                    duration: Some(Duration::ZERO),
+                    ..JobSpec::default()
+                })
+                .unwrap();
+        }
+        let r = store.sweep(Instant::now());
+        assert_eq!((r.newly_finished.len(), r.expired, r.held), (n, 0, n));
+        let r = store.sweep(Instant::now() + Duration::from_secs(1));
+        assert_eq!((r.newly_finished.len(), r.expired, r.held), (0, n, 0));
+        let held = lock(&store.held);
+        assert_eq!((held.finishes.len(), held.expiries.len()), (0, 0));
     }
 
     #[test]
