@@ -122,6 +122,9 @@ pub struct JobSettings {
     /// How long finished jobs are kept.
     #[serde(with = "humantime_serde")]
     pub ttl: Duration,
+    /// How long a hanging job (`"hang": true`) is kept; it never finishes.
+    #[serde(with = "humantime_serde")]
+    pub hang_ttl: Duration,
     /// Most jobs in the store.
     pub max_jobs: usize,
     /// Longest `duration_ms` a client may ask for.
@@ -410,6 +413,9 @@ impl Settings {
         if self.jobs.max_jobs == 0 {
             return Err(invalid("jobs.max_jobs", "must be at least 1"));
         }
+        if self.jobs.hang_ttl.is_zero() {
+            return Err(invalid("jobs.hang_ttl", "must be positive"));
+        }
         if self.sse.keepalive.is_zero() {
             return Err(invalid("sse.keepalive", "must be positive"));
         }
@@ -560,6 +566,11 @@ mod tests {
             ("[faults]\ndrop_rate = -0.1\n", "faults.drop_rate"),
             ("[server]\nbind = \"nowhere\"\n", "server.bind"),
             ("[hints]\neta_noise = 1.0\n", "hints.eta_noise"),
+            ("[jobs]\nhang_ttl = \"0s\"\n", "jobs.hang_ttl"),
+            (
+                "[webhooks]\nmax_callback_url_len = 0\n",
+                "webhooks.max_callback_url_len",
+            ),
             (
                 "[jobs.duration]\nkind = \"uniform\"\nmin = \"9s\"\nmax = \"1s\"\n",
                 "jobs.duration.min",

@@ -1,8 +1,9 @@
 //! The job store: bounded, with expiry.
 //!
 //! Memory per job is a few hundred bytes and fixed. The store refuses new jobs past
-//! `jobs.max_jobs`, and forgets finished jobs `jobs.ttl` after they end, so no sequence of
-//! requests can grow it without bound.
+//! `jobs.max_jobs`, forgets finished jobs `jobs.ttl` after they end and hanging jobs (which
+//! never end) `jobs.hang_ttl` after they were created, so no sequence of requests can grow it
+//! without bound or fill it until a restart.
 //!
 //! Every job's expiry is known when it is created, so the store keeps two [`Timeline`]s beside
 //! the map: when each job finishes (for the finished-jobs count) and when each expires. The
@@ -73,6 +74,8 @@ pub struct JobStore {
     max_jobs: usize,
     /// `jobs.ttl`: how long a finished job is kept.
     ttl: Duration,
+    /// `jobs.hang_ttl`: how long a hanging job is kept (it never finishes).
+    hang_ttl: Duration,
     /// `jobs.error_rate`.
     error_rate: f64,
     /// `hints.eta_noise`.
@@ -155,6 +158,7 @@ impl JobStore {
             rng: Mutex::new(rng),
             max_jobs: settings.jobs.max_jobs,
             ttl: settings.jobs.ttl,
+            hang_ttl: settings.jobs.hang_ttl,
             error_rate: settings.jobs.error_rate,
             eta_noise: settings.hints.eta_noise,
             duration: settings.jobs.duration.clone(),
@@ -214,7 +218,8 @@ impl JobStore {
         let job = Job::new(id, duration, outcome, bias, spec.callback);
         let job = Arc::new(if spec.hang { job.hanging() } else { job });
         let expires = match (legacy, spec.hang) {
-            (Some(_), _) | (None, true) => None,
+            (Some(_), _) => None,
+            (None, true) => Some(job.created + self.hang_ttl),
             (None, false) => Some(job.completes_at() + self.ttl),
         };
         if !job.hang {
@@ -278,8 +283,7 @@ impl JobStore {
 
     /// Forgets expired jobs and reports the ones that turned terminal, touching only those,
     /// a batch per hold of the lock. The legacy job never expires: `GET /status` always
-    /// answers. Neither does a hanging job, which never ends: only `jobs.max_jobs` bounds how
-    /// many of those are held.
+    /// answers. A hanging job never ends, and expires `jobs.hang_ttl` after its creation.
     pub fn sweep(&self, now: Instant) -> SweepReport {
         let mut report = SweepReport::default();
         loop {
@@ -420,6 +424,30 @@ mod tests {
         assert_eq!((r.newly_finished.len(), r.expired, r.held), (0, n, 0));
         let held = lock(&store.held);
         assert_eq!((held.finishes.len(), held.expiries.len()), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hanging_job_is_forgotten_after_hang_ttl_and_makes_room() {
+        let mut s = Settings::default();
+        s.jobs.max_jobs = 1;
+        s.jobs.hang_ttl = Duration::from_secs(60);
+        let store = JobStore::new(&s, SmallRng::seed_from_u64(1));
+        let hang = JobSpec {
+            hang: true,
+            ..JobSpec::default()
+        };
+        let stuck = store.create(hang.clone()).unwrap();
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert!(store.get(&stuck.id).is_some());
+        assert_eq!(store.create(hang.clone()).unwrap_err(), StoreFull);
+        assert_eq!(store.sweep(Instant::now()).expired, 0);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(store.get(&stuck.id).is_none(), "expired at hang_ttl");
+        let next = store.create(hang).unwrap();
+        assert_eq!(store.len(), 1);
+        let r = store.sweep(Instant::now() + Duration::from_secs(61));
+        assert_eq!((r.newly_finished.len(), r.expired, r.held), (0, 1, 0));
+        assert!(store.get(&next.id).is_none());
     }
 
     #[test]

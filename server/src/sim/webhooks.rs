@@ -167,8 +167,12 @@ impl Webhooks {
         }
     }
 
-    /// Arranges a delivery when `job` becomes terminal.
+    /// Arranges a delivery when `job` becomes terminal. A hanging job never does: holding it
+    /// here would keep it in memory long after the store forgot it.
     pub fn schedule(&self, job: Arc<Job>) {
+        if job.hang {
+            return;
+        }
         {
             let mut timers = self.timers.lock().unwrap_or_else(|p| p.into_inner());
             timers.1 += 1;
@@ -331,6 +335,25 @@ mod tests {
         assert!(!verify(secret, "msg_1", 1_700_000_000, b"{\"a\":2}", &sig));
         assert!(signing_key("whsec_!!!").is_none());
         assert_eq!(signing_key("plain").unwrap(), b"plain");
+    }
+
+    #[tokio::test]
+    async fn only_jobs_that_end_are_scheduled() {
+        let hooks = Webhooks::new(&crate::Settings::default().webhooks);
+        let job = |hang: bool| {
+            let job = Job::new(
+                "j".into(),
+                Duration::ZERO,
+                crate::Outcome::Completed,
+                1.0,
+                None,
+            );
+            Arc::new(if hang { job.hanging() } else { job })
+        };
+        hooks.schedule(job(true));
+        assert_eq!(hooks.timers.lock().unwrap().0.len(), 0);
+        hooks.schedule(job(false));
+        assert_eq!(hooks.timers.lock().unwrap().0.len(), 1);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use axum::response::IntoResponse;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::common::{client, error_code, sample, spawn_with};
+use crate::common::{client, create, error_code, sample, spawn_with, status_json};
 
 /// A stand-in on `127.0.0.1:0` that counts every request it receives and answers with
 /// `answer`. Returns its address (`host:port`) and the count.
@@ -142,4 +142,24 @@ async fn a_callback_url_is_bounded_as_stored() {
         2,
         "the legacy job and the one accepted"
     );
+}
+
+#[tokio::test]
+async fn a_hung_job_is_forgotten_after_hang_ttl() {
+    let server = spawn_with(|s| s.jobs.hang_ttl = Duration::from_millis(300)).await;
+    let id = create(&server, json!({"hang": true})).await;
+    assert_eq!(status_json(&server, &id).await["result"], "pending");
+    assert_eq!(server.state().job_count(), 2);
+    let url = server.url(&format!("/v1/jobs/{id}/status"));
+    let mut answers = Vec::new();
+    for _ in 0..100 {
+        let r = client().get(&url).send().await.unwrap();
+        answers.push(r.status().as_u16());
+        if r.status() == StatusCode::NOT_FOUND && server.state().job_count() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(answers.last(), Some(&404), "{answers:?}");
+    assert_eq!(server.state().job_count(), 1, "only the legacy job is left");
 }
