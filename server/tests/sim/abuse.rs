@@ -163,3 +163,59 @@ async fn a_hung_job_is_forgotten_after_hang_ttl() {
     assert_eq!(answers.last(), Some(&404), "{answers:?}");
     assert_eq!(server.state().job_count(), 1, "only the legacy job is left");
 }
+
+#[tokio::test]
+async fn rotating_api_keys_do_not_dodge_the_rate_limit() {
+    let server = spawn_with(|s| {
+        s.rate_limit.enabled = true;
+        s.rate_limit.rps = 0.5;
+        s.rate_limit.burst = 3;
+    })
+    .await;
+    let c = client();
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        let r = c
+            .get(server.url("/status"))
+            .header("x-api-key", format!("made-up-{i}"))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    // No key is configured, so none was checked: they are all one peer.
+    assert_eq!(&statuses[..3], &[200, 200, 200], "{statuses:?}");
+    assert!(statuses[3..].iter().all(|s| *s == 429), "{statuses:?}");
+}
+
+#[tokio::test]
+async fn wrong_api_keys_are_counted_against_their_peer() {
+    let server = spawn_with(|s| {
+        s.auth.api_key = Some("k3y".into());
+        s.rate_limit.enabled = true;
+        s.rate_limit.rps = 0.5;
+        s.rate_limit.burst = 3;
+    })
+    .await;
+    let c = client();
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let r = c
+            .get(server.url("/status"))
+            .header("x-api-key", format!("guess-{i}-{}", "x".repeat(60 * 1024)))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(&statuses[..3], &[401, 401, 401], "{statuses:?}");
+    assert!(statuses[3..].iter().all(|s| *s == 429), "{statuses:?}");
+    // The key holder is its own client, with its own bucket.
+    let r = c
+        .get(server.url("/status"))
+        .header("x-api-key", "k3y")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
