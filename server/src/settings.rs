@@ -127,6 +127,8 @@ pub struct JobSettings {
     pub hang_ttl: Duration,
     /// Most jobs in the store.
     pub max_jobs: usize,
+    /// Most jobs one client (checked API key, else peer address) may hold in the store.
+    pub max_jobs_per_client: usize,
     /// Longest `duration_ms` a client may ask for.
     #[serde(with = "humantime_serde")]
     pub max_duration: Duration,
@@ -413,6 +415,9 @@ impl Settings {
         if self.jobs.max_jobs == 0 {
             return Err(invalid("jobs.max_jobs", "must be at least 1"));
         }
+        if self.jobs.max_jobs_per_client == 0 {
+            return Err(invalid("jobs.max_jobs_per_client", "must be at least 1"));
+        }
         if self.jobs.hang_ttl.is_zero() {
             return Err(invalid("jobs.hang_ttl", "must be positive"));
         }
@@ -567,6 +572,10 @@ mod tests {
             ("[server]\nbind = \"nowhere\"\n", "server.bind"),
             ("[hints]\neta_noise = 1.0\n", "hints.eta_noise"),
             ("[jobs]\nhang_ttl = \"0s\"\n", "jobs.hang_ttl"),
+            (
+                "[jobs]\nmax_jobs_per_client = 0\n",
+                "jobs.max_jobs_per_client",
+            ),
             (
                 "[webhooks]\nmax_callback_url_len = 0\n",
                 "webhooks.max_callback_url_len",

@@ -22,6 +22,7 @@ use rand_distr::{Distribution, LogNormal};
 use tokio::time::Instant;
 use url::Url;
 
+use super::client::ClientId;
 use super::job::Job;
 use super::timeline::Timeline;
 use crate::settings::{DurationKind, DurationSettings, Outcome, Settings};
@@ -46,11 +47,26 @@ pub struct JobSpec {
     pub callback: Option<Url>,
     /// Stay pending forever, progress frozen (a stuck job, for stall detection).
     pub hang: bool,
+    /// Who asks: counted against `jobs.max_jobs_per_client` while the job is held. `None`
+    /// (jobs created in process) belongs to no client.
+    pub client: Option<ClientId>,
 }
 
-/// The store is full.
+/// The store is full (the legacy job has no room).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreFull;
+
+/// Why the store would not take a new job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refused {
+    /// It holds `jobs.max_jobs` jobs, none of them expired.
+    #[error("the store holds jobs.max_jobs jobs")]
+    StoreFull,
+    /// The asking client holds `jobs.max_jobs_per_client` jobs, none of them expired.
+    #[error("the client holds jobs.max_jobs_per_client jobs")]
+    ClientFull,
+}
 
 /// What a sweep found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -72,6 +88,8 @@ pub struct JobStore {
     rng: Mutex<SmallRng>,
     /// `jobs.max_jobs`: a create past it is refused.
     max_jobs: usize,
+    /// `jobs.max_jobs_per_client`: a client's create past it is refused.
+    max_per_client: usize,
     /// `jobs.ttl`: how long a finished job is kept.
     ttl: Duration,
     /// `jobs.hang_ttl`: how long a hanging job is kept (it never finishes).
@@ -92,6 +110,9 @@ struct Held {
     finishes: Timeline<Arc<Job>>,
     /// When each job is forgotten (the legacy job never is).
     expiries: Timeline<Arc<Job>>,
+    /// Jobs held per client; a client holding none has no entry, so this is never larger
+    /// than `jobs`.
+    per_client: HashMap<ClientId, usize>,
     /// Expiries looked at by creates that found the store full.
     examined: u64,
 }
@@ -101,6 +122,8 @@ struct Entry {
     job: Arc<Job>,
     /// When it is forgotten; `None` for the legacy job.
     expires: Option<Instant>,
+    /// Whose it is, if anyone's.
+    client: Option<ClientId>,
 }
 
 impl Held {
@@ -113,11 +136,25 @@ impl Held {
 
     /// Forgets `job` if it is still the one held under its id.
     fn forget(&mut self, job: &Arc<Job>) -> bool {
-        if self.holds(job) {
-            self.jobs.remove(&job.id);
-            true
-        } else {
-            false
+        if !self.holds(job) {
+            return false;
+        }
+        if let Some(client) = self.jobs.remove(&job.id).and_then(|e| e.client) {
+            self.release(client);
+        }
+        true
+    }
+
+    fn held_by(&self, client: ClientId) -> usize {
+        self.per_client.get(&client).copied().unwrap_or(0)
+    }
+
+    fn release(&mut self, client: ClientId) {
+        if let Some(n) = self.per_client.get_mut(&client) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_client.remove(&client);
+            }
         }
     }
 }
@@ -157,6 +194,7 @@ impl JobStore {
             held: Mutex::default(),
             rng: Mutex::new(rng),
             max_jobs: settings.jobs.max_jobs,
+            max_per_client: settings.jobs.max_jobs_per_client,
             ttl: settings.jobs.ttl,
             hang_ttl: settings.jobs.hang_ttl,
             error_rate: settings.jobs.error_rate,
@@ -165,21 +203,26 @@ impl JobStore {
         }
     }
 
-    /// Creates a job with a fresh id.
-    pub fn create(&self, spec: JobSpec) -> Result<Arc<Job>, StoreFull> {
+    /// Creates a job with a fresh id, for `spec.client` if set.
+    pub fn create(&self, spec: JobSpec) -> Result<Arc<Job>, Refused> {
         self.insert(None, spec)
     }
 
-    /// Creates (or replaces) the legacy job. It never expires, and replacing it needs no room.
+    /// Creates (or replaces) the legacy job. It never expires, belongs to no client, and
+    /// replacing it needs no room.
     pub fn reset_legacy(&self, spec: JobSpec) -> Result<Arc<Job>, StoreFull> {
-        self.insert(Some(LEGACY_ID), spec)
+        let spec = JobSpec {
+            client: None,
+            ..spec
+        };
+        self.insert(Some(LEGACY_ID), spec).map_err(|_| StoreFull)
     }
 
     fn draw_id(&self) -> String {
         format!("j-{:016x}", lock(&self.rng).random::<u64>())
     }
 
-    fn insert(&self, legacy: Option<&str>, spec: JobSpec) -> Result<Arc<Job>, StoreFull> {
+    fn insert(&self, legacy: Option<&str>, spec: JobSpec) -> Result<Arc<Job>, Refused> {
         let (duration, outcome, bias) = {
             let mut rng = lock(&self.rng);
             let duration = spec
@@ -202,8 +245,8 @@ impl JobStore {
         let now = Instant::now();
         let mut held = lock(&self.held);
         let replacing = legacy.is_some_and(|id| held.jobs.contains_key(id));
-        if !replacing && !self.make_room(&mut held, now) {
-            return Err(StoreFull);
+        if !replacing {
+            self.make_room(&mut held, now, spec.client)?;
         }
         let id = match legacy {
             Some(id) => id.to_string(),
@@ -231,29 +274,50 @@ impl JobStore {
         let entry = Entry {
             job: Arc::clone(&job),
             expires,
+            client: spec.client,
         };
+        if let Some(client) = spec.client {
+            *held.per_client.entry(client).or_default() += 1;
+        }
         if let Some(old) = held.jobs.insert(job.id.clone(), entry) {
+            if let Some(client) = old.client {
+                held.release(client);
+            }
             old.job.changed.notify_waiters();
         }
         Ok(job)
     }
 
-    /// Whether there is room for one more job, after forgetting at most a few that have
-    /// expired (the soonest first). Refusing looks at one expiry, however many jobs are held.
-    fn make_room(&self, held: &mut Held, now: Instant) -> bool {
-        for _ in 0..MAX_EXPIRED_PER_CREATE {
-            if held.jobs.len() < self.max_jobs {
-                return true;
+    /// Whether there is room for one more job, for `client` if set, after forgetting at most a
+    /// few jobs that have expired (the soonest first). Refusing looks at one expiry, however
+    /// many jobs are held. A client at its cap is told so even when the store is full too.
+    fn make_room(
+        &self,
+        held: &mut Held,
+        now: Instant,
+        client: Option<ClientId>,
+    ) -> Result<(), Refused> {
+        let mut looked = 0;
+        loop {
+            let refused = if client.is_some_and(|c| held.held_by(c) >= self.max_per_client) {
+                Refused::ClientFull
+            } else if held.jobs.len() >= self.max_jobs {
+                Refused::StoreFull
+            } else {
+                return Ok(());
+            };
+            if looked == MAX_EXPIRED_PER_CREATE {
+                return Err(refused);
             }
+            looked += 1;
             held.examined += 1;
             match held.expiries.pop_due(now) {
                 Some(job) => {
                     held.forget(&job);
                 }
-                None => return false,
+                None => return Err(refused),
             }
         }
-        held.jobs.len() < self.max_jobs
     }
 
     /// The job with this id, if held and not expired.
@@ -338,7 +402,7 @@ mod tests {
         };
         let first = store.create(short.clone()).unwrap();
         let second = store.create(short.clone()).unwrap();
-        assert_eq!(store.create(short.clone()).unwrap_err(), StoreFull);
+        assert_eq!(store.create(short.clone()).unwrap_err(), Refused::StoreFull);
         tokio::time::advance(Duration::from_secs(2)).await;
         // Expired jobs answer as unknown at once, before the sweeper forgets them.
         assert!(store.get(&second.id).is_none());
@@ -394,7 +458,7 @@ mod tests {
         }
         let before = store.examined();
         for _ in 0..REFUSALS {
-            assert_eq!(store.create(long.clone()).unwrap_err(), StoreFull);
+            assert_eq!(store.create(long.clone()).unwrap_err(), Refused::StoreFull);
         }
         let per_refusal = (store.examined() - before) as f64 / REFUSALS as f64;
         assert!(
@@ -439,7 +503,7 @@ mod tests {
         let stuck = store.create(hang.clone()).unwrap();
         tokio::time::advance(Duration::from_secs(59)).await;
         assert!(store.get(&stuck.id).is_some());
-        assert_eq!(store.create(hang.clone()).unwrap_err(), StoreFull);
+        assert_eq!(store.create(hang.clone()).unwrap_err(), Refused::StoreFull);
         assert_eq!(store.sweep(Instant::now()).expired, 0);
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(store.get(&stuck.id).is_none(), "expired at hang_ttl");
@@ -448,6 +512,73 @@ mod tests {
         let r = store.sweep(Instant::now() + Duration::from_secs(61));
         assert_eq!((r.newly_finished.len(), r.expired, r.held), (0, 1, 0));
         assert!(store.get(&next.id).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_client_holds_at_most_its_cap_and_gets_room_back_as_its_jobs_expire() {
+        let mut s = Settings::default();
+        s.jobs.max_jobs = 5;
+        s.jobs.max_jobs_per_client = 2;
+        s.jobs.ttl = Duration::from_secs(1);
+        let store = JobStore::new(&s, SmallRng::seed_from_u64(1));
+        let (a, b) = (ClientId::ApiKey, ClientId::peer([192, 0, 2, 1].into()));
+        let spec = |client: Option<ClientId>, secs: u64| JobSpec {
+            duration: Some(Duration::from_secs(secs)),
+            client,
+            ..JobSpec::default()
+        };
+        store.create(spec(Some(a), 0)).unwrap();
+        store.create(spec(Some(a), 10)).unwrap();
+        assert_eq!(
+            store.create(spec(Some(a), 0)).unwrap_err(),
+            Refused::ClientFull
+        );
+        store.create(spec(Some(b), 10)).unwrap();
+        store.create(spec(None, 10)).unwrap();
+        store.create(spec(None, 10)).unwrap();
+        assert_eq!(
+            store.create(spec(None, 10)).unwrap_err(),
+            Refused::StoreFull
+        );
+        assert_eq!(
+            store.create(spec(Some(b), 10)).unwrap_err(),
+            Refused::StoreFull
+        );
+        // A client at its cap is told so, even with the store full as well.
+        assert_eq!(
+            store.create(spec(Some(a), 0)).unwrap_err(),
+            Refused::ClientFull
+        );
+        // `a`'s first job expires: room for `a`, taken at once.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        store.create(spec(Some(a), 10)).unwrap();
+        assert_eq!(
+            store.create(spec(Some(a), 0)).unwrap_err(),
+            Refused::ClientFull
+        );
+        let held = lock(&store.held);
+        assert_eq!((held.held_by(a), held.held_by(b)), (2, 1));
+        assert_eq!(held.per_client.len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_holds_nothing_has_no_entry() {
+        let mut s = Settings::default();
+        s.jobs.ttl = Duration::ZERO;
+        let store = JobStore::new(&s, SmallRng::seed_from_u64(1));
+        for i in 0..100u8 {
+            store
+                .create(JobSpec {
+                    duration: Some(Duration::ZERO),
+                    client: Some(ClientId::peer([192, 0, 2, i].into())),
+                    ..JobSpec::default()
+                })
+                .unwrap();
+        }
+        assert_eq!(lock(&store.held).per_client.len(), 100);
+        let r = store.sweep(Instant::now());
+        assert_eq!(r.expired, 100);
+        assert!(lock(&store.held).per_client.is_empty());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use axum::response::IntoResponse;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::common::{client, create, error_code, sample, spawn_with, status_json};
+use crate::common::{client, client_from, create, error_code, sample, spawn_with, status_json};
 
 /// A stand-in on `127.0.0.1:0` that counts every request it receives and answers with
 /// `answer`. Returns its address (`host:port`) and the count.
@@ -218,4 +218,53 @@ async fn wrong_api_keys_are_counted_against_their_peer() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn one_client_cannot_take_more_than_its_share_of_the_store() {
+    let server = spawn_with(|s| {
+        s.jobs.max_jobs_per_client = 3;
+        s.jobs.ttl = Duration::from_millis(200);
+    })
+    .await;
+    let post = |c: reqwest::Client, body: serde_json::Value| {
+        c.post(server.url("/v1/jobs")).json(&body).send()
+    };
+    let greedy = client();
+    for _ in 0..3 {
+        let r = post(greedy.clone(), json!({"duration_ms": 0}))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    for _ in 0..5 {
+        let r = post(greedy.clone(), json!({"hang": true})).await.unwrap();
+        assert_eq!(r.status(), 429);
+        assert!(r.headers().get("retry-after").is_some());
+        assert_eq!(error_code(r).await, "too_many_jobs");
+    }
+    // Another peer still can, up to its own cap.
+    let other = client_from("127.0.0.2");
+    for _ in 0..3 {
+        let r = post(other.clone(), json!({"duration_ms": 60_000}))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let r = post(other.clone(), json!({})).await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(server.state().job_count(), 1 + 3 + 3);
+    // Once the first client's jobs have expired, it has room again.
+    let mut status = 0;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let r = post(greedy.clone(), json!({"duration_ms": 0}))
+            .await
+            .unwrap();
+        status = r.status().as_u16();
+        if status == 201 {
+            break;
+        }
+    }
+    assert_eq!(status, 201);
 }
