@@ -5,12 +5,13 @@
 //! never end) `jobs.hang_ttl` after they were created, so no sequence of requests can grow it
 //! without bound or fill it until a restart.
 //!
-//! Every job's expiry is known when it is created, so the store keeps two [`Timeline`]s beside
-//! the map: when each job finishes (for the finished-jobs count) and when each expires. The
-//! sweeper drains what is due, a batch per lock hold, touching only due jobs. A create that
-//! finds the store full looks at the soonest expiry only: if it is due, that job makes room;
-//! otherwise the refusal is immediate. No path scans the map while holding its lock, so a
-//! stream of refused creates costs the readers of other jobs nothing.
+//! Every job's expiry is known when it is created, so the store keeps two timelines beside the
+//! map: when each job finishes (for the finished-jobs count) and when each expires. The sweeper
+//! drains what is due, a batch per lock hold, touching only due jobs. A create that finds the
+//! store (or its client's share, `jobs.max_jobs_per_client`) full looks at the soonest expiry
+//! only: if it is due, that job makes room; otherwise the refusal is immediate. No path scans
+//! the map while holding its lock, so a stream of refused creates costs the readers of other
+//! jobs nothing.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
