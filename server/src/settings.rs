@@ -230,8 +230,17 @@ pub struct WebhookSettings {
     /// Timeout of one attempt.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
-    /// Pending deliveries.
+    /// Longest wait for a receiver's connection to open.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Deliveries in flight at once, to all receivers.
+    pub max_in_flight: usize,
+    /// Deliveries in flight at once to one receiver (scheme, host and port).
+    pub max_in_flight_per_host: usize,
+    /// Deliveries waiting for a free slot, to all receivers.
     pub queue_size: usize,
+    /// Deliveries waiting for a free slot to one receiver.
+    pub max_queued_per_host: usize,
     /// Longest `callback_url` a job may carry, in bytes (as stored, after normalisation).
     pub max_callback_url_len: usize,
 }
@@ -455,8 +464,27 @@ impl Settings {
         if self.webhooks.max_attempts == 0 {
             return Err(invalid("webhooks.max_attempts", "must be at least 1"));
         }
-        if self.webhooks.queue_size == 0 {
-            return Err(invalid("webhooks.queue_size", "must be at least 1"));
+        if self.webhooks.timeout.is_zero() {
+            return Err(invalid("webhooks.timeout", "must be positive"));
+        }
+        if self.webhooks.connect_timeout.is_zero() {
+            return Err(invalid("webhooks.connect_timeout", "must be positive"));
+        }
+        for (key, value) in [
+            ("webhooks.max_in_flight", self.webhooks.max_in_flight),
+            (
+                "webhooks.max_in_flight_per_host",
+                self.webhooks.max_in_flight_per_host,
+            ),
+            ("webhooks.queue_size", self.webhooks.queue_size),
+            (
+                "webhooks.max_queued_per_host",
+                self.webhooks.max_queued_per_host,
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
         }
         if self.webhooks.max_callback_url_len == 0 {
             return Err(invalid(
@@ -579,6 +607,14 @@ mod tests {
             (
                 "[webhooks]\nmax_callback_url_len = 0\n",
                 "webhooks.max_callback_url_len",
+            ),
+            (
+                "[webhooks]\nmax_in_flight_per_host = 0\n",
+                "webhooks.max_in_flight_per_host",
+            ),
+            (
+                "[webhooks]\nconnect_timeout = \"0s\"\n",
+                "webhooks.connect_timeout",
             ),
             (
                 "[jobs.duration]\nkind = \"uniform\"\nmin = \"9s\"\nmax = \"1s\"\n",

@@ -268,3 +268,138 @@ async fn one_client_cannot_take_more_than_its_share_of_the_store() {
     }
     assert_eq!(status, 201);
 }
+
+/// A callback receiver that accepts connections and never reads or answers; it holds every
+/// connection open. Returns its address and the number of connections accepted.
+async fn black_hole() -> (String, Arc<AtomicUsize>) {
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn({
+        let accepted = Arc::clone(&accepted);
+        async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
+                held.push(socket);
+            }
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn a_black_hole_receiver_does_not_delay_other_webhooks() {
+    const STUCK: usize = 64;
+    const PER_HOST: usize = 4;
+    let server = spawn_with(|s| {
+        s.webhooks.timeout = Duration::from_secs(2);
+        s.webhooks.max_in_flight_per_host = PER_HOST;
+    })
+    .await;
+    let (hole, accepted) = black_hole().await;
+    let c = client();
+    for _ in 0..STUCK {
+        let body = json!({"duration_ms": 0, "callback_url": format!("http://{hole}/hook")});
+        let r = c
+            .post(server.url("/v1/jobs"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    // The stuck deliveries have started before the healthy job exists.
+    for _ in 0..200 {
+        if accepted.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(accepted.load(Ordering::SeqCst) > 0);
+    let (healthy, got) = counting_stand_in(|| StatusCode::NO_CONTENT.into_response()).await;
+    let started = tokio::time::Instant::now();
+    let body = json!({"duration_ms": 0, "callback_url": format!("http://{healthy}/hook")});
+    let r = c
+        .post(server.url("/v1/jobs"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // 64 deliveries × 2 s timeout × 5 attempts stand in front of it if they are served in
+    // turn; with them isolated it arrives at once. The bound leaves a loaded machine room.
+    while got.load(Ordering::SeqCst) == 0 && started.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let waited = started.elapsed();
+    assert_eq!(
+        got.load(Ordering::SeqCst),
+        1,
+        "not delivered after {waited:?}"
+    );
+    // At most PER_HOST connections to the black hole at a time: one wave before the first
+    // attempts time out (2 s), two if this machine took longer than that.
+    let stuck_connections = accepted.load(Ordering::SeqCst);
+    assert!(
+        (1..=2 * PER_HOST).contains(&stuck_connections),
+        "{stuck_connections} connections to one host after {waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_retry_waits_without_holding_its_receivers_slot() {
+    // One slot for the receiver. The first job's deliveries fail; while its retry waits out a
+    // long backoff, the second job's delivery to the same receiver goes through.
+    let server = spawn_with(|s| {
+        s.webhooks.max_in_flight_per_host = 1;
+        s.webhooks.max_attempts = 2;
+        s.webhooks.initial_backoff = Duration::from_secs(20);
+    })
+    .await;
+    let failing = Arc::new(std::sync::Mutex::new(String::new()));
+    // Counts: attempts for the failing job, deliveries of any other.
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let delivered = Arc::new(AtomicUsize::new(0));
+    let app = Router::new().fallback({
+        let (failing, attempts, delivered) = (failing.clone(), attempts.clone(), delivered.clone());
+        move |body: String| async move {
+            let fail = body.contains(failing.lock().unwrap().as_str());
+            if fail {
+                attempts.fetch_add(1, Ordering::SeqCst);
+                StatusCode::INTERNAL_SERVER_ERROR
+            } else {
+                delivered.fetch_add(1, Ordering::SeqCst);
+                StatusCode::NO_CONTENT
+            }
+        }
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    // Until the first job's id is known every delivery fails (every body contains "").
+    let first = create(&server, json!({"duration_ms": 0, "callback_url": hook})).await;
+    *failing.lock().unwrap() = first;
+    while attempts.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    create(&server, json!({"duration_ms": 0, "callback_url": hook})).await;
+    for _ in 0..300 {
+        if delivered.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(delivered.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        attempts.load(Ordering::SeqCst),
+        1,
+        "the retry is still waiting"
+    );
+    let text = server.state().render_metrics();
+    assert_eq!(
+        sample(&text, "sim_webhook_deliveries_total{outcome=\"retried\"}"),
+        Some(1.0)
+    );
+}
