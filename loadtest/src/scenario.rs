@@ -326,6 +326,8 @@ impl Scenario {
         let mut s = Settings::default();
         s.server.bind = "127.0.0.1:0".parse()?;
         s.jobs.max_jobs = (self.jobs * 2 + 1000).max(100_000);
+        // The harness is one peer creating every job: it must not meet the per-client cap.
+        s.jobs.max_jobs_per_client = s.jobs.max_jobs;
         s.jobs.ttl = Duration::from_secs(3600);
         s.longpoll.max_waiters = 100_000;
         s.sse.max_streams = 100_000;

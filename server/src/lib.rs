@@ -53,7 +53,7 @@ pub use error::{ApiError, Error};
 pub use routes::app;
 pub use settings::{ConfigError, Faults, OutageWindow, Outcome, Settings};
 pub use sim::job::Channel;
-pub use sim::store::{JobSpec, LEGACY_ID, StoreFull};
+pub use sim::store::{JobSpec, LEGACY_ID, Refused, StoreFull};
 
 use metrics::Metrics;
 use sim::faults::FaultInjector;
@@ -127,11 +127,11 @@ impl AppState {
     }
 
     /// Creates a job, as `POST /v1/jobs` would; returns its id.
-    pub fn create_job(&self, spec: JobSpec) -> Result<String, StoreFull> {
+    pub fn create_job(&self, spec: JobSpec) -> Result<String, Refused> {
         self.create(spec).map(|job| job.id.clone())
     }
 
-    pub(crate) fn create(&self, spec: JobSpec) -> Result<Arc<Job>, StoreFull> {
+    pub(crate) fn create(&self, spec: JobSpec) -> Result<Arc<Job>, Refused> {
         let job = self.inner.store.create(spec)?;
         self.inner.metrics.job_created();
         if job.callback.is_some() {

@@ -122,8 +122,13 @@ pub struct JobSettings {
     /// How long finished jobs are kept.
     #[serde(with = "humantime_serde")]
     pub ttl: Duration,
+    /// How long a hanging job (`"hang": true`) is kept; it never finishes.
+    #[serde(with = "humantime_serde")]
+    pub hang_ttl: Duration,
     /// Most jobs in the store.
     pub max_jobs: usize,
+    /// Most jobs one client (checked API key, else peer address) may hold in the store.
+    pub max_jobs_per_client: usize,
     /// Longest `duration_ms` a client may ask for.
     #[serde(with = "humantime_serde")]
     pub max_duration: Duration,
@@ -225,8 +230,19 @@ pub struct WebhookSettings {
     /// Timeout of one attempt.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
-    /// Pending deliveries.
+    /// Longest wait for a receiver's connection to open.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Deliveries in flight at once, to all receivers.
+    pub max_in_flight: usize,
+    /// Deliveries in flight at once to one receiver (scheme, host and port).
+    pub max_in_flight_per_host: usize,
+    /// Deliveries waiting for a free slot, to all receivers.
     pub queue_size: usize,
+    /// Deliveries waiting for a free slot to one receiver.
+    pub max_queued_per_host: usize,
+    /// Longest `callback_url` a job may carry, in bytes (as stored, after normalisation).
+    pub max_callback_url_len: usize,
 }
 
 /// `[faults]`: what goes wrong on purpose. Also the body of `PUT /admin/faults`.
@@ -408,6 +424,12 @@ impl Settings {
         if self.jobs.max_jobs == 0 {
             return Err(invalid("jobs.max_jobs", "must be at least 1"));
         }
+        if self.jobs.max_jobs_per_client == 0 {
+            return Err(invalid("jobs.max_jobs_per_client", "must be at least 1"));
+        }
+        if self.jobs.hang_ttl.is_zero() {
+            return Err(invalid("jobs.hang_ttl", "must be positive"));
+        }
         if self.sse.keepalive.is_zero() {
             return Err(invalid("sse.keepalive", "must be positive"));
         }
@@ -442,8 +464,33 @@ impl Settings {
         if self.webhooks.max_attempts == 0 {
             return Err(invalid("webhooks.max_attempts", "must be at least 1"));
         }
-        if self.webhooks.queue_size == 0 {
-            return Err(invalid("webhooks.queue_size", "must be at least 1"));
+        if self.webhooks.timeout.is_zero() {
+            return Err(invalid("webhooks.timeout", "must be positive"));
+        }
+        if self.webhooks.connect_timeout.is_zero() {
+            return Err(invalid("webhooks.connect_timeout", "must be positive"));
+        }
+        for (key, value) in [
+            ("webhooks.max_in_flight", self.webhooks.max_in_flight),
+            (
+                "webhooks.max_in_flight_per_host",
+                self.webhooks.max_in_flight_per_host,
+            ),
+            ("webhooks.queue_size", self.webhooks.queue_size),
+            (
+                "webhooks.max_queued_per_host",
+                self.webhooks.max_queued_per_host,
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        if self.webhooks.max_callback_url_len == 0 {
+            return Err(invalid(
+                "webhooks.max_callback_url_len",
+                "must be at least 1",
+            ));
         }
         if self.rate_limit.enabled {
             if !(self.rate_limit.rps.is_finite() && self.rate_limit.rps > 0.0) {
@@ -552,6 +599,23 @@ mod tests {
             ("[faults]\ndrop_rate = -0.1\n", "faults.drop_rate"),
             ("[server]\nbind = \"nowhere\"\n", "server.bind"),
             ("[hints]\neta_noise = 1.0\n", "hints.eta_noise"),
+            ("[jobs]\nhang_ttl = \"0s\"\n", "jobs.hang_ttl"),
+            (
+                "[jobs]\nmax_jobs_per_client = 0\n",
+                "jobs.max_jobs_per_client",
+            ),
+            (
+                "[webhooks]\nmax_callback_url_len = 0\n",
+                "webhooks.max_callback_url_len",
+            ),
+            (
+                "[webhooks]\nmax_in_flight_per_host = 0\n",
+                "webhooks.max_in_flight_per_host",
+            ),
+            (
+                "[webhooks]\nconnect_timeout = \"0s\"\n",
+                "webhooks.connect_timeout",
+            ),
             (
                 "[jobs.duration]\nkind = \"uniform\"\nmin = \"9s\"\nmax = \"1s\"\n",
                 "jobs.duration.min",

@@ -2,12 +2,12 @@
 
 use std::time::Duration;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -15,8 +15,9 @@ use super::body::optional_json;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::settings::Outcome;
+use crate::sim::client::ClientId;
 use crate::sim::job::{Job, rfc3339};
-use crate::sim::store::{JobSpec, StoreFull};
+use crate::sim::store::{JobSpec, Refused, StoreFull};
 use crate::sim::webhooks::check_callback;
 
 /// Body of `POST /v1/jobs` (every field optional).
@@ -60,6 +61,19 @@ fn store_full() -> ApiError {
     .with_retry_after(Duration::from_secs(1))
 }
 
+fn refused(why: Refused) -> ApiError {
+    match why {
+        Refused::ClientFull => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_jobs",
+            "this client holds jobs.max_jobs_per_client jobs already; retry when some of them \
+             have expired (jobs.ttl after they end)",
+        )
+        .with_retry_after(Duration::from_secs(1)),
+        Refused::StoreFull => store_full(),
+    }
+}
+
 fn created_body(job: &Job) -> serde_json::Value {
     json!({
         "id": job.id,
@@ -72,6 +86,7 @@ fn created_body(job: &Job) -> serde_json::Value {
 /// `POST /v1/jobs`
 pub(crate) async fn create(
     State(state): State<AppState>,
+    client: Option<Extension<ClientId>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -84,10 +99,7 @@ pub(crate) async fn create(
         ));
     }
     let callback = match &req.callback_url {
-        Some(raw) => Some(check_callback(
-            raw,
-            &state.inner.settings.webhooks.allow_hosts,
-        )?),
+        Some(raw) => Some(check_callback(raw, &state.inner.settings.webhooks)?),
         None => None,
     };
     let spec = JobSpec {
@@ -95,8 +107,9 @@ pub(crate) async fn create(
         outcome: req.outcome,
         callback,
         hang,
+        client: client.map(|Extension(c)| c),
     };
-    let job = state.create(spec).map_err(|StoreFull| store_full())?;
+    let job = state.create(spec).map_err(refused)?;
     let mut response = (StatusCode::CREATED, Json(created_body(&job))).into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("/v1/jobs/{}", job.id)) {
         response.headers_mut().insert(header::LOCATION, v);

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::sim::client::ClientId;
 use crate::sim::faults::Fault;
 use crate::sim::ratelimit::Decision;
 use crate::sim::webhooks::constant_time_eq;
@@ -87,7 +88,8 @@ pub(crate) async fn observe(State(state): State<AppState>, req: Request, next: N
     response
 }
 
-/// The job API's guards, in order: timeout around faults, authentication and the rate limit.
+/// The job API's guards, in order: timeout around faults, identification, the rate limit, and
+/// the refusal of a request whose key was wrong.
 pub(crate) async fn api(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let limit = state.inner.settings.server.request_timeout;
     match tokio::time::timeout(limit, guarded(&state, req, next)).await {
@@ -96,18 +98,22 @@ pub(crate) async fn api(State(state): State<AppState>, req: Request, next: Next)
     }
 }
 
-async fn guarded(state: &AppState, req: Request, next: Next) -> Response {
+async fn guarded(state: &AppState, mut req: Request, next: Next) -> Response {
     if let Some(response) = inject_faults(state).await {
         return response;
     }
-    if let Err(refused) = authenticate(state, &req) {
-        return refused.into_response();
-    }
-    let headers = match rate_limit(state, &req) {
+    let (client, authorized) = identify(state, &req);
+    let headers = match rate_limit(state, client) {
         Ok(headers) => headers,
         Err(refused) => return refused.into_response(),
     };
-    let mut response = next.run(req).await;
+    let mut response = match authorized {
+        Ok(()) => {
+            req.extensions_mut().insert(client);
+            next.run(req).await
+        }
+        Err(refused) => refused.into_response(),
+    };
     response.headers_mut().extend(headers);
     response
 }
@@ -185,43 +191,42 @@ async fn inject_faults(state: &AppState) -> Option<Response> {
     Some(response)
 }
 
-/// `X-Api-Key`, when `auth.api_key` is set.
-fn authenticate(state: &AppState, req: &Request) -> Result<(), ApiError> {
+/// Who sent `req` (see [`ClientId`]), and whether it may go on: with `auth.api_key` set, a
+/// request without the right `X-Api-Key` is refused, and counted as its peer, not as the key it
+/// claimed.
+fn identify(state: &AppState, req: &Request) -> (ClientId, Result<(), ApiError>) {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(ClientId::Unknown, |ci| ClientId::peer(ci.0.ip()));
     let Some(expected) = &state.inner.settings.auth.api_key else {
-        return Ok(());
+        return (peer, Ok(()));
     };
     let given = req.headers().get("x-api-key").map(HeaderValue::as_bytes);
     if given.is_some_and(|g| constant_time_eq(g, expected.as_bytes())) {
-        Ok(())
+        (ClientId::ApiKey, Ok(()))
     } else {
-        Err(ApiError::new(
+        let refused = ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "missing or wrong X-Api-Key header",
-        ))
+        );
+        (peer, Err(refused))
     }
 }
 
 /// Per-client token bucket. Allowed: the IETF `RateLimit` / `RateLimit-Policy` headers to add
 /// to the answer. Refused: the 429 answer.
-fn rate_limit(state: &AppState, req: &Request) -> Result<HeaderMap, ApiError> {
+fn rate_limit(state: &AppState, client: ClientId) -> Result<HeaderMap, ApiError> {
     let mut headers = HeaderMap::new();
     let Some(limiter) = &state.inner.limiter else {
         return Ok(headers);
-    };
-    let client = match req.headers().get("x-api-key").and_then(|v| v.to_str().ok()) {
-        Some(key) => format!("key:{key}"),
-        None => req
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ci| format!("ip:{}", ci.0.ip()))
-            .unwrap_or_else(|| "unknown".to_string()),
     };
     let (quota, window) = limiter.policy();
     if let Ok(p) = HeaderValue::from_str(&format!("\"default\";q={quota};w={window}")) {
         headers.insert("ratelimit-policy", p);
     }
-    match limiter.check(&client, Instant::now()) {
+    match limiter.check(client, Instant::now()) {
         Decision::Allow { remaining } => {
             if let Ok(v) = HeaderValue::from_str(&format!("\"default\";r={remaining};t={window}")) {
                 headers.insert("ratelimit", v);
@@ -247,5 +252,55 @@ fn rate_limit(state: &AppState, req: &Request) -> Result<HeaderMap, ApiError> {
             }
             Err(refused)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_client_is_counted_once_whatever_keys_it_sends() {
+        let peer: SocketAddr = "192.0.2.7:40000".parse().unwrap();
+        for api_key in [None, Some("k3y")] {
+            let mut s = crate::Settings::default();
+            s.rate_limit.enabled = true;
+            s.rate_limit.burst = 1_000;
+            s.auth.api_key = api_key.map(String::from);
+            let state = AppState::new(s).unwrap();
+            for i in 0..200 {
+                // 60 KB each, all different.
+                let key = format!("{i}-{}", "k".repeat(60 * 1024));
+                let req = Request::builder()
+                    .header("x-api-key", key)
+                    .extension(ConnectInfo(peer))
+                    .body(Body::empty())
+                    .unwrap();
+                let (client, authorized) = identify(&state, &req);
+                assert_eq!(client, ClientId::peer(peer.ip()), "{api_key:?}");
+                assert_eq!(authorized.is_ok(), api_key.is_none());
+                assert!(rate_limit(&state, client).is_ok());
+            }
+            let limiter = state.inner.limiter.as_ref().unwrap();
+            assert_eq!(limiter.clients(), 1, "{api_key:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn only_a_checked_key_is_an_identity() {
+        let mut s = crate::Settings::default();
+        s.auth.api_key = Some("k3y".into());
+        let state = AppState::new(s).unwrap();
+        let req = Request::builder()
+            .header("x-api-key", "k3y")
+            .body(Body::empty())
+            .unwrap();
+        let (client, authorized) = identify(&state, &req);
+        assert_eq!(client, ClientId::ApiKey);
+        assert!(authorized.is_ok());
+        let req = Request::builder().body(Body::empty()).unwrap();
+        let (client, authorized) = identify(&state, &req);
+        assert_eq!(client, ClientId::Unknown, "no connection info");
+        assert_eq!(authorized.unwrap_err().status(), StatusCode::UNAUTHORIZED);
     }
 }

@@ -15,8 +15,13 @@
 //!    is sent at once; its body is bounded by its job and shutdown instead.
 //! 4. `faults` — injected latency, outages, errors, throttles, drops and malformed bodies
 //!    happen "in the network", before authentication, as they would in front of a real service.
-//! 5. `auth` — `X-Api-Key`.
+//! 5. `identify` — the client is the checked `X-Api-Key` (when `auth.api_key` is set and the
+//!    key matched) or else the peer's address (`sim::client`); never a header taken on trust.
 //! 6. `rate_limit` — per client, so it runs after the client is known.
+//! 7. `auth` — a request whose key was missing or wrong is refused (`401`) here, after it was
+//!    counted against its peer's bucket: guessing keys is rate limited like any request.
+//!
+//! The handlers find the client in the request's extensions (the per-client job cap).
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;

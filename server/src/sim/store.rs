@@ -1,8 +1,17 @@
 //! The job store: bounded, with expiry.
 //!
 //! Memory per job is a few hundred bytes and fixed. The store refuses new jobs past
-//! `jobs.max_jobs` (after first dropping what has expired), and the sweeper forgets finished
-//! jobs `jobs.ttl` after they end, so no sequence of requests can grow it without bound.
+//! `jobs.max_jobs`, forgets finished jobs `jobs.ttl` after they end and hanging jobs (which
+//! never end) `jobs.hang_ttl` after they were created, so no sequence of requests can grow it
+//! without bound or fill it until a restart.
+//!
+//! Every job's expiry is known when it is created, so the store keeps two timelines beside the
+//! map: when each job finishes (for the finished-jobs count) and when each expires. The sweeper
+//! drains what is due, a batch per lock hold, touching only due jobs. A create that finds the
+//! store (or its client's share, `jobs.max_jobs_per_client`) full looks at the soonest expiry
+//! only: if it is due, that job makes room; otherwise the refusal is immediate. No path scans
+//! the map while holding its lock, so a stream of refused creates costs the readers of other
+//! jobs nothing.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -14,8 +23,16 @@ use rand_distr::{Distribution, LogNormal};
 use tokio::time::Instant;
 use url::Url;
 
+use super::client::ClientId;
 use super::job::Job;
+use super::timeline::Timeline;
 use crate::settings::{DurationKind, DurationSettings, Outcome, Settings};
+
+/// Most expired jobs a create forgets to make room for itself; the sweeper forgets the rest.
+const MAX_EXPIRED_PER_CREATE: u64 = 4;
+
+/// Most due finishes or expiries the sweeper handles per hold of the lock.
+const SWEEP_BATCH: usize = 1024;
 
 /// Id of the job behind `GET /status`.
 pub const LEGACY_ID: &str = "legacy";
@@ -31,11 +48,26 @@ pub struct JobSpec {
     pub callback: Option<Url>,
     /// Stay pending forever, progress frozen (a stuck job, for stall detection).
     pub hang: bool,
+    /// Who asks: counted against `jobs.max_jobs_per_client` while the job is held. `None`
+    /// (jobs created in process) belongs to no client.
+    pub client: Option<ClientId>,
 }
 
-/// The store is full.
+/// The store is full (the legacy job has no room).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreFull;
+
+/// Why the store would not take a new job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refused {
+    /// It holds `jobs.max_jobs` jobs, none of them expired.
+    #[error("the store holds jobs.max_jobs jobs")]
+    StoreFull,
+    /// The asking client holds `jobs.max_jobs_per_client` jobs, none of them expired.
+    #[error("the client holds jobs.max_jobs_per_client jobs")]
+    ClientFull,
+}
 
 /// What a sweep found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -48,16 +80,84 @@ pub struct SweepReport {
     pub held: usize,
 }
 
-/// All jobs, by id.
+/// All jobs, by id, bounded and expiring.
 #[derive(Debug)]
 pub struct JobStore {
-    jobs: Mutex<HashMap<String, Arc<Job>>>,
+    /// The jobs and their timelines, under one lock.
+    held: Mutex<Held>,
+    /// Draws durations, outcomes, estimate biases and ids.
     rng: Mutex<SmallRng>,
+    /// `jobs.max_jobs`: a create past it is refused.
     max_jobs: usize,
+    /// `jobs.max_jobs_per_client`: a client's create past it is refused.
+    max_per_client: usize,
+    /// `jobs.ttl`: how long a finished job is kept.
     ttl: Duration,
+    /// `jobs.hang_ttl`: how long a hanging job is kept (it never finishes).
+    hang_ttl: Duration,
+    /// `jobs.error_rate`.
     error_rate: f64,
+    /// `hints.eta_noise`.
     eta_noise: f64,
+    /// `jobs.duration`.
     duration: DurationSettings,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    /// Every job, by id.
+    jobs: HashMap<String, Entry>,
+    /// When each job becomes terminal (a hanging job never does).
+    finishes: Timeline<Arc<Job>>,
+    /// When each job is forgotten (the legacy job never is).
+    expiries: Timeline<Arc<Job>>,
+    /// Jobs held per client; a client holding none has no entry, so this is never larger
+    /// than `jobs`.
+    per_client: HashMap<ClientId, usize>,
+    /// Expiries looked at by creates that found the store full.
+    examined: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    job: Arc<Job>,
+    /// When it is forgotten; `None` for the legacy job.
+    expires: Option<Instant>,
+    /// Whose it is, if anyone's.
+    client: Option<ClientId>,
+}
+
+impl Held {
+    /// Whether `job` is the one held under its id (not one it replaced).
+    fn holds(&self, job: &Arc<Job>) -> bool {
+        self.jobs
+            .get(&job.id)
+            .is_some_and(|e| Arc::ptr_eq(&e.job, job))
+    }
+
+    /// Forgets `job` if it is still the one held under its id.
+    fn forget(&mut self, job: &Arc<Job>) -> bool {
+        if !self.holds(job) {
+            return false;
+        }
+        if let Some(client) = self.jobs.remove(&job.id).and_then(|e| e.client) {
+            self.release(client);
+        }
+        true
+    }
+
+    fn held_by(&self, client: ClientId) -> usize {
+        self.per_client.get(&client).copied().unwrap_or(0)
+    }
+
+    fn release(&mut self, client: ClientId) {
+        if let Some(n) = self.per_client.get_mut(&client) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_client.remove(&client);
+            }
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -92,28 +192,38 @@ impl JobStore {
     /// An empty store configured by `settings`.
     pub fn new(settings: &Settings, rng: SmallRng) -> Self {
         JobStore {
-            jobs: Mutex::new(HashMap::new()),
+            held: Mutex::default(),
             rng: Mutex::new(rng),
             max_jobs: settings.jobs.max_jobs,
+            max_per_client: settings.jobs.max_jobs_per_client,
             ttl: settings.jobs.ttl,
+            hang_ttl: settings.jobs.hang_ttl,
             error_rate: settings.jobs.error_rate,
             eta_noise: settings.hints.eta_noise,
             duration: settings.jobs.duration.clone(),
         }
     }
 
-    /// Creates a job with a fresh id.
-    pub fn create(&self, spec: JobSpec) -> Result<Arc<Job>, StoreFull> {
-        let id = format!("j-{:016x}", lock(&self.rng).random::<u64>());
-        self.insert(id, spec, false)
+    /// Creates a job with a fresh id, for `spec.client` if set.
+    pub fn create(&self, spec: JobSpec) -> Result<Arc<Job>, Refused> {
+        self.insert(None, spec)
     }
 
-    /// Creates (or replaces) the legacy job.
+    /// Creates (or replaces) the legacy job. It never expires, belongs to no client, and
+    /// replacing it needs no room.
     pub fn reset_legacy(&self, spec: JobSpec) -> Result<Arc<Job>, StoreFull> {
-        self.insert(LEGACY_ID.to_string(), spec, true)
+        let spec = JobSpec {
+            client: None,
+            ..spec
+        };
+        self.insert(Some(LEGACY_ID), spec).map_err(|_| StoreFull)
     }
 
-    fn insert(&self, id: String, spec: JobSpec, replace: bool) -> Result<Arc<Job>, StoreFull> {
+    fn draw_id(&self) -> String {
+        format!("j-{:016x}", lock(&self.rng).random::<u64>())
+    }
+
+    fn insert(&self, legacy: Option<&str>, spec: JobSpec) -> Result<Arc<Job>, Refused> {
         let (duration, outcome, bias) = {
             let mut rng = lock(&self.rng);
             let duration = spec
@@ -133,31 +243,102 @@ impl JobStore {
             };
             (duration, outcome, bias)
         };
+        let now = Instant::now();
+        let mut held = lock(&self.held);
+        let replacing = legacy.is_some_and(|id| held.jobs.contains_key(id));
+        if !replacing {
+            self.make_room(&mut held, now, spec.client)?;
+        }
+        let id = match legacy {
+            Some(id) => id.to_string(),
+            // A 64-bit id drawn twice is all but impossible; never let it replace a job.
+            None => loop {
+                let id = self.draw_id();
+                if !held.jobs.contains_key(&id) {
+                    break id;
+                }
+            },
+        };
         let job = Job::new(id, duration, outcome, bias, spec.callback);
         let job = Arc::new(if spec.hang { job.hanging() } else { job });
-        let mut jobs = lock(&self.jobs);
-        if jobs.len() >= self.max_jobs && !(replace && jobs.contains_key(&job.id)) {
-            let now = Instant::now();
-            let ttl = self.ttl;
-            jobs.retain(|_, j| !expired(j, now, ttl));
-            if jobs.len() >= self.max_jobs {
-                return Err(StoreFull);
-            }
+        let expires = match (legacy, spec.hang) {
+            (Some(_), _) => None,
+            (None, true) => Some(job.created + self.hang_ttl),
+            (None, false) => Some(job.completes_at() + self.ttl),
+        };
+        if !job.hang {
+            held.finishes.push(job.completes_at(), Arc::clone(&job));
         }
-        if let Some(old) = jobs.insert(job.id.clone(), Arc::clone(&job)) {
-            old.changed.notify_waiters();
+        if let Some(at) = expires {
+            held.expiries.push(at, Arc::clone(&job));
+        }
+        let entry = Entry {
+            job: Arc::clone(&job),
+            expires,
+            client: spec.client,
+        };
+        if let Some(client) = spec.client {
+            *held.per_client.entry(client).or_default() += 1;
+        }
+        if let Some(old) = held.jobs.insert(job.id.clone(), entry) {
+            if let Some(client) = old.client {
+                held.release(client);
+            }
+            old.job.changed.notify_waiters();
         }
         Ok(job)
     }
 
-    /// The job with this id, if held.
+    /// Whether there is room for one more job, for `client` if set, after forgetting at most a
+    /// few jobs that have expired (the soonest first). Refusing looks at one expiry, however
+    /// many jobs are held. A client at its cap is told so even when the store is full too.
+    fn make_room(
+        &self,
+        held: &mut Held,
+        now: Instant,
+        client: Option<ClientId>,
+    ) -> Result<(), Refused> {
+        let mut looked = 0;
+        loop {
+            let refused = if client.is_some_and(|c| held.held_by(c) >= self.max_per_client) {
+                Refused::ClientFull
+            } else if held.jobs.len() >= self.max_jobs {
+                Refused::StoreFull
+            } else {
+                return Ok(());
+            };
+            if looked == MAX_EXPIRED_PER_CREATE {
+                return Err(refused);
+            }
+            looked += 1;
+            held.examined += 1;
+            match held.expiries.pop_due(now) {
+                Some(job) => {
+                    held.forget(&job);
+                }
+                None => return Err(refused),
+            }
+        }
+    }
+
+    /// The job with this id, if held and not expired.
     pub fn get(&self, id: &str) -> Option<Arc<Job>> {
-        lock(&self.jobs).get(id).cloned()
+        let now = Instant::now();
+        lock(&self.held)
+            .jobs
+            .get(id)
+            .filter(|e| e.expires.is_none_or(|at| now < at))
+            .map(|e| Arc::clone(&e.job))
+    }
+
+    /// Expiries looked at, in all, by creates that found the store full.
+    pub fn examined(&self) -> u64 {
+        lock(&self.held).examined
     }
 
     /// Number of jobs held.
     pub fn len(&self) -> usize {
-        lock(&self.jobs).len()
+        lock(&self.held).jobs.len()
     }
 
     /// Whether the store is empty.
@@ -165,30 +346,38 @@ impl JobStore {
         self.len() == 0
     }
 
-    /// Forgets expired jobs and reports the ones that turned terminal. The legacy job never
-    /// expires: `GET /status` always answers. Neither does a hanging job, which never ends:
-    /// only `jobs.max_jobs` bounds how many of those are held.
+    /// Forgets expired jobs and reports the ones that turned terminal, touching only those,
+    /// a batch per hold of the lock. The legacy job never expires: `GET /status` always
+    /// answers. A hanging job never ends, and expires `jobs.hang_ttl` after its creation.
     pub fn sweep(&self, now: Instant) -> SweepReport {
         let mut report = SweepReport::default();
-        let ttl = self.ttl;
-        let mut jobs = lock(&self.jobs);
-        jobs.retain(|id, job| {
-            if job.is_done(now) && job.take_finish() {
-                report.newly_finished.push(job.outcome);
+        loop {
+            let mut held = lock(&self.held);
+            let mut handled = 0;
+            while handled < SWEEP_BATCH {
+                let Some(job) = held.finishes.pop_due(now) else {
+                    break;
+                };
+                handled += 1;
+                if held.holds(&job) && job.take_finish() {
+                    report.newly_finished.push(job.outcome);
+                }
             }
-            let keep = id == LEGACY_ID || !expired(job, now, ttl);
-            if !keep {
-                report.expired += 1;
+            while handled < SWEEP_BATCH {
+                let Some(job) = held.expiries.pop_due(now) else {
+                    break;
+                };
+                handled += 1;
+                if held.forget(&job) {
+                    report.expired += 1;
+                }
             }
-            keep
-        });
-        report.held = jobs.len();
-        report
+            report.held = held.jobs.len();
+            if handled < SWEEP_BATCH {
+                return report;
+            }
+        }
     }
-}
-
-fn expired(job: &Job, now: Instant, ttl: Duration) -> bool {
-    now >= job.completes_at() + ttl
 }
 
 #[cfg(test)]
@@ -212,12 +401,19 @@ mod tests {
             duration: Some(Duration::from_millis(10)),
             ..JobSpec::default()
         };
-        store.create(short.clone()).unwrap();
-        store.create(short.clone()).unwrap();
-        assert_eq!(store.create(short.clone()).unwrap_err(), StoreFull);
+        let first = store.create(short.clone()).unwrap();
+        let second = store.create(short.clone()).unwrap();
+        assert_eq!(store.create(short.clone()).unwrap_err(), Refused::StoreFull);
         tokio::time::advance(Duration::from_secs(2)).await;
-        store.create(short).unwrap();
-        assert_eq!(store.len(), 1);
+        // Expired jobs answer as unknown at once, before the sweeper forgets them.
+        assert!(store.get(&second.id).is_none());
+        // A create forgets the soonest expired job to make room, and only what it needs.
+        let third = store.create(short).unwrap();
+        assert_eq!(store.len(), 2);
+        let r = store.sweep(Instant::now());
+        assert_eq!((r.expired, r.held), (1, 1), "the sweeper forgets the other");
+        assert!(store.get(&first.id).is_none());
+        assert!(store.get(&third.id).is_some());
     }
 
     #[tokio::test(start_paused = true)]
@@ -245,6 +441,145 @@ mod tests {
         assert!(r.newly_finished.is_empty());
         let r = store.sweep(Instant::now() + Duration::from_secs(7));
         assert_eq!((r.expired, r.held), (1, 1), "legacy never expires");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_create_looks_at_a_bounded_number_of_jobs() {
+        const MAX: usize = 2_000;
+        const REFUSALS: u64 = 500;
+        let mut s = Settings::default();
+        s.jobs.max_jobs = MAX;
+        let store = JobStore::new(&s, SmallRng::seed_from_u64(1));
+        let long = JobSpec {
+            duration: Some(Duration::from_secs(60)),
+            ..JobSpec::default()
+        };
+        for _ in 0..MAX {
+            store.create(long.clone()).unwrap();
+        }
+        let before = store.examined();
+        for _ in 0..REFUSALS {
+            assert_eq!(store.create(long.clone()).unwrap_err(), Refused::StoreFull);
+        }
+        let per_refusal = (store.examined() - before) as f64 / REFUSALS as f64;
+        assert!(
+            per_refusal <= 1.0,
+            "a refusal looked at {per_refusal} jobs of {MAX}"
+        );
+        assert_eq!(store.len(), MAX);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sweep_handles_every_due_job_across_batches_and_keeps_nothing_behind() {
+        let n = SWEEP_BATCH * 2 + 10;
+        let mut s = Settings::default();
+        s.jobs.ttl = Duration::from_secs(1);
+        let store = JobStore::new(&s, SmallRng::seed_from_u64(1));
+        for _ in 0..n {
+            store
+                .create(JobSpec {
+                    duration: Some(Duration::ZERO),
+                    ..JobSpec::default()
+                })
+                .unwrap();
+        }
+        let r = store.sweep(Instant::now());
+        assert_eq!((r.newly_finished.len(), r.expired, r.held), (n, 0, n));
+        let r = store.sweep(Instant::now() + Duration::from_secs(1));
+        assert_eq!((r.newly_finished.len(), r.expired, r.held), (0, n, 0));
+        let held = lock(&store.held);
+        assert_eq!((held.finishes.len(), held.expiries.len()), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hanging_job_is_forgotten_after_hang_ttl_and_makes_room() {
+        let mut s = Settings::default();
+        s.jobs.max_jobs = 1;
+        s.jobs.hang_ttl = Duration::from_secs(60);
+        let store = JobStore::new(&s, SmallRng::seed_from_u64(1));
+        let hang = JobSpec {
+            hang: true,
+            ..JobSpec::default()
+        };
+        let stuck = store.create(hang.clone()).unwrap();
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert!(store.get(&stuck.id).is_some());
+        assert_eq!(store.create(hang.clone()).unwrap_err(), Refused::StoreFull);
+        assert_eq!(store.sweep(Instant::now()).expired, 0);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(store.get(&stuck.id).is_none(), "expired at hang_ttl");
+        let next = store.create(hang).unwrap();
+        assert_eq!(store.len(), 1);
+        let r = store.sweep(Instant::now() + Duration::from_secs(61));
+        assert_eq!((r.newly_finished.len(), r.expired, r.held), (0, 1, 0));
+        assert!(store.get(&next.id).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_client_holds_at_most_its_cap_and_gets_room_back_as_its_jobs_expire() {
+        let mut s = Settings::default();
+        s.jobs.max_jobs = 5;
+        s.jobs.max_jobs_per_client = 2;
+        s.jobs.ttl = Duration::from_secs(1);
+        let store = JobStore::new(&s, SmallRng::seed_from_u64(1));
+        let (a, b) = (ClientId::ApiKey, ClientId::peer([192, 0, 2, 1].into()));
+        let spec = |client: Option<ClientId>, secs: u64| JobSpec {
+            duration: Some(Duration::from_secs(secs)),
+            client,
+            ..JobSpec::default()
+        };
+        store.create(spec(Some(a), 0)).unwrap();
+        store.create(spec(Some(a), 10)).unwrap();
+        assert_eq!(
+            store.create(spec(Some(a), 0)).unwrap_err(),
+            Refused::ClientFull
+        );
+        store.create(spec(Some(b), 10)).unwrap();
+        store.create(spec(None, 10)).unwrap();
+        store.create(spec(None, 10)).unwrap();
+        assert_eq!(
+            store.create(spec(None, 10)).unwrap_err(),
+            Refused::StoreFull
+        );
+        assert_eq!(
+            store.create(spec(Some(b), 10)).unwrap_err(),
+            Refused::StoreFull
+        );
+        // A client at its cap is told so, even with the store full as well.
+        assert_eq!(
+            store.create(spec(Some(a), 0)).unwrap_err(),
+            Refused::ClientFull
+        );
+        // `a`'s first job expires: room for `a`, taken at once.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        store.create(spec(Some(a), 10)).unwrap();
+        assert_eq!(
+            store.create(spec(Some(a), 0)).unwrap_err(),
+            Refused::ClientFull
+        );
+        let held = lock(&store.held);
+        assert_eq!((held.held_by(a), held.held_by(b)), (2, 1));
+        assert_eq!(held.per_client.len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_holds_nothing_has_no_entry() {
+        let mut s = Settings::default();
+        s.jobs.ttl = Duration::ZERO;
+        let store = JobStore::new(&s, SmallRng::seed_from_u64(1));
+        for i in 0..100u8 {
+            store
+                .create(JobSpec {
+                    duration: Some(Duration::ZERO),
+                    client: Some(ClientId::peer([192, 0, 2, i].into())),
+                    ..JobSpec::default()
+                })
+                .unwrap();
+        }
+        assert_eq!(lock(&store.held).per_client.len(), 100);
+        let r = store.sweep(Instant::now());
+        assert_eq!(r.expired, 100);
+        assert!(lock(&store.held).per_client.is_empty());
     }
 
     #[test]

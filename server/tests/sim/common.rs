@@ -24,6 +24,16 @@ pub(crate) fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// A client whose connections come from `local` (any of 127.0.0.0/8 on Linux), so that the
+/// simulator counts it as a peer of its own.
+pub(crate) fn client_from(local: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .local_address(Some(local.parse().unwrap()))
+        .build()
+        .unwrap()
+}
+
 /// `POST /v1/jobs` with `body`; returns the job id.
 pub(crate) async fn create(server: &RunningServer, body: Value) -> String {
     let r = client()

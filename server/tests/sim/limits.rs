@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use translation_sim::Faults;
 
-use crate::common::{client, create, error_code, sample, spawn_with};
+use crate::common::{client, client_from, create, error_code, sample, spawn_with};
 
 #[tokio::test]
 async fn api_key_is_required_when_configured() {
@@ -68,8 +68,9 @@ async fn per_client_rate_limit_answers_429_with_retry_after_and_ratelimit_header
     assert_eq!(r.headers()["ratelimit-policy"], "\"default\";q=3;w=2");
     assert!(r.headers()["ratelimit"].to_str().unwrap().contains("r=0"));
     assert_eq!(error_code(r).await, "rate_limited");
-    // Another client has its own bucket.
-    let r = c
+    // Another client (another peer address: the key is not checked, so not an identity) has
+    // its own bucket.
+    let r = client_from("127.0.0.2")
         .get(server.url("/status"))
         .header("x-api-key", "b")
         .send()

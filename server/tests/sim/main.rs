@@ -1,6 +1,7 @@
 //! Integration tests of the simulator: the real server on `127.0.0.1:0`, real HTTP.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod abuse;
 mod api;
 mod cli;
 mod common;

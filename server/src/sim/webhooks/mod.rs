@@ -1,0 +1,327 @@
+//! Webhook delivery, signed Standard-Webhooks style.
+//!
+//! One dispatcher task holds a timer queue of deliveries ordered by when they are due (no
+//! task per job, none per waiting delivery): a job's first attempt is due when it completes,
+//! a retry when its backoff has passed. A due delivery asks `slots` for a slot: a receiver
+//! has a few of its own and shares the rest, so a slow or silent receiver delays only its own
+//! deliveries. Each attempt runs in its own task, bounded by `webhooks.timeout` (and its
+//! connection by `webhooks.connect_timeout`), and hands its outcome back to the dispatcher:
+//! a failed attempt goes back into the timer queue, up to `webhooks.max_attempts`, and never
+//! holds a slot while it waits. Deliveries that cannot even wait for a slot are dropped and
+//! counted rather than buffered without bound.
+//!
+//! Redirects are never followed: the allow-list is checked on the `callback_url` once, at
+//! creation, and a receiver answering `3xx` must not be able to send the signed body to a
+//! host the list does not name. A `3xx` is a failed delivery, counted as `redirected`, and not
+//! retried (the receiver would only redirect again).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Notify;
+use tokio::task::{Id, JoinSet};
+use tokio::time::Instant;
+
+use super::job::{Channel, Job};
+use super::timeline::Timeline;
+use crate::AppState;
+use crate::settings::WebhookSettings;
+
+mod callback;
+mod signing;
+mod slots;
+
+pub use callback::check_callback;
+pub use signing::{constant_time_eq, sign, signing_key, verify};
+use slots::{Admit, Origin, Slots};
+
+/// Longest backoff between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Most due deliveries the dispatcher takes from the timer queue before it looks at the rest.
+const DUE_BATCH: usize = 1024;
+
+/// One job's delivery, before its `attempt`-th try.
+#[derive(Debug)]
+struct Delivery {
+    job: Arc<Job>,
+    attempt: u32,
+}
+
+impl Delivery {
+    fn origin(&self) -> Option<Origin> {
+        self.job
+            .callback
+            .as_ref()
+            .map(|url| url.origin().ascii_serialization())
+    }
+}
+
+/// The timer queue of deliveries, and the client that sends them.
+#[derive(Debug)]
+pub struct Webhooks {
+    /// HMAC key from `webhooks.secret`.
+    key: Vec<u8>,
+    /// The `[webhooks]` settings.
+    settings: WebhookSettings,
+    /// Deliveries by when they are due: first attempts (job completions) and retries.
+    timers: Mutex<Timeline<Delivery>>,
+    /// Wakes the dispatcher when a job is scheduled.
+    wake: Notify,
+    /// Set while a dispatcher runs, so only one ever drains the queue.
+    running: AtomicBool,
+    /// Sends without following redirects, within the timeouts.
+    client: reqwest::Client,
+}
+
+impl Webhooks {
+    /// From validated settings.
+    pub fn new(settings: &WebhookSettings) -> Self {
+        Webhooks {
+            key: signing_key(&settings.secret).unwrap_or_default(),
+            settings: settings.clone(),
+            timers: Mutex::default(),
+            wake: Notify::new(),
+            running: AtomicBool::new(false),
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(settings.connect_timeout)
+                .timeout(settings.timeout)
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+
+    fn timers(&self) -> MutexGuard<'_, Timeline<Delivery>> {
+        // Single pushes and pops: a panic while holding it leaves the queue consistent.
+        self.timers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Arranges a delivery when `job` becomes terminal. A hanging job never does: holding it
+    /// here would keep it in memory long after the store forgot it.
+    pub fn schedule(&self, job: Arc<Job>) {
+        if job.hang || job.callback.is_none() {
+            return;
+        }
+        let at = job.completes_at();
+        self.timers().push(at, Delivery { job, attempt: 1 });
+        self.wake.notify_one();
+    }
+
+    /// Runs the dispatcher until the task is aborted (which aborts the attempts in flight). A
+    /// second call while one runs returns at once.
+    pub async fn run(state: AppState) {
+        let hooks = &state.inner.webhooks;
+        if hooks.running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let _running = Running(&hooks.running);
+        let mut slots = Slots::new(&hooks.settings);
+        let mut attempts = JoinSet::new();
+        let mut origins: HashMap<Id, Origin> = HashMap::new();
+        let start = |attempts: &mut JoinSet<_>, origins: &mut HashMap<_, _>, origin, d| {
+            let handle = attempts.spawn(attempt(state.clone(), d));
+            origins.insert(handle.id(), origin);
+        };
+        loop {
+            let now = Instant::now();
+            // A bounded batch per round: a burst of due deliveries cannot hog the thread.
+            for _ in 0..DUE_BATCH {
+                let Some(d) = hooks.timers().pop_due(now) else {
+                    break;
+                };
+                let Some(origin) = d.origin() else {
+                    continue;
+                };
+                match slots.offer(&origin, d) {
+                    Admit::Start(d) => start(&mut attempts, &mut origins, origin, d),
+                    Admit::Queued => {}
+                    Admit::Dropped(d) => {
+                        tracing::debug!(job = %d.job.id, "webhook delivery dropped: no room to wait");
+                        state.inner.metrics.webhook("dropped");
+                    }
+                }
+            }
+            let next = hooks.timers().next_at();
+            tokio::select! {
+                _ = sleep_until(next) => {}
+                _ = hooks.wake.notified() => {}
+                Some(ended) = attempts.join_next_with_id() => {
+                    let (id, outcome) = match ended {
+                        Ok((id, outcome)) => (id, Some(outcome)),
+                        Err(e) => (e.id(), None),
+                    };
+                    if let Some((d, result)) = outcome {
+                        settle(&state, d, result);
+                    }
+                    if let Some(origin) = origins.remove(&id) {
+                        for (origin, d) in slots.finish(&origin) {
+                            start(&mut attempts, &mut origins, origin, d);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Clears the running flag when the dispatcher stops, aborted or not.
+struct Running<'a>(&'a AtomicBool);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What one delivery attempt's answer means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    /// `2xx`: done.
+    Delivered,
+    /// `3xx`: refused, never followed, not retried.
+    Redirected,
+    /// Any other answer, or none (transport error, timeout): worth another attempt.
+    Failed,
+}
+
+/// Classifies an attempt by its answer's status (`None`: no answer at all).
+fn classify(status: Option<reqwest::StatusCode>) -> Attempt {
+    match status {
+        Some(s) if s.is_success() => Attempt::Delivered,
+        Some(s) if s.is_redirection() => Attempt::Redirected,
+        _ => Attempt::Failed,
+    }
+}
+
+/// The wait after failed attempt number `attempt`: `initial`, doubling, at most a minute.
+fn backoff(initial: Duration, attempt: u32) -> Duration {
+    let doublings = attempt.saturating_sub(1).min(31);
+    initial.saturating_mul(1 << doublings).min(MAX_BACKOFF)
+}
+
+/// One attempt: signs the job's status and POSTs it. Returns the delivery for [`settle`].
+async fn attempt(state: AppState, d: Delivery) -> (Delivery, Attempt) {
+    let hooks = &state.inner.webhooks;
+    let Some(url) = d.job.callback.clone() else {
+        return (d, Attempt::Failed);
+    };
+    let snap = d.job.snapshot(Instant::now());
+    let Ok(body) = serde_json::to_vec(&d.job.body(&snap, false)) else {
+        return (d, Attempt::Failed);
+    };
+    let msg_id = format!("msg_{}", d.job.id);
+    let timestamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|t| t.as_secs())
+        .unwrap_or(0);
+    let signature = sign(&hooks.key, &msg_id, timestamp, &body);
+    let sent = hooks
+        .client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("webhook-id", &msg_id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", signature)
+        .body(body)
+        .send()
+        .await;
+    let result = classify(sent.as_ref().ok().map(reqwest::Response::status));
+    (d, result)
+}
+
+/// Counts an attempt's outcome, and puts a failed one back in the timer queue for its retry.
+fn settle(state: &AppState, d: Delivery, result: Attempt) {
+    let hooks = &state.inner.webhooks;
+    let (job, attempt) = (&d.job, d.attempt);
+    match result {
+        Attempt::Delivered => {
+            state.inner.metrics.webhook("delivered");
+            state.report_terminal(job, Channel::Webhook, Instant::now());
+        }
+        Attempt::Redirected => {
+            tracing::debug!(job = %job.id, attempt, "webhook receiver redirected; not followed");
+            state.inner.metrics.webhook("redirected");
+        }
+        Attempt::Failed if attempt < hooks.settings.max_attempts => {
+            tracing::debug!(job = %job.id, attempt, "webhook delivery failed; will retry");
+            state.inner.metrics.webhook("retried");
+            let at = Instant::now() + backoff(hooks.settings.initial_backoff, attempt);
+            hooks.timers().push(
+                at,
+                Delivery {
+                    job: d.job,
+                    attempt: attempt + 1,
+                },
+            );
+        }
+        Attempt::Failed => {
+            tracing::debug!(job = %job.id, attempt, "webhook delivery failed; giving up");
+            state.inner.metrics.webhook("gave_up");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_jobs_that_end_and_have_a_callback_are_scheduled() {
+        let hooks = Webhooks::new(&crate::Settings::default().webhooks);
+        let job = |hang: bool, callback: Option<&str>| {
+            let url = callback.map(|c| url::Url::parse(c).unwrap());
+            let job = Job::new(
+                "j".into(),
+                Duration::ZERO,
+                crate::Outcome::Completed,
+                1.0,
+                url,
+            );
+            Arc::new(if hang { job.hanging() } else { job })
+        };
+        hooks.schedule(job(true, Some("http://127.0.0.1:9/")));
+        hooks.schedule(job(false, None));
+        assert_eq!(hooks.timers().len(), 0);
+        hooks.schedule(job(false, Some("http://127.0.0.1:9/")));
+        assert_eq!(hooks.timers().len(), 1);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_a_minute() {
+        let b = |n| backoff(Duration::from_millis(200), n);
+        assert_eq!(
+            [b(1), b(2), b(3)],
+            [200, 400, 800].map(Duration::from_millis)
+        );
+        assert_eq!(b(10), MAX_BACKOFF);
+        assert_eq!(b(u32::MAX), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn answers_are_classified() {
+        use reqwest::StatusCode as S;
+        assert_eq!(classify(Some(S::OK)), Attempt::Delivered);
+        assert_eq!(classify(Some(S::NO_CONTENT)), Attempt::Delivered);
+        for s in [
+            S::MOVED_PERMANENTLY,
+            S::FOUND,
+            S::TEMPORARY_REDIRECT,
+            S::PERMANENT_REDIRECT,
+        ] {
+            assert_eq!(classify(Some(s)), Attempt::Redirected, "{s}");
+        }
+        assert_eq!(classify(Some(S::INTERNAL_SERVER_ERROR)), Attempt::Failed);
+        assert_eq!(classify(Some(S::NOT_FOUND)), Attempt::Failed);
+        assert_eq!(classify(None), Attempt::Failed);
+    }
+}
