@@ -4,7 +4,7 @@
 //!
 //! | mechanism | used when | falls back when |
 //! | --- | --- | --- |
-//! | Server-Sent Events | the job has an events URL (id-addressed, v1 status URL, or given) | `404`/`405`/`406`/`501` or not an event stream (remembered per server), `429`/`503` (this wait only), a stream that keeps breaking |
+//! | Server-Sent Events | the job has an events URL (id-addressed, v1 status URL, or given) | `404`/`405`/`406`/`501` or not an event stream (remembered per server), `429`/`503` (this wait only), a stream that keeps breaking, at once on a line or an event over 1 MiB |
 //! | long-poll (`Prefer: wait=N`) | always offered, unless the server is known not to hold requests | the answer lacks `Preference-Applied` (remembered per route when it never worked) |
 //! | hint-driven polling | pending answers carry `eta_ms` or `Retry-After` / `retry-after-ms` | the job outlives the hint's plausible window |
 //! | learned schedule | the client has seen enough jobs end | fewer than five learned jobs ran as long as this one |
@@ -212,7 +212,8 @@ pub enum FallbackReason {
     NotApplied,
     /// The server refused for now (`429`/`503`, for example too many streams).
     Refused,
-    /// The stream kept ending or failing before the job finished.
+    /// The stream kept ending or failing before the job finished, or broke a size limit at
+    /// once: a line, or an event (its `data`, type and id together), over 1 MiB.
     StreamBroken,
     /// The service could not be reached for it.
     Unreachable,

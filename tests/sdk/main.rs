@@ -10,6 +10,7 @@
 
 mod client;
 mod deadline;
+mod hardening;
 mod jobset;
 mod mechanisms;
 mod observability;

@@ -13,6 +13,7 @@ use crate::jobset::JobKey;
 use crate::jobset::signals::Signals;
 use crate::jobset::tracked::Phase;
 use crate::model::{JobState, JobStatus};
+use crate::transport::sse;
 use crate::transport::{Exchange, Failure, Subscription};
 use crate::wait::{FallbackReason, Mechanism};
 
@@ -141,6 +142,13 @@ impl Scheduler {
         };
         let event = match item {
             Ok(event) => event,
+            Err(error) if sse::oversized(&error) => {
+                // Broken or hostile: not worth reopening.
+                tracing::debug!(job = %job.endpoints.label, error = %error, "event stream refused; polling instead");
+                abandon(job);
+                self.refuse_streams(key, FallbackReason::StreamBroken);
+                return;
+            }
             Err(error) => {
                 tracing::debug!(job = %job.endpoints.label, error = %error, "event stream failed");
                 abandon(job);

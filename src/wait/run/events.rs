@@ -9,6 +9,7 @@ use tracing::Instrument;
 use super::{MAX_STREAM_BREAKS, Phase, Waiter, cut, unknown_result};
 use crate::model::{JobState, JobStatus};
 use crate::poll::Basis;
+use crate::transport::sse;
 use crate::wait::http_source::SSE_IDLE_TIMEOUT;
 use crate::wait::source::{Fact, Meta, Source, Subscribed};
 use crate::wait::{FallbackReason, Mechanism};
@@ -59,6 +60,13 @@ impl<S: Source> Waiter<'_, S> {
                         break;
                     }
                     Some(Ok(None)) => break,
+                    Some(Ok(Some(Err(e)))) if sse::oversized(&e) => {
+                        // Broken or hostile: not worth reopening. Dropping the stream closes
+                        // its connection.
+                        tracing::debug!(parent: &span, error = %e, "event stream refused; polling instead");
+                        self.fall_back(Mechanism::Sse, FallbackReason::StreamBroken);
+                        return Phase::Fallback;
+                    }
                     Some(Ok(Some(Err(e)))) => {
                         tracing::debug!(parent: &span, error = %e, "event stream failed");
                         break;
