@@ -238,7 +238,9 @@ impl Budget {
         retry_after: Option<Duration>,
     ) -> Option<Adjustment> {
         self.refill(now);
-        let pause = retry_after.unwrap_or(DEFAULT_PAUSE).min(MAX_PAUSE);
+        let pause = retry_after
+            .unwrap_or(DEFAULT_PAUSE)
+            .clamp(crate::poll::MIN_PAUSE, MAX_PAUSE);
         let until = now + pause;
         let from = self.paused_until.filter(|u| *u > now).unwrap_or(now);
         if until > from {

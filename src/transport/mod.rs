@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! ThrottleLayer            429/503 + Retry-After: sleep exactly that long (clamped to the
-//!                          deadline), resend
+//!                          deadline, at least poll::MIN_PAUSE), resend
 //!   RetryTransientMiddleware   reqwest-retry with Classifier: short jittered retries of connect
 //!                          errors, timeouts, 5xx, 408, 429 without Retry-After
 //!     BreakerLayer         per host: refuse attempts while open, judge each admitted attempt
@@ -43,7 +43,11 @@
 //! breaker.
 //!
 //! Retries here are *not* polls: they are short (100 ms to 1 s, three at most by default),
-//! always jittered, and happen inside one poll. A `400`, `401`, `404` or `422` is fatal at
+//! always jittered, and happen inside one poll. No pause in this stack is shorter than
+//! [`MIN_PAUSE`](crate::poll::MIN_PAUSE): a `Retry-After: 0` is waited out for the floor, and
+//! the retry backoff's minimum is raised to twice the floor (its jitter may halve it). Every
+//! attempt, resent or retried, counts in the attempts a [`WaitReport`](crate::WaitReport)
+//! reports as retries, so a zero-length wait is never free. A `400`, `401`, `404` or `422` is fatal at
 //! once.
 //!
 //! Both resilience layers are on by default and configured on the
@@ -224,8 +228,11 @@ impl Transport {
             .connect_timeout(config.connect_timeout)
             .build()
             .map_err(|e| Error::config("http client", crate::error::chain(&e)))?;
+        // Bounded jitter can halve the minimum: twice the floor keeps every retry's pause at
+        // or above it.
+        let floor = 2 * crate::poll::MIN_PAUSE;
         let backoff = ExponentialBackoff::builder()
-            .retry_bounds(config.retry_min, config.retry_max)
+            .retry_bounds(config.retry_min.max(floor), config.retry_max.max(floor))
             .jitter(Jitter::Bounded)
             .base(2)
             .build_with_max_retries(config.max_retries);

@@ -28,8 +28,11 @@
 //! * A deadline is honoured exactly: sleeps are clamped so that the final poll lands on it,
 //!   and a held request or event stream still open at the deadline is cut and replaced by
 //!   one final poll.
+//! * No pause is shorter than [`MIN_PAUSE`](crate::poll::MIN_PAUSE) (50 ms), whoever asked
+//!   for it: a policy, a server, a breaker. A held request the server answered at once (a
+//!   claimed hold of zero) is no exception; one it did hold is reissued at once.
 //! * A throttled answer (`429`, `503` + `Retry-After`) is waited out — exactly as long as
-//!   asked, clamped to the deadline — and never ends the wait. A body that does not parse is
+//!   asked, at least the floor, clamped to the deadline — and never ends the wait. A body that does not parse is
 //!   retried twice, then ends it.
 //! * An unavailable service does not end a wait either. A read that fails after transport
 //!   retries (a transport error, a `5xx`) is an outage once the service has answered at all:

@@ -334,6 +334,49 @@ async fn throttling_is_waited_out_exactly_and_never_ends_the_wait() {
     assert_eq!(done.report.requests, 3);
 }
 
+/// Gaps between consecutive reads, in seconds.
+fn gaps(times: &[f64]) -> Vec<f64> {
+    times.windows(2).map(|w| w[1] - w[0]).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_pause_has_a_floor() {
+    // (Less a rounding error: read times are seconds as `f64`.)
+    let floor = crate::poll::MIN_PAUSE.as_secs_f64() - 1e-9;
+    // `Retry-After: 0`, a breaker about to close, and a policy asking for a millisecond.
+    let mut fake = Fake::new(1.0);
+    for _ in 0..3 {
+        fake = fake.then(|| ReadOutcome::Throttled {
+            retry_after: Some(Duration::ZERO),
+            error: unexpected(429),
+        });
+    }
+    let fake = fake.then(|| refused(0.0)).then(|| refused(0.001));
+    let done = wait(&fake, &plan(None), &Fixed::new(secs(0.001)))
+        .await
+        .unwrap();
+    let times = fake.read_times();
+    assert!(gaps(&times).iter().all(|gap| *gap >= floor), "{times:?}");
+    assert_eq!(done.report.elapsed, secs(1.0), "found on a floor's tick");
+    assert_eq!(times.len(), 21, "once per floor: {times:?}");
+
+    // A server that claims holds it does not apply (`Preference-Applied: wait=0`).
+    let mut fake = Fake::new(1.0);
+    fake.offer_long_poll = true;
+    fake.hold_cap = Some(Duration::ZERO);
+    wait(&fake, &plan(None), &Adaptive::new()).await.unwrap();
+    let times = fake.read_times();
+    assert!(gaps(&times).iter().all(|gap| *gap >= floor), "{times:?}");
+
+    // A held request that took longer than the floor is reissued at once.
+    let mut fake = Fake::new(0.5);
+    fake.offer_long_poll = true;
+    fake.hold_cap = Some(secs(0.2));
+    wait(&fake, &plan(None), &Adaptive::new()).await.unwrap();
+    let times = fake.read_times();
+    assert_eq!(times[..3], [0.0, 0.2, 0.4], "{times:?}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn throttling_is_clamped_to_the_deadline() {
     let fake = Fake::new(10.0).then(|| ReadOutcome::Throttled {

@@ -8,8 +8,12 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use translation_status::jobset::JobSetOptions;
-use translation_status::{Client, FallbackReason, Mechanism, WaitOptions};
+use translation_sim::{RunningServer, Settings};
+use translation_status::jobset::{JobSetOptions, RequestBudget};
+use translation_status::poll::{Fixed, GiveUpReason};
+use translation_status::{Client, Error, FallbackReason, Mechanism, WaitOptions};
+
+use crate::support::{job, metric, sim};
 
 // ----- A stand-in server: one closure decides what each request gets -----------------------
 
@@ -52,6 +56,10 @@ struct StandIn {
 }
 
 impl StandIn {
+    fn requests(&self) -> usize {
+        self.log.lock().unwrap().paths.len()
+    }
+
     fn requests_to(&self, fragment: &str) -> usize {
         let log = self.log.lock().unwrap();
         log.paths.iter().filter(|p| p.contains(fragment)).count()
@@ -237,4 +245,195 @@ async fn an_endless_event_ends_a_job_sets_stream_and_it_polls() {
     );
     assert_eq!(server.requests_to("/status"), 1);
     assert_floods_cut(&server);
+}
+
+// ----- `Retry-After: 0`: every pause has a floor ---------------------------------------------
+
+/// The documented floor under every pause (`poll::MIN_PAUSE`).
+const FLOOR: Duration = Duration::from_millis(50);
+
+/// The most requests a wait of `deadline` may send when every answer says "again, at once":
+/// one per floor, twice over for slack, plus the event-stream probe and the last look.
+fn bound(deadline: Duration, jobs: u32) -> usize {
+    let per_job = 2 * deadline.as_millis() / FLOOR.as_millis() + 4;
+    per_job as usize * jobs as usize
+}
+
+/// A simulator that throttles every request with `Retry-After: 0`.
+async fn throttling_sim() -> RunningServer {
+    sim(|s: &mut Settings| {
+        s.faults.throttle_rate = 1.0;
+        s.faults.throttle_retry_after = Duration::ZERO;
+    })
+    .await
+}
+
+fn sim_requests(server: &RunningServer) -> usize {
+    metric(
+        &server.state().render_metrics(),
+        "sim_http_requests_total",
+        &[],
+    ) as usize
+}
+
+fn gave_up_at_deadline(result: Result<translation_status::Completion, Error>) {
+    match result {
+        Err(Error::GaveUp(g)) => assert_eq!(g.reason, GiveUpReason::Deadline),
+        other => panic!("expected GaveUp at the deadline, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn retry_after_zero_from_the_simulator_does_not_spin_a_wait() {
+    let server = throttling_sim().await;
+    let id = job(&server, 60_000);
+    let deadline = Duration::from_secs(3);
+    let client = Client::builder()
+        .base_url(server.base_url())
+        .build()
+        .unwrap();
+    let result = client
+        .wait_with(id.as_str(), &WaitOptions::new().deadline(deadline))
+        .await;
+    let sent = sim_requests(&server);
+    eprintln!("simulator, Retry-After 0: {sent} requests in {deadline:?}");
+    gave_up_at_deadline(result);
+    assert!(
+        sent <= bound(deadline, 1),
+        "{sent} requests in {deadline:?}"
+    );
+}
+
+/// A stand-in that refuses every request with `status` and `header: 0`.
+async fn refusing(status: u16, header: &'static str) -> StandIn {
+    stand_in(move |_, _| {
+        Act::Reply(
+            status,
+            vec![(header, "0".to_owned())],
+            r#"{"error":{"code":"busy","message":"again"}}"#.to_owned(),
+        )
+    })
+    .await
+}
+
+#[tokio::test]
+async fn retry_after_zero_from_a_hostile_server_does_not_spin_a_wait() {
+    let deadline = Duration::from_secs(3);
+    for (status, header) in [(503, "retry-after"), (429, "retry-after-ms")] {
+        let server = refusing(status, header).await;
+        let result = client(&server)
+            .wait_with("j1", &WaitOptions::new().deadline(deadline))
+            .await;
+        let sent = server.requests();
+        eprintln!("{status} + {header}: 0: {sent} requests in {deadline:?}");
+        gave_up_at_deadline(result);
+        assert!(
+            sent <= bound(deadline, 1),
+            "{status} + {header}: 0: {sent} requests in {deadline:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn retry_after_zero_does_not_spin_a_job_set() {
+    let deadline = Duration::from_secs(3);
+    let server = throttling_sim().await;
+    let jobs_n = 3;
+    // A budget far above the floor: the floor, not the budget, is what bounds each job.
+    let budget = RequestBudget::new(1000.0, 100);
+    let sim_client = Client::builder()
+        .base_url(server.base_url())
+        .request_budget(budget)
+        .build()
+        .unwrap();
+    let mut jobs = sim_client
+        .job_set(JobSetOptions::new().deadline(deadline))
+        .unwrap();
+    for _ in 0..jobs_n {
+        jobs.add(job(&server, 60_000).as_str()).unwrap();
+    }
+    for _ in 0..jobs_n {
+        let (_, result) = jobs.next_finished().await.unwrap();
+        gave_up_at_deadline(result);
+    }
+    let sent = sim_requests(&server);
+    eprintln!("job set, simulator, Retry-After 0: {sent} requests in {deadline:?}");
+    assert!(sent <= bound(deadline, jobs_n), "{sent} requests");
+
+    for (status, header) in [(503, "retry-after"), (429, "retry-after-ms")] {
+        let server = refusing(status, header).await;
+        let client = Client::builder()
+            .base_url(&server.base)
+            .request_budget(budget)
+            .build()
+            .unwrap();
+        let mut jobs = client
+            .job_set(JobSetOptions::new().deadline(deadline))
+            .unwrap();
+        for n in 0..jobs_n {
+            jobs.add(format!("j{n}").as_str()).unwrap();
+        }
+        for _ in 0..jobs_n {
+            let (_, result) = jobs.next_finished().await.unwrap();
+            gave_up_at_deadline(result);
+        }
+        let sent = server.requests();
+        eprintln!("job set, {status} + {header}: 0: {sent} requests in {deadline:?}");
+        assert!(sent <= bound(deadline, jobs_n), "{status}: {sent} requests");
+    }
+}
+
+/// A stand-in that claims to hold every request (`Preference-Applied: wait=0`) and answers at
+/// once that the job is pending.
+async fn fake_long_poll() -> StandIn {
+    stand_in(|_, _| {
+        Act::Reply(
+            200,
+            vec![("preference-applied", "wait=0".to_owned())],
+            r#"{"result":"pending"}"#.to_owned(),
+        )
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_hold_that_holds_nothing_does_not_spin_a_wait() {
+    let deadline = Duration::from_secs(3);
+    let server = fake_long_poll().await;
+    let result = client(&server)
+        .wait_with("j1", &WaitOptions::new().deadline(deadline))
+        .await;
+    let sent = server.requests();
+    eprintln!("Preference-Applied: wait=0: {sent} requests in {deadline:?}");
+    gave_up_at_deadline(result);
+    assert!(
+        sent <= bound(deadline, 1),
+        "{sent} requests in {deadline:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_hold_that_holds_nothing_does_not_spin_a_job_set() {
+    let deadline = Duration::from_secs(3);
+    let server = fake_long_poll().await;
+    // A budget far above the floor: the floor, not the budget, is what bounds one job.
+    let client = Client::builder()
+        .base_url(&server.base)
+        .request_budget(RequestBudget::new(1000.0, 100))
+        .build()
+        .unwrap();
+    // The first look is plain; the next, after the policy's pause, asks for a hold.
+    let options = JobSetOptions::new()
+        .deadline(deadline)
+        .policy(Fixed::new(Duration::from_millis(500)));
+    let mut jobs = client.job_set(options).unwrap();
+    jobs.add("j1").unwrap();
+    let (_, result) = jobs.next_finished().await.unwrap();
+    let sent = server.requests();
+    eprintln!("job set, Preference-Applied: wait=0: {sent} requests in {deadline:?}");
+    gave_up_at_deadline(result);
+    assert!(
+        sent <= bound(deadline, 1),
+        "{sent} requests in {deadline:?}"
+    );
 }

@@ -27,7 +27,7 @@ use super::{JobEvent, JobKey, JobSetOptions, Shared};
 use crate::client::Client;
 use crate::error::Error;
 use crate::model::JobStatus;
-use crate::poll::GiveUpReason;
+use crate::poll::{GiveUpReason, MIN_PAUSE};
 use crate::telemetry;
 use crate::transport::sse::{SseEvent, StreamError};
 use crate::transport::{Exchange, Failure, Subscription};
@@ -37,8 +37,6 @@ use crate::wait::Mechanism;
 const MAX_MALFORMED: u32 = 2;
 /// Stream breaks tolerated before a job falls back to polling.
 const MAX_STREAM_BREAKS: u8 = 2;
-/// The shortest pause between two polls of one job, whatever a policy says.
-const MIN_GAP: Duration = Duration::from_millis(10);
 /// A stream with no event for this long is closed (the server sends keep-alives).
 const STREAM_IDLE: Duration = Duration::from_secs(60);
 /// How often the stall bound is recomputed from learned durations.
@@ -328,7 +326,7 @@ impl Scheduler {
         };
         let mut at = at;
         if let Some(due) = job.stall.due(bound) {
-            at = at.min(due.max(now + MIN_GAP));
+            at = at.min(due.max(now + MIN_PAUSE));
         }
         if let Some(deadline) = job.deadline {
             at = at.min(deadline);

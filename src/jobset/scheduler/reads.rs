@@ -4,11 +4,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{BOUND_REFRESH, Done, MAX_MALFORMED, MIN_GAP, Message, NEVER, Op, Scheduler};
+use super::{BOUND_REFRESH, Done, MAX_MALFORMED, Message, NEVER, Op, Scheduler};
 use crate::jobset::signals::Signals;
 use crate::jobset::tracked::Tracked;
 use crate::jobset::{JobEvent, JobKey, Stall};
-use crate::poll::{Basis, GiveUpReason, PollDecision};
+use crate::poll::{Basis, GiveUpReason, MIN_PAUSE, PollDecision};
 use crate::telemetry;
 use crate::wait::{FallbackReason, Mechanism, ReadOutcome, interpret};
 
@@ -184,7 +184,7 @@ impl Scheduler {
                 let after = resume_at
                     .map(|at| at.saturating_duration_since(now))
                     .unwrap_or(Duration::from_secs(1));
-                forced = Some((after.max(Duration::from_millis(100)), Basis::Unavailable));
+                forced = Some((after, Basis::Unavailable));
             }
             ReadOutcome::Unknown { error, .. } | ReadOutcome::Failed(error) => {
                 self.fail(key, error);
@@ -215,11 +215,16 @@ impl Scheduler {
         match self.options.policy.next(&state) {
             PollDecision::GiveUp(reason) => self.give_up(key, reason),
             PollDecision::Poll { after, basis } => {
+                // Whatever asked for the pause, it is at least the floor (`poll::MIN_PAUSE`).
                 let (after, basis) = match forced {
-                    Some(forced) => forced,
-                    // Re-issue a held request at once, while the server keeps holding.
-                    None if trusted_hold && can_hold => (Duration::ZERO, basis),
-                    None => (after.max(MIN_GAP), basis),
+                    Some((after, basis)) => (after.max(MIN_PAUSE), basis),
+                    // Re-issue a held request at once, while the server keeps holding: it took
+                    // its time already, so the floor counts from when it was sent.
+                    None if trusted_hold && can_hold => (
+                        MIN_PAUSE.saturating_sub(now.saturating_duration_since(sent)),
+                        basis,
+                    ),
+                    None => (after.max(MIN_PAUSE), basis),
                 };
                 if let Some(job) = self.jobs.get_mut(&key) {
                     job.basis = basis;

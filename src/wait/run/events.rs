@@ -8,7 +8,7 @@ use tracing::Instrument;
 
 use super::{MAX_STREAM_BREAKS, Phase, Waiter, cut, unknown_result};
 use crate::model::{JobState, JobStatus};
-use crate::poll::Basis;
+use crate::poll::{Basis, MIN_PAUSE};
 use crate::transport::sse;
 use crate::wait::http_source::SSE_IDLE_TIMEOUT;
 use crate::wait::source::{Fact, Meta, Source, Subscribed};
@@ -77,7 +77,7 @@ impl<S: Source> Waiter<'_, S> {
                     last_id = Some(id.clone());
                 }
                 if let Some(retry) = event.retry {
-                    reconnect = retry.clamp(Duration::from_millis(10), Duration::from_secs(30));
+                    reconnect = retry.clamp(MIN_PAUSE, Duration::from_secs(30));
                 }
                 let received = Instant::now();
                 match event.event.as_str() {

@@ -14,14 +14,14 @@ use super::{Completion, Fallback, FallbackReason, Mechanism};
 use crate::error::{Error, UnexpectedResponse, excerpt};
 use crate::job::ChangeFilter;
 use crate::model::JobStatus;
-use crate::poll::{Basis, Estimate, GiveUpReason, LearnedDurations, PollDecision, PollPolicy};
+use crate::poll::{
+    Basis, Estimate, GiveUpReason, LearnedDurations, MIN_PAUSE, PollDecision, PollPolicy,
+};
 
 /// Malformed bodies tolerated in a row before the wait ends.
 const MAX_MALFORMED: u32 = 2;
 /// Stream breaks tolerated before falling back to polling.
 const MAX_STREAM_BREAKS: u32 = 2;
-/// The shortest pause between two polls, whatever a policy says (long-poll excepted).
-const MIN_GAP: Duration = Duration::from_millis(10);
 
 /// What the loop needs besides the source and the policy.
 #[derive(Debug, Clone)]
@@ -248,7 +248,7 @@ impl<S: Source> Waiter<'_, S> {
                     tracing::debug!(error = %error, "service unavailable; the wait goes on");
                     if let Some(at) = resume_at {
                         let pause = at.saturating_duration_since(Instant::now());
-                        forced = Some((pause.max(MIN_GAP), Basis::Unavailable));
+                        forced = Some((pause, Basis::Unavailable));
                     }
                     self.note_down(error, resume_at);
                 }
@@ -257,13 +257,18 @@ impl<S: Source> Waiter<'_, S> {
                 }
             }
 
+            // Whatever asked for the pause, it is at least the floor (`poll::MIN_PAUSE`).
             let (after, basis) = match self.policy.next(&self.state()) {
                 PollDecision::GiveUp(reason) => return self.give_up(reason),
                 PollDecision::Poll { after, basis } => match forced {
-                    Some(forced) => forced,
-                    // Re-issue a held request at once, if the next one can be held too.
-                    None if trusted_hold && self.hold().is_some() => (Duration::ZERO, basis),
-                    None => (after.max(MIN_GAP), basis),
+                    Some((after, basis)) => (after.max(MIN_PAUSE), basis),
+                    // Re-issue a held request at once, if the next one can be held too: it
+                    // took its time already, so the floor counts from when it was sent.
+                    None if trusted_hold && self.hold().is_some() => (
+                        MIN_PAUSE.saturating_sub(received.saturating_duration_since(sent)),
+                        basis,
+                    ),
+                    None => (after.max(MIN_PAUSE), basis),
                 },
             };
             self.basis = basis;
