@@ -144,7 +144,6 @@ impl Client {
             created: job.created(),
             learned: Some(inner.learned.clone()),
             random: rand::random::<f64>,
-            final_grace: inner.transport.request_timeout.min(Duration::from_secs(2)),
         };
         run(&source, &plan, policy.as_ref(), observer).await
     }

@@ -31,8 +31,8 @@ pub(crate) enum Phase {
     Sleeping { until: Instant },
     /// Due: in the ready queue, waiting for a token or a free slot.
     Ready,
-    /// A plain read is in flight; `cut` is set when it is the last look at the deadline.
-    Polling { cut: Option<Instant> },
+    /// A plain read is in flight.
+    Polling,
     /// A long-poll is held by the server.
     Holding,
     /// An event stream is open (or being opened).

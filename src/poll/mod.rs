@@ -21,7 +21,8 @@
 //! [`with_deadline`](PollPolicyExt::with_deadline), [`with_max_polls`](PollPolicyExt::with_max_polls)
 //! and [`with_jitter`](PollPolicyExt::with_jitter) wrap any policy and return a new one. The
 //! deadline decorator shortens the last wait so that the final poll lands exactly on the
-//! deadline, then gives up.
+//! deadline, then gives up. (The wait loop itself sends that last look a little earlier, so
+//! that it is answered by the deadline: see [`WaitOptions::deadline`](crate::WaitOptions::deadline).)
 //!
 //! # Every pause has a floor
 //!
@@ -149,7 +150,8 @@ impl Basis {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum GiveUpReason {
-    /// The deadline passed (the last poll was made on it).
+    /// The deadline came: the wait's last look (sent to be answered by the deadline) saw the
+    /// job pending, or whatever was still out was cut at the deadline.
     Deadline,
     /// The poll budget was spent.
     MaxPolls,

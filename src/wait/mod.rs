@@ -25,9 +25,11 @@
 //!
 //! * The first look is immediate; after that the policy decides, except while the server
 //!   holds requests (long-poll), when the next request goes out as soon as one returns.
-//! * A deadline is honoured exactly: sleeps are clamped so that the final poll lands on it,
-//!   and a held request or event stream still open at the deadline is cut and replaced by
-//!   one final poll.
+//! * A deadline is honoured exactly: nothing runs past it. Sleeps are clamped so that the
+//!   last look goes out just early enough to be answered by the deadline (twice the latest
+//!   round trip ahead of it, at most 1 s); a request, held request or event stream still open
+//!   at the deadline is cut there, and the wait gives up with what it saw last — what a
+//!   stream or held request said last is current, so no poll follows it.
 //! * No pause is shorter than [`MIN_PAUSE`](crate::poll::MIN_PAUSE) (50 ms), whoever asked
 //!   for it: a policy, a server, a breaker. A held request the server answered at once (a
 //!   claimed hold of zero) is no exception; one it did hold is reissued at once.
@@ -92,7 +94,19 @@ impl WaitOptions {
         Self::default()
     }
 
-    /// Gives up this long after the wait starts (the final poll lands exactly on it).
+    /// Gives up this long after the wait starts, exactly: nothing runs past it.
+    ///
+    /// * A request still out at the deadline (a slow poll, a held long-poll, an event stream)
+    ///   is cut there, and the wait ends with [`Error::GaveUp`] (reason
+    ///   [`Deadline`](crate::poll::GiveUpReason::Deadline)), or [`Error::Unavailable`] when the
+    ///   service was failing at its last look.
+    /// * While polling, the last look goes out early enough to be answered by the deadline:
+    ///   twice the round trip of the wait's latest plain read ahead of it, at most 1 s. When it
+    ///   is answered and the job is still pending, the wait ends then — there is nothing left
+    ///   to learn in time — which can be up to that much before the deadline.
+    /// * A stream or held request open at the deadline is current: no poll follows it.
+    ///
+    /// A deadline shorter than one round trip can end before any answer came.
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.deadline = Some(deadline);
         self
@@ -163,6 +177,18 @@ impl fmt::Debug for WaitOptions {
             .field("long_poll_hold", &self.long_poll_hold)
             .finish()
     }
+}
+
+/// The longest the last look of a wait goes out ahead of its deadline.
+pub(crate) const MAX_FINAL_LEAD: Duration = Duration::from_secs(1);
+
+/// How long before the deadline the last look of a wait goes out, so that it is answered by
+/// then: twice the round trip of the latest plain read, at most [`MAX_FINAL_LEAD`]; none
+/// before any read was answered.
+pub(crate) fn final_lead(round_trip: Option<Duration>) -> Duration {
+    round_trip.map_or(Duration::ZERO, |rt| {
+        rt.saturating_mul(2).min(MAX_FINAL_LEAD)
+    })
 }
 
 /// How a job's terminal state was learned.

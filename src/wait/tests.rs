@@ -40,6 +40,8 @@ struct Fake {
     hold_cap: Option<Duration>,
     offer_long_poll: bool,
     sse: Sse,
+    /// How long each read takes to answer.
+    latency: Duration,
     canned: Mutex<VecDeque<Canned>>,
     reads: Mutex<Vec<(Duration, Option<Duration>)>>,
     facts: Mutex<Vec<Fact>>,
@@ -55,6 +57,7 @@ impl Fake {
             hold_cap: None,
             offer_long_poll: false,
             sse: Sse::Off,
+            latency: Duration::ZERO,
             canned: Mutex::new(VecDeque::new()),
             reads: Mutex::new(Vec::new()),
             facts: Mutex::new(Vec::new()),
@@ -108,6 +111,7 @@ impl Source for Fake {
             .lock()
             .unwrap()
             .push((now.duration_since(self.start), request.hold));
+        tokio::time::sleep(self.latency).await;
         let canned = self.canned.lock().unwrap().pop_front();
         if let Some(canned) = canned {
             let outcome = canned();
@@ -190,7 +194,6 @@ fn plan(deadline: Option<f64>) -> Plan {
         created: None,
         learned: None,
         random: || 0.5,
-        final_grace: secs(2.0),
     }
 }
 
@@ -245,6 +248,49 @@ async fn the_last_poll_lands_on_the_deadline() {
         g.last_status.as_ref().unwrap().state,
         JobState::Pending { .. }
     ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_read_in_flight_at_the_deadline_is_cut_there() {
+    let mut fake = Fake::new(60.0);
+    fake.latency = secs(10.0);
+    let g = gave_up(wait(&fake, &plan(Some(2.0)), &Adaptive::new()).await);
+    assert_eq!(g.reason, GiveUpReason::Deadline);
+    assert_eq!(g.elapsed(), secs(2.0), "not a moment later");
+    assert_eq!(
+        fake.read_times(),
+        vec![0.0],
+        "no last look after the deadline"
+    );
+    assert_eq!(g.requests(), 1);
+    assert!(g.last_status.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_last_look_goes_out_in_time_to_be_answered_by_the_deadline() {
+    // Each read takes 100 ms: the last look goes out two round trips before the deadline.
+    let mut fake = Fake::new(60.0);
+    fake.latency = secs(0.1);
+    let g = gave_up(wait(&fake, &plan(Some(3.0)), &Fixed::new(secs(1.0))).await);
+    assert_eq!(fake.read_times(), vec![0.0, 1.1, 2.2, 2.8]);
+    assert_eq!(
+        g.elapsed(),
+        secs(2.9),
+        "answered, then nothing left to learn"
+    );
+    assert_eq!(g.requests(), 4);
+    assert!(g.last_status.is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_open_at_the_deadline_is_cut_there() {
+    let mut fake = Fake::new(60.0);
+    fake.sse = Sse::Stream;
+    fake.latency = secs(10.0);
+    let g = gave_up(wait(&fake, &plan(Some(2.0)), &Adaptive::new()).await);
+    assert_eq!(g.elapsed(), secs(2.0));
+    assert_eq!(g.requests(), 1, "the stream was current: no last poll");
+    assert!(g.last_status.is_some());
 }
 
 #[tokio::test(start_paused = true)]
@@ -476,16 +522,6 @@ async fn no_stream_falls_back_to_long_poll() {
         done.report.fallbacks[0].reason,
         FallbackReason::NotSupported
     );
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_stream_open_at_the_deadline_is_cut_and_one_final_poll_made() {
-    let mut fake = Fake::new(10.0);
-    fake.sse = Sse::Stream;
-    let g = gave_up(wait(&fake, &plan(Some(1.0)), &Adaptive::new()).await);
-    assert_eq!(fake.read_times(), vec![0.0, 1.0]);
-    assert_eq!(g.elapsed(), secs(1.0));
-    assert_eq!(g.requests(), 2);
 }
 
 #[tokio::test(start_paused = true)]

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 use translation_sim::{RunningServer, Settings};
 use translation_status::jobset::{JobSetOptions, RequestBudget};
 use translation_status::poll::{Fixed, GiveUpReason};
@@ -25,6 +26,8 @@ enum Act {
     /// `200 text/event-stream`, then `data:` lines forever, never a blank line (up to
     /// [`FLOOD_CAP`] bytes, then the server closes).
     Flood,
+    /// Answers this long after the request arrived.
+    Late(Duration, Box<Act>),
 }
 
 fn reply(status: u16, body: &str) -> Act {
@@ -112,7 +115,13 @@ async fn serve(
         log.paths.push(path.clone());
         log.paths.len() - 1
     };
-    match decide(&path, n) {
+    let mut act = decide(&path, n);
+    if let Act::Late(after, then) = act {
+        tokio::time::sleep(after).await;
+        act = *then;
+    }
+    match act {
+        Act::Late(..) => {}
         Act::Reply(status, headers, body) => {
             let mut out = format!(
                 "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
@@ -436,4 +445,64 @@ async fn a_hold_that_holds_nothing_does_not_spin_a_job_set() {
         sent <= bound(deadline, 1),
         "{sent} requests in {deadline:?}"
     );
+}
+
+// ----- A server that takes ten seconds: the deadline is exact ------------------------------
+
+/// Every request (stream or status) is answered after ten seconds.
+async fn slow_server() -> StandIn {
+    stand_in(|_, _| {
+        Act::Late(
+            Duration::from_secs(10),
+            Box::new(reply(200, r#"{"result":"pending"}"#)),
+        )
+    })
+    .await
+}
+
+/// Generous: the deadline, plus a second for a loaded machine.
+const MARGIN: Duration = Duration::from_secs(1);
+
+#[tokio::test]
+async fn a_request_in_flight_at_the_deadline_is_cut_there() {
+    let server = slow_server().await;
+    let client = client(&server);
+    let deadline = Duration::from_secs(2);
+    for (name, options) in [
+        ("sse", WaitOptions::new()),
+        ("long-poll", WaitOptions::new().sse(false)),
+        ("polling", WaitOptions::new().sse(false).long_poll(false)),
+    ] {
+        let started = Instant::now();
+        let result = client.wait_with("j1", &options.deadline(deadline)).await;
+        let took = started.elapsed();
+        eprintln!("{name}: a 2 s deadline ended after {took:?}");
+        gave_up_at_deadline(result);
+        assert!(
+            took >= deadline && took < deadline + MARGIN,
+            "{name}: {took:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_job_sets_request_in_flight_at_the_deadline_is_cut_there() {
+    let server = slow_server().await;
+    let deadline = Duration::from_secs(2);
+    for (name, options) in [
+        ("sse", JobSetOptions::new()),
+        ("polling", JobSetOptions::new().sse(false).long_poll(false)),
+    ] {
+        let mut jobs = client(&server).job_set(options.deadline(deadline)).unwrap();
+        let started = Instant::now();
+        jobs.add("j1").unwrap();
+        let (_, result) = jobs.next_finished().await.unwrap();
+        let took = started.elapsed();
+        eprintln!("job set, {name}: a 2 s deadline ended after {took:?}");
+        gave_up_at_deadline(result);
+        assert!(
+            took >= deadline && took < deadline + MARGIN,
+            "{name}: {took:?}"
+        );
+    }
 }

@@ -99,11 +99,8 @@ impl Scheduler {
                 let (read, handle) = abortable(async move { transport.read(&url, &options).await });
                 job.abort = Some(handle);
                 job.phase = match op {
-                    Op::Final => Phase::Polling {
-                        cut: Some(now + self.final_grace),
-                    },
                     Op::Hold => Phase::Holding,
-                    _ => Phase::Polling { cut: None },
+                    _ => Phase::Polling,
                 };
                 match op {
                     Op::Poll => self.polls += 1,
@@ -158,7 +155,8 @@ impl Scheduler {
         self.arm(key);
     }
 
-    /// At the deadline: one last plain read if the budget allows it now, else give up.
+    /// At the time of the last look (shortly before the deadline, see `wait::final_lead`): one
+    /// last plain read if the budget allows it now, else give up.
     pub(super) fn last_look(&mut self, key: JobKey, now: Instant) {
         let grant = self.client.budget().lock().acquire(now);
         match grant {

@@ -32,6 +32,11 @@ impl Scheduler {
                     return;
                 };
                 let now = Instant::now();
+                if matches!(op, Op::Poll | Op::Final)
+                    && result.as_ref().is_ok_and(|exchange| exchange.attempts > 0)
+                {
+                    self.round_trip = Some(now.saturating_duration_since(sent));
+                }
                 let attempts = match &result {
                     Ok(exchange) => {
                         self.listen(Signals::read(exchange.status, &exchange.headers), sent, now);
@@ -203,7 +208,10 @@ impl Scheduler {
         let Some(job) = self.jobs.get(&key) else {
             return;
         };
-        if job.deadline.is_some_and(|d| now >= d) {
+        if job
+            .deadline
+            .is_some_and(|deadline| now >= self.last_look_at(deadline))
+        {
             self.last_look(key, now);
             return;
         }

@@ -113,7 +113,7 @@ impl<S: Source> Waiter<'_, S> {
                 return Phase::Fallback;
             }
             if self.sleep(reconnect * breaks, Basis::Initial).await {
-                return Phase::Deadline;
+                return Phase::LastLook;
             }
         }
     }

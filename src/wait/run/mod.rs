@@ -10,7 +10,7 @@ use tracing::Instrument;
 use tracing::field::Empty;
 
 use super::source::{Fact, Meta, ReadOutcome, ReadRequest, Reading, Source};
-use super::{Completion, Fallback, FallbackReason, Mechanism};
+use super::{Completion, Fallback, FallbackReason, Mechanism, final_lead};
 use crate::error::{Error, UnexpectedResponse, excerpt};
 use crate::job::ChangeFilter;
 use crate::model::JobStatus;
@@ -36,8 +36,6 @@ pub(crate) struct Plan {
     pub(crate) learned: Option<LearnedDurations>,
     /// Uniform in `[0, 1)`; injected for tests.
     pub(crate) random: fn() -> f64,
-    /// How long the final poll at the deadline may take.
-    pub(crate) final_grace: Duration,
 }
 
 /// Waits until the job is terminal, the policy gives up, or the deadline passes.
@@ -68,6 +66,7 @@ pub(crate) async fn run<S: Source>(
         origin_known: plan.created.is_some(),
         requests: 0,
         retries: 0,
+        round_trip: None,
         last: None,
         etag: None,
         eta: None,
@@ -86,7 +85,10 @@ pub(crate) async fn run<S: Source>(
 
 enum Phase {
     Done(Result<Completion, Error>),
+    /// The deadline cut the stream: what it said last is current.
     Deadline,
+    /// The time for the last look came while no stream was open.
+    LastLook,
     Fallback,
 }
 
@@ -113,6 +115,8 @@ struct Waiter<'a, S> {
     origin_known: bool,
     requests: u32,
     retries: u32,
+    /// How long the latest plain read took, from sending to its answer.
+    round_trip: Option<Duration>,
     last: Option<JobStatus>,
     etag: Option<String>,
     eta: Option<Estimate>,
@@ -137,7 +141,8 @@ impl<S: Source> Waiter<'_, S> {
         if self.source.sse_available() {
             match self.sse_phase().await {
                 Phase::Done(result) => return result,
-                Phase::Deadline => return self.final_poll().await,
+                Phase::Deadline => return self.give_up(GiveUpReason::Deadline),
+                Phase::LastLook => return self.final_poll().await,
                 Phase::Fallback => {}
             }
         }
@@ -149,7 +154,7 @@ impl<S: Source> Waiter<'_, S> {
     async fn poll_phase(mut self) -> Result<Completion, Error> {
         let mut malformed = 0;
         loop {
-            if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            if self.last_look_at().is_some_and(|at| Instant::now() >= at) {
                 return self.final_poll().await;
             }
             let hold = self.hold();
@@ -172,12 +177,17 @@ impl<S: Source> Waiter<'_, S> {
             let Some(reading) =
                 cut(self.deadline, self.source.read(request).instrument(span)).await
             else {
+                // A held request is cut at the deadline, and what it said last is current; a
+                // plain one is still out, and there is no time left for another.
                 self.requests += 1;
-                return self.final_poll().await;
+                return self.give_up(GiveUpReason::Deadline);
             };
             let received = Instant::now();
             let Reading { outcome, attempts } = reading;
             self.count(attempts);
+            if hold.is_none() && attempts > 0 {
+                self.round_trip = Some(received.saturating_duration_since(sent));
+            }
 
             let mut forced: Option<(Duration, Basis)> = None;
             let mut trusted_hold = false;
@@ -276,7 +286,7 @@ impl<S: Source> Waiter<'_, S> {
         }
     }
 
-    /// One last plain read at the deadline.
+    /// One last plain read, sent in time to be answered by the deadline and cut there.
     async fn final_poll(mut self) -> Result<Completion, Error> {
         // The deadline travels with the request, so a throttled answer is handed back at
         // once instead of waited out.
@@ -291,8 +301,8 @@ impl<S: Source> Waiter<'_, S> {
             kind = "status",
             basis = "deadline"
         );
-        let read = tokio::time::timeout(self.plan.final_grace, self.source.read(request));
-        let Ok(reading) = read.instrument(span).await else {
+        let read = cut(self.deadline, self.source.read(request));
+        let Some(reading) = read.instrument(span).await else {
             self.requests += 1;
             return self.give_up(GiveUpReason::Deadline);
         };
@@ -366,10 +376,20 @@ impl<S: Source> Waiter<'_, S> {
         }
     }
 
-    /// Sleeps `after`, clamped to the deadline; `true` when it woke on the deadline.
+    /// When the last look goes out: [`final_lead`] before the deadline.
+    fn last_look_at(&self) -> Option<Instant> {
+        let deadline = self.deadline?;
+        Some(
+            deadline
+                .checked_sub(final_lead(self.round_trip))
+                .unwrap_or(deadline),
+        )
+    }
+
+    /// Sleeps `after`, clamped to the time of the last look; `true` when it woke for it.
     async fn sleep(&self, after: Duration, basis: Basis) -> bool {
         let wake = Instant::now().checked_add(after);
-        let (wake, on_deadline) = match (wake, self.deadline) {
+        let (wake, on_deadline) = match (wake, self.last_look_at()) {
             (Some(wake), Some(deadline)) if wake < deadline => (Some(wake), false),
             (_, Some(deadline)) => (Some(deadline), true),
             (wake, None) => (wake, false),
