@@ -6,6 +6,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
@@ -505,4 +506,39 @@ async fn a_job_sets_request_in_flight_at_the_deadline_is_cut_there() {
             "{name}: {took:?}"
         );
     }
+}
+
+// ----- Progress in percent -------------------------------------------------------------------
+
+#[tokio::test]
+async fn progress_in_percent_is_read_as_a_percentage() {
+    // Pending at 43 %, then 87 %, then done: the scale a real peer server uses.
+    let server = stand_in(|path, n| {
+        if path.ends_with("/events") {
+            return reply(404, r#"{"error":{"code":"not_found","message":"no"}}"#);
+        }
+        match n {
+            0 | 1 => reply(200, r#"{"result":"pending","progress":43}"#),
+            2 => reply(200, r#"{"result":"pending","progress":87}"#),
+            _ => reply(200, r#"{"result":"completed","progress":100}"#),
+        }
+    })
+    .await;
+    let options = WaitOptions::new()
+        .long_poll(false)
+        .policy(Fixed::new(Duration::from_millis(100)));
+    let mut watch = client(&server).watch_with("j1", options);
+    let mut seen = Vec::new();
+    while let Some(status) = watch.next().await {
+        let status = status.unwrap();
+        seen.push((status.state.as_str().to_owned(), status.progress));
+    }
+    assert_eq!(
+        seen,
+        vec![
+            ("pending".to_owned(), Some(0.43)),
+            ("pending".to_owned(), Some(0.87)),
+            ("completed".to_owned(), Some(1.0)),
+        ]
+    );
 }

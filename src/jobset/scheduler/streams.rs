@@ -12,7 +12,7 @@ use crate::error::{Error, UnexpectedResponse, excerpt};
 use crate::jobset::JobKey;
 use crate::jobset::signals::Signals;
 use crate::jobset::tracked::Phase;
-use crate::model::{JobState, JobStatus};
+use crate::model::{self, JobState, JobStatus};
 use crate::transport::sse;
 use crate::transport::{Exchange, Failure, Subscription};
 use crate::wait::{FallbackReason, Mechanism};
@@ -171,14 +171,7 @@ impl Scheduler {
                 }
             },
             "progress" => {
-                let progress = JobStatus::from_json(event.data.as_bytes())
-                    .ok()
-                    .and_then(|s| s.progress)
-                    .or_else(|| {
-                        serde_json::from_str::<serde_json::Value>(&event.data)
-                            .ok()
-                            .and_then(|v| v.get("progress").and_then(serde_json::Value::as_f64))
-                    });
+                let progress = model::progress_of(&event.data);
                 match (progress, job.last.clone()) {
                     (Some(p), Some(last)) if !last.is_terminal() => last.with_progress(p),
                     _ => {

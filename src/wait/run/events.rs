@@ -7,7 +7,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::{MAX_STREAM_BREAKS, Phase, Waiter, cut, unknown_result};
-use crate::model::{JobState, JobStatus};
+use crate::model::{self, JobState, JobStatus};
 use crate::poll::{Basis, MIN_PAUSE};
 use crate::transport::sse;
 use crate::wait::http_source::SSE_IDLE_TIMEOUT;
@@ -119,14 +119,7 @@ impl<S: Source> Waiter<'_, S> {
     }
 
     fn progress_event(&mut self, data: &str, received: Instant) {
-        let progress = JobStatus::from_json(data.as_bytes())
-            .ok()
-            .and_then(|s| s.progress)
-            .or_else(|| {
-                serde_json::from_str::<serde_json::Value>(data)
-                    .ok()
-                    .and_then(|v| v.get("progress").and_then(serde_json::Value::as_f64))
-            });
+        let progress = model::progress_of(data);
         if let (Some(p), Some(last)) = (progress, self.last.clone())
             && !last.is_terminal()
         {
