@@ -7,7 +7,9 @@
 //! ```
 //!
 //! On a terminal it draws a progress bar on stderr. With `--json` it prints one summary line
-//! on stdout: `outcome`, `mechanism`, `requests`, `elapsed_ms`, `detection_delay_ms`.
+//! on stdout: `outcome`, `mechanism`, `requests`, `retries`, `hedges`, `elapsed_ms`,
+//! `detection_delay_ms`. `requests + retries + hedges` is every HTTP request the wait sent
+//! (see `WaitReport`): the number the server's access log shows.
 //!
 //! Exit status: 0 when the job completed, 1 when it failed, 2 when the wait did (gave up,
 //! unreachable, unexpected answer).
@@ -64,9 +66,11 @@ async fn main() -> anyhow::Result<()> {
     match watch.report() {
         Some(report) if json => println!("{}", summary(outcome, report)),
         Some(report) => eprintln!(
-            "{outcome} via {} after {} request(s) in {} ms{}",
+            "{outcome} via {} after {} request(s) ({} retries, {} hedges) in {} ms{}",
             report.mechanism,
             report.requests,
+            report.retries,
+            report.hedges,
             report.elapsed.as_millis(),
             report
                 .detection_delay
@@ -108,6 +112,8 @@ fn summary(outcome: &str, report: &WaitReport) -> serde_json::Value {
         "outcome": outcome,
         "mechanism": report.mechanism.as_str(),
         "requests": report.requests,
+        "retries": report.retries,
+        "hedges": report.hedges,
         "elapsed_ms": report.elapsed.as_millis() as u64,
         "detection_delay_ms": report.detection_delay.map(|d| d.as_millis() as u64),
     })

@@ -6,7 +6,7 @@
 //! all against one client. So every request a job set sends — polls, long-polls, stream
 //! openings, final looks at a deadline — takes a token from one bucket shared by all the job
 //! sets of a [`Client`](crate::Client): at most `burst` at once, refilled at `rate` per second.
-//! Transport retries the bucket did not grant are charged afterwards, as debt.
+//! Transport retries and hedges the bucket did not grant are charged afterwards, as debt.
 //!
 //! The configured rate is what the caller *allows*; the server decides what it *accepts*. The
 //! bucket listens to it and shrinks — multiplicative decrease — then grows back slowly —
@@ -224,7 +224,7 @@ impl Budget {
         self.probing = false;
     }
 
-    /// Charges requests that went out without a grant (transport retries), as debt.
+    /// Charges requests that went out without a grant (transport retries, hedges), as debt.
     pub(crate) fn charge(&mut self, requests: u32) {
         self.tokens = (self.tokens - f64::from(requests)).max(-self.burst);
     }

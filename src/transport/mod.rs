@@ -172,6 +172,8 @@ pub(crate) struct Exchange {
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
     pub(crate) attempts: u32,
+    /// Hedges sent on top of the attempts (requests on the wire, not attempts).
+    pub(crate) hedges: u32,
 }
 
 /// A request that got no answer, after retries.
@@ -180,6 +182,8 @@ pub(crate) struct Failure {
     pub(crate) url: Url,
     pub(crate) error: reqwest_middleware::Error,
     pub(crate) attempts: u32,
+    /// Hedges sent on top of the attempts.
+    pub(crate) hedges: u32,
 }
 
 /// An event-stream subscription that was answered.
@@ -390,11 +394,13 @@ async fn finish(
     attempts: &Attempts,
 ) -> Result<Exchange, Failure> {
     let response = result.map_err(|error| Failure::new(url, error, attempts))?;
+    let hedges = attempts.hedges();
     let attempts = attempts.get().max(1);
     let failure = |error| Failure {
         url: url.clone(),
         error,
         attempts,
+        hedges,
     };
     let status = response.status();
     let headers = response.headers().clone();
@@ -409,6 +415,7 @@ async fn finish(
         headers,
         body,
         attempts,
+        hedges,
     })
 }
 
@@ -416,6 +423,7 @@ impl Failure {
     /// Attempts are counted on the wire: a request the breaker refused before any attempt
     /// made none.
     fn new(url: &Url, error: reqwest_middleware::Error, attempts: &Attempts) -> Self {
+        let hedges = attempts.hedges();
         let attempts = match breaker::refusal(&error) {
             Some(_) => attempts.get(),
             None => attempts.get().max(1),
@@ -424,6 +432,7 @@ impl Failure {
             url: url.clone(),
             error,
             attempts,
+            hedges,
         }
     }
 

@@ -127,10 +127,11 @@ impl Source for HttpSource<'_> {
         };
         match self.transport.read(&self.endpoints.status, &options).await {
             Ok(exchange) => {
-                let attempts = exchange.attempts;
+                let (attempts, hedges) = (exchange.attempts, exchange.hedges);
                 Reading {
                     outcome: interpret(exchange),
                     attempts,
+                    hedges,
                 }
             }
             Err(failure) => {
@@ -139,6 +140,7 @@ impl Source for HttpSource<'_> {
                     .and_then(|retry_after| Instant::now().checked_add(retry_after));
                 Reading {
                     attempts: failure.attempts,
+                    hedges: failure.hedges,
                     outcome: ReadOutcome::Unavailable {
                         error: failure.into_error(),
                         resume_at,
@@ -184,6 +186,7 @@ impl Source for HttpSource<'_> {
                                 headers: sub.headers,
                                 body: sub.body,
                                 attempts: sub.attempts,
+                                hedges: 0,
                             };
                             return Subscribed::Failed {
                                 error: exchange.into_error(None),

@@ -267,10 +267,22 @@ impl FallbackReason {
 pub struct WaitReport {
     /// The mechanism that delivered the last answer.
     pub mechanism: Mechanism,
-    /// Status requests and event streams opened (transport retries not included).
+    /// Logical status reads and event streams opened: one per poll, long-poll or
+    /// subscription, however many attempts it took (a read cut at the deadline counts; a read
+    /// the circuit breaker refused, which sent nothing, does not).
     pub requests: u32,
-    /// Transport retries and throttle pauses, across all requests.
+    /// Extra attempts on the wire, across all requests: transport retries of a failed
+    /// attempt, and resends after a `429`/`503` + `Retry-After` the throttle layer waited
+    /// out (attempts after the first of each request).
     pub retries: u32,
+    /// Hedges: duplicates of slow status reads (see
+    /// [`HedgeConfig`](crate::transport::HedgeConfig)), requests on the wire that are neither
+    /// a request of their own nor a retry.
+    ///
+    /// `requests + retries + hedges` is every HTTP request the wait sent: the number the
+    /// server's access log shows for it (less any the network lost before they arrived, and
+    /// any attempt still out when a read was cut at the deadline).
+    pub hedges: u32,
     /// From the start of the wait to its end.
     pub elapsed: Duration,
     /// From the job's `completed_at` to the moment the client learned it, when the server

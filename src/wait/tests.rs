@@ -126,6 +126,7 @@ impl Source for Fake {
             return Reading {
                 outcome,
                 attempts: u32::from(!refused),
+                hedges: 0,
             };
         }
         let mut meta = Meta::default();
@@ -139,6 +140,7 @@ impl Source for Fake {
         Reading {
             outcome: ReadOutcome::Status { status, meta },
             attempts: 1,
+            hedges: 0,
         }
     }
 

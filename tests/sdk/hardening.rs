@@ -542,3 +542,80 @@ async fn progress_in_percent_is_read_as_a_percentage() {
         ]
     );
 }
+
+// ----- The report shows the whole cost ---------------------------------------------------------
+
+#[tokio::test]
+async fn the_report_counts_every_request_the_simulator_saw() {
+    // One status read in three fails with a 500 and is retried.
+    let server = sim(|s: &mut Settings| {
+        s.faults.error_rate = 0.3;
+        s.faults.seed = Some(11);
+    })
+    .await;
+    let id = job(&server, 2_000);
+    // Hedges are counted on their own (below); here every extra request is a retry.
+    let client = Client::builder()
+        .base_url(server.base_url())
+        .without_hedging()
+        .build()
+        .unwrap();
+    let options = WaitOptions::new()
+        .long_poll(false)
+        .sse(false)
+        .policy(Fixed::new(Duration::from_millis(100)));
+    let done = client.wait_with(id.as_str(), &options).await.unwrap();
+    let report = &done.report;
+    let seen = sim_requests(&server);
+    let injected = metric(
+        &server.state().render_metrics(),
+        "sim_faults_injected_total",
+        &[("kind", "error")],
+    );
+    eprintln!("{report:?}: the simulator saw {seen} requests, {injected} of them 500s");
+    assert!(report.retries > 0, "the faults were retried: {report:?}");
+    assert_eq!(
+        (report.requests + report.retries + report.hedges) as usize,
+        seen,
+        "{report:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_report_counts_hedges_beside_retries() {
+    // Pending for 4 s; one status read in 25 takes 400 ms, so the hedging layer (after the
+    // observed p95, never before 50 ms) duplicates it.
+    let started = Instant::now();
+    let server = stand_in(move |path, n| {
+        if path.ends_with("/events") {
+            return reply(404, r#"{"error":{"code":"not_found","message":"no"}}"#);
+        }
+        let result = if started.elapsed() >= Duration::from_secs(4) {
+            "completed"
+        } else {
+            "pending"
+        };
+        let answer = reply(200, &format!(r#"{{"result":"{result}"}}"#));
+        if n % 25 == 24 {
+            Act::Late(Duration::from_millis(400), Box::new(answer))
+        } else {
+            answer
+        }
+    })
+    .await;
+    let options = WaitOptions::new()
+        .long_poll(false)
+        .policy(Fixed::new(Duration::from_millis(50)));
+    let done = client(&server).wait_with("j1", &options).await.unwrap();
+    let report = &done.report;
+    let seen = server.requests();
+    eprintln!("{report:?}: the server saw {seen} requests");
+    assert!(report.hedges > 0, "slow reads were hedged: {report:?}");
+    // Every slow read's hedge arrived. (On a loaded machine a quick read may be hedged too,
+    // and its hedge cancelled before it connected: such a hedge never reaches the server.)
+    let sent = (report.requests + report.retries) as usize;
+    assert!(
+        sent < seen && seen <= sent + report.hedges as usize,
+        "{report:?}: the server saw {seen}"
+    );
+}

@@ -37,19 +37,19 @@ impl Scheduler {
                 {
                     self.round_trip = Some(now.saturating_duration_since(sent));
                 }
-                let attempts = match &result {
+                let (attempts, hedges) = match &result {
                     Ok(exchange) => {
                         self.listen(Signals::read(exchange.status, &exchange.headers), sent, now);
-                        exchange.attempts
+                        (exchange.attempts, exchange.hedges)
                     }
-                    Err(failure) => failure.attempts,
+                    Err(failure) => (failure.attempts, failure.hedges),
                 };
-                self.charge(attempts);
+                self.charge(attempts, hedges);
                 let Some(job) = self.current(key, generation) else {
                     return;
                 };
                 job.abort = None;
-                job.attempts(attempts);
+                job.attempts(attempts, hedges);
                 match result {
                     Ok(exchange) => self.answered(key, op, sent, hold, interpret(exchange), now),
                     Err(failure) => self.fail(key, failure.into_error()),
@@ -96,10 +96,11 @@ impl Scheduler {
         }
     }
 
-    /// Transport retries went out without a grant: they are paid back.
-    pub(super) fn charge(&mut self, attempts: u32) {
-        if attempts > 1 {
-            self.client.budget().lock().charge(attempts - 1);
+    /// Transport retries and hedges went out without a grant: they are paid back.
+    pub(super) fn charge(&mut self, attempts: u32, hedges: u32) {
+        let unpaid = attempts.saturating_sub(1).saturating_add(hedges);
+        if unpaid > 0 {
+            self.client.budget().lock().charge(unpaid);
         }
     }
 

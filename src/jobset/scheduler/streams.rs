@@ -37,7 +37,8 @@ impl Scheduler {
             Ok(sub) => sub.attempts,
             Err(failure) => failure.attempts,
         };
-        self.charge(attempts);
+        // Event streams are never hedged.
+        self.charge(attempts, 0);
         let Some(job) = self
             .jobs
             .get_mut(&key)
@@ -48,7 +49,7 @@ impl Scheduler {
             return;
         };
         job.abort = None;
-        job.attempts(attempts);
+        job.attempts(attempts, 0);
         let sub = match result {
             Ok(sub) => sub,
             Err(failure) => {
@@ -76,6 +77,7 @@ impl Scheduler {
                         headers: sub.headers,
                         body: sub.body,
                         attempts: sub.attempts,
+                        hedges: 0,
                     }
                     .into_error(None);
                     self.fail(key, error);

@@ -51,6 +51,7 @@ pub(crate) async fn run<S: Source>(
         mechanism = Empty,
         requests = Empty,
         retries = Empty,
+        hedges = Empty,
         outcome = Empty,
     );
     let start = Instant::now();
@@ -66,6 +67,7 @@ pub(crate) async fn run<S: Source>(
         origin_known: plan.created.is_some(),
         requests: 0,
         retries: 0,
+        hedges: 0,
         round_trip: None,
         last: None,
         etag: None,
@@ -115,6 +117,7 @@ struct Waiter<'a, S> {
     origin_known: bool,
     requests: u32,
     retries: u32,
+    hedges: u32,
     /// How long the latest plain read took, from sending to its answer.
     round_trip: Option<Duration>,
     last: Option<JobStatus>,
@@ -183,8 +186,13 @@ impl<S: Source> Waiter<'_, S> {
                 return self.give_up(GiveUpReason::Deadline);
             };
             let received = Instant::now();
-            let Reading { outcome, attempts } = reading;
+            let Reading {
+                outcome,
+                attempts,
+                hedges,
+            } = reading;
             self.count(attempts);
+            self.hedges += hedges;
             if hold.is_none() && attempts > 0 {
                 self.round_trip = Some(received.saturating_duration_since(sent));
             }
@@ -308,6 +316,7 @@ impl<S: Source> Waiter<'_, S> {
         };
         let received = Instant::now();
         self.count(reading.attempts);
+        self.hedges += reading.hedges;
         if !matches!(reading.outcome, ReadOutcome::Unavailable { .. }) {
             self.answered = true;
             self.down = None;
