@@ -225,7 +225,7 @@ fn duration_ms(value: &Value) -> Option<Duration> {
     let ms = value.as_f64()?;
     (0.0..1e15)
         .contains(&ms)
-        .then(|| Duration::from_secs_f64(ms / 1000.0))
+        .then(|| crate::poll::seconds(ms / 1000.0))
 }
 
 fn timestamp(value: &Value) -> Option<SystemTime> {
@@ -377,6 +377,10 @@ mod tests {
             parse(r#"{"result":"pending","progress":"half","eta_ms":-5,"created_at":42,"id":7}"#)
                 .unwrap();
         assert_eq!(s, JobStatus::new(JobState::Pending { eta: None }));
+        for eta in ["1e300", "-1", "1e15", "\"soon\""] {
+            let s = parse(&format!(r#"{{"result":"pending","eta_ms":{eta}}}"#)).unwrap();
+            assert_eq!(s.eta(), None, "{eta}");
+        }
     }
 
     #[test]
