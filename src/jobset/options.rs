@@ -53,10 +53,10 @@ impl JobSetOptions {
     }
 
     /// The deadline of jobs added without one, from the moment they are added. It is exact,
-    /// as for [`WaitOptions::deadline`](crate::WaitOptions::deadline): a job waiting for its
-    /// next poll gets one last look shortly before the deadline (twice the set's latest round
-    /// trip, at most 1 s) if the budget has a token for it then, and its wait gives up when
-    /// that is answered or when the budget has none; a read, held request or stream still out
+    /// as for [`WaitOptions::deadline`](crate::WaitOptions::deadline): a job's wait ends on
+    /// it unless the job ends first. A job waiting for its next poll gets one last look
+    /// shortly before the deadline (twice the set's latest round trip, between 100 ms and
+    /// 1 s) if the budget has a token for it then; a read, held request or stream still out
     /// at the deadline is cut there, and the wait gives up with what it saw last.
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.deadline = Some(deadline);

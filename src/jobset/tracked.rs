@@ -37,6 +37,8 @@ pub(crate) enum Phase {
     Holding,
     /// An event stream is open (or being opened).
     Streaming { last_event: Instant },
+    /// The last look is over: nothing more is sent, and the wait gives up at its deadline.
+    Expiring,
 }
 
 /// What is remembered of a job's event stream.

@@ -25,11 +25,11 @@
 //!
 //! * The first look is immediate; after that the policy decides, except while the server
 //!   holds requests (long-poll), when the next request goes out as soon as one returns.
-//! * A deadline is honoured exactly: nothing runs past it. Sleeps are clamped so that the
-//!   last look goes out just early enough to be answered by the deadline (twice the latest
-//!   round trip ahead of it, at most 1 s); a request, held request or event stream still open
-//!   at the deadline is cut there, and the wait gives up with what it saw last — what a
-//!   stream or held request said last is current, so no poll follows it.
+//! * A deadline is honoured exactly: the wait ends on it, neither later nor earlier. Sleeps
+//!   are clamped so that the last look goes out early enough to be answered by then (twice
+//!   the latest round trip ahead of it, between 100 ms and 1 s); a request, held request or
+//!   event stream still open at the deadline is cut there, and the wait gives up with what it
+//!   saw last — what a stream or held request said last is current, so no poll follows it.
 //! * No pause is shorter than [`MIN_PAUSE`](crate::poll::MIN_PAUSE) (50 ms), whoever asked
 //!   for it: a policy, a server, a breaker. A held request the server answered at once (a
 //!   claimed hold of zero) is no exception; one it did hold is reissued at once.
@@ -94,16 +94,16 @@ impl WaitOptions {
         Self::default()
     }
 
-    /// Gives up this long after the wait starts, exactly: nothing runs past it.
+    /// Gives up this long after the wait starts, exactly: the wait ends on its deadline
+    /// (unless the job ends first), neither later nor earlier.
     ///
     /// * A request still out at the deadline (a slow poll, a held long-poll, an event stream)
     ///   is cut there, and the wait ends with [`Error::GaveUp`] (reason
     ///   [`Deadline`](crate::poll::GiveUpReason::Deadline)), or [`Error::Unavailable`] when the
     ///   service was failing at its last look.
     /// * While polling, the last look goes out early enough to be answered by the deadline:
-    ///   twice the round trip of the wait's latest plain read ahead of it, at most 1 s. When it
-    ///   is answered and the job is still pending, the wait ends then — there is nothing left
-    ///   to learn in time — which can be up to that much before the deadline.
+    ///   twice the round trip of the wait's latest plain read ahead of it, at least 100 ms and
+    ///   at most 1 s. If it finds the job still pending, nothing more is sent.
     /// * A stream or held request open at the deadline is current: no poll follows it.
     ///
     /// A deadline shorter than one round trip can end before any answer came.
@@ -179,16 +179,21 @@ impl fmt::Debug for WaitOptions {
     }
 }
 
-/// The longest the last look of a wait goes out ahead of its deadline.
+/// The least the last look of a wait goes out ahead of its deadline: between sending a
+/// request and reading its answer stand not only the round trip but a busy machine's
+/// scheduling.
+pub(crate) const MIN_FINAL_LEAD: Duration = Duration::from_millis(100);
+/// The most the last look of a wait goes out ahead of its deadline.
 pub(crate) const MAX_FINAL_LEAD: Duration = Duration::from_secs(1);
 
 /// How long before the deadline the last look of a wait goes out, so that it is answered by
-/// then: twice the round trip of the latest plain read, at most [`MAX_FINAL_LEAD`]; none
-/// before any read was answered.
+/// then: twice the round trip of the latest plain read, between [`MIN_FINAL_LEAD`] and
+/// [`MAX_FINAL_LEAD`].
 pub(crate) fn final_lead(round_trip: Option<Duration>) -> Duration {
-    round_trip.map_or(Duration::ZERO, |rt| {
-        rt.saturating_mul(2).min(MAX_FINAL_LEAD)
-    })
+    round_trip
+        .unwrap_or_default()
+        .saturating_mul(2)
+        .clamp(MIN_FINAL_LEAD, MAX_FINAL_LEAD)
 }
 
 /// How a job's terminal state was learned.

@@ -239,10 +239,12 @@ async fn cold_start_polls_on_its_schedule() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_last_poll_lands_on_the_deadline() {
+async fn the_last_poll_lands_just_ahead_of_the_deadline() {
+    // Answered at once: the last look goes out the least lead (100 ms) ahead, and the wait
+    // ends on the deadline.
     let fake = Fake::new(10.0);
     let g = gave_up(wait(&fake, &plan(Some(3.0)), &Fixed::new(secs(2.0))).await);
-    assert_eq!(fake.read_times(), vec![0.0, 2.0, 3.0]);
+    assert_eq!(fake.read_times(), vec![0.0, 2.0, 2.9]);
     assert_eq!(g.reason, GiveUpReason::Deadline);
     assert_eq!(g.elapsed(), secs(3.0));
     assert_eq!(g.requests(), 3);
@@ -270,16 +272,13 @@ async fn a_read_in_flight_at_the_deadline_is_cut_there() {
 
 #[tokio::test(start_paused = true)]
 async fn the_last_look_goes_out_in_time_to_be_answered_by_the_deadline() {
-    // Each read takes 100 ms: the last look goes out two round trips before the deadline.
+    // Each read takes 100 ms: the last look goes out two round trips before the deadline,
+    // is answered 100 ms before it, and the wait ends on it.
     let mut fake = Fake::new(60.0);
     fake.latency = secs(0.1);
     let g = gave_up(wait(&fake, &plan(Some(3.0)), &Fixed::new(secs(1.0))).await);
     assert_eq!(fake.read_times(), vec![0.0, 1.1, 2.2, 2.8]);
-    assert_eq!(
-        g.elapsed(),
-        secs(2.9),
-        "answered, then nothing left to learn"
-    );
+    assert_eq!(g.elapsed(), secs(3.0), "not before the deadline either");
     assert_eq!(g.requests(), 4);
     assert!(g.last_status.is_some());
 }
@@ -339,7 +338,11 @@ async fn holds_shrink_to_fit_the_deadline() {
     let reads = fake.reads.lock().unwrap().clone();
     let holds: Vec<Option<u64>> = reads.iter().map(|(_, h)| h.map(|h| h.as_secs())).collect();
     assert_eq!(holds, vec![Some(2), None], "{reads:?}");
-    assert_eq!(fake.read_times(), vec![0.0, 2.5]);
+    assert_eq!(
+        fake.read_times(),
+        vec![0.0, 2.4],
+        "the last look, just ahead"
+    );
     assert_eq!(g.elapsed(), secs(2.5));
 }
 
@@ -432,7 +435,7 @@ async fn throttling_is_clamped_to_the_deadline() {
         error: unexpected(429),
     });
     let g = gave_up(wait(&fake, &plan(Some(2.0)), &Adaptive::new()).await);
-    assert_eq!(fake.read_times(), vec![0.0, 2.0]);
+    assert_eq!(fake.read_times(), vec![0.0, 1.9]);
     assert_eq!(g.elapsed(), secs(2.0));
 }
 
@@ -628,15 +631,16 @@ async fn a_failing_service_keeps_the_schedule_and_ends_the_wait_only_at_the_dead
     let err = wait(&fake, &plan(Some(10.0)), &Fixed::new(secs(2.0)))
         .await
         .unwrap_err();
-    // Reads at 0, 2, 4; refused at 6 (open until 16), so the next look is the final one, on
-    // the deadline, refused too.
-    assert_eq!(fake.read_times(), vec![0.0, 2.0, 4.0, 6.0, 10.0]);
+    // Reads at 0, 2, 4; refused at 6 (open until 16), so the next look is the final one,
+    // just ahead of the deadline, refused too.
+    assert_eq!(fake.read_times(), vec![0.0, 2.0, 4.0, 6.0, 9.9]);
     let Error::Unavailable(u) = &err else {
         panic!("{err:?}")
     };
     assert_eq!(u.host, "fake:8080");
     assert_eq!(u.job.as_deref(), Some("j-test"));
-    assert_eq!(u.retry_after, Some(secs(6.0)), "the breaker's own word");
+    // The breaker's own word at the last look (6 s), as of the deadline 0.1 s later.
+    assert_eq!(u.retry_after, Some(secs(5.9)), "the breaker's own word");
     let report = u.report.as_ref().unwrap();
     assert_eq!(report.elapsed, secs(10.0), "exactly the deadline");
     assert_eq!(report.requests, 3);
@@ -676,11 +680,11 @@ async fn an_answer_after_an_outage_clears_it() {
         .then(|| failed_read(true))
         .then(|| refused(1.0));
     let g = gave_up(wait(&fake, &plan(Some(3.0)), &Fixed::new(secs(1.0))).await);
-    assert_eq!(fake.read_times(), vec![0.0, 1.0, 2.0, 3.0]);
+    assert_eq!(fake.read_times(), vec![0.0, 1.0, 2.0, 2.9]);
     assert_eq!(
         g.reason,
         GiveUpReason::Deadline,
-        "the service answered at 2 s and 3 s"
+        "the service answered at 2 s and 2.9 s"
     );
 }
 

@@ -614,8 +614,7 @@ async fn cancelling_one_job_or_all_of_them() {
     assert!(handle.add("j-1").is_err(), "the set is gone");
 }
 
-/// A job's deadline is honoured, even when it never ends: the wait ends at the deadline, or
-/// just before it when its last look (sent two round trips ahead) has been answered.
+/// A job's deadline is honoured to within a request, even when it never ends.
 #[tokio::test]
 async fn deadlines_are_exact() {
     let server = crate::support::sim(|_| {}).await;
@@ -639,7 +638,7 @@ async fn deadlines_are_exact() {
         };
         eprintln!("gave up after {took:?}: {:?}", gave_up.report);
         assert!(
-            (Duration::from_millis(900)..Duration::from_millis(1500)).contains(&took),
+            (Duration::from_millis(1000)..Duration::from_millis(1500)).contains(&took),
             "{took:?}"
         );
         assert!(gave_up.last_status.is_some());

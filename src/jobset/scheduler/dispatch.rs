@@ -10,7 +10,6 @@ use super::{Done, Op, Scheduler, abandon};
 use crate::jobset::JobKey;
 use crate::jobset::budget::Grant;
 use crate::jobset::tracked::{Phase, Tracked};
-use crate::poll::GiveUpReason;
 use crate::transport::ReadOptions;
 
 impl Scheduler {
@@ -156,12 +155,13 @@ impl Scheduler {
     }
 
     /// At the time of the last look (shortly before the deadline, see `wait::final_lead`): one
-    /// last plain read if the budget allows it now, else give up.
+    /// last plain read if the budget allows it now; the wait gives up at the deadline either
+    /// way, unless that read finds the job ended.
     pub(super) fn last_look(&mut self, key: JobKey, now: Instant) {
         let grant = self.client.budget().lock().acquire(now);
         match grant {
             Grant::Now => self.start(key, Op::Final, now),
-            Grant::After(_) => self.give_up(key, GiveUpReason::Deadline),
+            Grant::After(_) => self.expire(key, now),
         }
     }
 }

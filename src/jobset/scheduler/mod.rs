@@ -304,10 +304,23 @@ impl Scheduler {
             Phase::Sleeping { until } => (Some(until), last_look),
             Phase::Ready => (None, last_look),
             Phase::Streaming { last_event } => (last_event.checked_add(STREAM_IDLE), job.deadline),
-            Phase::Polling | Phase::Holding => (None, job.deadline),
+            Phase::Polling | Phase::Holding | Phase::Expiring => (None, job.deadline),
         };
         let at = [own, limit].into_iter().flatten().min();
         self.timers.arm(key, &mut job.armed, at);
+    }
+
+    /// Nothing more can be learned in time: the wait gives up on its deadline, not before.
+    fn expire(&mut self, key: JobKey, now: Instant) {
+        let Some(job) = self.jobs.get_mut(&key) else {
+            return;
+        };
+        if job.deadline.is_some_and(|deadline| now < deadline) {
+            job.phase = Phase::Expiring;
+            self.arm(key);
+        } else {
+            self.give_up(key, GiveUpReason::Deadline);
+        }
     }
 
     fn make_ready(&mut self, key: JobKey) {

@@ -8,7 +8,7 @@ use super::{BOUND_REFRESH, Done, MAX_MALFORMED, Message, NEVER, Op, Scheduler};
 use crate::jobset::signals::Signals;
 use crate::jobset::tracked::Tracked;
 use crate::jobset::{JobEvent, JobKey, Stall};
-use crate::poll::{Basis, GiveUpReason, MIN_PAUSE, PollDecision};
+use crate::poll::{Basis, MIN_PAUSE, PollDecision};
 use crate::telemetry;
 use crate::wait::{FallbackReason, Mechanism, ReadOutcome, interpret};
 
@@ -203,7 +203,7 @@ impl Scheduler {
             return;
         }
         if op == Op::Final {
-            self.give_up(key, GiveUpReason::Deadline);
+            self.expire(key, now);
             return;
         }
         let Some(job) = self.jobs.get(&key) else {

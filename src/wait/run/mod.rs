@@ -328,7 +328,6 @@ impl<S: Source> Waiter<'_, S> {
                     return self.finish(status, self.current, received, false);
                 }
                 self.observe(&status, received, &meta);
-                self.give_up(GiveUpReason::Deadline)
             }
             ReadOutcome::Unavailable {
                 error,
@@ -339,13 +338,19 @@ impl<S: Source> Waiter<'_, S> {
                     return self.fail(error);
                 }
                 self.note_down(error, resume_at);
-                self.give_up(GiveUpReason::Deadline)
             }
-            ReadOutcome::Unknown { error, .. } | ReadOutcome::Failed(error) => self.fail(error),
+            ReadOutcome::Unknown { error, .. } | ReadOutcome::Failed(error) => {
+                return self.fail(error);
+            }
             ReadOutcome::NotModified { .. }
             | ReadOutcome::Throttled { .. }
-            | ReadOutcome::Malformed(_) => self.give_up(GiveUpReason::Deadline),
+            | ReadOutcome::Malformed(_) => {}
         }
+        // Nothing more can be learned in time; the wait ends on its deadline, not before.
+        if let Some(deadline) = self.deadline {
+            tokio::time::sleep_until(deadline).await;
+        }
+        self.give_up(GiveUpReason::Deadline)
     }
 
     fn hold(&self) -> Option<Duration> {
