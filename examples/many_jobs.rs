@@ -135,7 +135,15 @@ async fn main() -> anyhow::Result<()> {
 
     let mut options = JobSetOptions::new().deadline(Duration::from_secs(120));
     if let Some(secs) = args.stall_after {
-        options = options.stall_after(Duration::from_secs_f64(secs));
+        let bound = Duration::try_from_secs_f64(secs)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--stall-after {secs}: expected a positive, finite number of seconds"
+                )
+            })?;
+        options = options.stall_after(bound);
     }
     let started = Instant::now();
     let mut set = client.job_set(options)?;
@@ -269,8 +277,9 @@ struct Sample(Arc<Mutex<Log>>);
 impl HistogramFn for Sample {
     fn record(&self, seconds: f64) {
         let now = Instant::now();
-        let sent = now
-            .checked_sub(Duration::from_secs_f64(seconds.max(0.0)))
+        let sent = Duration::try_from_secs_f64(seconds)
+            .ok()
+            .and_then(|took| now.checked_sub(took))
             .unwrap_or(now);
         self.0
             .lock()

@@ -148,7 +148,6 @@ impl Client {
             created: job.created(),
             learned: Some(inner.learned.clone()),
             random: rand::random::<f64>,
-            final_grace: inner.transport.request_timeout.min(Duration::from_secs(2)),
         };
         run(&source, &plan, policy.as_ref(), observer).await
     }
@@ -356,14 +355,18 @@ impl ClientBuilder {
     }
 
     /// Bounds of the jittered exponential backoff between transport retries (default
-    /// 100 ms to 1 s).
+    /// 100 ms to 1 s). Both are raised to at least 100 ms, twice
+    /// [`MIN_PAUSE`](crate::poll::MIN_PAUSE): the jitter may halve the minimum, and no retry
+    /// follows its failure sooner than the floor.
     pub fn retry_backoff(mut self, min: Duration, max: Duration) -> Self {
         self.retry_backoff = (min, max);
         self
     }
 
     /// How many `429`/`503` + `Retry-After` answers one request waits out before returning
-    /// the answer (default 3), and the longest single wait (default 60 s).
+    /// the answer (default 3), and the longest single wait (default 60 s). A shorter
+    /// `Retry-After` than [`MIN_PAUSE`](crate::poll::MIN_PAUSE) (`0`, say) is waited out for
+    /// the floor, and still counts as one of the waits.
     pub fn throttle(mut self, max_waits: u32, max_delay: Duration) -> Self {
         self.max_throttle_waits = max_waits;
         self.max_throttle_delay = max_delay;

@@ -63,7 +63,7 @@
 //! # Observability
 //!
 //! Each wait is a `tracing` span `wait` (fields `job`, `mechanism`, `requests`, `retries`,
-//! `outcome`) with child spans `events`, `poll` (with `request` spans per attempt on the
+//! `hedges`, `outcome`: the [`WaitReport`]'s counts) with child spans `events`, `poll` (with `request` spans per attempt on the
 //! wire) and `sleep`. Metrics go through the [`metrics`](https://docs.rs/metrics) facade under
 //! the names in [`telemetry`]; a binary that exports them calls
 //! [`telemetry::describe_metrics`] after installing its recorder. This library never installs

@@ -1,7 +1,8 @@
 //! What the service says about a job, parsed leniently.
 //!
 //! The only field this crate requires is `result`. Everything else (`progress`, `eta_ms`,
-//! timestamps, `error`) is used when present and well-formed and ignored otherwise, so the
+//! timestamps, `error`) is used when present and well-formed and ignored otherwise (progress
+//! in either scale, a fraction or a percentage: see [`JobStatus::progress`]), so the
 //! client works unchanged against the original `GET /status → {"result": ..}` server. Result
 //! strings are compared case-insensitively; one this version does not know becomes
 //! [`JobState::Unknown`] instead of an error or a panic.
@@ -20,7 +21,13 @@ pub struct JobStatus {
     pub id: Option<String>,
     /// Where the job is: pending, completed, failed, or a state this version does not know.
     pub state: JobState,
-    /// Progress between 0 and 1, when reported.
+    /// Progress as a fraction between 0 and 1, when reported.
+    ///
+    /// Services report either scale, so the reported number is read by one rule: from 0 to 1
+    /// it is a fraction (`0.43`, and `1` is done); above 1 and up to 100 it is a percentage
+    /// (`43` is `0.43`, `100` is done). Anything else — negative, above 100, not a finite
+    /// number — is no reading (`None`), never clamped to done. The one ambiguous value, `1`,
+    /// reads as a fraction: a service that counts in percent reports done as `100`.
     pub progress: Option<f64>,
     /// When the job was created (service clock), when reported.
     pub created_at: Option<SystemTime>,
@@ -40,9 +47,9 @@ impl JobStatus {
         }
     }
 
-    /// Sets the progress (clamped to `0..=1`).
+    /// Sets the progress, a fraction (clamped to `0..=1`; not a number is no progress).
     pub fn with_progress(mut self, progress: f64) -> Self {
-        self.progress = Some(progress.clamp(0.0, 1.0));
+        self.progress = (!progress.is_nan()).then(|| progress.clamp(0.0, 1.0));
         self
     }
 
@@ -97,8 +104,7 @@ impl JobStatus {
                 .progress
                 .as_ref()
                 .and_then(Value::as_f64)
-                .filter(|p| p.is_finite())
-                .map(|p| p.clamp(0.0, 1.0)),
+                .and_then(fraction),
             created_at: raw.created_at.as_ref().and_then(timestamp),
             completed_at: raw.completed_at.as_ref().and_then(timestamp),
         })
@@ -195,11 +201,31 @@ struct RawStatus {
     error: Option<Value>,
 }
 
+/// A reported progress as a fraction, by the rule on [`JobStatus::progress`]: `[0, 1]` is a
+/// fraction, `(1, 100]` a percentage, anything else no reading.
+fn fraction(reported: f64) -> Option<f64> {
+    match reported {
+        p if (0.0..=1.0).contains(&p) => Some(p),
+        p if p > 1.0 && p <= 100.0 => Some(p / 100.0),
+        _ => None,
+    }
+}
+
+/// The progress an event reports (its `progress` field, with or without a `result`), as a
+/// fraction.
+pub(crate) fn progress_of(data: &str) -> Option<f64> {
+    serde_json::from_str::<Value>(data)
+        .ok()?
+        .get("progress")?
+        .as_f64()
+        .and_then(fraction)
+}
+
 fn duration_ms(value: &Value) -> Option<Duration> {
     let ms = value.as_f64()?;
     (0.0..1e15)
         .contains(&ms)
-        .then(|| Duration::from_secs_f64(ms / 1000.0))
+        .then(|| crate::poll::seconds(ms / 1000.0))
 }
 
 fn timestamp(value: &Value) -> Option<SystemTime> {
@@ -351,8 +377,50 @@ mod tests {
             parse(r#"{"result":"pending","progress":"half","eta_ms":-5,"created_at":42,"id":7}"#)
                 .unwrap();
         assert_eq!(s, JobStatus::new(JobState::Pending { eta: None }));
-        let s = parse(r#"{"result":"pending","progress":7.5}"#).unwrap();
-        assert_eq!(s.progress, Some(1.0));
+        for eta in ["1e300", "-1", "1e15", "\"soon\""] {
+            let s = parse(&format!(r#"{{"result":"pending","eta_ms":{eta}}}"#)).unwrap();
+            assert_eq!(s.eta(), None, "{eta}");
+        }
+    }
+
+    #[test]
+    fn progress_is_a_fraction_or_a_percentage() {
+        let table: [(&str, Option<f64>); 12] = [
+            ("0", Some(0.0)),
+            ("0.43", Some(0.43)),
+            ("1", Some(1.0)),
+            ("1.0", Some(1.0)),
+            // Above 1 and up to 100: a percentage.
+            ("43", Some(0.43)),
+            ("7.5", Some(0.075)),
+            ("100", Some(1.0)),
+            // Neither: no reading, never "done".
+            ("100.5", None),
+            ("250", None),
+            ("-0.2", None),
+            ("-43", None),
+            ("1e300", None),
+        ];
+        for (raw, want) in table {
+            let body = format!(r#"{{"result":"pending","progress":{raw}}}"#);
+            let got = parse(&body).unwrap().progress;
+            match (got, want) {
+                (Some(got), Some(want)) => assert!((got - want).abs() < 1e-12, "{raw}: {got}"),
+                (got, want) => assert_eq!(got, want, "{raw}"),
+            }
+        }
+        // A progress event carries the same field, read by the same rule.
+        assert_eq!(progress_of(r#"{"progress":43}"#), Some(0.43));
+        assert_eq!(
+            progress_of(r#"{"progress":0.5,"result":"pending"}"#),
+            Some(0.5)
+        );
+        assert_eq!(progress_of(r#"{"progress":-1}"#), None);
+        assert_eq!(progress_of("not json"), None);
+        // Set by hand: a fraction, clamped; not a number is no progress.
+        let s = JobStatus::new(JobState::Pending { eta: None });
+        assert_eq!(s.clone().with_progress(1.5).progress, Some(1.0));
+        assert_eq!(s.with_progress(f64::NAN).progress, None);
     }
 
     #[test]

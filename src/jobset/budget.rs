@@ -6,7 +6,7 @@
 //! all against one client. So every request a job set sends — polls, long-polls, stream
 //! openings, final looks at a deadline — takes a token from one bucket shared by all the job
 //! sets of a [`Client`](crate::Client): at most `burst` at once, refilled at `rate` per second.
-//! Transport retries the bucket did not grant are charged afterwards, as debt.
+//! Transport retries and hedges the bucket did not grant are charged afterwards, as debt.
 //!
 //! The configured rate is what the caller *allows*; the server decides what it *accepts*. The
 //! bucket listens to it and shrinks — multiplicative decrease — then grows back slowly —
@@ -224,7 +224,7 @@ impl Budget {
         self.probing = false;
     }
 
-    /// Charges requests that went out without a grant (transport retries), as debt.
+    /// Charges requests that went out without a grant (transport retries, hedges), as debt.
     pub(crate) fn charge(&mut self, requests: u32) {
         self.tokens = (self.tokens - f64::from(requests)).max(-self.burst);
     }
@@ -238,7 +238,9 @@ impl Budget {
         retry_after: Option<Duration>,
     ) -> Option<Adjustment> {
         self.refill(now);
-        let pause = retry_after.unwrap_or(DEFAULT_PAUSE).min(MAX_PAUSE);
+        let pause = retry_after
+            .unwrap_or(DEFAULT_PAUSE)
+            .clamp(crate::poll::MIN_PAUSE, MAX_PAUSE);
         let until = now + pause;
         let from = self.paused_until.filter(|u| *u > now).unwrap_or(now);
         if until > from {

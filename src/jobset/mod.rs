@@ -42,7 +42,7 @@
 //!   Due jobs queue for tokens first come, first served. `429`/`Retry-After` pauses it and
 //!   halves its rate (once per round trip), the IETF `RateLimit-Policy` caps it below the
 //!   server's quota, `RateLimit: r=0` empties it; it recovers gradually (see the `budget`
-//!   module's table). Transport retries are charged afterwards.
+//!   module's table). Transport retries and hedges are charged afterwards.
 //! * **Held connections** — an event stream, a long-poll — cost one token to open and none
 //!   while held; at most [`max_held_connections`](JobSetOptions::max_held_connections) are
 //!   held, and the other jobs poll until a slot frees.

@@ -52,9 +52,12 @@ impl JobSetOptions {
         Self::default()
     }
 
-    /// The deadline of jobs added without one, from the moment they are added. At the
-    /// deadline a job gets one last look if the budget has a token for it then (a held
-    /// request or stream is cut for it), and its wait gives up otherwise.
+    /// The deadline of jobs added without one, from the moment they are added. It is exact,
+    /// as for [`WaitOptions::deadline`](crate::WaitOptions::deadline): a job's wait ends on
+    /// it unless the job ends first. A job waiting for its next poll gets one last look
+    /// shortly before the deadline (twice the set's latest round trip, between 100 ms and
+    /// 1 s) if the budget has a token for it then; a read, held request or stream still out
+    /// at the deadline is cut there, and the wait gives up with what it saw last.
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.deadline = Some(deadline);
         self

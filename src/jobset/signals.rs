@@ -95,7 +95,7 @@ fn policy(headers: &HeaderMap) -> Option<(f64, Duration)> {
                 .or_else(|| number(head))?;
             let window = param(params, "w").and_then(number)?;
             (quota > 0.0 && window > 0.0 && window < 1e9)
-                .then(|| (quota, Duration::from_secs_f64(window)))
+                .then(|| (quota, crate::poll::seconds(window)))
         })
         .min_by(|a, b| (a.0 / a.1.as_secs_f64()).total_cmp(&(b.0 / b.1.as_secs_f64())))
 }
@@ -221,6 +221,9 @@ mod tests {
             &[("ratelimit-policy", "\"default\";q=10")],
             &[("ratelimit-policy", "\"default\";q=10;w=0")],
             &[("ratelimit-policy", "\"default\";q=-5;w=1")],
+            &[("ratelimit-policy", "\"default\";q=10;w=1e300")],
+            &[("ratelimit-policy", "\"default\";q=10;w=inf")],
+            &[("ratelimit-policy", "\"default\";q=inf;w=1")],
             &[("ratelimit-policy", ";;;,,,")],
             &[("ratelimit", "\"default\";r=NaN")],
             &[("ratelimit", "remaining")],

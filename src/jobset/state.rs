@@ -81,8 +81,12 @@ pub struct SavedJob {
     pub created_at: Option<String>,
     /// Status requests and streams opened so far.
     pub requests: u32,
-    /// Transport retries so far.
+    /// Extra attempts so far (transport retries, throttle resends).
     pub retries: u32,
+    /// Hedges (duplicates of slow status reads) so far; absent in states saved before it was
+    /// counted.
+    #[serde(default)]
+    pub hedges: u32,
     /// The last status seen, in the wire's JSON shape (`{"result": "pending", "progress": ..}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_status: Option<serde_json::Value>,
@@ -227,6 +231,7 @@ pub(crate) fn save_job(job: &Tracked, clocks: &Clocks) -> SavedJob {
             .map(|o| stamp(clocks.wall(o))),
         requests: job.requests,
         retries: job.retries,
+        hedges: job.hedges,
         last_status: job.last.as_ref().map(status_json),
         unchanged_since: Some(stamp(clocks.wall(job.stall.since))),
         stalled: job.stall.reported,
@@ -375,7 +380,7 @@ fn restore_job(
     }
     let progress = last.as_ref().and_then(|s| s.progress);
     let seen = last.is_some();
-    tracked.restore_progress(saved.requests, saved.retries, last);
+    tracked.restore_progress(saved.requests, saved.retries, saved.hedges, last);
     if seen {
         let since = unchanged_since
             .and_then(|t| clocks.instant(t))
@@ -404,6 +409,7 @@ mod tests {
                 created_at: None,
                 requests: 4,
                 retries: 1,
+                hedges: 2,
                 last_status: Some(serde_json::json!({"result": "pending", "progress": 0.25})),
                 unchanged_since: Some(stamp(clocks.wall - Duration::from_secs(10))),
                 stalled: false,
@@ -433,7 +439,7 @@ mod tests {
         let job = &jobs[0];
         assert_eq!(job.key, JobKey(3));
         assert_eq!(job.endpoints.label, "j-1");
-        assert_eq!((job.requests, job.retries), (4, 1));
+        assert_eq!((job.requests, job.retries, job.hedges), (4, 1, 2));
         let left = job.deadline.unwrap() - clocks.now;
         assert!(
             (Duration::from_millis(59_990)..=Duration::from_secs(60)).contains(&left),

@@ -31,12 +31,14 @@ pub(crate) enum Phase {
     Sleeping { until: Instant },
     /// Due: in the ready queue, waiting for a token or a free slot.
     Ready,
-    /// A plain read is in flight; `cut` is set when it is the last look at the deadline.
-    Polling { cut: Option<Instant> },
+    /// A plain read is in flight.
+    Polling,
     /// A long-poll is held by the server.
     Holding,
     /// An event stream is open (or being opened).
     Streaming { last_event: Instant },
+    /// The last look is over: nothing more is sent, and the wait gives up at its deadline.
+    Expiring,
 }
 
 /// What is remembered of a job's event stream.
@@ -66,6 +68,7 @@ pub(crate) struct Tracked {
     pub(crate) origin_known: bool,
     pub(crate) requests: u32,
     pub(crate) retries: u32,
+    pub(crate) hedges: u32,
     pub(crate) last: Option<JobStatus>,
     eta: Option<Estimate>,
     retry_after: Option<Estimate>,
@@ -102,6 +105,7 @@ impl Tracked {
             origin_known: false,
             requests: 0,
             retries: 0,
+            hedges: 0,
             last: None,
             eta: None,
             retry_after: None,
@@ -126,9 +130,11 @@ impl Tracked {
         self.requests = self.requests.saturating_add(1);
     }
 
-    /// Counts the extra attempts a request took (transport retries, throttle pauses).
-    pub(crate) fn attempts(&mut self, attempts: u32) {
+    /// Counts the extra attempts a request took (transport retries, throttle pauses), and the
+    /// hedges sent for it.
+    pub(crate) fn attempts(&mut self, attempts: u32, hedges: u32) {
         self.retries = self.retries.saturating_add(attempts.saturating_sub(1));
+        self.hedges = self.hedges.saturating_add(hedges);
     }
 
     pub(crate) fn fall_back(&mut self, from: Mechanism, reason: FallbackReason) {
@@ -208,6 +214,7 @@ impl Tracked {
             mechanism: self.current,
             requests: self.requests,
             retries: self.retries,
+            hedges: self.hedges,
             elapsed: self.added.elapsed(),
             detection_delay,
             fallbacks: self.fallbacks.clone(),
@@ -337,10 +344,12 @@ impl Tracked {
         &mut self,
         requests: u32,
         retries: u32,
+        hedges: u32,
         last: Option<JobStatus>,
     ) {
         self.requests = requests;
         self.retries = retries;
+        self.hedges = hedges;
         if let Some(status) = &last {
             self.progress = status.progress;
         }

@@ -21,7 +21,21 @@
 //! [`with_deadline`](PollPolicyExt::with_deadline), [`with_max_polls`](PollPolicyExt::with_max_polls)
 //! and [`with_jitter`](PollPolicyExt::with_jitter) wrap any policy and return a new one. The
 //! deadline decorator shortens the last wait so that the final poll lands exactly on the
-//! deadline, then gives up.
+//! deadline, then gives up. (The wait loop itself sends that last look a little earlier, so
+//! that it is answered by the deadline: see [`WaitOptions::deadline`](crate::WaitOptions::deadline).)
+//!
+//! # Every pause has a floor
+//!
+//! However short a pause something asks for, the crate never pauses less than
+//! [`MIN_PAUSE`] (50 ms) before the next request for the same job: not for a policy's
+//! decision, a `Retry-After: 0` (or `retry-after-ms: 0`), a transport retry's backoff, an
+//! event stream's `retry:` field, a circuit breaker about to let requests through, nor after
+//! a long-poll the server claims to have held but answered at once (a request the server did
+//! hold for the floor or longer is reissued at once: the floor counts from when it was sent).
+//! A server that answers every request with "again, now" gets at most twenty requests a
+//! second from one wait, not hundreds. The one constant lives here; every pause in the crate
+//! — the wait loop, the job set's scheduler and budget, the transport's throttle and retry
+//! layers — is clamped to it.
 //!
 //! # Built-ins
 //!
@@ -52,6 +66,13 @@ pub use learned::{DurationModel, LearnedDurations, Sample};
 pub use limits::{WithDeadline, WithMaxPolls};
 pub use state::{Estimate, PollState, ProgressReading};
 
+/// The shortest pause between two requests for one job, whatever asks for a shorter one (see
+/// [the module docs](self#every-pause-has-a-floor)): 50 ms. Below anything a real schedule
+/// needs (the [`Adaptive`] policy never polls more often than every 100 ms), and long enough
+/// that a server answering every request with "again, at once" costs one wait at most twenty
+/// requests a second.
+pub const MIN_PAUSE: Duration = Duration::from_millis(50);
+
 /// Decides when to look at a job again. Pure and synchronous: same state in, same decision out.
 pub trait PollPolicy: Send + Sync + fmt::Debug {
     /// Called after every answer that left the job pending.
@@ -64,7 +85,7 @@ pub trait PollPolicy: Send + Sync + fmt::Debug {
 pub enum PollDecision {
     /// Poll again after `after`.
     Poll {
-        /// How long to sleep before the next poll.
+        /// How long to sleep before the next poll (at least [`MIN_PAUSE`], whatever is asked).
         after: Duration,
         /// What the delay is based on (reported as the wait's mechanism).
         basis: Basis,
@@ -129,7 +150,8 @@ impl Basis {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum GiveUpReason {
-    /// The deadline passed (the last poll was made on it).
+    /// The deadline came: the wait's last look (sent to be answered by the deadline) saw the
+    /// job pending, or whatever was still out was cut at the deadline.
     Deadline,
     /// The poll budget was spent.
     MaxPolls,

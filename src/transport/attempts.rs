@@ -34,17 +34,28 @@ pub(crate) const DEFAULT_MAX_BODY: usize = 1 << 20;
 /// and an excerpt; the rest is never read (the connection is dropped).
 const ERROR_BODY_PREFIX: usize = 64 * 1024;
 
-/// Counts the attempts made for one logical request, across retries and throttle waits.
+/// Counts the attempts made for one logical request, across retries and throttle waits, and
+/// the hedges (duplicates, not attempts) sent for them.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Attempts(Arc<AtomicU32>);
+pub(crate) struct Attempts(Arc<[AtomicU32; 2]>);
 
 impl Attempts {
     pub(crate) fn get(&self) -> u32 {
-        self.0.load(Ordering::Relaxed)
+        self.0[0].load(Ordering::Relaxed)
     }
 
     fn bump(&self) -> u32 {
-        self.0.fetch_add(1, Ordering::Relaxed) + 1
+        self.0[0].fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Hedges sent for this request.
+    pub(crate) fn hedges(&self) -> u32 {
+        self.0[1].load(Ordering::Relaxed)
+    }
+
+    /// A hedge went out for this request.
+    pub(crate) fn hedged(&self) {
+        self.0[1].fetch_add(1, Ordering::Relaxed);
     }
 }
 

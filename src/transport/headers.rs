@@ -8,7 +8,9 @@ use http::header::{ETAG, RETRY_AFTER, WWW_AUTHENTICATE};
 /// `retry-after-ms` (preferred, millisecond precision) or `Retry-After` in seconds.
 ///
 /// The HTTP-date form of `Retry-After` is not used: it would tie the delay to the two clocks
-/// agreeing, and the service sends seconds.
+/// agreeing, and the service sends seconds. A value that is not a number of milliseconds
+/// below 10¹² (about 31 years) or of whole seconds is no hint. However short the hint, a
+/// pause is never shorter than [`MIN_PAUSE`](crate::poll::MIN_PAUSE): the caller floors it.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     if let Some(ms) = headers
         .get("retry-after-ms")
@@ -16,7 +18,7 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .and_then(|v| v.trim().parse::<f64>().ok())
         .filter(|ms| ms.is_finite() && *ms >= 0.0 && *ms < 1e12)
     {
-        return Some(Duration::from_secs_f64(ms / 1000.0));
+        return Some(crate::poll::seconds(ms / 1000.0));
     }
     headers
         .get(RETRY_AFTER)
@@ -118,6 +120,27 @@ mod tests {
             let got = retry_after(&headers(pairs)).map(|d| d.as_millis() as u64);
             assert_eq!(got, want, "{pairs:?}");
         }
+    }
+
+    #[test]
+    fn hostile_retry_after_values_never_panic() {
+        let table: [Case; 6] = [
+            (
+                &[("retry-after-ms", "inf"), ("retry-after", "3")],
+                Some(3000),
+            ),
+            (&[("retry-after-ms", "NaN")], None),
+            (&[("retry-after-ms", "1e300")], None),
+            (&[("retry-after-ms", "-0.5")], None),
+            (&[("retry-after", "99999999999999999999999")], None),
+            (&[("retry-after-ms", "0")], Some(0)),
+        ];
+        for (pairs, want) in table {
+            let got = retry_after(&headers(pairs)).map(|d| d.as_millis() as u64);
+            assert_eq!(got, want, "{pairs:?}");
+        }
+        let most = headers(&[("retry-after", "18446744073709551615")]);
+        assert_eq!(retry_after(&most), Some(Duration::from_secs(u64::MAX)));
     }
 
     #[test]

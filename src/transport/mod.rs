@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! ThrottleLayer            429/503 + Retry-After: sleep exactly that long (clamped to the
-//!                          deadline), resend
+//!                          deadline, at least poll::MIN_PAUSE), resend
 //!   RetryTransientMiddleware   reqwest-retry with Classifier: short jittered retries of connect
 //!                          errors, timeouts, 5xx, 408, 429 without Retry-After
 //!     BreakerLayer         per host: refuse attempts while open, judge each admitted attempt
@@ -43,7 +43,11 @@
 //! breaker.
 //!
 //! Retries here are *not* polls: they are short (100 ms to 1 s, three at most by default),
-//! always jittered, and happen inside one poll. A `400`, `401`, `404` or `422` is fatal at
+//! always jittered, and happen inside one poll. No pause in this stack is shorter than
+//! [`MIN_PAUSE`](crate::poll::MIN_PAUSE): a `Retry-After: 0` is waited out for the floor, and
+//! the retry backoff's minimum is raised to twice the floor (its jitter may halve it). Every
+//! attempt, resent or retried, counts in the attempts a [`WaitReport`](crate::WaitReport)
+//! reports as retries, so a zero-length wait is never free. A `400`, `401`, `404` or `422` is fatal at
 //! once.
 //!
 //! # What the server cannot make the client do
@@ -195,6 +199,8 @@ pub(crate) struct Exchange {
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
     pub(crate) attempts: u32,
+    /// Hedges sent on top of the attempts (requests on the wire, not attempts).
+    pub(crate) hedges: u32,
 }
 
 /// A request that got no answer, after retries.
@@ -203,6 +209,8 @@ pub(crate) struct Failure {
     pub(crate) url: Url,
     pub(crate) error: reqwest_middleware::Error,
     pub(crate) attempts: u32,
+    /// Hedges sent on top of the attempts.
+    pub(crate) hedges: u32,
 }
 
 /// An event-stream subscription that was answered.
@@ -252,8 +260,11 @@ impl Transport {
             .redirect(redirect::policy(config.follow_redirects))
             .build()
             .map_err(|e| Error::config("http client", crate::error::chain(&e)))?;
+        // Bounded jitter can halve the minimum: twice the floor keeps every retry's pause at
+        // or above it.
+        let floor = 2 * crate::poll::MIN_PAUSE;
         let backoff = ExponentialBackoff::builder()
-            .retry_bounds(config.retry_min, config.retry_max)
+            .retry_bounds(config.retry_min.max(floor), config.retry_max.max(floor))
             .jitter(Jitter::Bounded)
             .base(2)
             .build_with_max_retries(config.max_retries);
@@ -430,11 +441,13 @@ async fn finish(
     attempts: &Attempts,
 ) -> Result<Exchange, Failure> {
     let response = result.map_err(|error| Failure::new(url, error, attempts))?;
+    let hedges = attempts.hedges();
     let attempts = attempts.get().max(1);
     let failure = |error| Failure {
         url: url.clone(),
         error,
         attempts,
+        hedges,
     };
     let status = response.status();
     let headers = response.headers().clone();
@@ -449,6 +462,7 @@ async fn finish(
         headers,
         body,
         attempts,
+        hedges,
     })
 }
 
@@ -456,6 +470,7 @@ impl Failure {
     /// Attempts are counted on the wire: a request the breaker refused before any attempt
     /// made none.
     fn new(url: &Url, error: reqwest_middleware::Error, attempts: &Attempts) -> Self {
+        let hedges = attempts.hedges();
         let attempts = match breaker::refusal(&error) {
             Some(_) => attempts.get(),
             None => attempts.get().max(1),
@@ -464,6 +479,7 @@ impl Failure {
             url: url.clone(),
             error,
             attempts,
+            hedges,
         }
     }
 

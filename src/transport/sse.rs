@@ -3,6 +3,13 @@
 //! Bytes in, events out: fields `event`, `data` (joined by newlines), `id` and `retry`;
 //! comment lines (`: keep-alive`) ignored; `\n`, `\r\n` and `\r` line ends; an event is
 //! dispatched at a blank line.
+//!
+//! Nothing from the other side of the wire is held without a bound. A line is at most
+//! [`MAX_LINE`] bytes, and an event — its `data` lines, its type and its id together — at
+//! most [`MAX_EVENT`]: an event carries one status document, so it is held to the default limit
+//! of a status body (1 MiB, whatever `ClientBuilder::max_response_body` says). A stream that breaks either limit (`data:` lines that never reach the blank
+//! line ending their event, say) ends with an [`Oversized`] error; the wait drops the
+//! connection and polls instead.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -24,7 +31,11 @@ pub(crate) struct SseEvent {
 }
 
 /// The longest line kept: a stream sending more without a newline is broken or hostile.
-const MAX_LINE: usize = 1 << 20;
+pub(crate) const MAX_LINE: usize = 1 << 20;
+
+/// The largest event kept (its `data`, `event` and `id` fields together, 1 MiB): the default
+/// limit of a status body, since an event carries one status document.
+pub(crate) const MAX_EVENT: usize = super::attempts::DEFAULT_MAX_BODY;
 
 #[derive(Debug, Default)]
 pub(crate) struct Decoder {
@@ -37,24 +48,37 @@ pub(crate) struct Decoder {
     ready: VecDeque<SseEvent>,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("event stream line longer than {MAX_LINE} bytes")]
-pub(crate) struct LineTooLong;
+/// A stream that broke a size limit: broken or hostile, and not worth reading further.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Oversized {
+    /// A line longer than [`MAX_LINE`].
+    #[error("event stream line longer than {MAX_LINE} bytes")]
+    Line,
+    /// An event larger than [`MAX_EVENT`] before its ending blank line.
+    #[error("event stream event larger than {MAX_EVENT} bytes")]
+    Event,
+}
+
+/// Whether a stream failed because it broke a size limit (not a transient break: the stream
+/// is not worth reopening).
+pub(crate) fn oversized(error: &StreamError) -> bool {
+    error.downcast_ref::<Oversized>().is_some()
+}
 
 impl Decoder {
-    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Result<(), LineTooLong> {
+    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Result<(), Oversized> {
         for &b in bytes {
             match b {
                 b'\n' if self.after_cr => self.after_cr = false,
                 b'\n' | b'\r' => {
                     self.after_cr = b == b'\r';
                     let line = std::mem::take(&mut self.line);
-                    self.line_done(&line);
+                    self.line_done(&line)?;
                 }
                 _ => {
                     self.after_cr = false;
                     if self.line.len() >= MAX_LINE {
-                        return Err(LineTooLong);
+                        return Err(Oversized::Line);
                     }
                     self.line.push(b);
                 }
@@ -67,13 +91,13 @@ impl Decoder {
         self.ready.pop_front()
     }
 
-    fn line_done(&mut self, line: &[u8]) {
+    fn line_done(&mut self, line: &[u8]) -> Result<(), Oversized> {
         if line.is_empty() {
             self.dispatch();
-            return;
+            return Ok(());
         }
         if line[0] == b':' {
-            return;
+            return Ok(());
         }
         let line = String::from_utf8_lossy(line);
         let (field, value) = match line.split_once(':') {
@@ -97,6 +121,18 @@ impl Decoder {
             }
             _ => {}
         }
+        if self.size() > MAX_EVENT {
+            return Err(Oversized::Event);
+        }
+        Ok(())
+    }
+
+    /// Bytes held for the event being read.
+    fn size(&self) -> usize {
+        [&self.event, &self.data, &self.id]
+            .into_iter()
+            .map(|field| field.as_ref().map_or(0, String::len))
+            .sum()
     }
 
     fn dispatch(&mut self) {
@@ -209,6 +245,57 @@ mod tests {
     fn overlong_lines_are_refused() {
         let mut d = Decoder::default();
         let big = vec![b'a'; MAX_LINE + 1];
-        assert!(d.feed(&big).is_err());
+        assert_eq!(d.feed(&big), Err(Oversized::Line));
+    }
+
+    #[test]
+    fn an_event_that_never_ends_is_refused_at_its_limit() {
+        let mut d = Decoder::default();
+        let line = format!("data: {}\n", "x".repeat(1000));
+        let mut fed = 0;
+        let result = loop {
+            if let Err(e) = d.feed(line.as_bytes()) {
+                break e;
+            }
+            fed += line.len();
+            assert!(fed <= 2 * MAX_EVENT, "fed {fed} bytes without a refusal");
+        };
+        assert_eq!(result, Oversized::Event);
+        assert!(
+            fed >= MAX_EVENT - line.len(),
+            "refused early, after {fed} bytes"
+        );
+        assert!(d.size() <= MAX_EVENT + line.len());
+        // Many events of ordinary size are fine, however long the stream.
+        let mut d = Decoder::default();
+        let event = format!("id: 7\ndata: {}\n\n", "y".repeat(1000));
+        for _ in 0..2 * MAX_EVENT / event.len() {
+            d.feed(event.as_bytes()).unwrap();
+            while d.next_event().is_some() {}
+        }
+        // Neither do other fields add up: only the latest `event` and `id` count.
+        let mut d = Decoder::default();
+        for _ in 0..2 * MAX_EVENT / 1000 {
+            d.feed(format!("id: {}\nevent: x\nretry: 5\n", "z".repeat(990)).as_bytes())
+                .unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn an_oversized_event_ends_the_stream_with_a_typed_error() {
+        let line = Bytes::from(format!("data: {}\n", "x".repeat(4096)));
+        let endless = futures_util::stream::repeat(line).map(Ok::<_, std::io::Error>);
+        let mut events = events(endless);
+        let error = match events.next().await {
+            Some(Err(e)) => e,
+            other => panic!("expected an error, got {other:?}"),
+        };
+        assert!(oversized(&error), "{error}");
+        assert!(
+            events.next().await.is_none(),
+            "the stream ends after the error"
+        );
+        let io: StreamError = Box::new(std::io::Error::other("reset"));
+        assert!(!oversized(&io));
     }
 }

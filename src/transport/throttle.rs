@@ -4,6 +4,8 @@
 //! says "429, come back in 1 s" means exactly that: sooner is rude and gets another 429,
 //! later wastes time. This layer sleeps exactly the requested time (clamped to the request's
 //! deadline, when it carries one) and sends the request again, a bounded number of times.
+//! Never sooner than [`MIN_PAUSE`] though: `Retry-After: 0` answered at once, over and over,
+//! is a hot loop, not a schedule.
 //! What it does not absorb it returns as is; the wait loop then treats it as throttling too —
 //! a `429` never ends a wait. Each throttled answer handed back that way counts as one failure
 //! for the host's circuit breaker (the breaker, under this layer, leaves its handle on the
@@ -20,6 +22,7 @@ use tracing::Instrument;
 use super::breaker::BreakerHandle;
 use super::classify::{Classification, classify};
 use super::{Deadline, RequestKind};
+use crate::poll::MIN_PAUSE;
 use crate::telemetry;
 
 #[derive(Debug)]
@@ -54,12 +57,10 @@ impl Middleware for ThrottleLayer {
             else {
                 return result;
             };
+            let pause = retry_after.max(MIN_PAUSE);
             // An event stream that is refused falls back to polling at once rather than wait.
-            let fits = deadline.is_none_or(|d| {
-                Instant::now()
-                    .checked_add(retry_after)
-                    .is_some_and(|at| at < d)
-            });
+            let fits =
+                deadline.is_none_or(|d| Instant::now().checked_add(pause).is_some_and(|at| at < d));
             let absorbable = waits < self.max_waits && retry_after <= self.max_delay;
             let Some(again) = spare.filter(|_| kind != RequestKind::Events && absorbable && fits)
             else {
@@ -75,11 +76,11 @@ impl Middleware for ThrottleLayer {
             };
             waits += 1;
             telemetry::throttled(kind);
-            tokio::time::sleep(retry_after)
+            tokio::time::sleep(pause)
                 .instrument(tracing::info_span!(
                     "sleep",
                     basis = "throttled",
-                    ms = retry_after.as_millis() as u64
+                    ms = pause.as_millis() as u64
                 ))
                 .await;
             req = again;

@@ -127,17 +127,18 @@ impl Source for HttpSource<'_> {
         };
         match self.transport.read(&self.endpoints.status, &options).await {
             Ok(exchange) => {
-                let attempts = exchange.attempts;
+                let (attempts, hedges) = (exchange.attempts, exchange.hedges);
                 Reading {
                     outcome: interpret(exchange),
                     attempts,
+                    hedges,
                 }
             }
             Err(failure) => {
                 let resume_at = failure
                     .refused_for()
                     .and_then(|retry_after| Instant::now().checked_add(retry_after));
-                let attempts = failure.attempts;
+                let (attempts, hedges) = (failure.attempts, failure.hedges);
                 let outcome = match failure.into_error() {
                     // The server answered with something unusable (a body over the limit,
                     // malformed HTTP, a redirect not followed): like a body that does not parse.
@@ -148,7 +149,11 @@ impl Source for HttpSource<'_> {
                         answered: self.transport.answered(&self.endpoints.status),
                     },
                 };
-                Reading { attempts, outcome }
+                Reading {
+                    outcome,
+                    attempts,
+                    hedges,
+                }
             }
         }
     }
@@ -188,6 +193,7 @@ impl Source for HttpSource<'_> {
                                 headers: sub.headers,
                                 body: sub.body,
                                 attempts: sub.attempts,
+                                hedges: 0,
                             };
                             return Subscribed::Failed {
                                 error: exchange.into_error(None),

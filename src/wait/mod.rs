@@ -4,7 +4,7 @@
 //!
 //! | mechanism | used when | falls back when |
 //! | --- | --- | --- |
-//! | Server-Sent Events | the job has an events URL (id-addressed, v1 status URL, or given) | `404`/`405`/`406`/`501` or not an event stream (remembered per server), `429`/`503` (this wait only), a stream that keeps breaking |
+//! | Server-Sent Events | the job has an events URL (id-addressed, v1 status URL, or given) | `404`/`405`/`406`/`501` or not an event stream (remembered per server), `429`/`503` (this wait only), a stream that keeps breaking, at once on a line or an event over 1 MiB |
 //! | long-poll (`Prefer: wait=N`) | always offered, unless the server is known not to hold requests | the answer lacks `Preference-Applied` (remembered per route when it never worked) |
 //! | hint-driven polling | pending answers carry `eta_ms` or `Retry-After` / `retry-after-ms` | the job outlives the hint's plausible window |
 //! | learned schedule | the client has seen enough jobs end | fewer than five learned jobs ran as long as this one |
@@ -25,11 +25,16 @@
 //!
 //! * The first look is immediate; after that the policy decides, except while the server
 //!   holds requests (long-poll), when the next request goes out as soon as one returns.
-//! * A deadline is honoured exactly: sleeps are clamped so that the final poll lands on it,
-//!   and a held request or event stream still open at the deadline is cut and replaced by
-//!   one final poll.
+//! * A deadline is honoured exactly: the wait ends on it, neither later nor earlier. Sleeps
+//!   are clamped so that the last look goes out early enough to be answered by then (twice
+//!   the latest round trip ahead of it, between 100 ms and 1 s); a request, held request or
+//!   event stream still open at the deadline is cut there, and the wait gives up with what it
+//!   saw last — what a stream or held request said last is current, so no poll follows it.
+//! * No pause is shorter than [`MIN_PAUSE`](crate::poll::MIN_PAUSE) (50 ms), whoever asked
+//!   for it: a policy, a server, a breaker. A held request the server answered at once (a
+//!   claimed hold of zero) is no exception; one it did hold is reissued at once.
 //! * A throttled answer (`429`, `503` + `Retry-After`) is waited out — exactly as long as
-//!   asked, clamped to the deadline — and never ends the wait. A body that does not parse is
+//!   asked, at least the floor, clamped to the deadline — and never ends the wait. A body that does not parse is
 //!   retried twice, then ends it.
 //! * An unavailable service does not end a wait either. A read that fails after transport
 //!   retries (a transport error, a `5xx`) is an outage once the service has answered at all:
@@ -89,7 +94,19 @@ impl WaitOptions {
         Self::default()
     }
 
-    /// Gives up this long after the wait starts (the final poll lands exactly on it).
+    /// Gives up this long after the wait starts, exactly: the wait ends on its deadline
+    /// (unless the job ends first), neither later nor earlier.
+    ///
+    /// * A request still out at the deadline (a slow poll, a held long-poll, an event stream)
+    ///   is cut there, and the wait ends with [`Error::GaveUp`] (reason
+    ///   [`Deadline`](crate::poll::GiveUpReason::Deadline)), or [`Error::Unavailable`] when the
+    ///   service was failing at its last look.
+    /// * While polling, the last look goes out early enough to be answered by the deadline:
+    ///   twice the round trip of the wait's latest plain read ahead of it, at least 100 ms and
+    ///   at most 1 s. If it finds the job still pending, nothing more is sent.
+    /// * A stream or held request open at the deadline is current: no poll follows it.
+    ///
+    /// A deadline shorter than one round trip can end before any answer came.
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.deadline = Some(deadline);
         self
@@ -162,6 +179,23 @@ impl fmt::Debug for WaitOptions {
     }
 }
 
+/// The least the last look of a wait goes out ahead of its deadline: between sending a
+/// request and reading its answer stand not only the round trip but a busy machine's
+/// scheduling.
+pub(crate) const MIN_FINAL_LEAD: Duration = Duration::from_millis(100);
+/// The most the last look of a wait goes out ahead of its deadline.
+pub(crate) const MAX_FINAL_LEAD: Duration = Duration::from_secs(1);
+
+/// How long before the deadline the last look of a wait goes out, so that it is answered by
+/// then: twice the round trip of the latest plain read, between [`MIN_FINAL_LEAD`] and
+/// [`MAX_FINAL_LEAD`].
+pub(crate) fn final_lead(round_trip: Option<Duration>) -> Duration {
+    round_trip
+        .unwrap_or_default()
+        .saturating_mul(2)
+        .clamp(MIN_FINAL_LEAD, MAX_FINAL_LEAD)
+}
+
 /// How a job's terminal state was learned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -212,7 +246,8 @@ pub enum FallbackReason {
     NotApplied,
     /// The server refused for now (`429`/`503`, for example too many streams).
     Refused,
-    /// The stream kept ending or failing before the job finished.
+    /// The stream kept ending or failing before the job finished, or broke a size limit at
+    /// once: a line, or an event (its `data`, type and id together), over 1 MiB.
     StreamBroken,
     /// The service could not be reached for it.
     Unreachable,
@@ -237,10 +272,22 @@ impl FallbackReason {
 pub struct WaitReport {
     /// The mechanism that delivered the last answer.
     pub mechanism: Mechanism,
-    /// Status requests and event streams opened (transport retries not included).
+    /// Logical status reads and event streams opened: one per poll, long-poll or
+    /// subscription, however many attempts it took (a read cut at the deadline counts; a read
+    /// the circuit breaker refused, which sent nothing, does not).
     pub requests: u32,
-    /// Transport retries and throttle pauses, across all requests.
+    /// Extra attempts on the wire, across all requests: transport retries of a failed
+    /// attempt, and resends after a `429`/`503` + `Retry-After` the throttle layer waited
+    /// out (attempts after the first of each request).
     pub retries: u32,
+    /// Hedges: duplicates of slow status reads (see
+    /// [`HedgeConfig`](crate::transport::HedgeConfig)), requests on the wire that are neither
+    /// a request of their own nor a retry.
+    ///
+    /// `requests + retries + hedges` is every HTTP request the wait sent: the number the
+    /// server's access log shows for it (less any the network lost before they arrived, and
+    /// any attempt still out when a read was cut at the deadline).
+    pub hedges: u32,
     /// From the start of the wait to its end.
     pub elapsed: Duration,
     /// From the job's `completed_at` to the moment the client learned it, when the server

@@ -50,6 +50,8 @@ pub(crate) struct Reading {
     pub(crate) outcome: ReadOutcome,
     /// Attempts on the wire (1 + transport retries + throttle pauses).
     pub(crate) attempts: u32,
+    /// Hedges sent on top of the attempts.
+    pub(crate) hedges: u32,
 }
 
 /// Headers that matter to the loop.

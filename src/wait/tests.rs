@@ -40,6 +40,8 @@ struct Fake {
     hold_cap: Option<Duration>,
     offer_long_poll: bool,
     sse: Sse,
+    /// How long each read takes to answer.
+    latency: Duration,
     canned: Mutex<VecDeque<Canned>>,
     reads: Mutex<Vec<(Duration, Option<Duration>)>>,
     facts: Mutex<Vec<Fact>>,
@@ -55,6 +57,7 @@ impl Fake {
             hold_cap: None,
             offer_long_poll: false,
             sse: Sse::Off,
+            latency: Duration::ZERO,
             canned: Mutex::new(VecDeque::new()),
             reads: Mutex::new(Vec::new()),
             facts: Mutex::new(Vec::new()),
@@ -108,6 +111,7 @@ impl Source for Fake {
             .lock()
             .unwrap()
             .push((now.duration_since(self.start), request.hold));
+        tokio::time::sleep(self.latency).await;
         let canned = self.canned.lock().unwrap().pop_front();
         if let Some(canned) = canned {
             let outcome = canned();
@@ -122,6 +126,7 @@ impl Source for Fake {
             return Reading {
                 outcome,
                 attempts: u32::from(!refused),
+                hedges: 0,
             };
         }
         let mut meta = Meta::default();
@@ -135,6 +140,7 @@ impl Source for Fake {
         Reading {
             outcome: ReadOutcome::Status { status, meta },
             attempts: 1,
+            hedges: 0,
         }
     }
 
@@ -190,7 +196,6 @@ fn plan(deadline: Option<f64>) -> Plan {
         created: None,
         learned: None,
         random: || 0.5,
-        final_grace: secs(2.0),
     }
 }
 
@@ -234,10 +239,12 @@ async fn cold_start_polls_on_its_schedule() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_last_poll_lands_on_the_deadline() {
+async fn the_last_poll_lands_just_ahead_of_the_deadline() {
+    // Answered at once: the last look goes out the least lead (100 ms) ahead, and the wait
+    // ends on the deadline.
     let fake = Fake::new(10.0);
     let g = gave_up(wait(&fake, &plan(Some(3.0)), &Fixed::new(secs(2.0))).await);
-    assert_eq!(fake.read_times(), vec![0.0, 2.0, 3.0]);
+    assert_eq!(fake.read_times(), vec![0.0, 2.0, 2.9]);
     assert_eq!(g.reason, GiveUpReason::Deadline);
     assert_eq!(g.elapsed(), secs(3.0));
     assert_eq!(g.requests(), 3);
@@ -245,6 +252,46 @@ async fn the_last_poll_lands_on_the_deadline() {
         g.last_status.as_ref().unwrap().state,
         JobState::Pending { .. }
     ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_read_in_flight_at_the_deadline_is_cut_there() {
+    let mut fake = Fake::new(60.0);
+    fake.latency = secs(10.0);
+    let g = gave_up(wait(&fake, &plan(Some(2.0)), &Adaptive::new()).await);
+    assert_eq!(g.reason, GiveUpReason::Deadline);
+    assert_eq!(g.elapsed(), secs(2.0), "not a moment later");
+    assert_eq!(
+        fake.read_times(),
+        vec![0.0],
+        "no last look after the deadline"
+    );
+    assert_eq!(g.requests(), 1);
+    assert!(g.last_status.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_last_look_goes_out_in_time_to_be_answered_by_the_deadline() {
+    // Each read takes 100 ms: the last look goes out two round trips before the deadline,
+    // is answered 100 ms before it, and the wait ends on it.
+    let mut fake = Fake::new(60.0);
+    fake.latency = secs(0.1);
+    let g = gave_up(wait(&fake, &plan(Some(3.0)), &Fixed::new(secs(1.0))).await);
+    assert_eq!(fake.read_times(), vec![0.0, 1.1, 2.2, 2.8]);
+    assert_eq!(g.elapsed(), secs(3.0), "not before the deadline either");
+    assert_eq!(g.requests(), 4);
+    assert!(g.last_status.is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_open_at_the_deadline_is_cut_there() {
+    let mut fake = Fake::new(60.0);
+    fake.sse = Sse::Stream;
+    fake.latency = secs(10.0);
+    let g = gave_up(wait(&fake, &plan(Some(2.0)), &Adaptive::new()).await);
+    assert_eq!(g.elapsed(), secs(2.0));
+    assert_eq!(g.requests(), 1, "the stream was current: no last poll");
+    assert!(g.last_status.is_some());
 }
 
 #[tokio::test(start_paused = true)]
@@ -291,7 +338,11 @@ async fn holds_shrink_to_fit_the_deadline() {
     let reads = fake.reads.lock().unwrap().clone();
     let holds: Vec<Option<u64>> = reads.iter().map(|(_, h)| h.map(|h| h.as_secs())).collect();
     assert_eq!(holds, vec![Some(2), None], "{reads:?}");
-    assert_eq!(fake.read_times(), vec![0.0, 2.5]);
+    assert_eq!(
+        fake.read_times(),
+        vec![0.0, 2.4],
+        "the last look, just ahead"
+    );
     assert_eq!(g.elapsed(), secs(2.5));
 }
 
@@ -334,6 +385,49 @@ async fn throttling_is_waited_out_exactly_and_never_ends_the_wait() {
     assert_eq!(done.report.requests, 3);
 }
 
+/// Gaps between consecutive reads, in seconds.
+fn gaps(times: &[f64]) -> Vec<f64> {
+    times.windows(2).map(|w| w[1] - w[0]).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_pause_has_a_floor() {
+    // (Less a rounding error: read times are seconds as `f64`.)
+    let floor = crate::poll::MIN_PAUSE.as_secs_f64() - 1e-9;
+    // `Retry-After: 0`, a breaker about to close, and a policy asking for a millisecond.
+    let mut fake = Fake::new(1.0);
+    for _ in 0..3 {
+        fake = fake.then(|| ReadOutcome::Throttled {
+            retry_after: Some(Duration::ZERO),
+            error: unexpected(429),
+        });
+    }
+    let fake = fake.then(|| refused(0.0)).then(|| refused(0.001));
+    let done = wait(&fake, &plan(None), &Fixed::new(secs(0.001)))
+        .await
+        .unwrap();
+    let times = fake.read_times();
+    assert!(gaps(&times).iter().all(|gap| *gap >= floor), "{times:?}");
+    assert_eq!(done.report.elapsed, secs(1.0), "found on a floor's tick");
+    assert_eq!(times.len(), 21, "once per floor: {times:?}");
+
+    // A server that claims holds it does not apply (`Preference-Applied: wait=0`).
+    let mut fake = Fake::new(1.0);
+    fake.offer_long_poll = true;
+    fake.hold_cap = Some(Duration::ZERO);
+    wait(&fake, &plan(None), &Adaptive::new()).await.unwrap();
+    let times = fake.read_times();
+    assert!(gaps(&times).iter().all(|gap| *gap >= floor), "{times:?}");
+
+    // A held request that took longer than the floor is reissued at once.
+    let mut fake = Fake::new(0.5);
+    fake.offer_long_poll = true;
+    fake.hold_cap = Some(secs(0.2));
+    wait(&fake, &plan(None), &Adaptive::new()).await.unwrap();
+    let times = fake.read_times();
+    assert_eq!(times[..3], [0.0, 0.2, 0.4], "{times:?}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn throttling_is_clamped_to_the_deadline() {
     let fake = Fake::new(10.0).then(|| ReadOutcome::Throttled {
@@ -341,7 +435,7 @@ async fn throttling_is_clamped_to_the_deadline() {
         error: unexpected(429),
     });
     let g = gave_up(wait(&fake, &plan(Some(2.0)), &Adaptive::new()).await);
-    assert_eq!(fake.read_times(), vec![0.0, 2.0]);
+    assert_eq!(fake.read_times(), vec![0.0, 1.9]);
     assert_eq!(g.elapsed(), secs(2.0));
 }
 
@@ -433,16 +527,6 @@ async fn no_stream_falls_back_to_long_poll() {
         done.report.fallbacks[0].reason,
         FallbackReason::NotSupported
     );
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_stream_open_at_the_deadline_is_cut_and_one_final_poll_made() {
-    let mut fake = Fake::new(10.0);
-    fake.sse = Sse::Stream;
-    let g = gave_up(wait(&fake, &plan(Some(1.0)), &Adaptive::new()).await);
-    assert_eq!(fake.read_times(), vec![0.0, 1.0]);
-    assert_eq!(g.elapsed(), secs(1.0));
-    assert_eq!(g.requests(), 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -547,15 +631,16 @@ async fn a_failing_service_keeps_the_schedule_and_ends_the_wait_only_at_the_dead
     let err = wait(&fake, &plan(Some(10.0)), &Fixed::new(secs(2.0)))
         .await
         .unwrap_err();
-    // Reads at 0, 2, 4; refused at 6 (open until 16), so the next look is the final one, on
-    // the deadline, refused too.
-    assert_eq!(fake.read_times(), vec![0.0, 2.0, 4.0, 6.0, 10.0]);
+    // Reads at 0, 2, 4; refused at 6 (open until 16), so the next look is the final one,
+    // just ahead of the deadline, refused too.
+    assert_eq!(fake.read_times(), vec![0.0, 2.0, 4.0, 6.0, 9.9]);
     let Error::Unavailable(u) = &err else {
         panic!("{err:?}")
     };
     assert_eq!(u.host, "fake:8080");
     assert_eq!(u.job.as_deref(), Some("j-test"));
-    assert_eq!(u.retry_after, Some(secs(6.0)), "the breaker's own word");
+    // The breaker's own word at the last look (6 s), as of the deadline 0.1 s later.
+    assert_eq!(u.retry_after, Some(secs(5.9)), "the breaker's own word");
     let report = u.report.as_ref().unwrap();
     assert_eq!(report.elapsed, secs(10.0), "exactly the deadline");
     assert_eq!(report.requests, 3);
@@ -595,11 +680,11 @@ async fn an_answer_after_an_outage_clears_it() {
         .then(|| failed_read(true))
         .then(|| refused(1.0));
     let g = gave_up(wait(&fake, &plan(Some(3.0)), &Fixed::new(secs(1.0))).await);
-    assert_eq!(fake.read_times(), vec![0.0, 1.0, 2.0, 3.0]);
+    assert_eq!(fake.read_times(), vec![0.0, 1.0, 2.0, 2.9]);
     assert_eq!(
         g.reason,
         GiveUpReason::Deadline,
-        "the service answered at 2 s and 3 s"
+        "the service answered at 2 s and 2.9 s"
     );
 }
 

@@ -33,9 +33,13 @@ async fn a_ten_second_job_with_a_one_second_deadline_gives_up_at_one_second() {
             "{name}: {elapsed:?}"
         );
         assert_eq!(g.reason, GiveUpReason::Deadline);
+        // A stream open at the deadline is cut there, and what it said last is current;
+        // polling takes a last look, sent to be answered by the deadline.
+        let least = if name == "sse" { 1 } else { 2 };
         assert!(
-            g.requests() >= 2,
-            "{name}: a final poll lands on the deadline"
+            g.requests() >= least,
+            "{name}: {} request(s), expected at least {least}",
+            g.requests()
         );
         assert!(matches!(
             g.last_status.as_ref().map(|s| &s.state),

@@ -10,6 +10,7 @@
 
 mod client;
 mod deadline;
+mod hardening;
 mod hostile;
 mod jobset;
 mod mechanisms;

@@ -437,5 +437,6 @@ async fn a_hedged_read_is_one_request_in_the_report() {
     );
     assert_eq!(done.report.requests, 1);
     assert_eq!(done.report.retries, 0, "a hedge is not a retry");
+    assert_eq!(done.report.hedges, 1, "but it is counted");
     assert_eq!(server.count(), 22);
 }

@@ -10,7 +10,6 @@ use super::{Done, Op, Scheduler, abandon};
 use crate::jobset::JobKey;
 use crate::jobset::budget::Grant;
 use crate::jobset::tracked::{Phase, Tracked};
-use crate::poll::GiveUpReason;
 use crate::transport::ReadOptions;
 
 impl Scheduler {
@@ -99,11 +98,8 @@ impl Scheduler {
                 let (read, handle) = abortable(async move { transport.read(&url, &options).await });
                 job.abort = Some(handle);
                 job.phase = match op {
-                    Op::Final => Phase::Polling {
-                        cut: Some(now + self.final_grace),
-                    },
                     Op::Hold => Phase::Holding,
-                    _ => Phase::Polling { cut: None },
+                    _ => Phase::Polling,
                 };
                 match op {
                     Op::Poll => self.polls += 1,
@@ -158,12 +154,14 @@ impl Scheduler {
         self.arm(key);
     }
 
-    /// At the deadline: one last plain read if the budget allows it now, else give up.
+    /// At the time of the last look (shortly before the deadline, see `wait::final_lead`): one
+    /// last plain read if the budget allows it now; the wait gives up at the deadline either
+    /// way, unless that read finds the job ended.
     pub(super) fn last_look(&mut self, key: JobKey, now: Instant) {
         let grant = self.client.budget().lock().acquire(now);
         match grant {
             Grant::Now => self.start(key, Op::Final, now),
-            Grant::After(_) => self.give_up(key, GiveUpReason::Deadline),
+            Grant::After(_) => self.expire(key, now),
         }
     }
 }

@@ -27,18 +27,16 @@ use super::{JobEvent, JobKey, JobSetOptions, Shared};
 use crate::client::Client;
 use crate::error::Error;
 use crate::model::JobStatus;
-use crate::poll::GiveUpReason;
+use crate::poll::{GiveUpReason, MIN_PAUSE};
 use crate::telemetry;
 use crate::transport::sse::{SseEvent, StreamError};
 use crate::transport::{Exchange, Failure, Subscription};
-use crate::wait::Mechanism;
+use crate::wait::{Mechanism, final_lead};
 
 /// Malformed bodies tolerated in a row before a job's wait ends.
 const MAX_MALFORMED: u32 = 2;
 /// Stream breaks tolerated before a job falls back to polling.
 const MAX_STREAM_BREAKS: u8 = 2;
-/// The shortest pause between two polls of one job, whatever a policy says.
-const MIN_GAP: Duration = Duration::from_millis(10);
 /// A stream with no event for this long is closed (the server sends keep-alives).
 const STREAM_IDLE: Duration = Duration::from_secs(60);
 /// How often the stall bound is recomputed from learned durations.
@@ -122,7 +120,9 @@ pub(crate) struct Scheduler {
     gauged_held: usize,
     /// What the handles share.
     shared: Arc<Shared>,
-    final_grace: Duration,
+    /// How long the latest plain read took, from sending to its answer: it places each job's
+    /// last look ahead of its deadline.
+    round_trip: Option<Duration>,
 }
 
 impl Scheduler {
@@ -133,10 +133,6 @@ impl Scheduler {
         history: History,
         shared: Arc<Shared>,
     ) -> Self {
-        let final_grace = client
-            .transport()
-            .request_timeout
-            .min(Duration::from_secs(2));
         Scheduler {
             client,
             options,
@@ -155,7 +151,7 @@ impl Scheduler {
             gauged_at: None,
             gauged_held: 0,
             shared,
-            final_grace,
+            round_trip: None,
         }
     }
 
@@ -254,34 +250,35 @@ impl Scheduler {
         }
     }
 
-    /// A job's timer fired: its deadline, its next poll, or its idle stream.
+    /// When a job with this deadline takes its last look: early enough to be answered by the
+    /// deadline (see `wait::final_lead`).
+    fn last_look_at(&self, deadline: Instant) -> Instant {
+        deadline
+            .checked_sub(final_lead(self.round_trip))
+            .unwrap_or(deadline)
+    }
+
+    /// A job's timer fired: its deadline, its last look, its next poll, or its idle stream.
     fn wake(&mut self, key: JobKey, now: Instant) {
+        let last_look = self
+            .jobs
+            .get(&key)
+            .and_then(|job| job.deadline)
+            .map(|deadline| self.last_look_at(deadline));
         let Some(job) = self.jobs.get_mut(&key) else {
             return;
         };
         if job.deadline.is_some_and(|d| now >= d) {
-            match job.phase {
-                Phase::Polling { cut: Some(cut) } if now >= cut => {
-                    abandon(job);
-                    self.give_up(key, GiveUpReason::Deadline);
-                }
-                Phase::Polling { cut: Some(_) } => self.arm(key),
-                Phase::Polling { cut: None } => {
-                    // The read in flight is the last look; it gets a short grace.
-                    job.phase = Phase::Polling {
-                        cut: Some(now + self.final_grace),
-                    };
-                    self.arm(key);
-                }
-                Phase::Holding | Phase::Streaming { .. } => {
-                    abandon(job);
-                    self.last_look(key, now);
-                }
-                Phase::Sleeping { .. } | Phase::Ready => self.last_look(key, now),
-            }
+            // The deadline is exact: whatever is in flight — a read, a held request, a
+            // stream — is cut, and the wait ends.
+            abandon(job);
+            self.give_up(key, GiveUpReason::Deadline);
             return;
         }
         match job.phase {
+            Phase::Sleeping { .. } | Phase::Ready if last_look.is_some_and(|at| now >= at) => {
+                self.last_look(key, now);
+            }
             Phase::Sleeping { until } if until <= now => self.make_ready(key),
             Phase::Streaming { last_event } if now >= last_event + STREAM_IDLE => {
                 tracing::debug!(job = %job.endpoints.label, "event stream idle; reconnecting");
@@ -292,23 +289,38 @@ impl Scheduler {
         }
     }
 
-    /// Puts the job's timer where its phase needs it.
+    /// Puts the job's timer where its phase needs it: a job waiting to send wakes for its last
+    /// look, one with a request or stream out for its deadline.
     fn arm(&mut self, key: JobKey) {
+        let last_look = self
+            .jobs
+            .get(&key)
+            .and_then(|job| job.deadline)
+            .map(|deadline| self.last_look_at(deadline));
         let Some(job) = self.jobs.get_mut(&key) else {
             return;
         };
-        let at = match job.phase {
-            Phase::Polling { cut: Some(cut) } => Some(cut),
-            phase => {
-                let own = match phase {
-                    Phase::Sleeping { until } => Some(until),
-                    Phase::Streaming { last_event } => last_event.checked_add(STREAM_IDLE),
-                    _ => None,
-                };
-                [own, job.deadline].into_iter().flatten().min()
-            }
+        let (own, limit) = match job.phase {
+            Phase::Sleeping { until } => (Some(until), last_look),
+            Phase::Ready => (None, last_look),
+            Phase::Streaming { last_event } => (last_event.checked_add(STREAM_IDLE), job.deadline),
+            Phase::Polling | Phase::Holding | Phase::Expiring => (None, job.deadline),
         };
+        let at = [own, limit].into_iter().flatten().min();
         self.timers.arm(key, &mut job.armed, at);
+    }
+
+    /// Nothing more can be learned in time: the wait gives up on its deadline, not before.
+    fn expire(&mut self, key: JobKey, now: Instant) {
+        let Some(job) = self.jobs.get_mut(&key) else {
+            return;
+        };
+        if job.deadline.is_some_and(|deadline| now < deadline) {
+            job.phase = Phase::Expiring;
+            self.arm(key);
+        } else {
+            self.give_up(key, GiveUpReason::Deadline);
+        }
     }
 
     fn make_ready(&mut self, key: JobKey) {
@@ -319,19 +331,24 @@ impl Scheduler {
         }
     }
 
-    /// Schedules the job's next poll at `at`, brought forward to its stall check and
-    /// deadline.
+    /// Schedules the job's next poll at `at`, brought forward to its stall check and last
+    /// look.
     fn sleep_until(&mut self, key: JobKey, at: Instant, now: Instant) {
         let bound = self.bound(now);
+        let last_look = self
+            .jobs
+            .get(&key)
+            .and_then(|job| job.deadline)
+            .map(|deadline| self.last_look_at(deadline));
         let Some(job) = self.jobs.get_mut(&key) else {
             return;
         };
         let mut at = at;
         if let Some(due) = job.stall.due(bound) {
-            at = at.min(due.max(now + MIN_GAP));
+            at = at.min(due.max(now + MIN_PAUSE));
         }
-        if let Some(deadline) = job.deadline {
-            at = at.min(deadline);
+        if let Some(last_look) = last_look {
+            at = at.min(last_look);
         }
         if at <= now {
             self.make_ready(key);

@@ -4,11 +4,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{BOUND_REFRESH, Done, MAX_MALFORMED, MIN_GAP, Message, NEVER, Op, Scheduler};
+use super::{BOUND_REFRESH, Done, MAX_MALFORMED, Message, NEVER, Op, Scheduler};
 use crate::jobset::signals::Signals;
 use crate::jobset::tracked::Tracked;
 use crate::jobset::{JobEvent, JobKey, Stall};
-use crate::poll::{Basis, GiveUpReason, PollDecision};
+use crate::poll::{Basis, MIN_PAUSE, PollDecision};
 use crate::telemetry;
 use crate::wait::{FallbackReason, Mechanism, ReadOutcome, interpret};
 
@@ -32,19 +32,24 @@ impl Scheduler {
                     return;
                 };
                 let now = Instant::now();
-                let attempts = match &result {
+                if matches!(op, Op::Poll | Op::Final)
+                    && result.as_ref().is_ok_and(|exchange| exchange.attempts > 0)
+                {
+                    self.round_trip = Some(now.saturating_duration_since(sent));
+                }
+                let (attempts, hedges) = match &result {
                     Ok(exchange) => {
                         self.listen(Signals::read(exchange.status, &exchange.headers), sent, now);
-                        exchange.attempts
+                        (exchange.attempts, exchange.hedges)
                     }
-                    Err(failure) => failure.attempts,
+                    Err(failure) => (failure.attempts, failure.hedges),
                 };
-                self.charge(attempts);
+                self.charge(attempts, hedges);
                 let Some(job) = self.current(key, generation) else {
                     return;
                 };
                 job.abort = None;
-                job.attempts(attempts);
+                job.attempts(attempts, hedges);
                 match result {
                     Ok(exchange) => self.answered(key, op, sent, hold, interpret(exchange), now),
                     Err(failure) => self.fail(key, failure.into_error()),
@@ -91,10 +96,11 @@ impl Scheduler {
         }
     }
 
-    /// Transport retries went out without a grant: they are paid back.
-    pub(super) fn charge(&mut self, attempts: u32) {
-        if attempts > 1 {
-            self.client.budget().lock().charge(attempts - 1);
+    /// Transport retries and hedges went out without a grant: they are paid back.
+    pub(super) fn charge(&mut self, attempts: u32, hedges: u32) {
+        let unpaid = attempts.saturating_sub(1).saturating_add(hedges);
+        if unpaid > 0 {
+            self.client.budget().lock().charge(unpaid);
         }
     }
 
@@ -184,7 +190,7 @@ impl Scheduler {
                 let after = resume_at
                     .map(|at| at.saturating_duration_since(now))
                     .unwrap_or(Duration::from_secs(1));
-                forced = Some((after.max(Duration::from_millis(100)), Basis::Unavailable));
+                forced = Some((after, Basis::Unavailable));
             }
             ReadOutcome::Unknown { error, .. } | ReadOutcome::Failed(error) => {
                 self.fail(key, error);
@@ -197,13 +203,16 @@ impl Scheduler {
             return;
         }
         if op == Op::Final {
-            self.give_up(key, GiveUpReason::Deadline);
+            self.expire(key, now);
             return;
         }
         let Some(job) = self.jobs.get(&key) else {
             return;
         };
-        if job.deadline.is_some_and(|d| now >= d) {
+        if job
+            .deadline
+            .is_some_and(|deadline| now >= self.last_look_at(deadline))
+        {
             self.last_look(key, now);
             return;
         }
@@ -215,11 +224,16 @@ impl Scheduler {
         match self.options.policy.next(&state) {
             PollDecision::GiveUp(reason) => self.give_up(key, reason),
             PollDecision::Poll { after, basis } => {
+                // Whatever asked for the pause, it is at least the floor (`poll::MIN_PAUSE`).
                 let (after, basis) = match forced {
-                    Some(forced) => forced,
-                    // Re-issue a held request at once, while the server keeps holding.
-                    None if trusted_hold && can_hold => (Duration::ZERO, basis),
-                    None => (after.max(MIN_GAP), basis),
+                    Some((after, basis)) => (after.max(MIN_PAUSE), basis),
+                    // Re-issue a held request at once, while the server keeps holding: it took
+                    // its time already, so the floor counts from when it was sent.
+                    None if trusted_hold && can_hold => (
+                        MIN_PAUSE.saturating_sub(now.saturating_duration_since(sent)),
+                        basis,
+                    ),
+                    None => (after.max(MIN_PAUSE), basis),
                 };
                 if let Some(job) = self.jobs.get_mut(&key) {
                     job.basis = basis;

@@ -12,7 +12,8 @@ use crate::error::{Error, UnexpectedResponse, excerpt};
 use crate::jobset::JobKey;
 use crate::jobset::signals::Signals;
 use crate::jobset::tracked::Phase;
-use crate::model::{JobState, JobStatus};
+use crate::model::{self, JobState, JobStatus};
+use crate::transport::sse;
 use crate::transport::{Exchange, Failure, Subscription};
 use crate::wait::{FallbackReason, Mechanism};
 
@@ -36,7 +37,8 @@ impl Scheduler {
             Ok(sub) => sub.attempts,
             Err(failure) => failure.attempts,
         };
-        self.charge(attempts);
+        // Event streams are never hedged.
+        self.charge(attempts, 0);
         let Some(job) = self
             .jobs
             .get_mut(&key)
@@ -47,7 +49,7 @@ impl Scheduler {
             return;
         };
         job.abort = None;
-        job.attempts(attempts);
+        job.attempts(attempts, 0);
         let sub = match result {
             Ok(sub) => sub,
             Err(failure) => {
@@ -75,6 +77,7 @@ impl Scheduler {
                         headers: sub.headers,
                         body: sub.body,
                         attempts: sub.attempts,
+                        hedges: 0,
                     }
                     .into_error(None);
                     self.fail(key, error);
@@ -141,6 +144,13 @@ impl Scheduler {
         };
         let event = match item {
             Ok(event) => event,
+            Err(error) if sse::oversized(&error) => {
+                // Broken or hostile: not worth reopening.
+                tracing::debug!(job = %job.endpoints.label, error = %error, "event stream refused; polling instead");
+                abandon(job);
+                self.refuse_streams(key, FallbackReason::StreamBroken);
+                return;
+            }
             Err(error) => {
                 tracing::debug!(job = %job.endpoints.label, error = %error, "event stream failed");
                 abandon(job);
@@ -163,14 +173,7 @@ impl Scheduler {
                 }
             },
             "progress" => {
-                let progress = JobStatus::from_json(event.data.as_bytes())
-                    .ok()
-                    .and_then(|s| s.progress)
-                    .or_else(|| {
-                        serde_json::from_str::<serde_json::Value>(&event.data)
-                            .ok()
-                            .and_then(|v| v.get("progress").and_then(serde_json::Value::as_f64))
-                    });
+                let progress = model::progress_of(&event.data);
                 match (progress, job.last.clone()) {
                     (Some(p), Some(last)) if !last.is_terminal() => last.with_progress(p),
                     _ => {

@@ -76,7 +76,8 @@ impl Middleware for HedgeLayer {
             record(started.elapsed());
             return result;
         };
-        let attempt = extensions.get::<Attempts>().map_or(1, |a| a.get() + 1);
+        let attempts = extensions.get::<Attempts>().cloned();
+        let attempt = attempts.as_ref().map_or(1, |a| a.get() + 1);
         let timeout = req.timeout().copied();
 
         let mut original = next.clone().run(req, extensions);
@@ -104,6 +105,9 @@ impl Middleware for HedgeLayer {
             *duplicate.timeout_mut() = left;
         }
         telemetry::hedge("sent");
+        if let Some(attempts) = &attempts {
+            attempts.hedged();
+        }
         tracing::debug!(
             delay_ms = delay.as_millis() as u64,
             path = duplicate.url().path(),

@@ -7,8 +7,9 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::{MAX_STREAM_BREAKS, Phase, Waiter, cut, unknown_result};
-use crate::model::{JobState, JobStatus};
-use crate::poll::Basis;
+use crate::model::{self, JobState, JobStatus};
+use crate::poll::{Basis, MIN_PAUSE};
+use crate::transport::sse;
 use crate::wait::http_source::SSE_IDLE_TIMEOUT;
 use crate::wait::source::{Fact, Meta, Source, Subscribed};
 use crate::wait::{FallbackReason, Mechanism};
@@ -59,6 +60,13 @@ impl<S: Source> Waiter<'_, S> {
                         break;
                     }
                     Some(Ok(None)) => break,
+                    Some(Ok(Some(Err(e)))) if sse::oversized(&e) => {
+                        // Broken or hostile: not worth reopening. Dropping the stream closes
+                        // its connection.
+                        tracing::debug!(parent: &span, error = %e, "event stream refused; polling instead");
+                        self.fall_back(Mechanism::Sse, FallbackReason::StreamBroken);
+                        return Phase::Fallback;
+                    }
                     Some(Ok(Some(Err(e)))) => {
                         tracing::debug!(parent: &span, error = %e, "event stream failed");
                         break;
@@ -69,7 +77,7 @@ impl<S: Source> Waiter<'_, S> {
                     last_id = Some(id.clone());
                 }
                 if let Some(retry) = event.retry {
-                    reconnect = retry.clamp(Duration::from_millis(10), Duration::from_secs(30));
+                    reconnect = retry.clamp(MIN_PAUSE, Duration::from_secs(30));
                 }
                 let received = Instant::now();
                 match event.event.as_str() {
@@ -105,20 +113,13 @@ impl<S: Source> Waiter<'_, S> {
                 return Phase::Fallback;
             }
             if self.sleep(reconnect * breaks, Basis::Initial).await {
-                return Phase::Deadline;
+                return Phase::LastLook;
             }
         }
     }
 
     fn progress_event(&mut self, data: &str, received: Instant) {
-        let progress = JobStatus::from_json(data.as_bytes())
-            .ok()
-            .and_then(|s| s.progress)
-            .or_else(|| {
-                serde_json::from_str::<serde_json::Value>(data)
-                    .ok()
-                    .and_then(|v| v.get("progress").and_then(serde_json::Value::as_f64))
-            });
+        let progress = model::progress_of(data);
         if let (Some(p), Some(last)) = (progress, self.last.clone())
             && !last.is_terminal()
         {

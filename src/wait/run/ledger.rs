@@ -129,6 +129,7 @@ impl<S: Source> Waiter<'_, S> {
             mechanism: self.mechanism(),
             requests: self.requests,
             retries: self.retries,
+            hedges: self.hedges,
             elapsed: self.start.elapsed(),
             detection_delay,
             fallbacks: self.fallbacks.clone(),
@@ -149,11 +150,14 @@ impl<S: Source> Waiter<'_, S> {
         span.record("mechanism", mechanism.as_str());
         span.record("requests", report.requests);
         span.record("retries", report.retries);
+        span.record("hedges", report.hedges);
         span.record("outcome", outcome);
         tracing::info!(
             outcome,
             mechanism = mechanism.as_str(),
             requests = report.requests,
+            retries = report.retries,
+            hedges = report.hedges,
             elapsed_ms = report.elapsed.as_millis() as u64,
             "wait finished"
         );

@@ -10,18 +10,18 @@ use tracing::Instrument;
 use tracing::field::Empty;
 
 use super::source::{Fact, Meta, ReadOutcome, ReadRequest, Reading, Source};
-use super::{Completion, Fallback, FallbackReason, Mechanism};
+use super::{Completion, Fallback, FallbackReason, Mechanism, final_lead};
 use crate::error::{Error, UnexpectedResponse, excerpt};
 use crate::job::ChangeFilter;
 use crate::model::JobStatus;
-use crate::poll::{Basis, Estimate, GiveUpReason, LearnedDurations, PollDecision, PollPolicy};
+use crate::poll::{
+    Basis, Estimate, GiveUpReason, LearnedDurations, MIN_PAUSE, PollDecision, PollPolicy,
+};
 
 /// Malformed bodies tolerated in a row before the wait ends.
 const MAX_MALFORMED: u32 = 2;
 /// Stream breaks tolerated before falling back to polling.
 const MAX_STREAM_BREAKS: u32 = 2;
-/// The shortest pause between two polls, whatever a policy says (long-poll excepted).
-const MIN_GAP: Duration = Duration::from_millis(10);
 
 /// What the loop needs besides the source and the policy.
 #[derive(Debug, Clone)]
@@ -36,8 +36,6 @@ pub(crate) struct Plan {
     pub(crate) learned: Option<LearnedDurations>,
     /// Uniform in `[0, 1)`; injected for tests.
     pub(crate) random: fn() -> f64,
-    /// How long the final poll at the deadline may take.
-    pub(crate) final_grace: Duration,
 }
 
 /// Waits until the job is terminal, the policy gives up, or the deadline passes.
@@ -53,6 +51,7 @@ pub(crate) async fn run<S: Source>(
         mechanism = Empty,
         requests = Empty,
         retries = Empty,
+        hedges = Empty,
         outcome = Empty,
     );
     let start = Instant::now();
@@ -68,6 +67,8 @@ pub(crate) async fn run<S: Source>(
         origin_known: plan.created.is_some(),
         requests: 0,
         retries: 0,
+        hedges: 0,
+        round_trip: None,
         last: None,
         etag: None,
         eta: None,
@@ -86,7 +87,10 @@ pub(crate) async fn run<S: Source>(
 
 enum Phase {
     Done(Result<Completion, Error>),
+    /// The deadline cut the stream: what it said last is current.
     Deadline,
+    /// The time for the last look came while no stream was open.
+    LastLook,
     Fallback,
 }
 
@@ -113,6 +117,9 @@ struct Waiter<'a, S> {
     origin_known: bool,
     requests: u32,
     retries: u32,
+    hedges: u32,
+    /// How long the latest plain read took, from sending to its answer.
+    round_trip: Option<Duration>,
     last: Option<JobStatus>,
     etag: Option<String>,
     eta: Option<Estimate>,
@@ -137,7 +144,8 @@ impl<S: Source> Waiter<'_, S> {
         if self.source.sse_available() {
             match self.sse_phase().await {
                 Phase::Done(result) => return result,
-                Phase::Deadline => return self.final_poll().await,
+                Phase::Deadline => return self.give_up(GiveUpReason::Deadline),
+                Phase::LastLook => return self.final_poll().await,
                 Phase::Fallback => {}
             }
         }
@@ -149,7 +157,7 @@ impl<S: Source> Waiter<'_, S> {
     async fn poll_phase(mut self) -> Result<Completion, Error> {
         let mut malformed = 0;
         loop {
-            if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            if self.last_look_at().is_some_and(|at| Instant::now() >= at) {
                 return self.final_poll().await;
             }
             let hold = self.hold();
@@ -172,12 +180,22 @@ impl<S: Source> Waiter<'_, S> {
             let Some(reading) =
                 cut(self.deadline, self.source.read(request).instrument(span)).await
             else {
+                // A held request is cut at the deadline, and what it said last is current; a
+                // plain one is still out, and there is no time left for another.
                 self.requests += 1;
-                return self.final_poll().await;
+                return self.give_up(GiveUpReason::Deadline);
             };
             let received = Instant::now();
-            let Reading { outcome, attempts } = reading;
+            let Reading {
+                outcome,
+                attempts,
+                hedges,
+            } = reading;
             self.count(attempts);
+            self.hedges += hedges;
+            if hold.is_none() && attempts > 0 {
+                self.round_trip = Some(received.saturating_duration_since(sent));
+            }
 
             let mut forced: Option<(Duration, Basis)> = None;
             let mut trusted_hold = false;
@@ -248,7 +266,7 @@ impl<S: Source> Waiter<'_, S> {
                     tracing::debug!(error = %error, "service unavailable; the wait goes on");
                     if let Some(at) = resume_at {
                         let pause = at.saturating_duration_since(Instant::now());
-                        forced = Some((pause.max(MIN_GAP), Basis::Unavailable));
+                        forced = Some((pause, Basis::Unavailable));
                     }
                     self.note_down(error, resume_at);
                 }
@@ -257,13 +275,18 @@ impl<S: Source> Waiter<'_, S> {
                 }
             }
 
+            // Whatever asked for the pause, it is at least the floor (`poll::MIN_PAUSE`).
             let (after, basis) = match self.policy.next(&self.state()) {
                 PollDecision::GiveUp(reason) => return self.give_up(reason),
                 PollDecision::Poll { after, basis } => match forced {
-                    Some(forced) => forced,
-                    // Re-issue a held request at once, if the next one can be held too.
-                    None if trusted_hold && self.hold().is_some() => (Duration::ZERO, basis),
-                    None => (after.max(MIN_GAP), basis),
+                    Some((after, basis)) => (after.max(MIN_PAUSE), basis),
+                    // Re-issue a held request at once, if the next one can be held too: it
+                    // took its time already, so the floor counts from when it was sent.
+                    None if trusted_hold && self.hold().is_some() => (
+                        MIN_PAUSE.saturating_sub(received.saturating_duration_since(sent)),
+                        basis,
+                    ),
+                    None => (after.max(MIN_PAUSE), basis),
                 },
             };
             self.basis = basis;
@@ -271,7 +294,7 @@ impl<S: Source> Waiter<'_, S> {
         }
     }
 
-    /// One last plain read at the deadline.
+    /// One last plain read, sent in time to be answered by the deadline and cut there.
     async fn final_poll(mut self) -> Result<Completion, Error> {
         // The deadline travels with the request, so a throttled answer is handed back at
         // once instead of waited out.
@@ -286,13 +309,14 @@ impl<S: Source> Waiter<'_, S> {
             kind = "status",
             basis = "deadline"
         );
-        let read = tokio::time::timeout(self.plan.final_grace, self.source.read(request));
-        let Ok(reading) = read.instrument(span).await else {
+        let read = cut(self.deadline, self.source.read(request));
+        let Some(reading) = read.instrument(span).await else {
             self.requests += 1;
             return self.give_up(GiveUpReason::Deadline);
         };
         let received = Instant::now();
         self.count(reading.attempts);
+        self.hedges += reading.hedges;
         if !matches!(reading.outcome, ReadOutcome::Unavailable { .. }) {
             self.answered = true;
             self.down = None;
@@ -304,7 +328,6 @@ impl<S: Source> Waiter<'_, S> {
                     return self.finish(status, self.current, received, false);
                 }
                 self.observe(&status, received, &meta);
-                self.give_up(GiveUpReason::Deadline)
             }
             ReadOutcome::Unavailable {
                 error,
@@ -315,13 +338,19 @@ impl<S: Source> Waiter<'_, S> {
                     return self.fail(error);
                 }
                 self.note_down(error, resume_at);
-                self.give_up(GiveUpReason::Deadline)
             }
-            ReadOutcome::Unknown { error, .. } | ReadOutcome::Failed(error) => self.fail(error),
+            ReadOutcome::Unknown { error, .. } | ReadOutcome::Failed(error) => {
+                return self.fail(error);
+            }
             ReadOutcome::NotModified { .. }
             | ReadOutcome::Throttled { .. }
-            | ReadOutcome::Malformed(_) => self.give_up(GiveUpReason::Deadline),
+            | ReadOutcome::Malformed(_) => {}
         }
+        // Nothing more can be learned in time; the wait ends on its deadline, not before.
+        if let Some(deadline) = self.deadline {
+            tokio::time::sleep_until(deadline).await;
+        }
+        self.give_up(GiveUpReason::Deadline)
     }
 
     fn hold(&self) -> Option<Duration> {
@@ -361,10 +390,20 @@ impl<S: Source> Waiter<'_, S> {
         }
     }
 
-    /// Sleeps `after`, clamped to the deadline; `true` when it woke on the deadline.
+    /// When the last look goes out: [`final_lead`] before the deadline.
+    fn last_look_at(&self) -> Option<Instant> {
+        let deadline = self.deadline?;
+        Some(
+            deadline
+                .checked_sub(final_lead(self.round_trip))
+                .unwrap_or(deadline),
+        )
+    }
+
+    /// Sleeps `after`, clamped to the time of the last look; `true` when it woke for it.
     async fn sleep(&self, after: Duration, basis: Basis) -> bool {
         let wake = Instant::now().checked_add(after);
-        let (wake, on_deadline) = match (wake, self.deadline) {
+        let (wake, on_deadline) = match (wake, self.last_look_at()) {
             (Some(wake), Some(deadline)) if wake < deadline => (Some(wake), false),
             (_, Some(deadline)) => (Some(deadline), true),
             (wake, None) => (wake, false),
