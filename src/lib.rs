@@ -82,6 +82,8 @@ mod job;
 pub mod jobset;
 mod model;
 pub mod poll;
+#[cfg(test)]
+mod props;
 mod redact;
 pub mod telemetry;
 pub mod transport;

@@ -72,7 +72,7 @@ mod budget;
 mod options;
 mod queue;
 mod scheduler;
-mod signals;
+pub(crate) mod signals;
 mod stall;
 mod state;
 mod tracked;

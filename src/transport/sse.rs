@@ -37,8 +37,12 @@ pub(crate) const MAX_LINE: usize = 1 << 20;
 /// limit of a status body, since an event carries one status document.
 pub(crate) const MAX_EVENT: usize = super::attempts::DEFAULT_MAX_BODY;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Decoder {
+    /// The longest line kept ([`MAX_LINE`] outside tests).
+    max_line: usize,
+    /// The largest event kept ([`MAX_EVENT`] outside tests).
+    max_event: usize,
     line: Vec<u8>,
     after_cr: bool,
     event: Option<String>,
@@ -65,7 +69,28 @@ pub(crate) fn oversized(error: &StreamError) -> bool {
     error.downcast_ref::<Oversized>().is_some()
 }
 
+impl Default for Decoder {
+    fn default() -> Self {
+        Decoder::with_limits(MAX_LINE, MAX_EVENT)
+    }
+}
+
 impl Decoder {
+    /// A decoder with other limits than the stream's (small ones let tests reach them).
+    pub(crate) fn with_limits(max_line: usize, max_event: usize) -> Self {
+        Decoder {
+            max_line,
+            max_event,
+            line: Vec::new(),
+            after_cr: false,
+            event: None,
+            data: None,
+            id: None,
+            retry: None,
+            ready: VecDeque::new(),
+        }
+    }
+
     pub(crate) fn feed(&mut self, bytes: &[u8]) -> Result<(), Oversized> {
         for &b in bytes {
             match b {
@@ -77,7 +102,7 @@ impl Decoder {
                 }
                 _ => {
                     self.after_cr = false;
-                    if self.line.len() >= MAX_LINE {
+                    if self.line.len() >= self.max_line {
                         return Err(Oversized::Line);
                     }
                     self.line.push(b);
@@ -121,14 +146,14 @@ impl Decoder {
             }
             _ => {}
         }
-        if self.size() > MAX_EVENT {
+        if self.size() > self.max_event {
             return Err(Oversized::Event);
         }
         Ok(())
     }
 
     /// Bytes held for the event being read.
-    fn size(&self) -> usize {
+    pub(crate) fn size(&self) -> usize {
         [&self.event, &self.data, &self.id]
             .into_iter()
             .map(|field| field.as_ref().map_or(0, String::len))

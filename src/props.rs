@@ -1,0 +1,391 @@
+//! Property tests of every parser that reads bytes from the other side of the wire: the status
+//! document, the event-stream decoder, the hint and rate-limit headers, the whole "what does
+//! this answer mean" step, and the redaction of URLs a server hands back (`Location`).
+//!
+//! Each runs a few hundred generated cases (`PROPTEST_CASES` raises it for a longer run) and
+//! checks two things: nothing panics or grows past its bound, and what can be read is read
+//! right. A failing case proptest finds is written under `proptest-regressions/` and replayed
+//! first on every later run; a case worth keeping for ever also gets a named test below.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+use crate::jobset::signals::Signals;
+use crate::model::{JobState, JobStatus, progress_of};
+use crate::transport::headers::{applied_wait, auth_schemes, retry_after};
+use crate::transport::sse::{Decoder, Oversized, SseEvent};
+use crate::transport::{Exchange, sse};
+use crate::wait::{ReadOutcome, interpret};
+
+/// Header names the parsers read, and one they do not.
+const NAMES: &[&str] = &[
+    "retry-after",
+    "retry-after-ms",
+    "preference-applied",
+    "etag",
+    "www-authenticate",
+    "ratelimit",
+    "ratelimit-policy",
+    "ratelimit-limit",
+    "ratelimit-remaining",
+    "ratelimit-reset",
+    "x-other",
+];
+
+/// A header value a server could send: visible ASCII, spaces, tabs and obs-text bytes, with
+/// the separators and digits the parsers look for over-represented.
+fn header_value() -> impl Strategy<Value = HeaderValue> {
+    let byte = prop_oneof![
+        4 => prop::sample::select(b"0123456789,;=\" .-wqrtWinf".to_vec()),
+        2 => 0x20u8..0x7f,
+        1 => Just(b'\t'),
+        1 => 0x80u8..=0xff,
+    ];
+    prop::collection::vec(byte, 0..48)
+        .prop_map(|bytes| HeaderValue::from_bytes(&bytes).unwrap_or(HeaderValue::from_static("")))
+}
+
+fn headers() -> impl Strategy<Value = HeaderMap> {
+    prop::collection::vec((prop::sample::select(NAMES), header_value()), 0..8).prop_map(|pairs| {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(HeaderName::from_static(name), value);
+        }
+        map
+    })
+}
+
+/// A JSON value of any shape, a few levels deep, with the numbers that break naive code.
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        prop::num::f64::ANY.prop_map(Value::from),
+        prop::sample::select(vec![
+            -1.0, 0.0, 0.5, 1.0, 1.5, 43.0, 100.0, 100.5, 1e15, 1e300, -1e300
+        ])
+        .prop_map(Value::from),
+        ".{0,24}".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map("[a-z_]{1,10}", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// A status document of the documented shape, with any value in any field.
+fn status_document() -> impl Strategy<Value = Value> {
+    let result = prop_oneof![
+        4 => prop::sample::select(vec![
+            "pending", "completed", "error", " Completed ", "PENDING", "running", ""
+        ])
+        .prop_map(Value::from),
+        1 => json_value(),
+    ];
+    let field = |value: BoxedStrategy<Value>| prop::option::of(value);
+    (
+        field(result.boxed()),
+        field(json_value().boxed()),
+        field(json_value().boxed()),
+        field(json_value().boxed()),
+        field(json_value().boxed()),
+        field(json_value().boxed()),
+    )
+        .prop_map(|(result, progress, eta_ms, created_at, error, extra)| {
+            let mut doc = serde_json::Map::new();
+            let fields = [
+                ("result", result),
+                ("progress", progress),
+                ("eta_ms", eta_ms),
+                ("created_at", created_at),
+                ("error", error),
+                ("extra", extra),
+            ];
+            for (name, value) in fields {
+                if let Some(value) = value {
+                    doc.insert(name.to_owned(), value);
+                }
+            }
+            Value::Object(doc)
+        })
+}
+
+/// Feeds `chunks` one after the other; the events, and whether a limit was broken.
+fn decode(decoder: &mut Decoder, chunks: &[&[u8]]) -> (Vec<SseEvent>, Option<Oversized>) {
+    let mut events = Vec::new();
+    for chunk in chunks {
+        let fed = decoder.feed(chunk);
+        while let Some(event) = decoder.next_event() {
+            events.push(event);
+        }
+        if let Err(oversized) = fed {
+            return (events, Some(oversized));
+        }
+    }
+    (events, None)
+}
+
+/// One event as a server would write it, with the chosen line end.
+fn encode(event: &SseEvent, end: &str) -> String {
+    let mut out = String::new();
+    if event.event != "message" {
+        out.push_str(&format!("event: {}{end}", event.event));
+    }
+    if let Some(id) = &event.id {
+        out.push_str(&format!("id: {id}{end}"));
+    }
+    for line in event.data.split('\n') {
+        out.push_str(&format!("data: {line}{end}"));
+    }
+    out.push_str(end);
+    out
+}
+
+fn sse_event() -> impl Strategy<Value = SseEvent> {
+    (
+        "[a-z]{1,8}",
+        prop::collection::vec("[^\r\n]{0,16}", 1..4),
+        prop::option::of("[^\r\n\0]{0,8}"),
+    )
+        .prop_map(|(event, lines, id)| SseEvent {
+            event,
+            data: lines.join("\n"),
+            id,
+            retry: None,
+        })
+}
+
+fn exchange(status: StatusCode, headers: HeaderMap, body: Vec<u8>) -> Exchange {
+    Exchange {
+        url: url::Url::parse("http://127.0.0.1/v1/jobs/j/status").unwrap(),
+        status,
+        headers,
+        body: Bytes::from(body),
+        attempts: 1,
+        hedges: 0,
+    }
+}
+
+proptest! {
+    #[test]
+    fn a_status_body_of_any_bytes_never_panics(body in prop::collection::vec(any::<u8>(), 0..256)) {
+        let _ = JobStatus::from_json(&body);
+        let _ = progress_of(&String::from_utf8_lossy(&body));
+    }
+
+    #[test]
+    fn a_status_document_is_read_field_by_field(doc in status_document()) {
+        let body = serde_json::to_vec(&doc).unwrap();
+        let parsed = JobStatus::from_json(&body);
+        let word = doc.get("result").and_then(Value::as_str).map(|w| w.trim().to_ascii_lowercase());
+        match (&word, parsed) {
+            (None, parsed) => prop_assert!(parsed.is_err(), "no string result must not parse"),
+            (Some(word), Ok(status)) => {
+                let expected = match word.as_str() {
+                    "pending" => matches!(status.state, JobState::Pending { .. }),
+                    "completed" => status.state == JobState::Completed,
+                    "error" => matches!(status.state, JobState::Failed(_)),
+                    _ => matches!(status.state, JobState::Unknown(_)),
+                };
+                prop_assert!(expected, "{word:?} read as {:?}", status.state);
+                if let Some(p) = status.progress {
+                    prop_assert!((0.0..=1.0).contains(&p), "progress {p} out of [0, 1]");
+                }
+                if let Some(eta) = status.eta() {
+                    prop_assert!(eta < Duration::from_secs(1_000_000_000_000));
+                }
+            }
+            (Some(_), Err(e)) => prop_assert!(false, "a string result must parse: {e:?}"),
+        }
+    }
+
+    #[test]
+    fn progress_reads_a_fraction_or_a_percentage(p in prop::num::f64::ANY) {
+        let body = json!({"result": "pending", "progress": p});
+        let status = JobStatus::from_json(&serde_json::to_vec(&body).unwrap()).unwrap();
+        let expected = if (0.0..=1.0).contains(&p) {
+            Some(p)
+        } else if p > 1.0 && p <= 100.0 {
+            Some(p / 100.0)
+        } else {
+            None
+        };
+        // JSON carries the number in decimal: allow its last bit to change on the way.
+        match (status.progress, expected) {
+            (Some(read), Some(expected)) => {
+                prop_assert!((read - expected).abs() <= expected * 1e-12, "{p} read as {read}");
+            }
+            (read, expected) => prop_assert_eq!(read, expected, "{}", p),
+        }
+    }
+
+    #[test]
+    fn the_decoder_holds_nothing_past_its_limits(
+        bytes in prop::collection::vec(prop::sample::select(b"data: x\r\n:idevnt".to_vec()), 0..2048),
+        cut in 1usize..64,
+    ) {
+        let (max_line, max_event) = (32, 96);
+        let mut decoder = Decoder::with_limits(max_line, max_event);
+        for chunk in bytes.chunks(cut) {
+            let fed = decoder.feed(chunk);
+            while let Some(event) = decoder.next_event() {
+                prop_assert!(event.data.len() + event.event.len() <= max_event + max_line);
+            }
+            if fed.is_err() {
+                break;
+            }
+            prop_assert!(decoder.size() <= max_event, "holds {} bytes", decoder.size());
+        }
+    }
+
+    #[test]
+    fn how_bytes_are_chunked_never_changes_the_events(
+        bytes in prop::collection::vec(any::<u8>(), 0..512),
+        cuts in prop::collection::vec(0usize..512, 0..8),
+    ) {
+        let mut whole = Decoder::with_limits(64, 256);
+        let expected = decode(&mut whole, &[&bytes]);
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bytes.len())).collect();
+        cuts.sort_unstable();
+        let mut pieces: Vec<&[u8]> = Vec::new();
+        let mut at = 0;
+        for cut in cuts {
+            pieces.push(&bytes[at..cut]);
+            at = cut;
+        }
+        pieces.push(&bytes[at..]);
+        let mut chunked = Decoder::with_limits(64, 256);
+        prop_assert_eq!(decode(&mut chunked, &pieces), expected);
+    }
+
+    #[test]
+    fn events_a_server_writes_are_read_back(
+        events in prop::collection::vec(sse_event(), 0..6),
+        end in prop::sample::select(vec!["\n", "\r\n", "\r"]),
+    ) {
+        let text: String = events.iter().map(|e| encode(e, end)).collect();
+        let mut decoder = Decoder::default();
+        let (read, oversized) = decode(&mut decoder, &[text.as_bytes()]);
+        prop_assert_eq!(oversized, None);
+        prop_assert_eq!(read, events);
+    }
+
+    #[test]
+    fn hint_headers_of_any_value_never_panic(headers in headers()) {
+        if let Some(pause) = retry_after(&headers) {
+            // Whatever the server asked for, adding it to a clock saturates instead of panicking.
+            let _ = tokio::time::Instant::now().checked_add(pause);
+        }
+        let _ = applied_wait(&headers);
+        if let Some(schemes) = auth_schemes(&headers) {
+            prop_assert!(schemes.split(", ").count() <= 4);
+            prop_assert!(schemes.split(", ").all(|s| !s.is_empty() && s.len() <= 32));
+        }
+        let signals = Signals::read(StatusCode::TOO_MANY_REQUESTS, &headers);
+        if let Some((quota, window)) = signals.policy {
+            prop_assert!(quota.is_finite() && quota > 0.0, "quota {quota}");
+            prop_assert!(!window.is_zero(), "window {window:?}");
+        }
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_milliseconds(secs in any::<u64>(), ms in 0u64..1_000_000_000_000) {
+        let mut headers = HeaderMap::new();
+        headers.insert("retry-after", HeaderValue::from(secs));
+        prop_assert_eq!(retry_after(&headers), Some(Duration::from_secs(secs)));
+        headers.insert("retry-after-ms", HeaderValue::from(ms));
+        let read = retry_after(&headers).unwrap();
+        prop_assert!(read.as_millis().abs_diff(u128::from(ms)) <= 1, "{ms} ms read as {read:?}");
+    }
+
+    #[test]
+    fn preference_applied_reads_its_wait(secs in any::<u64>(), before in "[a-z]{0,6}") {
+        let mut headers = HeaderMap::new();
+        let value = if before.is_empty() {
+            format!("wait={secs}")
+        } else {
+            format!("{before}=1, wait={secs}")
+        };
+        headers.insert("preference-applied", HeaderValue::from_str(&value).unwrap());
+        prop_assert_eq!(applied_wait(&headers), Some(Duration::from_secs(secs)));
+    }
+
+    #[test]
+    fn any_answer_has_a_meaning(
+        code in 100u16..600,
+        headers in headers(),
+        body in prop_oneof![
+            status_document().prop_map(|d| serde_json::to_vec(&d).unwrap()),
+            prop::collection::vec(any::<u8>(), 0..128),
+        ],
+    ) {
+        let status = StatusCode::from_u16(code).unwrap();
+        let parses = JobStatus::from_json(&body).is_ok();
+        match interpret(exchange(status, headers, body)) {
+            ReadOutcome::NotModified { .. } => prop_assert_eq!(code, 304),
+            ReadOutcome::Status { status: job, .. } => {
+                prop_assert!(status.is_success());
+                prop_assert!(!matches!(job.state, JobState::Unknown(_)));
+            }
+            ReadOutcome::Unknown { status: job, .. } => {
+                prop_assert!(status.is_success());
+                prop_assert!(matches!(job.state, JobState::Unknown(_)));
+            }
+            ReadOutcome::Malformed(_) => prop_assert!(status.is_success() && !parses),
+            // Only a failed answer is a failure: a 2xx is never one.
+            ReadOutcome::Throttled { .. } | ReadOutcome::Unavailable { .. } | ReadOutcome::Failed(_) => {
+                prop_assert!(!status.is_success() && code != 304);
+            }
+        }
+    }
+
+    #[test]
+    fn redaction_hides_every_secret(
+        user in "[a-z]{1,8}",
+        password in "[A-Za-z0-9]{6,16}",
+        token in "[A-Za-z0-9]{6,16}",
+        host in "[a-z]{1,10}(\\.[a-z]{2,5})?",
+        path in "(/[a-z0-9_-]{0,8}){0,3}",
+        name in prop::sample::select(vec!["token", "api_key", "sig", "signature", "X-Amz-Signature", "access_token"]),
+    ) {
+        let url = format!("https://{user}:{password}@{host}{path}?page=2&{name}={token}");
+        let text = format!("redirected to {url} (not followed)");
+        let shown = crate::redact::redact(&text);
+        prop_assert!(!shown.contains(&password), "{shown}");
+        prop_assert!(!shown.contains(&format!("={token}")), "{shown}");
+        prop_assert!(shown.contains(&host), "the host stays readable: {shown}");
+    }
+
+    #[test]
+    fn redaction_of_any_text_never_panics(text in "\\PC{0,64}") {
+        let shown = crate::redact::redact(&text);
+        if !text.contains('@') && !text.contains('?') && !text.contains('#') {
+            prop_assert_eq!(shown.as_ref(), text.as_str());
+        }
+    }
+}
+
+/// The decoder refuses a line or an event at exactly its limit, with the right kind.
+#[test]
+fn limits_are_refused_by_kind() {
+    let mut decoder = Decoder::with_limits(8, 16);
+    assert_eq!(decoder.feed(b"data: 123456789"), Err(Oversized::Line));
+    let mut decoder = Decoder::with_limits(16, 16);
+    let fed = decoder.feed(b"data:1234\ndata:1234\ndata:1234\ndata:1234\n");
+    assert_eq!(fed, Err(Oversized::Event));
+    let mut decoder = Decoder::default();
+    let (events, oversized) = decode(&mut decoder, &[b"data: {}\n\n"]);
+    assert_eq!((events.len(), oversized), (1, None));
+    const { assert!(sse::MAX_EVENT >= sse::MAX_LINE) };
+}
