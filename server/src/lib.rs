@@ -48,6 +48,7 @@ pub mod routes;
 pub mod settings;
 pub mod sim;
 pub mod telemetry;
+mod time;
 
 pub use error::{ApiError, Error};
 pub use routes::app;

@@ -18,6 +18,11 @@ pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 /// Prefix of environment variables that override settings (`SIM__SECTION__KEY`).
 pub const ENV_PREFIX: &str = "SIM";
 
+/// Longest duration any setting, `PUT /admin/faults` body or `POST /admin/outage` may hold: a
+/// year. Longer values are refused by name: they are typing mistakes, and no sum of a few of
+/// them can overflow an instant.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// A setting that cannot be used, found before the server starts.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -462,18 +467,86 @@ impl Settings {
         if matches!(&self.auth.admin_token, Some(k) if k.is_empty()) {
             return Err(invalid("auth.admin_token", "must not be empty when set"));
         }
+        self.durations_in_range()?;
         self.faults.validate()
+    }
+
+    /// Every duration at most [`MAX_DURATION`] (`[faults]` is checked by [`Faults::validate`]).
+    fn durations_in_range(&self) -> Result<(), ConfigError> {
+        let d = &self.jobs.duration;
+        let table = [
+            ("server.request_timeout", self.server.request_timeout),
+            ("legacy.delay", self.legacy.delay),
+            ("jobs.ttl", self.jobs.ttl),
+            ("jobs.max_duration", self.jobs.max_duration),
+            ("jobs.duration.value", d.value),
+            ("jobs.duration.min", d.min),
+            ("jobs.duration.max", d.max),
+            ("jobs.duration.median", d.median),
+            ("hints.min_retry_after", self.hints.min_retry_after),
+            ("longpoll.max_wait", self.longpoll.max_wait),
+            ("sse.keepalive", self.sse.keepalive),
+            ("sse.progress_interval", self.sse.progress_interval),
+            ("webhooks.initial_backoff", self.webhooks.initial_backoff),
+            ("webhooks.timeout", self.webhooks.timeout),
+        ];
+        for (key, value) in table {
+            at_most_max(key, value)?;
+        }
+        // A refused client waits up to 1 / rps for its next token.
+        if self.rate_limit.enabled && self.rate_limit.rps * MAX_DURATION.as_secs_f64() < 1.0 {
+            return Err(invalid(
+                "rate_limit.rps",
+                "must allow at least one request a year",
+            ));
+        }
+        Ok(())
     }
 }
 
 impl Faults {
-    /// Checks that every probability is in `[0, 1]`.
+    /// Checks that every probability is in `[0, 1]` and every duration at most
+    /// [`MAX_DURATION`].
     pub fn validate(&self) -> Result<(), ConfigError> {
         probability("faults.slow_tail_probability", self.slow_tail_probability)?;
         probability("faults.error_rate", self.error_rate)?;
         probability("faults.throttle_rate", self.throttle_rate)?;
         probability("faults.drop_rate", self.drop_rate)?;
-        probability("faults.malformed_rate", self.malformed_rate)
+        probability("faults.malformed_rate", self.malformed_rate)?;
+        at_most_max("faults.latency", self.latency)?;
+        at_most_max("faults.slow_tail_delay", self.slow_tail_delay)?;
+        at_most_max("faults.throttle_retry_after", self.throttle_retry_after)?;
+        for (i, w) in self.outages.iter().enumerate() {
+            for (field, value) in [("start", w.start), ("duration", w.duration)] {
+                if value > MAX_DURATION {
+                    return Err(invalid(
+                        "faults.outages",
+                        format!(
+                            "outage {i}: {field} must be at most {} (got {})",
+                            humantime::format_duration(MAX_DURATION),
+                            humantime::format_duration(value)
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Refuses a duration longer than [`MAX_DURATION`], naming `key`.
+pub(crate) fn at_most_max(key: &'static str, value: Duration) -> Result<(), ConfigError> {
+    if value <= MAX_DURATION {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            format!(
+                "must be at most {} (got {})",
+                humantime::format_duration(MAX_DURATION),
+                humantime::format_duration(value)
+            ),
+        ))
     }
 }
 

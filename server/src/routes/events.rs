@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::sim::job::{Channel, Job, State as JobState};
+use crate::time::later;
 
 /// Keeps the `sim_sse_streams` gauge and the stream cap right however the stream ends.
 struct Open {
@@ -91,7 +92,7 @@ pub(crate) async fn events(
         seen,
         started: false,
         done: false,
-        next_progress: (!progress_every.is_zero()).then(|| Instant::now() + progress_every),
+        next_progress: (!progress_every.is_zero()).then(|| later(Instant::now(), progress_every)),
         progress_every,
     };
     let keep_alive = KeepAlive::new()
@@ -154,7 +155,7 @@ fn events_of(s: Stream_) -> impl Stream<Item = Result<Event, Infallible>> {
                 Some((Ok(event), s))
             }
             _ = sleep_until_opt(progress_at) => {
-                s.next_progress = progress_at.map(|p| p + s.progress_every);
+                s.next_progress = progress_at.map(|p| later(p, s.progress_every));
                 let snap = s.job.snapshot(Instant::now());
                 let body = s.job.body(&snap, state.inner.settings.hints.eta);
                 let event = Event::default()

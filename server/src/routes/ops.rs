@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::body::optional_json;
 use crate::AppState;
 use crate::error::ApiError;
-use crate::settings::Faults;
+use crate::settings::{Faults, at_most_max};
 use crate::sim::webhooks::constant_time_eq;
 
 /// `GET /metrics`
@@ -103,6 +103,9 @@ pub(crate) async fn outage(
     let Some(req) = optional_json::<Outage>(&headers, body)? else {
         return Err(ApiError::bad_request("send {\"duration_ms\": N}"));
     };
-    state.start_outage(Duration::from_millis(req.duration_ms));
+    let length = Duration::from_millis(req.duration_ms);
+    at_most_max("duration_ms", length)
+        .map_err(|e| ApiError::unprocessable("invalid_outage", e.to_string()))?;
+    state.start_outage(length);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -20,6 +20,7 @@ use crate::AppState;
 use crate::error::{ApiError, insert_retry_after};
 use crate::sim::job::{Channel, Job, Snapshot, State as JobState};
 use crate::sim::store::LEGACY_ID;
+use crate::time::later;
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct LegacyQuery {
@@ -165,7 +166,7 @@ impl Drop for Held<'_> {
 
 /// Sleeps until the job completes, `wait` passes, the job is replaced or the server closes.
 async fn hold(state: &AppState, job: &Job, wait: Duration) {
-    let until = job.completes_at().min(Instant::now() + wait);
+    let until = job.completes_at().min(later(Instant::now(), wait));
     let mut closing = state.inner.closing.subscribe();
     tokio::select! {
         _ = tokio::time::sleep_until(until) => {}

@@ -188,7 +188,7 @@ impl JobStore {
 }
 
 fn expired(job: &Job, now: Instant, ttl: Duration) -> bool {
-    now >= job.completes_at() + ttl
+    now >= crate::time::later(job.completes_at(), ttl)
 }
 
 #[cfg(test)]

@@ -1,0 +1,212 @@
+//! Hostile input: absurd durations.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use translation_sim::{Faults, OutageWindow};
+
+use crate::common::{client, error_code, spawn_with};
+
+const TOKEN: &str = "hardening-admin-token";
+
+// ---- durations: validated, and saturating wherever they are added ----
+
+#[tokio::test]
+async fn absurd_fault_durations_are_refused_naming_the_key() {
+    let server = spawn_with(|s| s.auth.admin_token = Some(TOKEN.into())).await;
+    let before = server.state().faults();
+    let c = client();
+    let huge = "18446744073709551615s";
+    let table = [
+        (
+            json!({"outages": [{"start": "1s", "duration": huge}]}),
+            "faults.outages",
+        ),
+        (
+            json!({"outages": [{"start": huge, "duration": "1s"}]}),
+            "faults.outages",
+        ),
+        (json!({"latency": huge}), "faults.latency"),
+        (
+            json!({"latency": "1s", "slow_tail_probability": 1.0, "slow_tail_delay": huge}),
+            "faults.slow_tail_delay",
+        ),
+        (
+            json!({"throttle_rate": 1.0, "throttle_retry_after": huge}),
+            "faults.throttle_retry_after",
+        ),
+    ];
+    for (body, key) in table {
+        let r = c
+            .put(server.url("/admin/faults"))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422, "{body}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "invalid_faults", "{v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains(key), "{body}: {message}");
+    }
+    let r = c
+        .post(server.url("/admin/outage"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"duration_ms": u64::MAX}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("duration_ms"),
+        "{v}"
+    );
+    // Nothing was taken in: the job API answers normally.
+    let r = c.get(server.url("/status")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(server.state().faults(), before);
+}
+
+#[tokio::test]
+async fn absurd_configured_durations_name_their_key_before_binding() {
+    type Tweak = fn(&mut translation_sim::Settings);
+    let table: [(&str, Tweak); 8] = [
+        ("legacy.delay", |s| s.legacy.delay = Duration::MAX),
+        ("jobs.ttl", |s| s.jobs.ttl = Duration::MAX),
+        ("jobs.max_duration", |s| s.jobs.max_duration = Duration::MAX),
+        ("jobs.duration.max", |s| s.jobs.duration.max = Duration::MAX),
+        ("sse.keepalive", |s| s.sse.keepalive = Duration::MAX),
+        ("server.request_timeout", |s| {
+            s.server.request_timeout = Duration::MAX
+        }),
+        ("faults.latency", |s| s.faults.latency = Duration::MAX),
+        ("faults.outages", |s| {
+            s.faults.outages = vec![OutageWindow {
+                start: Duration::from_secs(1),
+                duration: Duration::MAX,
+            }]
+        }),
+    ];
+    for (key, tweak) in table {
+        let mut settings = translation_sim::Settings::default();
+        settings.server.bind = "127.0.0.1:0".parse().unwrap();
+        tweak(&mut settings);
+        let e = translation_sim::spawn(settings)
+            .await
+            .map(|_| ())
+            .expect_err(key)
+            .to_string();
+        assert!(e.contains(key), "{key}: {e}");
+    }
+}
+
+#[tokio::test]
+async fn extreme_durations_from_the_library_api_never_panic() {
+    let server = spawn_with(|s| s.sse.progress_interval = Duration::from_millis(50)).await;
+    let c = client();
+    // A legacy job that practically never ends: every channel answers "pending".
+    server
+        .state()
+        .reset_legacy(Some(Duration::MAX), None)
+        .unwrap();
+    let r = c.get(server.url("/status")).send().await.unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"result": "pending"})
+    );
+    let r = c
+        .get(server.url("/v1/jobs/legacy/status"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let ms: u64 = r.headers()["retry-after-ms"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let secs: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(ms > 1_000_000_000_000, "a huge hint stays huge: {ms}");
+    assert_eq!(secs, ms.div_ceil(1000), "both headers say the same");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["result"], "pending");
+    assert!(v["eta_ms"].as_u64().unwrap() > 1_000_000_000_000, "{v}");
+    let started = Instant::now();
+    let r = c
+        .get(server.url("/v1/jobs/legacy/status"))
+        .header("prefer", "wait=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["preference-applied"], "wait=1");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    let r = c
+        .get(server.url("/v1/jobs/legacy/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut body = r.bytes_stream();
+    let mut text = String::new();
+    while !text.contains("event: progress") {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), body.next())
+            .await
+            .expect("events keep coming")
+            .expect("the stream stays open")
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(text.contains("\"result\":\"pending\""), "{text}");
+    drop(body);
+
+    // An outage that never ends refuses requests instead of panicking.
+    server.state().start_outage(Duration::MAX);
+    let r = c.get(server.url("/status")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(error_code(r).await, "outage");
+    assert_eq!(
+        c.get(server.url("/healthz")).send().await.unwrap().status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn retry_after_headers_say_the_same_delay_at_both_precisions() {
+    let server = spawn_with(|_| {}).await;
+    let c = client();
+    let table = [
+        (Duration::ZERO, "0", "0"),
+        (Duration::from_micros(300), "1", "1"),
+        (Duration::from_millis(1500), "2", "1500"),
+        (
+            Duration::from_secs(365 * 24 * 3600),
+            "31536000",
+            "31536000000",
+        ),
+    ];
+    for (after, secs, ms) in table {
+        server
+            .state()
+            .set_faults(Faults {
+                throttle_rate: 1.0,
+                throttle_retry_after: after,
+                ..Faults::default()
+            })
+            .unwrap();
+        let r = c.get(server.url("/status")).send().await.unwrap();
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers()["retry-after"], secs, "{after:?}");
+        assert_eq!(r.headers()["retry-after-ms"], ms, "{after:?}");
+    }
+}
