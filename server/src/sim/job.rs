@@ -16,9 +16,9 @@ use url::Url;
 use crate::settings::Outcome;
 use crate::time::{later, millis, scaled};
 
-/// Version of a pending job's status.
+/// Version of a pending job's status, in its generation 0.
 pub const VERSION_PENDING: u64 = 1;
-/// Version of a terminal job's status.
+/// Version of a terminal job's status, in its generation 0.
 pub const VERSION_TERMINAL: u64 = 2;
 
 /// How far away a hanging job's end is: far enough never to come.
@@ -81,6 +81,9 @@ pub struct Job {
     pub callback: Option<Url>,
     /// A stuck job: pending forever, progress frozen at 0, no estimate (see [`Job::hanging`]).
     pub hang: bool,
+    /// Which creation of its id this job is (see [`Job::with_generation`]); 0 for an id
+    /// created once.
+    pub generation: u64,
     /// Status requests received (any channel but webhooks).
     requests: AtomicU64,
     /// Channels that have reported the terminal state (bit set).
@@ -102,7 +105,8 @@ pub struct Snapshot {
     pub progress: f64,
     /// Estimated time left (pending only).
     pub eta: Option<Duration>,
-    /// [`VERSION_PENDING`] or [`VERSION_TERMINAL`].
+    /// [`VERSION_PENDING`] or [`VERSION_TERMINAL`], moved up by the job's generation (see
+    /// [`Job::with_generation`]).
     pub version: u64,
 }
 
@@ -185,6 +189,7 @@ impl Job {
             eta_bias,
             callback,
             hang: false,
+            generation: 0,
             requests: AtomicU64::new(0),
             reported: AtomicU8::new(0),
             first_report_done: AtomicBool::new(false),
@@ -199,6 +204,25 @@ impl Job {
     pub fn hanging(mut self) -> Self {
         self.hang = true;
         self
+    }
+
+    /// Marks this job as creation number `generation` of an id that is re-created (the legacy
+    /// job, by `POST /v1/reset`): its versions are `2 × generation + 1` while pending and
+    /// `2 × generation + 2` once terminal, so that an `ETag` or SSE event id of an earlier
+    /// creation never matches this one, and a later creation's versions are always greater.
+    pub fn with_generation(mut self, generation: u64) -> Self {
+        self.generation = generation;
+        self
+    }
+
+    /// The version of this job's status, pending or terminal.
+    fn version(&self, terminal: bool) -> u64 {
+        let phase = if terminal {
+            VERSION_TERMINAL
+        } else {
+            VERSION_PENDING
+        };
+        self.generation.saturating_mul(2).saturating_add(phase)
     }
 
     /// The instant the job becomes terminal (practically never, for a hanging job).
@@ -230,7 +254,7 @@ impl Job {
                 state: State::Pending,
                 progress: 0.0,
                 eta: None,
-                version: VERSION_PENDING,
+                version: self.version(false),
             };
         }
         let elapsed = now.saturating_duration_since(self.created);
@@ -239,7 +263,7 @@ impl Job {
                 state: State::Done(self.outcome),
                 progress: 1.0,
                 eta: None,
-                version: VERSION_TERMINAL,
+                version: self.version(true),
             };
         }
         let progress = elapsed.as_secs_f64() / self.duration.as_secs_f64();
@@ -248,7 +272,7 @@ impl Job {
             state: State::Pending,
             progress: (progress * 1000.0).floor() / 1000.0,
             eta: Some(estimate.saturating_sub(elapsed)),
-            version: VERSION_PENDING,
+            version: self.version(false),
         }
     }
 

@@ -5,8 +5,9 @@
 //! jobs `jobs.ttl` after they end, so no sequence of requests can grow it without bound.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use rand::Rng;
 use rand::rngs::SmallRng;
@@ -58,6 +59,9 @@ pub struct JobStore {
     error_rate: f64,
     eta_noise: f64,
     duration: DurationSettings,
+    /// Generation of the next legacy job: starts at the start-up wall clock in microseconds,
+    /// so that neither a reset nor a restart repeats a version a client has seen.
+    legacy_generation: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -99,6 +103,11 @@ impl JobStore {
             error_rate: settings.jobs.error_rate,
             eta_noise: settings.hints.eta_noise,
             duration: settings.jobs.duration.clone(),
+            legacy_generation: AtomicU64::new(
+                SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(0)),
+            ),
         }
     }
 
@@ -133,7 +142,10 @@ impl JobStore {
             };
             (duration, outcome, bias)
         };
-        let job = Job::new(id, duration, outcome, bias, spec.callback);
+        let mut job = Job::new(id, duration, outcome, bias, spec.callback);
+        if replace {
+            job = job.with_generation(self.legacy_generation.fetch_add(1, Ordering::Relaxed));
+        }
         let job = Arc::new(if spec.hang { job.hanging() } else { job });
         let mut jobs = lock(&self.jobs);
         if jobs.len() >= self.max_jobs && !(replace && jobs.contains_key(&job.id)) {

@@ -1,4 +1,4 @@
-//! Hostile input: absurd durations.
+//! Hostile input: absurd durations, re-created jobs.
 
 use std::time::{Duration, Instant};
 
@@ -209,4 +209,73 @@ async fn retry_after_headers_say_the_same_delay_at_both_precisions() {
         assert_eq!(r.headers()["retry-after"], secs, "{after:?}");
         assert_eq!(r.headers()["retry-after-ms"], ms, "{after:?}");
     }
+}
+
+// ---- versions never repeat for a re-created job ----
+
+#[tokio::test]
+async fn a_reset_legacy_job_never_repeats_an_etag_or_event_id() {
+    let server = spawn_with(|s| s.sse.progress_interval = Duration::ZERO).await;
+    let c = client();
+    let reset = |outcome: &'static str| {
+        c.post(server.url("/v1/reset"))
+            .json(&json!({"duration_ms": 0, "outcome": outcome}))
+            .send()
+    };
+    let status = server.url("/v1/jobs/legacy/status");
+    let events = server.url("/v1/jobs/legacy/events");
+
+    assert_eq!(reset("completed").await.unwrap().status(), 200);
+    let r = c.get(&status).send().await.unwrap();
+    let first = r.headers()["etag"].to_str().unwrap().to_string();
+    assert_eq!(r.json::<Value>().await.unwrap()["result"], "completed");
+    let r = c.get(&events).send().await.unwrap();
+    let text = r.text().await.unwrap();
+    let first_id = text
+        .lines()
+        .find_map(|l| l.strip_prefix("id:"))
+        .map(|id| id.trim().to_string())
+        .expect("the terminal event has an id");
+
+    assert_eq!(reset("error").await.unwrap().status(), 200);
+    for stale in [first.as_str(), "W/\"legacy-2\"", "W/\"legacy-1\""] {
+        let r = c
+            .get(&status)
+            .header("if-none-match", stale)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            200,
+            "{stale} belongs to the job before the reset"
+        );
+        assert_ne!(r.headers()["etag"].to_str().unwrap(), first);
+        assert_eq!(r.json::<Value>().await.unwrap()["result"], "error");
+    }
+    // A client resuming with the old job's last event id gets the new job's state.
+    let r = c
+        .get(&events)
+        .header("last-event-id", &first_id)
+        .send()
+        .await
+        .unwrap();
+    let text = r.text().await.unwrap();
+    assert!(text.contains("\"result\":\"error\""), "{text}");
+    let second_id = text
+        .lines()
+        .find_map(|l| l.strip_prefix("id:"))
+        .map(|id| id.trim().to_string())
+        .unwrap();
+    assert_ne!(second_id, first_id);
+    // The current tag still gives 304.
+    let r = c.get(&status).send().await.unwrap();
+    let current = r.headers()["etag"].to_str().unwrap().to_string();
+    let r = c
+        .get(&status)
+        .header("if-none-match", &current)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 304);
 }
