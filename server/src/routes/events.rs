@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -17,6 +17,7 @@ use futures_util::Stream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
+use super::path::JobId;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::sim::job::{Channel, Job, State as JobState};
@@ -49,7 +50,7 @@ struct Stream_ {
 /// `GET /v1/jobs/{id}/events`
 pub(crate) async fn events(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    JobId(id): JobId,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let inner = &state.inner;

@@ -33,6 +33,7 @@ mod events;
 mod jobs;
 pub mod layers;
 mod ops;
+mod path;
 mod status;
 
 /// Builds the router for `state`.
@@ -53,6 +54,7 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/outage", post(ops::outage))
         .layer(from_fn_with_state(state.clone(), layers::timeout));
     api.merge(ops)
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(from_fn_with_state(state.clone(), layers::observe))
@@ -64,5 +66,14 @@ async fn not_found() -> impl IntoResponse {
         StatusCode::NOT_FOUND,
         "not_found",
         "no such route; see docs/wire.md for the API",
+    )
+}
+
+/// A known route asked with a method it does not answer (the router adds `Allow`).
+async fn method_not_allowed() -> impl IntoResponse {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not answer this method; the Allow header lists those it does",
     )
 }

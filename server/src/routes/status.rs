@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tokio::time::Instant;
 
+use super::path::JobId;
 use crate::AppState;
 use crate::error::{ApiError, insert_retry_after};
 use crate::sim::job::{Channel, Job, Snapshot, State as JobState};
@@ -88,7 +89,7 @@ pub(crate) fn none_match(headers: &HeaderMap, etag: &str) -> bool {
 /// `GET /v1/jobs/{id}/status` (also served at `/v1/jobs/{id}`).
 pub(crate) async fn job_status(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    JobId(id): JobId,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let inner = &state.inner;

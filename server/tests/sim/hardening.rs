@@ -1,4 +1,4 @@
-//! Hostile input: absurd durations, re-created jobs.
+//! Hostile input: absurd durations, re-created jobs, wrong methods and undecodable paths.
 
 use std::time::{Duration, Instant};
 
@@ -278,4 +278,80 @@ async fn a_reset_legacy_job_never_repeats_an_etag_or_event_id() {
         .await
         .unwrap();
     assert_eq!(r.status(), 304);
+}
+
+// ---- every error the application answers is JSON ----
+
+#[tokio::test]
+async fn wrong_methods_undecodable_paths_and_unknown_routes_answer_json() {
+    let server = spawn_with(|s| s.auth.admin_token = Some(TOKEN.into())).await;
+    let c = client();
+    let table: &[(&str, &str, u16, &str)] = &[
+        ("DELETE", "/status", 405, "method_not_allowed"),
+        ("PUT", "/v1/jobs", 405, "method_not_allowed"),
+        ("GET", "/v1/reset", 405, "method_not_allowed"),
+        ("POST", "/v1/jobs/j-1/status", 405, "method_not_allowed"),
+        ("PATCH", "/v1/jobs/j-1/events", 405, "method_not_allowed"),
+        ("DELETE", "/v1/jobs/j-1", 405, "method_not_allowed"),
+        ("POST", "/healthz", 405, "method_not_allowed"),
+        ("DELETE", "/metrics", 405, "method_not_allowed"),
+        ("DELETE", "/admin/faults", 405, "method_not_allowed"),
+        ("GET", "/admin/outage", 405, "method_not_allowed"),
+        ("GET", "/v1/jobs/%FF/status", 400, "bad_request"),
+        ("GET", "/v1/jobs/%FF%FE/events", 400, "bad_request"),
+        ("GET", "/v1/jobs/%C3%28", 400, "bad_request"),
+        ("GET", "/status?job=a&job=b", 400, "bad_request"),
+        ("GET", "/nowhere", 404, "not_found"),
+        ("POST", "/v1/nowhere", 404, "not_found"),
+    ];
+    for (method, path, status, code) in table {
+        let r = c
+            .request(method.parse().unwrap(), server.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), *status, "{method} {path}");
+        let content_type = r.headers()["content-type"].to_str().unwrap().to_string();
+        assert!(
+            content_type.starts_with("application/json"),
+            "{method} {path}: {content_type}"
+        );
+        if *status == 405 {
+            assert!(
+                r.headers().contains_key("allow"),
+                "{method} {path}: 405 says what is allowed"
+            );
+        }
+        assert_eq!(error_code(r).await, *code, "{method} {path}");
+    }
+}
+
+#[tokio::test]
+async fn the_admin_bearer_scheme_is_case_insensitive() {
+    let server = spawn_with(|s| s.auth.admin_token = Some(TOKEN.into())).await;
+    let c = client();
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let r = c
+            .get(server.url("/admin/faults"))
+            .header("authorization", format!("{scheme} {TOKEN}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{scheme}");
+    }
+    for wrong in [
+        format!("Basic {TOKEN}"),
+        format!("Bearer{TOKEN}"),
+        format!("Bearer {TOKEN}x"),
+        "bearer".to_string(),
+    ] {
+        let r = c
+            .get(server.url("/admin/faults"))
+            .header("authorization", &wrong)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{wrong}");
+        assert_eq!(error_code(r).await, "unauthorized");
+    }
 }
