@@ -87,6 +87,32 @@ pub(crate) async fn observe(State(state): State<AppState>, req: Request, next: N
     response
 }
 
+/// On every route, inside `observe`: refuses, before anything reads it, a body whose declared
+/// `Content-Length` is over `server.max_body_bytes` (`413`, and the connection is closed since
+/// the client may still be sending it). A body without a declared length, or one that lies
+/// about it, is still cut at the limit while it is read.
+pub(crate) async fn admit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let limit = state.inner.settings.server.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(declared) = declared.filter(|d| *d > limit as u64) {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "the declared body of {declared} bytes is larger than server.max_body_bytes \
+                 ({limit})"
+            ),
+        )
+        .with_header("connection", HeaderValue::from_static("close"))
+        .into_response();
+    }
+    next.run(req).await
+}
+
 /// The job API's guards, in order: timeout around faults, authentication and the rate limit.
 pub(crate) async fn api(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let limit = state.inner.settings.server.request_timeout;

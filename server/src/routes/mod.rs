@@ -6,7 +6,9 @@
 //!    context so everything below, faults included, is inside the caller's trace; and the
 //!    count and latency of every answer, faults and refusals included, so the dashboards see
 //!    what clients saw.
-//! 2. body limit — refuses oversized bodies before anything reads them.
+//! 2. `admit` (every route) — refuses a declared `Content-Length` over the body limit at once,
+//!    before anything waits for the body; the body limit then cuts any body that grows past
+//!    it while it is read.
 //!
 //! Then, in one middleware (`layers::api`), in this order:
 //!
@@ -57,6 +59,7 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(from_fn_with_state(state.clone(), layers::admit))
         .layer(from_fn_with_state(state.clone(), layers::observe))
         .with_state(state)
 }

@@ -1,14 +1,43 @@
-//! Hostile input: absurd durations, re-created jobs, wrong methods and undecodable paths.
+//! Hostile input: absurd durations, oversized declared bodies, re-created jobs, wrong methods
+//! and undecodable paths.
 
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use translation_sim::{Faults, OutageWindow};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use translation_sim::{Faults, OutageWindow, RunningServer};
 
 use crate::common::{client, error_code, spawn_with};
 
 const TOKEN: &str = "hardening-admin-token";
+
+/// Writes `request` on a fresh connection and reads until the server closes it, for at most
+/// `within`. Returns what was read and whether the server closed the connection in time.
+async fn raw_exchange(server: &RunningServer, request: &[u8], within: Duration) -> (String, bool) {
+    let mut stream = TcpStream::connect(server.addr()).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut got = Vec::new();
+    let closed = tokio::time::timeout(within, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .is_ok();
+    (String::from_utf8_lossy(&got).into_owned(), closed)
+}
+
+/// The JSON body of a raw HTTP/1.1 answer (after the blank line).
+fn raw_body(answer: &str) -> Value {
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {answer:?}"))
+}
 
 // ---- durations: validated, and saturating wherever they are added ----
 
@@ -209,6 +238,43 @@ async fn retry_after_headers_say_the_same_delay_at_both_precisions() {
         assert_eq!(r.headers()["retry-after"], secs, "{after:?}");
         assert_eq!(r.headers()["retry-after-ms"], ms, "{after:?}");
     }
+}
+
+// ---- a declared body over the limit is refused before it is read ----
+
+#[tokio::test]
+async fn a_declared_content_length_over_the_limit_is_refused_at_once() {
+    let server = spawn_with(|_| {}).await;
+    for path in ["/v1/jobs", "/v1/reset", "/admin/faults", "/status"] {
+        let method = if path == "/admin/faults" {
+            "PUT"
+        } else {
+            "POST"
+        };
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nhost: sim\r\ncontent-type: application/json\r\n\
+             content-length: 999999999999\r\n\r\n{{\"dura"
+        );
+        let started = Instant::now();
+        let (answer, closed) =
+            raw_exchange(&server, request.as_bytes(), Duration::from_secs(5)).await;
+        assert!(closed, "{path}: answered and closed at once: {answer:?}");
+        assert!(answer.starts_with("HTTP/1.1 413"), "{path}: {answer:?}");
+        assert_eq!(
+            raw_body(&answer)["error"]["code"],
+            "payload_too_large",
+            "{path}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+    // A body within the limit is still read.
+    let r = client()
+        .post(server.url("/v1/jobs"))
+        .json(&json!({"duration_ms": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
 }
 
 // ---- versions never repeat for a re-created job ----
