@@ -80,12 +80,29 @@ pub struct Settings {
 pub struct ServerSettings {
     /// Address to listen on.
     pub bind: SocketAddr,
-    /// Longest time a non-streaming request may take.
+    /// Longest time a non-streaming request may take; also how long shutdown waits for
+    /// connections to finish.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// Longest time from a request's first byte to the end of its head.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Longest time a connection may stay open with no request in flight.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Most connections served at once.
+    pub max_connections: usize,
+    /// Connections accepted beyond `max_connections` only to answer `/healthz` or `503`.
+    pub reserve_connections: usize,
+    /// Connections the kernel queues for the accept loop (`listen(2)` backlog).
+    pub listen_backlog: u32,
 }
+
+/// Most connections `server.max_connections` or `server.reserve_connections` may ask for:
+/// more than any file limit allows.
+pub const CONNECTIONS_LIMIT: usize = 1_000_000;
 
 /// `[legacy]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -404,6 +421,7 @@ impl Settings {
         if self.server.max_body_bytes == 0 {
             return Err(invalid("server.max_body_bytes", "must be positive"));
         }
+        self.server.validate_connections()?;
         if self.longpoll.max_wait >= self.server.request_timeout {
             return Err(invalid(
                 "longpoll.max_wait",
@@ -476,6 +494,11 @@ impl Settings {
         let d = &self.jobs.duration;
         let table = [
             ("server.request_timeout", self.server.request_timeout),
+            (
+                "server.header_read_timeout",
+                self.server.header_read_timeout,
+            ),
+            ("server.idle_timeout", self.server.idle_timeout),
             ("legacy.delay", self.legacy.delay),
             ("jobs.ttl", self.jobs.ttl),
             ("jobs.max_duration", self.jobs.max_duration),
@@ -499,6 +522,37 @@ impl Settings {
                 "rate_limit.rps",
                 "must allow at least one request a year",
             ));
+        }
+        Ok(())
+    }
+}
+
+impl ServerSettings {
+    /// The connection limits: positive timeouts, at least one connection, no more than
+    /// [`CONNECTIONS_LIMIT`].
+    fn validate_connections(&self) -> Result<(), ConfigError> {
+        if self.header_read_timeout.is_zero() {
+            return Err(invalid("server.header_read_timeout", "must be positive"));
+        }
+        if self.idle_timeout.is_zero() {
+            return Err(invalid("server.idle_timeout", "must be positive"));
+        }
+        if self.max_connections == 0 {
+            return Err(invalid("server.max_connections", "must be at least 1"));
+        }
+        if !(1..=65_535).contains(&self.listen_backlog) {
+            return Err(invalid("server.listen_backlog", "must be in 1..=65535"));
+        }
+        for (key, n) in [
+            ("server.max_connections", self.max_connections),
+            ("server.reserve_connections", self.reserve_connections),
+        ] {
+            if n > CONNECTIONS_LIMIT {
+                return Err(invalid(
+                    key,
+                    format!("must be at most {CONNECTIONS_LIMIT}, beyond any file limit"),
+                ));
+            }
         }
         Ok(())
     }
@@ -631,6 +685,18 @@ mod tests {
             ),
             ("[webhooks]\nsecret = \"whsec_***\"\n", "webhooks.secret"),
             ("[server]\nbindd = \"127.0.0.1:1\"\n", "bindd"),
+            ("[server]\nidle_timeout = \"0s\"\n", "server.idle_timeout"),
+            (
+                "[server]\nheader_read_timeout = \"0s\"\n",
+                "server.header_read_timeout",
+            ),
+            ("[server]\nmax_connections = 0\n", "server.max_connections"),
+            ("[server]\nlisten_backlog = 0\n", "server.listen_backlog"),
+            (
+                "[server]\nreserve_connections = 2000000\n",
+                "server.reserve_connections",
+            ),
+            ("[server]\nidle_timeout = \"400d\"\n", "server.idle_timeout"),
         ];
         for (patch, key) in table {
             let e = err_of(patch);

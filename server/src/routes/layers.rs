@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
@@ -16,6 +17,7 @@ use tokio::time::Instant;
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::serve::OverCapacity;
 use crate::sim::faults::Fault;
 use crate::sim::ratelimit::Decision;
 use crate::sim::webhooks::constant_time_eq;
@@ -87,11 +89,23 @@ pub(crate) async fn observe(State(state): State<AppState>, req: Request, next: N
     response
 }
 
-/// On every route, inside `observe`: refuses, before anything reads it, a body whose declared
-/// `Content-Length` is over `server.max_body_bytes` (`413`, and the connection is closed since
-/// the client may still be sending it). A body without a declared length, or one that lies
-/// about it, is still cut at the limit while it is read.
+/// On every route, inside `observe`, refuses what must not be served before anything reads it:
+///
+/// * a request on a reserve connection (the server is at `server.max_connections`): `503
+///   too_many_connections`, except `/healthz`, which is served;
+/// * a body whose declared `Content-Length` is over `server.max_body_bytes`: `413`, and the
+///   connection is closed since the client may still be sending it. A body without a declared
+///   length, or one that lies about it, is still cut at the limit while it is read.
 pub(crate) async fn admit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if req.extensions().get::<OverCapacity>().is_some() && req.uri().path() != "/healthz" {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_connections",
+            "the server holds server.max_connections connections already; retry later",
+        )
+        .with_retry_after(Duration::from_secs(1))
+        .into_response();
+    }
     let limit = state.inner.settings.server.max_body_bytes;
     let declared = req
         .headers()

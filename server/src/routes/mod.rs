@@ -1,14 +1,18 @@
 //! The HTTP surface, built in one function.
 //!
+//! Below the router, the connection layer (`serve`) bounds connections: idle and half-sent
+//! ones are closed, and at `server.max_connections` requests arrive marked over capacity.
+//!
 //! Layer order on the job API, outermost first — and why:
 //!
 //! 1. `observe` (every route) — the request span, parented on the caller's W3C trace
 //!    context so everything below, faults included, is inside the caller's trace; and the
 //!    count and latency of every answer, faults and refusals included, so the dashboards see
 //!    what clients saw.
-//! 2. `admit` (every route) — refuses a declared `Content-Length` over the body limit at once,
-//!    before anything waits for the body; the body limit then cuts any body that grows past
-//!    it while it is read.
+//! 2. `admit` (every route) — refuses, before anything reads them, a request over the
+//!    connection cap (`503 too_many_connections`; `/healthz` is still served) and a declared
+//!    `Content-Length` over the body limit (`413`, before anything waits for the body); the
+//!    body limit then cuts any body that grows past it while it is read.
 //!
 //! Then, in one middleware (`layers::api`), in this order:
 //!

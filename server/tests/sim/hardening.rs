@@ -1,5 +1,5 @@
-//! Hostile input: absurd durations, oversized declared bodies, re-created jobs, wrong methods
-//! and undecodable paths.
+//! Hostile input: absurd durations, oversized declared bodies, re-created jobs, wrong methods,
+//! undecodable paths, and connections that are idle, half-sent or too many.
 
 use std::time::{Duration, Instant};
 
@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use translation_sim::{Faults, OutageWindow, RunningServer};
 
-use crate::common::{client, error_code, spawn_with};
+use crate::common::{client, error_code, sample, spawn_with};
 
 const TOKEN: &str = "hardening-admin-token";
 
@@ -420,4 +420,417 @@ async fn the_admin_bearer_scheme_is_case_insensitive() {
         assert_eq!(r.status(), 401, "{wrong}");
         assert_eq!(error_code(r).await, "unauthorized");
     }
+}
+
+// ---- connections: timed out when idle or half-sent, capped, drained at shutdown ----
+
+/// Waits (at most `within`) until the server closes `stream`; returns how long that took.
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(within, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .ok()
+    .map(|()| started.elapsed())
+}
+
+/// A gauge or counter of the server's own metrics (0 when absent).
+fn metric(server: &RunningServer, series: &str) -> f64 {
+    sample(&server.state().render_metrics(), series).unwrap_or(0.0)
+}
+
+/// Polls `series` until it equals `want`, for at most 10 s.
+async fn wait_for_metric(server: &RunningServer, series: &str, want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(server, series) != want {
+        assert!(
+            Instant::now() < deadline,
+            "{series} stayed at {} (want {want})",
+            metric(server, series)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A client that opens a fresh connection per request (none is pooled, so none is idle).
+fn fresh_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_half_sent_head_is_cut_after_header_read_timeout() {
+    let server = spawn_with(|s| {
+        s.server.header_read_timeout = Duration::from_millis(500);
+        s.server.idle_timeout = Duration::from_secs(60);
+    })
+    .await;
+    // Half a request line, then nothing.
+    let mut stalled = TcpStream::connect(server.addr()).await.unwrap();
+    stalled.write_all(b"GET /stat").await.unwrap();
+    // A byte every 100 ms: trickling does not extend the deadline.
+    let mut trickle = TcpStream::connect(server.addr()).await.unwrap();
+    let trickled = async {
+        let started = Instant::now();
+        let mut buf = [0u8; 64];
+        for byte in b"GET /status HTTP/1.1\r\nx-slow: ".iter().cycle().take(200) {
+            tokio::select! {
+                read = trickle.read(&mut buf) => if matches!(read, Ok(0) | Err(_)) { break },
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                    if trickle.write_all(&[*byte]).await.is_err() { break }
+                }
+            }
+        }
+        started.elapsed()
+    };
+    let (stalled_after, trickled_after) = tokio::join!(
+        closed_within(&mut stalled, Duration::from_secs(8)),
+        trickled
+    );
+    let stalled_after = stalled_after.expect("a stalled head is cut");
+    for took in [stalled_after, trickled_after] {
+        assert!(
+            took >= Duration::from_millis(400) && took < Duration::from_secs(5),
+            "cut after header_read_timeout (500 ms), long before idle_timeout: {took:?}"
+        );
+    }
+    assert_eq!(
+        metric(
+            &server,
+            "sim_connections_closed_total{reason=\"header_timeout\"}"
+        ),
+        2.0
+    );
+    // Whole requests are unaffected.
+    let r = fresh_client()
+        .get(server.url("/status"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_but_held_requests_are_not_idle() {
+    let server = spawn_with(|s| {
+        s.server.idle_timeout = Duration::from_millis(500);
+        s.server.header_read_timeout = Duration::from_secs(10);
+        s.sse.progress_interval = Duration::ZERO;
+    })
+    .await;
+    // A connection that never sends anything.
+    let mut silent = TcpStream::connect(server.addr()).await.unwrap();
+    // A keep-alive connection after one answered request.
+    let mut kept = TcpStream::connect(server.addr()).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nhost: sim\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 512];
+    let n = kept.read(&mut head).await.unwrap();
+    assert!(head[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &head[..n]);
+    let (silent_after, kept_after) = tokio::join!(
+        closed_within(&mut silent, Duration::from_secs(8)),
+        closed_within(&mut kept, Duration::from_secs(8)),
+    );
+    for took in [silent_after, kept_after] {
+        let took = took.expect("an idle connection is closed");
+        assert!(
+            took >= Duration::from_millis(400) && took < Duration::from_secs(5),
+            "{took:?}"
+        );
+    }
+    assert_eq!(
+        metric(
+            &server,
+            "sim_connections_closed_total{reason=\"idle_timeout\"}"
+        ),
+        2.0
+    );
+
+    // A long-poll held four times the idle timeout is answered, not cut.
+    let job = crate::common::create(&server, json!({"duration_ms": 60_000})).await;
+    let started = Instant::now();
+    let r = client()
+        .get(server.url(&format!("/v1/jobs/{job}/status")))
+        .header("prefer", "wait=2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["preference-applied"], "wait=2");
+    assert!(started.elapsed() >= Duration::from_millis(1900));
+    // An SSE stream silent for three idle timeouts still delivers its terminal event.
+    let job = crate::common::create(&server, json!({"duration_ms": 1500})).await;
+    let r = client()
+        .get(server.url(&format!("/v1/jobs/{job}/events")))
+        .send()
+        .await
+        .unwrap();
+    let text = r.text().await.unwrap();
+    assert!(text.contains("\"result\":\"completed\""), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_connection_cap_healthz_answers_and_the_rest_is_refused_at_once() {
+    let server = spawn_with(|s| {
+        s.server.max_connections = 50;
+        s.server.reserve_connections = 4;
+        // Main connections are reaped after 4 s; reserve ones wait for a head for 6 s.
+        s.server.idle_timeout = Duration::from_secs(4);
+        s.server.header_read_timeout = Duration::from_secs(6);
+    })
+    .await;
+    let main = "sim_connections_open{pool=\"main\"}";
+    let reserve = "sim_connections_open{pool=\"reserve\"}";
+    let mut held = Vec::new();
+    for _ in 0..50 {
+        held.push(TcpStream::connect(server.addr()).await.unwrap());
+    }
+    wait_for_metric(&server, main, 50.0).await;
+
+    // At the cap: /healthz still answers, the API says why it does not, both at once.
+    let c = fresh_client();
+    let started = Instant::now();
+    let r = c.get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "ok");
+    let r = c.get(server.url("/status")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert_eq!(error_code(r).await, "too_many_connections");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    wait_for_metric(&server, reserve, 0.0).await;
+
+    // With the reserve full too, a new connection is closed as soon as it is accepted.
+    for _ in 0..4 {
+        held.push(TcpStream::connect(server.addr()).await.unwrap());
+    }
+    wait_for_metric(&server, reserve, 4.0).await;
+    let mut refused = TcpStream::connect(server.addr()).await.unwrap();
+    let took = closed_within(&mut refused, Duration::from_secs(2))
+        .await
+        .expect("closed at once");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    assert!(metric(&server, "sim_connections_closed_total{reason=\"refused\"}") >= 1.0);
+
+    // Once the idle ones are reaped, everything answers again.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        // Refused (closed at once) while the reserve is full, 503 while only the main pool is.
+        let status = c
+            .get(server.url("/status"))
+            .send()
+            .await
+            .map(|r| r.status());
+        if matches!(status, Ok(s) if s == 200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still refused: {status:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_for_metric(&server, main, 0.0).await;
+    for mut stream in held {
+        assert!(
+            closed_within(&mut stream, Duration::from_secs(10))
+                .await
+                .is_some()
+        );
+    }
+}
+
+/// Files this process may still open (soft limit minus open ones), from `/proc`.
+fn file_headroom() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let soft: usize = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))?
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()?;
+    let open = std::fs::read_dir("/proc/self/fd").ok()?.count();
+    Some(soft.saturating_sub(open))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_idle_connections_are_reaped_while_healthz_answers() {
+    // The test holds both ends of each connection: two files apiece, and room for the tests
+    // running beside it.
+    let n = file_headroom().map_or(1000, |room| (room / 4).min(3000));
+    assert!(n >= 500, "too few files to test with: {n}");
+    // Long enough for a loaded machine to open them all before the first is reaped.
+    let idle = Duration::from_secs(3);
+    let server = spawn_with(|s| {
+        s.server.max_connections = 10_000;
+        s.server.idle_timeout = idle;
+    })
+    .await;
+    let addr = server.addr();
+    let open = "sim_connections_open{pool=\"main\"}";
+
+    // /healthz every 50 ms on its own keep-alive connection, for the whole test.
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let health = tokio::spawn({
+        let url = server.url("/healthz");
+        async move {
+            let c = client();
+            let mut worst = Duration::ZERO;
+            let mut answers = 0;
+            loop {
+                let t = Instant::now();
+                let r = c.get(&url).send().await.unwrap();
+                assert_eq!(r.status(), 200);
+                assert_eq!(r.text().await.unwrap(), "ok");
+                worst = worst.max(t.elapsed());
+                answers += 1;
+                tokio::select! {
+                    _ = &mut stopped => break (answers, worst),
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+            }
+        }
+    });
+
+    // Opened in batches the server accepts before the next: a connect that completes in the
+    // kernel's backlog but is never accepted is not the server's to close.
+    let accepted = || {
+        metric(&server, open)
+            + metric(
+                &server,
+                "sim_connections_closed_total{reason=\"idle_timeout\"}",
+            )
+    };
+    let already = accepted(); // the health checker's connection, if it is up yet
+    let started = Instant::now();
+    let mut streams = Vec::with_capacity(n);
+    while streams.len() < n {
+        let mut connecting = tokio::task::JoinSet::new();
+        for _ in 0..(n - streams.len()).min(500) {
+            connecting.spawn(async move {
+                // Taken before connecting, so it is earlier than the server's accept.
+                let opened_at = Instant::now();
+                let stream = TcpStream::connect(addr).await.unwrap();
+                (stream, opened_at)
+            });
+        }
+        while let Some(opened) = connecting.join_next().await {
+            streams.push(opened.unwrap());
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while accepted() - already < streams.len() as f64 {
+            assert!(Instant::now() < deadline, "the server stopped accepting");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let opened = started.elapsed();
+    // Every connection closes by itself, each no sooner than idle_timeout after it opened.
+    let mut closing = tokio::task::JoinSet::new();
+    for (mut stream, opened_at) in streams {
+        closing.spawn(async move {
+            closed_within(&mut stream, Duration::from_secs(20))
+                .await
+                .map(|_| opened_at.elapsed())
+        });
+    }
+    // Meanwhile: how many the server held at once.
+    let mut peak: f64 = 0.0;
+    while !closing.is_empty() && started.elapsed() < opened + idle {
+        peak = peak.max(metric(&server, open));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (mut shortest, mut longest) = (Duration::MAX, Duration::ZERO);
+    while let Some(lived) = closing.join_next().await {
+        let lived = lived.unwrap().expect("every idle connection is closed");
+        shortest = shortest.min(lived);
+        longest = longest.max(lived);
+    }
+    let reaped = started.elapsed();
+    assert!(
+        shortest >= idle - Duration::from_millis(10),
+        "none closed before idle_timeout: {shortest:?}"
+    );
+    assert!(longest < idle + Duration::from_secs(10), "{longest:?}");
+    assert!(peak >= n as f64 / 2.0, "held {peak} of {n} at once");
+    let _ = stop.send(());
+    let (answers, worst) = health.await.unwrap();
+    assert!(answers >= 20, "{answers}");
+    assert!(worst < Duration::from_secs(2), "/healthz took {worst:?}");
+    wait_for_metric(&server, open, 0.0).await; // the health checker's went with it
+    assert!(
+        metric(
+            &server,
+            "sim_connections_closed_total{reason=\"idle_timeout\"}"
+        ) >= n as f64
+    );
+    eprintln!(
+        "{n} idle connections opened in {opened:?}, {peak} held at once; closed {shortest:?} \
+         to {longest:?} after opening (idle_timeout {idle:?}), all within {reaped:?}; \
+         /healthz answered {answers} times meanwhile, slowest {worst:?}"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_drains_idle_half_sent_and_held_connections_promptly() {
+    let server = spawn_with(|s| {
+        s.server.request_timeout = Duration::from_secs(3);
+        s.longpoll.max_wait = Duration::from_secs(2);
+        s.server.header_read_timeout = Duration::from_secs(30);
+        s.server.idle_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let job = crate::common::create(&server, json!({"duration_ms": 60_000})).await;
+    let mut idle = TcpStream::connect(server.addr()).await.unwrap();
+    let mut half = TcpStream::connect(server.addr()).await.unwrap();
+    half.write_all(b"GET /status HTTP/1.1\r\nhost: s")
+        .await
+        .unwrap();
+    let held = tokio::spawn(
+        client()
+            .get(server.url(&format!("/v1/jobs/{job}/status")))
+            .header("prefer", "wait=2")
+            .send(),
+    );
+    let stream = client()
+        .get(server.url(&format!("/v1/jobs/{job}/events")))
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), server.shutdown())
+        .await
+        .expect("shutdown finishes within request_timeout");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(6), "{took:?}");
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(1))
+            .await
+            .is_some()
+    );
+    assert!(
+        closed_within(&mut half, Duration::from_secs(1))
+            .await
+            .is_some()
+    );
+    let r = held.await.unwrap().unwrap();
+    assert_eq!(r.status(), 200, "the held long-poll is answered");
+    let text = tokio::time::timeout(Duration::from_secs(2), stream.text())
+        .await
+        .expect("the stream ends")
+        .unwrap_or_default();
+    assert!(text.contains("pending"), "{text}");
 }

@@ -1,0 +1,486 @@
+//! Serving connections: the accept loop, the connection cap, and the timers that close idle
+//! and half-sent connections.
+//!
+//! Every open connection costs the process a file, and the file limit is finite: a client that
+//! opens connections and sends nothing, or sends half a request head and stops (slowloris),
+//! must not be able to hold them forever. So each connection has one timer, re-armed as its
+//! state changes:
+//!
+//! * **idle** — no request in flight: none sent yet, or between keep-alive requests. Closed
+//!   after `server.idle_timeout`. A request is in flight from the moment its head is parsed
+//!   until its answer's last byte is handed to the socket, so a held long-poll or an open SSE
+//!   stream is never idle, however quiet.
+//! * **head** — the first byte of a request head has arrived on an idle connection. Closed
+//!   (without an answer) `server.header_read_timeout` after that first byte unless the head is
+//!   complete; trickling bytes does not extend it. (hyper's own header timeout starts whenever
+//!   hyper waits for a head, idle keep-alive included, so it cannot tell the two apart.)
+//! * **in flight** — no timer here; `server.request_timeout` bounds the handler.
+//!
+//! At most `server.max_connections` are served at once. When they are all taken, a few more
+//! (`server.reserve_connections`) are accepted only to answer one request at once and close:
+//! `GET /healthz` answers `200` (a health check still sees the process alive, the cap is not an
+//! outage) and anything else `503 too_many_connections`. A reserve connection gets
+//! `header_read_timeout` to send its head. Beyond the reserve a connection is closed as soon as
+//! it is accepted, which costs nothing but the accept. The reserve is a separate pool, not a
+//! share of the main one, so idle clients can never take the last slot from a health check
+//! that asks once and leaves.
+//!
+//! Shutdown stops accepting, closes idle connections at once (held long-polls and streams end
+//! through `Inner::closing`), lets in-flight requests finish for up to
+//! `server.request_timeout`, then closes whatever is left.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::ConnectInfo;
+use axum::response::Response;
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::Instant;
+
+use crate::AppState;
+use crate::settings::ServerSettings;
+use crate::time::later;
+
+/// Marks a request that arrived on a reserve connection: the `admit` middleware answers it
+/// `503 too_many_connections` unless it asks for `/healthz`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OverCapacity;
+
+/// How long the accept loop pauses after an error that is not about one connection (e.g. the
+/// process is out of files), so that it does not spin.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// What the connections are told to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Serve requests.
+    Serving,
+    /// Finish the request in flight, then close; close at once when idle.
+    Draining,
+    /// Close now.
+    Closed,
+}
+
+/// Which pool a connection holds a slot of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pool {
+    /// `server.max_connections`: served normally.
+    Main,
+    /// `server.reserve_connections`: one request, answered at once.
+    Reserve,
+}
+
+impl Pool {
+    fn label(self) -> &'static str {
+        match self {
+            Pool::Main => "main",
+            Pool::Reserve => "reserve",
+        }
+    }
+}
+
+/// The accept loop's state, shared with every connection task.
+#[derive(Debug)]
+struct Shared {
+    state: AppState,
+    app: Router,
+    main: Arc<Semaphore>,
+    reserve: Arc<Semaphore>,
+    phase: watch::Sender<Phase>,
+    header_read_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+/// Serves `state`'s router on `listener` until `shutdown` resolves, then drains (see the
+/// module docs).
+pub(crate) async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let settings: &ServerSettings = &state.inner.settings.server;
+    let (max, reserve, drain) = (
+        settings.max_connections,
+        settings.reserve_connections,
+        settings.request_timeout,
+    );
+    let shared = Arc::new(Shared {
+        app: crate::app(state.clone()),
+        main: Arc::new(Semaphore::new(max)),
+        reserve: Arc::new(Semaphore::new(reserve)),
+        phase: watch::channel(Phase::Serving).0,
+        header_read_timeout: settings.header_read_timeout,
+        idle_timeout: settings.idle_timeout,
+        state,
+    });
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => admit(&shared, stream, peer),
+            Err(e) if is_connection_error(&e) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a connection failed; pausing");
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    () = tokio::time::sleep(ACCEPT_PAUSE) => {}
+                }
+            }
+        }
+    }
+    drop(listener);
+    shared.phase.send_replace(Phase::Draining);
+    // Every connection holds a permit until its task ends: holding them all means all ended.
+    // Both counts fit a u32 (settings::CONNECTIONS_LIMIT).
+    let all_closed = || async {
+        let _ = shared.main.acquire_many(max as u32).await;
+        let _ = shared.reserve.acquire_many(reserve as u32).await;
+    };
+    if tokio::time::timeout(drain, all_closed()).await.is_err() {
+        shared.phase.send_replace(Phase::Closed);
+        all_closed().await;
+    }
+}
+
+/// Errors of one connection that the accept loop shrugs off (as axum's `serve` does).
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// Gives an accepted connection a slot of the main pool, else of the reserve, else closes it.
+fn admit(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+    let (permit, pool) = match Arc::clone(&shared.main).try_acquire_owned() {
+        Ok(permit) => (permit, Pool::Main),
+        Err(_) => match Arc::clone(&shared.reserve).try_acquire_owned() {
+            Ok(permit) => (permit, Pool::Reserve),
+            Err(_) => {
+                shared.state.inner.metrics.connection_closed("refused");
+                return;
+            }
+        },
+    };
+    // Subscribed here, before the loop can move on to draining, so no phase change is missed.
+    let phase = shared.phase.subscribe();
+    tokio::spawn(drive(Arc::clone(shared), stream, peer, pool, permit, phase));
+}
+
+/// Counts a connection in `sim_connections_open` for as long as its task lives.
+struct Open<'a>(&'a AppState, Pool);
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.inner.metrics.connections_open(self.1.label(), -1.0);
+    }
+}
+
+/// Serves one connection until it ends, its timer fires, or shutdown closes it.
+async fn drive(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    pool: Pool,
+    _permit: OwnedSemaphorePermit,
+    mut phase: watch::Receiver<Phase>,
+) {
+    let metrics = &shared.state.inner.metrics;
+    metrics.connections_open(pool.label(), 1.0);
+    let _open = Open(&shared.state, pool);
+    let activity = Arc::new(Activity::new());
+    let service = PerConnection {
+        app: shared.app.clone(),
+        peer,
+        activity: Arc::clone(&activity),
+        over_capacity: pool == Pool::Reserve,
+    };
+    let io = TokioIo::new(Watched {
+        io: stream,
+        activity: Arc::clone(&activity),
+    });
+    let timeouts = Timeouts {
+        idle: match pool {
+            Pool::Main => shared.idle_timeout,
+            Pool::Reserve => shared.header_read_timeout,
+        },
+        head: shared.header_read_timeout,
+    };
+    let conn = http1::Builder::new()
+        .keep_alive(pool == Pool::Main)
+        // Heads are timed here (see the module docs); hyper's timer would also cut idle ones.
+        .header_read_timeout(None)
+        .serve_connection(io, service);
+    let mut conn = std::pin::pin!(conn);
+    // Once told to close an idle connection, how long it may take to finish writing.
+    let mut close_by: Option<Instant> = None;
+    loop {
+        let deadline = close_by.or_else(|| activity.deadline(timeouts));
+        tokio::select! {
+            biased;
+            served = conn.as_mut() => {
+                if let Err(e) = served {
+                    tracing::debug!(error = %e, %peer, "connection ended with an error");
+                }
+                break;
+            }
+            changed = phase.changed() => match changed.map(|()| *phase.borrow_and_update()) {
+                Ok(Phase::Serving) => {}
+                Ok(Phase::Draining) => conn.as_mut().graceful_shutdown(),
+                Ok(Phase::Closed) | Err(_) => break,
+            },
+            () = activity.changed.notified() => {}
+            () = sleep_until(deadline) => {
+                if close_by.is_some() {
+                    break;
+                }
+                match activity.expired(timeouts, Instant::now()) {
+                    Some(Expired::Head) => {
+                        metrics.connection_closed("header_timeout");
+                        break;
+                    }
+                    Some(Expired::Idle) => {
+                        metrics.connection_closed("idle_timeout");
+                        conn.as_mut().graceful_shutdown();
+                        close_by = Some(later(Instant::now(), timeouts.head));
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The two timer lengths of one connection.
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    idle: Duration,
+    head: Duration,
+}
+
+/// Which timer fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expired {
+    Idle,
+    Head,
+}
+
+/// What one connection is doing, as far as its timer cares.
+#[derive(Debug)]
+struct Activity {
+    /// Requests in flight (HTTP/1 has at most one; a counter is simply robust).
+    in_flight: AtomicUsize,
+    /// Bytes of a new request head have arrived while idle.
+    head: AtomicBool,
+    /// When the connection last became idle, or when the current head began.
+    since: Mutex<Instant>,
+    /// Wakes the connection's timer when its deadline may have moved earlier.
+    changed: Notify,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            in_flight: AtomicUsize::new(0),
+            head: AtomicBool::new(false),
+            since: Mutex::new(Instant::now()),
+            changed: Notify::new(),
+        }
+    }
+
+    fn mark(&self) {
+        *self.since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        self.changed.notify_one();
+    }
+
+    /// Bytes arrived: on an idle connection they start a head (once).
+    fn on_read(&self) {
+        if self.in_flight.load(Ordering::Acquire) == 0 && !self.head.swap(true, Ordering::AcqRel) {
+            self.mark();
+        }
+    }
+
+    /// A request head was parsed: the connection is busy until the answer is sent.
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.head.store(false, Ordering::Release);
+        InFlight(Arc::clone(self))
+    }
+
+    /// When the timer should next look; none while a request is in flight.
+    fn deadline(&self, t: Timeouts) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let since = *self.since.lock().unwrap_or_else(|p| p.into_inner());
+        let after = if self.head.load(Ordering::Acquire) {
+            t.head
+        } else {
+            t.idle
+        };
+        Some(later(since, after))
+    }
+
+    /// Which limit, if any, the connection has run past at `now`.
+    fn expired(&self, t: Timeouts, now: Instant) -> Option<Expired> {
+        let deadline = self.deadline(t)?;
+        if now < deadline {
+            return None;
+        }
+        Some(if self.head.load(Ordering::Acquire) {
+            Expired::Head
+        } else {
+            Expired::Idle
+        })
+    }
+}
+
+/// A request in flight; when dropped (its answer sent, or abandoned) the connection is idle.
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.mark();
+        }
+    }
+}
+
+/// The router as hyper sees it on one connection: adds the peer address (`ConnectInfo`) and
+/// the reserve mark, and keeps the connection busy until the answer's body is sent.
+#[derive(Clone)]
+struct PerConnection {
+    app: Router,
+    peer: SocketAddr,
+    activity: Arc<Activity>,
+    over_capacity: bool,
+}
+
+impl hyper::service::Service<hyper::Request<Incoming>> for PerConnection {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn call(&self, mut req: hyper::Request<Incoming>) -> Self::Future {
+        let in_flight = self.activity.begin();
+        req.extensions_mut().insert(ConnectInfo(self.peer));
+        if self.over_capacity {
+            req.extensions_mut().insert(OverCapacity);
+        }
+        let answer = tower::ServiceExt::oneshot(self.app.clone(), req);
+        Box::pin(async move {
+            let response = answer.await?;
+            Ok(response.map(|body| {
+                Body::new(Tracked {
+                    body,
+                    _in_flight: in_flight,
+                })
+            }))
+        })
+    }
+}
+
+/// An answer's body that holds its request in flight until hyper drops it (sent or abandoned).
+struct Tracked {
+    body: Body,
+    _in_flight: InFlight,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The socket, reporting arriving bytes to the connection's [`Activity`].
+struct Watched {
+    io: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.activity.on_read();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
