@@ -223,9 +223,10 @@ impl AppState {
 ///
 /// Each connection is bounded as `[server]` says: idle ones are closed after `idle_timeout`,
 /// a request head must arrive within `header_read_timeout` of its first byte, and at most
-/// `max_connections` are served at once (beyond them `reserve_connections` more answer
-/// `/healthz`, or `503 too_many_connections`, at once; beyond those a connection is closed as
-/// soon as it is accepted). Handlers can extract `ConnectInfo<SocketAddr>`.
+/// `max_connections` are served at once: at the cap a new connection displaces the
+/// longest-idle one; when all are busy, `reserve_connections` more answer `/healthz`, or `503
+/// too_many_connections`, at once; beyond those a connection is closed as soon as it is
+/// accepted. Handlers can extract `ConnectInfo<SocketAddr>`.
 ///
 /// At shutdown it stops accepting, closes idle connections, ends held long-polls and open
 /// streams, and waits at most `request_timeout` for requests in flight before closing the rest.

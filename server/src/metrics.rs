@@ -175,8 +175,8 @@ impl Metrics {
         self.with(|| gauge!("sim_connections_open", "pool" => pool).increment(delta));
     }
 
-    /// One connection closed by the server: `idle_timeout`, `header_timeout`, or `refused`
-    /// (over the cap and the reserve).
+    /// One connection closed by the server: `idle_timeout`, `header_timeout`, `displaced` (to
+    /// make room at the cap) or `refused` (over the cap and the reserve).
     pub fn connection_closed(&self, reason: &'static str) {
         self.with(|| counter!("sim_connections_closed_total", "reason" => reason).increment(1));
     }
@@ -256,7 +256,7 @@ fn describe_all() {
     );
     describe_counter!(
         "sim_connections_closed_total",
-        "Connections closed by the server, by reason (idle_timeout, header_timeout, refused)."
+        "Connections closed by the server, by reason (idle_timeout, header_timeout, displaced, refused)."
     );
     // Gauges exist from the start so dashboards never see a missing series.
     gauge!("sim_connections_open", "pool" => "main").set(0.0);

@@ -16,25 +16,28 @@
 //!   hyper waits for a head, idle keep-alive included, so it cannot tell the two apart.)
 //! * **in flight** — no timer here; `server.request_timeout` bounds the handler.
 //!
-//! At most `server.max_connections` are served at once. When they are all taken, a few more
-//! (`server.reserve_connections`) are accepted only to answer one request at once and close:
-//! `GET /healthz` answers `200` (a health check still sees the process alive, the cap is not an
-//! outage) and anything else `503 too_many_connections`. A reserve connection gets
-//! `header_read_timeout` to send its head. Beyond the reserve a connection is closed as soon as
-//! it is accepted, which costs nothing but the accept. The reserve is a separate pool, not a
-//! share of the main one, so idle clients can never take the last slot from a health check
-//! that asks once and leaves.
+//! At most `server.max_connections` are served at once. When they are all taken, a new
+//! connection first takes the place of the *longest-idle* one, which is closed (as nginx
+//! closes keep-alive connections when it runs short): idle connections cannot hold the server
+//! full, so an attacker must keep requests in flight, and those are bounded by
+//! `request_timeout`, `longpoll.max_waiters` and `sse.max_streams`. Only when every connection
+//! is busy do a few more (`server.reserve_connections`) get accepted to answer one request at
+//! once and close: `GET /healthz` answers `200` (a health check still sees the process alive,
+//! the cap is not an outage) and anything else `503 too_many_connections`. A reserve connection
+//! gets `header_read_timeout` to send its head. Beyond the reserve a connection is closed as
+//! soon as it is accepted, which costs nothing but the accept.
 //!
 //! Shutdown stops accepting, closes idle connections at once (held long-polls and streams end
 //! through `Inner::closing`), lets in-flight requests finish for up to
 //! `server.request_timeout`, then closes whatever is left.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -63,6 +66,11 @@ pub(crate) struct OverCapacity;
 /// How long the accept loop pauses after an error that is not about one connection (e.g. the
 /// process is out of files), so that it does not spin.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// How long a connection waits for the slot of the idle connection it displaced. An idle
+/// connection closes at once; one that turned busy meanwhile finishes its request first, and
+/// the newcomer goes to the reserve after this.
+const EVICTION_WAIT: Duration = Duration::from_secs(1);
 
 /// What the connections are told to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,11 +106,39 @@ impl Pool {
 struct Shared {
     state: AppState,
     app: Router,
+    /// Slots of `server.max_connections`.
     main: Arc<Semaphore>,
+    /// Slots of `server.reserve_connections`.
     reserve: Arc<Semaphore>,
+    /// What connections are told to do.
     phase: watch::Sender<Phase>,
     header_read_timeout: Duration,
     idle_timeout: Duration,
+    /// The main pool's connections, by id, so that the longest-idle one can be displaced.
+    conns: Mutex<HashMap<u64, Arc<Activity>>>,
+    next_id: AtomicU64,
+    /// Origin of every [`Activity`]'s timestamps.
+    epoch: Instant,
+}
+
+impl Shared {
+    /// Tells the longest-idle main connection to close; false when none is idle.
+    fn displace_longest_idle(&self) -> bool {
+        let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        let victim = conns
+            .values()
+            .filter(|a| a.in_flight.load(Ordering::Acquire) == 0)
+            .filter(|a| !a.displaced.load(Ordering::Acquire))
+            .min_by_key(|a| a.since.load(Ordering::Acquire));
+        match victim {
+            Some(victim) => {
+                victim.displaced.store(true, Ordering::Release);
+                victim.changed.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// Serves `state`'s router on `listener` until `shutdown` resolves, then drains (see the
@@ -125,6 +161,9 @@ pub(crate) async fn serve(
         phase: watch::channel(Phase::Serving).0,
         header_read_timeout: settings.header_read_timeout,
         idle_timeout: settings.idle_timeout,
+        conns: Mutex::default(),
+        next_id: AtomicU64::new(0),
+        epoch: Instant::now(),
         state,
     });
     let mut shutdown = std::pin::pin!(shutdown);
@@ -170,29 +209,100 @@ fn is_connection_error(e: &io::Error) -> bool {
     )
 }
 
-/// Gives an accepted connection a slot of the main pool, else of the reserve, else closes it.
+/// Gives an accepted connection a slot of the main pool (displacing the longest-idle
+/// connection when it is full), else of the reserve, else closes it.
 fn admit(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
-    let (permit, pool) = match Arc::clone(&shared.main).try_acquire_owned() {
-        Ok(permit) => (permit, Pool::Main),
-        Err(_) => match Arc::clone(&shared.reserve).try_acquire_owned() {
-            Ok(permit) => (permit, Pool::Reserve),
-            Err(_) => {
-                shared.state.inner.metrics.connection_closed("refused");
-                return;
-            }
-        },
-    };
     // Subscribed here, before the loop can move on to draining, so no phase change is missed.
     let phase = shared.phase.subscribe();
-    tokio::spawn(drive(Arc::clone(shared), stream, peer, pool, permit, phase));
+    if let Ok(permit) = Arc::clone(&shared.main).try_acquire_owned() {
+        tokio::spawn(drive(
+            Arc::clone(shared),
+            stream,
+            peer,
+            Pool::Main,
+            permit,
+            phase,
+        ));
+        return;
+    }
+    if shared.displace_longest_idle() {
+        let shared = Arc::clone(shared);
+        tokio::spawn(async move {
+            let freed =
+                tokio::time::timeout(EVICTION_WAIT, Arc::clone(&shared.main).acquire_owned());
+            match freed.await {
+                Ok(Ok(permit)) => drive(shared, stream, peer, Pool::Main, permit, phase).await,
+                _ => {
+                    if let Some(permit) = reserve_slot(&shared) {
+                        drive(shared, stream, peer, Pool::Reserve, permit, phase).await;
+                    }
+                }
+            }
+        });
+        return;
+    }
+    if let Some(permit) = reserve_slot(shared) {
+        tokio::spawn(drive(
+            Arc::clone(shared),
+            stream,
+            peer,
+            Pool::Reserve,
+            permit,
+            phase,
+        ));
+    }
 }
 
-/// Counts a connection in `sim_connections_open` for as long as its task lives.
-struct Open<'a>(&'a AppState, Pool);
+/// Every main slot is busy: a reserve slot, or none (and the connection, dropped, is closed).
+fn reserve_slot(shared: &Arc<Shared>) -> Option<OwnedSemaphorePermit> {
+    let permit = Arc::clone(&shared.reserve).try_acquire_owned().ok();
+    if permit.is_none() {
+        shared.state.inner.metrics.connection_closed("refused");
+    }
+    permit
+}
+
+/// Counts a connection in `sim_connections_open`, and lists a main one among those that can be
+/// displaced, for as long as its task lives.
+struct Open<'a> {
+    shared: &'a Shared,
+    pool: Pool,
+    id: u64,
+}
+
+impl<'a> Open<'a> {
+    fn new(shared: &'a Shared, pool: Pool, activity: &Arc<Activity>) -> Self {
+        shared
+            .state
+            .inner
+            .metrics
+            .connections_open(pool.label(), 1.0);
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        if pool == Pool::Main {
+            shared
+                .conns
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id, Arc::clone(activity));
+        }
+        Open { shared, pool, id }
+    }
+}
 
 impl Drop for Open<'_> {
     fn drop(&mut self) {
-        self.0.inner.metrics.connections_open(self.1.label(), -1.0);
+        if self.pool == Pool::Main {
+            self.shared
+                .conns
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&self.id);
+        }
+        self.shared
+            .state
+            .inner
+            .metrics
+            .connections_open(self.pool.label(), -1.0);
     }
 }
 
@@ -206,9 +316,8 @@ async fn drive(
     mut phase: watch::Receiver<Phase>,
 ) {
     let metrics = &shared.state.inner.metrics;
-    metrics.connections_open(pool.label(), 1.0);
-    let _open = Open(&shared.state, pool);
-    let activity = Arc::new(Activity::new());
+    let activity = Arc::new(Activity::new(shared.epoch));
+    let _open = Open::new(&shared, pool, &activity);
     let service = PerConnection {
         app: shared.app.clone(),
         peer,
@@ -249,7 +358,13 @@ async fn drive(
                 Ok(Phase::Draining) => conn.as_mut().graceful_shutdown(),
                 Ok(Phase::Closed) | Err(_) => break,
             },
-            () = activity.changed.notified() => {}
+            () = activity.changed.notified() => {
+                if close_by.is_none() && activity.displaced.load(Ordering::Acquire) {
+                    metrics.connection_closed("displaced");
+                    conn.as_mut().graceful_shutdown();
+                    close_by = Some(later(Instant::now(), timeouts.head));
+                }
+            }
             () = sleep_until(deadline) => {
                 if close_by.is_some() {
                     break;
@@ -292,31 +407,41 @@ enum Expired {
     Head,
 }
 
-/// What one connection is doing, as far as its timer cares.
+/// What one connection is doing, as far as its timer (and the cap) cares.
 #[derive(Debug)]
 struct Activity {
     /// Requests in flight (HTTP/1 has at most one; a counter is simply robust).
     in_flight: AtomicUsize,
     /// Bytes of a new request head have arrived while idle.
     head: AtomicBool,
-    /// When the connection last became idle, or when the current head began.
-    since: Mutex<Instant>,
-    /// Wakes the connection's timer when its deadline may have moved earlier.
+    /// When the connection last became idle, or when the current head began: nanoseconds
+    /// since `epoch` (an atomic, so that the cap can compare connections without locks).
+    since: AtomicU64,
+    epoch: Instant,
+    /// Told to close to make room for a new connection.
+    displaced: AtomicBool,
+    /// Wakes the connection's task when its deadline may have moved earlier, or it is
+    /// displaced.
     changed: Notify,
 }
 
 impl Activity {
-    fn new() -> Self {
-        Activity {
+    fn new(epoch: Instant) -> Self {
+        let activity = Activity {
             in_flight: AtomicUsize::new(0),
             head: AtomicBool::new(false),
-            since: Mutex::new(Instant::now()),
+            since: AtomicU64::new(0),
+            epoch,
+            displaced: AtomicBool::new(false),
             changed: Notify::new(),
-        }
+        };
+        activity.mark();
+        activity
     }
 
     fn mark(&self) {
-        *self.since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        let since = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.since.store(since, Ordering::Release);
         self.changed.notify_one();
     }
 
@@ -339,7 +464,10 @@ impl Activity {
         if self.in_flight.load(Ordering::Acquire) > 0 {
             return None;
         }
-        let since = *self.since.lock().unwrap_or_else(|p| p.into_inner());
+        let since = later(
+            self.epoch,
+            Duration::from_nanos(self.since.load(Ordering::Acquire)),
+        );
         let after = if self.head.load(Ordering::Acquire) {
             t.head
         } else {

@@ -581,24 +581,90 @@ async fn idle_connections_are_closed_but_held_requests_are_not_idle() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn at_the_connection_cap_healthz_answers_and_the_rest_is_refused_at_once() {
+async fn at_the_cap_a_new_connection_displaces_the_longest_idle_one() {
     let server = spawn_with(|s| {
         s.server.max_connections = 50;
         s.server.reserve_connections = 4;
-        // Main connections are reaped after 4 s; reserve ones wait for a head for 6 s.
-        s.server.idle_timeout = Duration::from_secs(4);
+        s.server.idle_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let main = "sim_connections_open{pool=\"main\"}";
+    let mut oldest = TcpStream::connect(server.addr()).await.unwrap();
+    wait_for_metric(&server, main, 1.0).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut held = Vec::new();
+    for _ in 0..49 {
+        held.push(TcpStream::connect(server.addr()).await.unwrap());
+    }
+    wait_for_metric(&server, main, 50.0).await;
+
+    // Full of idle connections, the server still serves everyone new, at once; each newcomer
+    // (kept open) takes the place of the longest-idle connection.
+    let started = Instant::now();
+    for _ in 0..5 {
+        let mut newcomer = TcpStream::connect(server.addr()).await.unwrap();
+        newcomer
+            .write_all(b"GET /status HTTP/1.1\r\nhost: sim\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = [0u8; 512];
+        let n = newcomer.read(&mut head).await.unwrap();
+        assert!(head[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &head[..n]);
+        held.push(newcomer);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        closed_within(&mut oldest, Duration::from_secs(2))
+            .await
+            .is_some(),
+        "the longest-idle connection made room"
+    );
+    assert_eq!(
+        metric(
+            &server,
+            "sim_connections_closed_total{reason=\"displaced\"}"
+        ),
+        5.0
+    );
+    let mut newest = held.pop().unwrap();
+    assert!(
+        closed_within(&mut newest, Duration::from_millis(300))
+            .await
+            .is_none(),
+        "the most recently idle stay open"
+    );
+    assert_eq!(
+        metric(&server, "sim_connections_open{pool=\"reserve\"}"),
+        0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_connection_busy_healthz_answers_and_the_rest_is_refused_at_once() {
+    let server = spawn_with(|s| {
+        s.server.max_connections = 50;
+        s.server.reserve_connections = 4;
         s.server.header_read_timeout = Duration::from_secs(6);
     })
     .await;
     let main = "sim_connections_open{pool=\"main\"}";
     let reserve = "sim_connections_open{pool=\"reserve\"}";
-    let mut held = Vec::new();
+    // 50 long-polls held 5 s fill every main slot with requests in flight.
+    let job = crate::common::create(&server, json!({"duration_ms": 60_000})).await;
+    let url = server.url(&format!("/v1/jobs/{job}/status"));
+    let polling = client();
+    let mut polls = tokio::task::JoinSet::new();
     for _ in 0..50 {
-        held.push(TcpStream::connect(server.addr()).await.unwrap());
+        polls.spawn(polling.get(&url).header("prefer", "wait=5").send());
     }
+    wait_for_metric(&server, "sim_longpoll_waiters", 50.0).await;
     wait_for_metric(&server, main, 50.0).await;
 
-    // At the cap: /healthz still answers, the API says why it does not, both at once.
+    // /healthz still answers, the API says why it does not, both at once.
     let c = fresh_client();
     let started = Instant::now();
     let r = c.get(server.url("/healthz")).send().await.unwrap();
@@ -609,13 +675,14 @@ async fn at_the_connection_cap_healthz_answers_and_the_rest_is_refused_at_once()
     assert_eq!(r.headers()["retry-after"], "1");
     assert_eq!(error_code(r).await, "too_many_connections");
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < Duration::from_secs(3),
         "{:?}",
         started.elapsed()
     );
     wait_for_metric(&server, reserve, 0.0).await;
 
     // With the reserve full too, a new connection is closed as soon as it is accepted.
+    let mut held = Vec::new();
     for _ in 0..4 {
         held.push(TcpStream::connect(server.addr()).await.unwrap());
     }
@@ -627,7 +694,10 @@ async fn at_the_connection_cap_healthz_answers_and_the_rest_is_refused_at_once()
     assert!(took < Duration::from_secs(1), "{took:?}");
     assert!(metric(&server, "sim_connections_closed_total{reason=\"refused\"}") >= 1.0);
 
-    // Once the idle ones are reaped, everything answers again.
+    // The held requests were served all along, and once they end everything answers again.
+    while let Some(r) = polls.join_next().await {
+        assert_eq!(r.unwrap().unwrap().status(), 200);
+    }
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         // Refused (closed at once) while the reserve is full, 503 while only the main pool is.
@@ -642,7 +712,6 @@ async fn at_the_connection_cap_healthz_answers_and_the_rest_is_refused_at_once()
         assert!(Instant::now() < deadline, "still refused: {status:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    wait_for_metric(&server, main, 0.0).await;
     for mut stream in held {
         assert!(
             closed_within(&mut stream, Duration::from_secs(10))
