@@ -3,8 +3,7 @@
 //!
 //! Every open connection costs the process a file, and the file limit is finite: a client that
 //! opens connections and sends nothing, or sends half a request head and stops (slowloris),
-//! must not be able to hold them forever. So each connection has one timer, re-armed as its
-//! state changes:
+//! must not be able to hold them forever. So each connection has one timer:
 //!
 //! * **idle** — no request in flight: none sent yet, or between keep-alive requests. Closed
 //!   after `server.idle_timeout`. A request is in flight from the moment its head is parsed
@@ -14,7 +13,12 @@
 //!   (without an answer) `server.header_read_timeout` after that first byte unless the head is
 //!   complete; trickling bytes does not extend it. (hyper's own header timeout starts whenever
 //!   hyper waits for a head, idle keep-alive included, so it cannot tell the two apart.)
-//! * **in flight** — no timer here; `server.request_timeout` bounds the handler.
+//! * **in flight** — nothing expires; `server.request_timeout` bounds the handler.
+//!
+//! Requests change the state without waking the connection's task (that would cost a wake-up
+//! and a timer per request): the timer looks at the state when it fires, and while nothing is
+//! due it fires at least every `header_read_timeout`, so a head that starts between two looks
+//! is still cut exactly `header_read_timeout` after its first byte.
 //!
 //! At most `server.max_connections` are served at once. When they are all taken, a new
 //! connection first takes the place of the *longest-idle* one, which is closed (as nginx
@@ -45,7 +49,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::ConnectInfo;
-use axum::response::Response;
+use axum::routing::future::RouteFuture;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -133,7 +137,7 @@ impl Shared {
         match victim {
             Some(victim) => {
                 victim.displaced.store(true, Ordering::Release);
-                victim.changed.notify_one();
+                victim.displace.notify_one();
                 true
             }
             None => false,
@@ -344,7 +348,7 @@ async fn drive(
     // Once told to close an idle connection, how long it may take to finish writing.
     let mut close_by: Option<Instant> = None;
     loop {
-        let deadline = close_by.or_else(|| activity.deadline(timeouts));
+        let deadline = close_by.unwrap_or_else(|| activity.next_look(timeouts, Instant::now()));
         tokio::select! {
             biased;
             served = conn.as_mut() => {
@@ -358,14 +362,14 @@ async fn drive(
                 Ok(Phase::Draining) => conn.as_mut().graceful_shutdown(),
                 Ok(Phase::Closed) | Err(_) => break,
             },
-            () = activity.changed.notified() => {
-                if close_by.is_none() && activity.displaced.load(Ordering::Acquire) {
+            () = activity.displace.notified() => {
+                if close_by.is_none() {
                     metrics.connection_closed("displaced");
                     conn.as_mut().graceful_shutdown();
                     close_by = Some(later(Instant::now(), timeouts.head));
                 }
             }
-            () = sleep_until(deadline) => {
+            () = tokio::time::sleep_until(deadline) => {
                 if close_by.is_some() {
                     break;
                 }
@@ -383,13 +387,6 @@ async fn drive(
                 }
             }
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 
@@ -420,9 +417,8 @@ struct Activity {
     epoch: Instant,
     /// Told to close to make room for a new connection.
     displaced: AtomicBool,
-    /// Wakes the connection's task when its deadline may have moved earlier, or it is
-    /// displaced.
-    changed: Notify,
+    /// Wakes the connection's task when it is displaced.
+    displace: Notify,
 }
 
 impl Activity {
@@ -433,7 +429,7 @@ impl Activity {
             since: AtomicU64::new(0),
             epoch,
             displaced: AtomicBool::new(false),
-            changed: Notify::new(),
+            displace: Notify::new(),
         };
         activity.mark();
         activity
@@ -442,7 +438,6 @@ impl Activity {
     fn mark(&self) {
         let since = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.since.store(since, Ordering::Release);
-        self.changed.notify_one();
     }
 
     /// Bytes arrived: on an idle connection they start a head (once).
@@ -459,8 +454,8 @@ impl Activity {
         InFlight(Arc::clone(self))
     }
 
-    /// When the timer should next look; none while a request is in flight.
-    fn deadline(&self, t: Timeouts) -> Option<Instant> {
+    /// The limit that applies now and when it runs out; none while a request is in flight.
+    fn deadline(&self, t: Timeouts) -> Option<(Expired, Instant)> {
         if self.in_flight.load(Ordering::Acquire) > 0 {
             return None;
         }
@@ -468,25 +463,29 @@ impl Activity {
             self.epoch,
             Duration::from_nanos(self.since.load(Ordering::Acquire)),
         );
-        let after = if self.head.load(Ordering::Acquire) {
-            t.head
+        Some(if self.head.load(Ordering::Acquire) {
+            (Expired::Head, later(since, t.head))
         } else {
-            t.idle
-        };
-        Some(later(since, after))
+            (Expired::Idle, later(since, t.idle))
+        })
+    }
+
+    /// When the timer should next look: at the deadline, but never later than
+    /// `header_read_timeout` from `now` unless a head is being timed (see the module docs).
+    fn next_look(&self, t: Timeouts, now: Instant) -> Instant {
+        let soon = later(now, t.head);
+        match self.deadline(t) {
+            Some((Expired::Head, at)) => at,
+            Some((Expired::Idle, at)) => at.min(soon),
+            None => soon,
+        }
     }
 
     /// Which limit, if any, the connection has run past at `now`.
     fn expired(&self, t: Timeouts, now: Instant) -> Option<Expired> {
-        let deadline = self.deadline(t)?;
-        if now < deadline {
-            return None;
-        }
-        Some(if self.head.load(Ordering::Acquire) {
-            Expired::Head
-        } else {
-            Expired::Idle
-        })
+        self.deadline(t)
+            .filter(|(_, at)| now >= *at)
+            .map(|(limit, _)| limit)
     }
 }
 
@@ -512,9 +511,9 @@ struct PerConnection {
 }
 
 impl hyper::service::Service<hyper::Request<Incoming>> for PerConnection {
-    type Response = Response;
+    type Response = hyper::Response<Tracked>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    type Future = Answer;
 
     fn call(&self, mut req: hyper::Request<Incoming>) -> Self::Future {
         let in_flight = self.activity.begin();
@@ -522,23 +521,42 @@ impl hyper::service::Service<hyper::Request<Incoming>> for PerConnection {
         if self.over_capacity {
             req.extensions_mut().insert(OverCapacity);
         }
-        let answer = tower::ServiceExt::oneshot(self.app.clone(), req);
-        Box::pin(async move {
-            let response = answer.await?;
-            Ok(response.map(|body| {
-                Body::new(Tracked {
-                    body,
-                    _in_flight: in_flight,
-                })
-            }))
-        })
+        // The router is always ready (axum documents `poll_ready` as a no-op for it).
+        let answer = tower::Service::call(&mut self.app.clone(), req);
+        Answer {
+            answer,
+            in_flight: Some(in_flight),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The router's answer to one request, its body holding the request in flight.
+    struct Answer {
+        #[pin]
+        answer: RouteFuture<Infallible>,
+        in_flight: Option<InFlight>,
+    }
+}
+
+impl Future for Answer {
+    type Output = Result<hyper::Response<Tracked>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = std::task::ready!(this.answer.poll(cx))?;
+        let in_flight = this.in_flight.take();
+        Poll::Ready(Ok(response.map(|body| Tracked {
+            body,
+            _in_flight: in_flight,
+        })))
     }
 }
 
 /// An answer's body that holds its request in flight until hyper drops it (sent or abandoned).
 struct Tracked {
     body: Body,
-    _in_flight: InFlight,
+    _in_flight: Option<InFlight>,
 }
 
 impl hyper::body::Body for Tracked {
