@@ -630,3 +630,44 @@ impl AsyncWrite for Watched {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Timeouts = Timeouts {
+        idle: Duration::from_secs(60),
+        head: Duration::from_secs(10),
+    };
+
+    #[tokio::test(start_paused = true)]
+    async fn the_timer_tells_idle_from_a_half_sent_head_and_ignores_requests_in_flight() {
+        let t0 = Instant::now();
+        let a = Arc::new(Activity::new(t0));
+        // Idle: due after idle_timeout, looked at every header_read_timeout meanwhile.
+        assert_eq!(a.next_look(T, t0), t0 + T.head);
+        assert_eq!(a.expired(T, t0 + Duration::from_secs(59)), None);
+        assert_eq!(a.expired(T, t0 + T.idle), Some(Expired::Idle));
+        // A head starting at 30 s is due at 40 s, however it trickles.
+        tokio::time::advance(Duration::from_secs(30)).await;
+        a.on_read();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        a.on_read();
+        let now = Instant::now();
+        assert_eq!(a.next_look(T, now), t0 + Duration::from_secs(40));
+        assert_eq!(
+            a.expired(T, t0 + Duration::from_secs(40)),
+            Some(Expired::Head)
+        );
+        // In flight: nothing expires, however long.
+        let in_flight = a.begin();
+        assert_eq!(a.expired(T, now + Duration::from_secs(3600)), None);
+        assert_eq!(a.next_look(T, now), now + T.head);
+        // Answered at 50 s: idle again from then.
+        tokio::time::advance(Duration::from_secs(15)).await;
+        drop(in_flight);
+        let answered = Instant::now();
+        assert_eq!(a.expired(T, answered + Duration::from_secs(59)), None);
+        assert_eq!(a.expired(T, answered + T.idle), Some(Expired::Idle));
+    }
+}
