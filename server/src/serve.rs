@@ -21,7 +21,8 @@
 //! is still cut exactly `header_read_timeout` after its first byte.
 //!
 //! At most `server.max_connections` are served at once. When they are all taken, a new
-//! connection first takes the place of the *longest-idle* one, which is closed (as nginx
+//! connection first takes the place of the *longest-idle* one (of a bounded sample), which is
+//! closed (as nginx
 //! closes keep-alive connections when it runs short): idle connections cannot hold the server
 //! full, so an attacker must keep requests in flight, and those are bounded by
 //! `request_timeout`, `longpoll.max_waiters` and `sse.max_streams`. Only when every connection
@@ -70,6 +71,14 @@ pub(crate) struct OverCapacity;
 /// How long the accept loop pauses after an error that is not about one connection (e.g. the
 /// process is out of files), so that it does not spin.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// Displacing looks at no more than this many connections, and picks the longest-idle of the
+/// first [`DISPLACE_SAMPLE`] idle ones among them: the accept loop does it, so its cost is
+/// bounded however many connections are open (an approximation of least-recently-used, as
+/// Redis evicts).
+const DISPLACE_SCAN: usize = 4096;
+/// See [`DISPLACE_SCAN`].
+const DISPLACE_SAMPLE: usize = 64;
 
 /// How long a connection waits for the slot of the idle connection it displaced. An idle
 /// connection closes at once; one that turned busy meanwhile finishes its request first, and
@@ -126,13 +135,16 @@ struct Shared {
 }
 
 impl Shared {
-    /// Tells the longest-idle main connection to close; false when none is idle.
+    /// Tells the longest-idle main connection (of a bounded sample, see [`DISPLACE_SCAN`]) to
+    /// close; false when none is idle.
     fn displace_longest_idle(&self) -> bool {
         let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
         let victim = conns
             .values()
+            .take(DISPLACE_SCAN)
             .filter(|a| a.in_flight.load(Ordering::Acquire) == 0)
             .filter(|a| !a.displaced.load(Ordering::Acquire))
+            .take(DISPLACE_SAMPLE)
             .min_by_key(|a| a.since.load(Ordering::Acquire));
         match victim {
             Some(victim) => {
