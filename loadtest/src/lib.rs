@@ -9,10 +9,12 @@
 //! | [`strategy`] | the waiting strategies compared (baselines and the SDK's mechanisms) |
 //! | [`scenario`] | create jobs, wait with each strategy, measure against the server's truth |
 //! | [`throughput`] | simulator `/status` throughput vs a bare hyper server |
+//! | [`idle`] | many idle connections: `/healthz` while they are held, and the server closing them |
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod exporter;
+pub mod idle;
 pub mod report;
 pub mod scenario;
 pub mod stats;

@@ -58,6 +58,22 @@ enum Command {
         #[arg(long)]
         target: Option<String>,
     },
+    /// Hold many idle connections: `/healthz` latency meanwhile, and how soon the server closes
+    /// them all by itself. Exits non-zero if one stays open or `/healthz` fails.
+    Idle {
+        /// Idle connections to hold (this process needs a file for each, twice when embedded).
+        #[arg(long, default_value_t = 3000)]
+        connections: usize,
+        /// `server.idle_timeout` of the embedded simulator.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        idle_timeout: Duration,
+        /// Hold them against this simulator address (host:port) instead of an embedded one.
+        #[arg(long)]
+        target: Option<SocketAddr>,
+        /// Longest wait for the server to close one connection.
+        #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+        patience: Duration,
+    },
     /// Steady, gentle traffic of mixed strategies against a simulator (for the dashboards).
     Traffic {
         /// Simulator base URL.
@@ -214,6 +230,12 @@ async fn main() -> anyhow::Result<()> {
             rate,
             duration,
         } => traffic(target, rate, duration).await,
+        Command::Idle {
+            connections,
+            idle_timeout,
+            target,
+            patience,
+        } => idle(connections, idle_timeout, target, patience).await,
     }
 }
 
@@ -336,6 +358,66 @@ async fn throughput(
     if let Some(server) = embedded {
         server.shutdown().await;
     }
+    Ok(())
+}
+
+async fn idle(
+    connections: usize,
+    idle_timeout: Duration,
+    target: Option<SocketAddr>,
+    patience: Duration,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(connections > 0, "--connections must be at least 1");
+    let mut embedded = None;
+    let addr = match target {
+        Some(addr) => addr,
+        None => {
+            let mut settings = translation_sim::Settings::default();
+            settings.server.bind = "127.0.0.1:0".parse()?;
+            settings.server.idle_timeout = idle_timeout;
+            settings.server.max_connections = settings.server.max_connections.max(connections + 1);
+            let server = translation_sim::spawn(settings)
+                .await
+                .context("starting the embedded simulator")?;
+            let addr = server.addr();
+            embedded = Some(server);
+            addr
+        }
+    };
+    eprintln!("holding {connections} idle connections to {addr}");
+    let r = loadtest::idle::hold_idle(
+        addr,
+        &format!("http://{addr}/healthz"),
+        connections,
+        patience,
+    )
+    .await?;
+    println!(
+        "opened {} connections in {:.0} ms; the server closed {} of them, {:.0}..{:.0} ms after \
+         each opened (p50 {:.0} ms), the last {:.0} ms after the first opened",
+        r.connections,
+        r.opened_ms,
+        r.closed,
+        r.shortest_lifetime_ms,
+        r.lifetime_ms.max,
+        r.lifetime_ms.p50,
+        r.all_closed_ms
+    );
+    println!(
+        "/healthz meanwhile: {} answers, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {} errors",
+        r.healthz_ms.n, r.healthz_ms.p50, r.healthz_ms.p99, r.healthz_ms.max, r.healthz_errors
+    );
+    println!("{}", serde_json::to_string(&r)?);
+    if let Some(server) = embedded {
+        server.shutdown().await;
+    }
+    anyhow::ensure!(
+        r.passed(),
+        "{} of {} connections were not closed, or /healthz failed {} times",
+        r.connections - r.closed,
+        r.connections,
+        r.healthz_errors
+    );
     Ok(())
 }
 

@@ -129,3 +129,23 @@ async fn report_counts_match_the_simulators_metrics() {
     std::fs::remove_dir_all(out).unwrap();
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_by_the_simulator_while_healthz_answers() {
+    let mut settings = translation_sim::Settings::default();
+    settings.server.bind = "127.0.0.1:0".parse().unwrap();
+    settings.server.idle_timeout = Duration::from_millis(500);
+    let server = translation_sim::spawn(settings).await.unwrap();
+    let report = loadtest::idle::hold_idle(
+        server.addr(),
+        &server.url("/healthz"),
+        300,
+        Duration::from_secs(15),
+    )
+    .await
+    .unwrap();
+    assert!(report.passed(), "{report:?}");
+    assert_eq!(report.closed, 300);
+    assert!(report.shortest_lifetime_ms >= 490.0, "{report:?}");
+    assert!(report.healthz_ms.n >= 1, "{report:?}");
+}

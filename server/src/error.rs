@@ -98,12 +98,14 @@ impl ApiError {
     }
 }
 
-/// Writes `Retry-After` (whole seconds, at least 1) and `retry-after-ms` into `headers`.
+/// Writes the delay `after` into `headers` twice, each rounded up so that no client is told to
+/// come back early: `retry-after-ms` in whole milliseconds and `Retry-After` (RFC 9110) in
+/// whole seconds. No floor is added here: a zero delay is written as `0` in both (the floors
+/// are settings, e.g. `hints.min_retry_after`), and a delay too large for a `u64` saturates.
 pub fn insert_retry_after(headers: &mut HeaderMap, after: Duration) {
-    let ms = after.as_millis().max(1);
-    let secs = ms.div_ceil(1000).max(1);
-    headers.insert(header::RETRY_AFTER, HeaderValue::from(secs as u64));
-    headers.insert("retry-after-ms", HeaderValue::from(ms as u64));
+    let ms = crate::time::millis_ceil(after);
+    headers.insert(header::RETRY_AFTER, HeaderValue::from(ms.div_ceil(1000)));
+    headers.insert("retry-after-ms", HeaderValue::from(ms));
 }
 
 impl IntoResponse for ApiError {
@@ -125,13 +127,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn retry_after_rounds_up_to_whole_seconds() {
-        let mut h = HeaderMap::new();
-        insert_retry_after(&mut h, Duration::from_millis(1200));
-        assert_eq!(h[header::RETRY_AFTER], "2");
-        assert_eq!(h["retry-after-ms"], "1200");
-        insert_retry_after(&mut h, Duration::ZERO);
-        assert_eq!(h[header::RETRY_AFTER], "1");
-        assert_eq!(h["retry-after-ms"], "1");
+    fn retry_after_rounds_up_in_both_units_and_saturates() {
+        let table = [
+            (Duration::from_millis(1200), "2", "1200"),
+            (Duration::from_micros(1), "1", "1"),
+            (Duration::ZERO, "0", "0"),
+            (Duration::MAX, "18446744073709552", "18446744073709551615"),
+        ];
+        for (after, secs, ms) in table {
+            let mut h = HeaderMap::new();
+            insert_retry_after(&mut h, after);
+            assert_eq!(h[header::RETRY_AFTER], secs, "{after:?}");
+            assert_eq!(h["retry-after-ms"], ms, "{after:?}");
+        }
     }
 }

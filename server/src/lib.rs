@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -45,9 +45,11 @@ use tokio::time::Instant;
 pub mod error;
 pub mod metrics;
 pub mod routes;
+mod serve;
 pub mod settings;
 pub mod sim;
 pub mod telemetry;
+mod time;
 
 pub use error::{ApiError, Error};
 pub use routes::app;
@@ -217,7 +219,17 @@ impl AppState {
 }
 
 /// Serves `state` on `listener` until `shutdown` resolves, with the background tasks (sweeper,
-/// webhooks) running alongside. Held long-polls and open streams end at shutdown.
+/// webhooks) running alongside.
+///
+/// Each connection is bounded as `[server]` says: idle ones are closed after `idle_timeout`,
+/// a request head must arrive within `header_read_timeout` of its first byte, and at most
+/// `max_connections` are served at once: at the cap a new connection displaces the
+/// longest-idle one; when all are busy, `reserve_connections` more answer `/healthz`, or `503
+/// too_many_connections`, at once; beyond those a connection is closed as soon as it is
+/// accepted. Handlers can extract `ConnectInfo<SocketAddr>`.
+///
+/// At shutdown it stops accepting, closes idle connections, ends held long-polls and open
+/// streams, and waits at most `request_timeout` for requests in flight before closing the rest.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
@@ -242,16 +254,14 @@ pub async fn run(
     });
     let webhooks = tokio::spawn(Webhooks::run(state.clone()));
     let closing = state.inner.closing.clone();
-    let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
-    let served = axum::serve(listener, service)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            closing.send_replace(true);
-        })
-        .await;
+    serve::serve(listener, state, async move {
+        shutdown.await;
+        closing.send_replace(true);
+    })
+    .await;
     sweeper.abort();
     webhooks.abort();
-    served.map_err(Error::Io)
+    Ok(())
 }
 
 /// A simulator serving in the background. Dropping it stops the server.
@@ -306,13 +316,30 @@ impl Drop for RunningServer {
     }
 }
 
-/// Validates `settings`, binds `settings.server.bind` and serves in a background task.
+/// Binds `server.bind` with a listen backlog of `server.listen_backlog` (`TcpListener::bind`
+/// asks for only 128, so a burst of connections would be dropped by the kernel before the
+/// accept loop sees it). Must be called inside a Tokio runtime.
+pub fn bind(server: &settings::ServerSettings) -> Result<TcpListener, Error> {
+    let addr = server.bind;
+    let listen = || {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        #[cfg(unix)]
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(server.listen_backlog)
+    };
+    listen().map_err(|source| Error::Bind { addr, source })
+}
+
+/// Validates `settings`, binds `settings.server.bind` (see [`bind`]) and serves in a
+/// background task.
 pub async fn spawn(settings: Settings) -> Result<RunningServer, Error> {
     let state = AppState::new(settings)?;
-    let addr = state.inner.settings.server.bind;
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Bind { addr, source })?;
+    let listener = bind(&state.inner.settings.server)?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(run(listener, state.clone(), async move {

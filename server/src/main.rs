@@ -38,11 +38,8 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&settings)?);
         return Ok(());
     }
-    let bind = settings.server.bind;
     let state = translation_sim::AppState::new(settings)?;
-    let listener = tokio::net::TcpListener::bind(bind)
-        .await
-        .with_context(|| format!("cannot listen on {bind}"))?;
+    let listener = translation_sim::bind(&state.settings().server)?;
     tracing::info!(addr = %listener.local_addr()?, "translation-sim listening");
     translation_sim::run(listener, state, shutdown_signal()).await?;
     tracing::info!("translation-sim stopped");

@@ -170,6 +170,17 @@ impl Metrics {
         self.with(|| counter!("sim_rate_limited_total").increment(1));
     }
 
+    /// Connections open in `pool` (`main` or `reserve`).
+    pub fn connections_open(&self, pool: &'static str, delta: f64) {
+        self.with(|| gauge!("sim_connections_open", "pool" => pool).increment(delta));
+    }
+
+    /// One connection closed by the server: `idle_timeout`, `header_timeout`, `displaced` (to
+    /// make room at the cap) or `refused` (over the cap and the reserve).
+    pub fn connection_closed(&self, reason: &'static str) {
+        self.with(|| counter!("sim_connections_closed_total", "reason" => reason).increment(1));
+    }
+
     /// One webhook delivery event.
     pub fn webhook(&self, outcome: &'static str) {
         self.with(|| counter!("sim_webhook_deliveries_total", "outcome" => outcome).increment(1));
@@ -239,7 +250,17 @@ fn describe_all() {
         "sim_webhook_deliveries_total",
         "Webhook delivery events, by outcome."
     );
+    describe_gauge!(
+        "sim_connections_open",
+        "Connections open, by pool (main: served; reserve: answered at once over the cap)."
+    );
+    describe_counter!(
+        "sim_connections_closed_total",
+        "Connections closed by the server, by reason (idle_timeout, header_timeout, displaced, refused)."
+    );
     // Gauges exist from the start so dashboards never see a missing series.
+    gauge!("sim_connections_open", "pool" => "main").set(0.0);
+    gauge!("sim_connections_open", "pool" => "reserve").set(0.0);
     gauge!("sim_longpoll_waiters").set(0.0);
     gauge!("sim_sse_streams").set(0.0);
     gauge!("sim_jobs_in_store").set(0.0);

@@ -18,6 +18,11 @@ pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 /// Prefix of environment variables that override settings (`SIM__SECTION__KEY`).
 pub const ENV_PREFIX: &str = "SIM";
 
+/// Longest duration any setting, `PUT /admin/faults` body or `POST /admin/outage` may hold: a
+/// year. Longer values are refused by name: they are typing mistakes, and no sum of a few of
+/// them can overflow an instant.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// A setting that cannot be used, found before the server starts.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -75,12 +80,29 @@ pub struct Settings {
 pub struct ServerSettings {
     /// Address to listen on.
     pub bind: SocketAddr,
-    /// Longest time a non-streaming request may take.
+    /// Longest time a non-streaming request may take; also how long shutdown waits for
+    /// connections to finish.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// Longest time from a request's first byte to the end of its head.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Longest time a connection may stay open with no request in flight.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Most connections served at once.
+    pub max_connections: usize,
+    /// Connections accepted beyond `max_connections` only to answer `/healthz` or `503`.
+    pub reserve_connections: usize,
+    /// Connections the kernel queues for the accept loop (`listen(2)` backlog).
+    pub listen_backlog: u32,
 }
+
+/// Most connections `server.max_connections` or `server.reserve_connections` may ask for:
+/// more than any file limit allows.
+pub const CONNECTIONS_LIMIT: usize = 1_000_000;
 
 /// `[legacy]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -415,6 +437,7 @@ impl Settings {
         if self.server.max_body_bytes == 0 {
             return Err(invalid("server.max_body_bytes", "must be positive"));
         }
+        self.server.validate_connections()?;
         if self.longpoll.max_wait >= self.server.request_timeout {
             return Err(invalid(
                 "longpoll.max_wait",
@@ -509,18 +532,122 @@ impl Settings {
         if matches!(&self.auth.admin_token, Some(k) if k.is_empty()) {
             return Err(invalid("auth.admin_token", "must not be empty when set"));
         }
+        self.durations_in_range()?;
         self.faults.validate()
+    }
+
+    /// Every duration at most [`MAX_DURATION`] (`[faults]` is checked by [`Faults::validate`]).
+    fn durations_in_range(&self) -> Result<(), ConfigError> {
+        let d = &self.jobs.duration;
+        let table = [
+            ("server.request_timeout", self.server.request_timeout),
+            (
+                "server.header_read_timeout",
+                self.server.header_read_timeout,
+            ),
+            ("server.idle_timeout", self.server.idle_timeout),
+            ("legacy.delay", self.legacy.delay),
+            ("jobs.ttl", self.jobs.ttl),
+            ("jobs.max_duration", self.jobs.max_duration),
+            ("jobs.duration.value", d.value),
+            ("jobs.duration.min", d.min),
+            ("jobs.duration.max", d.max),
+            ("jobs.duration.median", d.median),
+            ("hints.min_retry_after", self.hints.min_retry_after),
+            ("longpoll.max_wait", self.longpoll.max_wait),
+            ("sse.keepalive", self.sse.keepalive),
+            ("sse.progress_interval", self.sse.progress_interval),
+            ("webhooks.initial_backoff", self.webhooks.initial_backoff),
+            ("webhooks.timeout", self.webhooks.timeout),
+        ];
+        for (key, value) in table {
+            at_most_max(key, value)?;
+        }
+        // A refused client waits up to 1 / rps for its next token.
+        if self.rate_limit.enabled && self.rate_limit.rps * MAX_DURATION.as_secs_f64() < 1.0 {
+            return Err(invalid(
+                "rate_limit.rps",
+                "must allow at least one request a year",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl ServerSettings {
+    /// The connection limits: positive timeouts, at least one connection, no more than
+    /// [`CONNECTIONS_LIMIT`].
+    fn validate_connections(&self) -> Result<(), ConfigError> {
+        if self.header_read_timeout.is_zero() {
+            return Err(invalid("server.header_read_timeout", "must be positive"));
+        }
+        if self.idle_timeout.is_zero() {
+            return Err(invalid("server.idle_timeout", "must be positive"));
+        }
+        if self.max_connections == 0 {
+            return Err(invalid("server.max_connections", "must be at least 1"));
+        }
+        if !(1..=65_535).contains(&self.listen_backlog) {
+            return Err(invalid("server.listen_backlog", "must be in 1..=65535"));
+        }
+        for (key, n) in [
+            ("server.max_connections", self.max_connections),
+            ("server.reserve_connections", self.reserve_connections),
+        ] {
+            if n > CONNECTIONS_LIMIT {
+                return Err(invalid(
+                    key,
+                    format!("must be at most {CONNECTIONS_LIMIT}, beyond any file limit"),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
 impl Faults {
-    /// Checks that every probability is in `[0, 1]`.
+    /// Checks that every probability is in `[0, 1]` and every duration at most
+    /// [`MAX_DURATION`].
     pub fn validate(&self) -> Result<(), ConfigError> {
         probability("faults.slow_tail_probability", self.slow_tail_probability)?;
         probability("faults.error_rate", self.error_rate)?;
         probability("faults.throttle_rate", self.throttle_rate)?;
         probability("faults.drop_rate", self.drop_rate)?;
-        probability("faults.malformed_rate", self.malformed_rate)
+        probability("faults.malformed_rate", self.malformed_rate)?;
+        at_most_max("faults.latency", self.latency)?;
+        at_most_max("faults.slow_tail_delay", self.slow_tail_delay)?;
+        at_most_max("faults.throttle_retry_after", self.throttle_retry_after)?;
+        for (i, w) in self.outages.iter().enumerate() {
+            for (field, value) in [("start", w.start), ("duration", w.duration)] {
+                if value > MAX_DURATION {
+                    return Err(invalid(
+                        "faults.outages",
+                        format!(
+                            "outage {i}: {field} must be at most {} (got {})",
+                            humantime::format_duration(MAX_DURATION),
+                            humantime::format_duration(value)
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Refuses a duration longer than [`MAX_DURATION`], naming `key`.
+pub(crate) fn at_most_max(key: &'static str, value: Duration) -> Result<(), ConfigError> {
+    if value <= MAX_DURATION {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            format!(
+                "must be at most {} (got {})",
+                humantime::format_duration(MAX_DURATION),
+                humantime::format_duration(value)
+            ),
+        ))
     }
 }
 
@@ -622,6 +749,18 @@ mod tests {
             ),
             ("[webhooks]\nsecret = \"whsec_***\"\n", "webhooks.secret"),
             ("[server]\nbindd = \"127.0.0.1:1\"\n", "bindd"),
+            ("[server]\nidle_timeout = \"0s\"\n", "server.idle_timeout"),
+            (
+                "[server]\nheader_read_timeout = \"0s\"\n",
+                "server.header_read_timeout",
+            ),
+            ("[server]\nmax_connections = 0\n", "server.max_connections"),
+            ("[server]\nlisten_backlog = 0\n", "server.listen_backlog"),
+            (
+                "[server]\nreserve_connections = 2000000\n",
+                "server.reserve_connections",
+            ),
+            ("[server]\nidle_timeout = \"400d\"\n", "server.idle_timeout"),
         ];
         for (patch, key) in table {
             let e = err_of(patch);

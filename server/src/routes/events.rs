@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -17,9 +17,11 @@ use futures_util::Stream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
+use super::path::JobId;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::sim::job::{Channel, Job, State as JobState};
+use crate::time::later;
 
 /// Keeps the `sim_sse_streams` gauge and the stream cap right however the stream ends.
 struct Open {
@@ -48,7 +50,7 @@ struct Stream_ {
 /// `GET /v1/jobs/{id}/events`
 pub(crate) async fn events(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    JobId(id): JobId,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let inner = &state.inner;
@@ -91,7 +93,7 @@ pub(crate) async fn events(
         seen,
         started: false,
         done: false,
-        next_progress: (!progress_every.is_zero()).then(|| Instant::now() + progress_every),
+        next_progress: (!progress_every.is_zero()).then(|| later(Instant::now(), progress_every)),
         progress_every,
     };
     let keep_alive = KeepAlive::new()
@@ -154,7 +156,7 @@ fn events_of(s: Stream_) -> impl Stream<Item = Result<Event, Infallible>> {
                 Some((Ok(event), s))
             }
             _ = sleep_until_opt(progress_at) => {
-                s.next_progress = progress_at.map(|p| p + s.progress_every);
+                s.next_progress = progress_at.map(|p| later(p, s.progress_every));
                 let snap = s.job.snapshot(Instant::now());
                 let body = s.job.body(&snap, state.inner.settings.hints.eta);
                 let event = Event::default()

@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
@@ -16,6 +17,7 @@ use tokio::time::Instant;
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::serve::OverCapacity;
 use crate::sim::client::ClientId;
 use crate::sim::faults::Fault;
 use crate::sim::ratelimit::Decision;
@@ -86,6 +88,44 @@ pub(crate) async fn observe(State(state): State<AppState>, req: Request, next: N
         .metrics
         .http_request(route, method, status.as_u16(), started.elapsed());
     response
+}
+
+/// On every route, inside `observe`, refuses what must not be served before anything reads it:
+///
+/// * a request on a reserve connection (the server is at `server.max_connections`): `503
+///   too_many_connections`, except `/healthz`, which is served;
+/// * a body whose declared `Content-Length` is over `server.max_body_bytes`: `413`, and the
+///   connection is closed since the client may still be sending it. A body without a declared
+///   length, or one that lies about it, is still cut at the limit while it is read.
+pub(crate) async fn admit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if req.extensions().get::<OverCapacity>().is_some() && req.uri().path() != "/healthz" {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_connections",
+            "the server holds server.max_connections connections already; retry later",
+        )
+        .with_retry_after(Duration::from_secs(1))
+        .into_response();
+    }
+    let limit = state.inner.settings.server.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(declared) = declared.filter(|d| *d > limit as u64) {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "the declared body of {declared} bytes is larger than server.max_body_bytes \
+                 ({limit})"
+            ),
+        )
+        .with_header("connection", HeaderValue::from_static("close"))
+        .into_response();
+    }
+    next.run(req).await
 }
 
 /// The job API's guards, in order: timeout around faults, identification, the rate limit, and

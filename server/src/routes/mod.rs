@@ -1,12 +1,18 @@
 //! The HTTP surface, built in one function.
 //!
+//! Below the router, the connection layer (`serve`) bounds connections: idle and half-sent
+//! ones are closed, and at `server.max_connections` requests arrive marked over capacity.
+//!
 //! Layer order on the job API, outermost first — and why:
 //!
 //! 1. `observe` (every route) — the request span, parented on the caller's W3C trace
 //!    context so everything below, faults included, is inside the caller's trace; and the
 //!    count and latency of every answer, faults and refusals included, so the dashboards see
 //!    what clients saw.
-//! 2. body limit — refuses oversized bodies before anything reads them.
+//! 2. `admit` (every route) — refuses, before anything reads them, a request over the
+//!    connection cap (`503 too_many_connections`; `/healthz` is still served) and a declared
+//!    `Content-Length` over the body limit (`413`, before anything waits for the body); the
+//!    body limit then cuts any body that grows past it while it is read.
 //!
 //! Then, in one middleware (`layers::api`), in this order:
 //!
@@ -38,6 +44,7 @@ mod events;
 mod jobs;
 pub mod layers;
 mod ops;
+mod path;
 mod status;
 
 /// Builds the router for `state`.
@@ -58,8 +65,10 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/outage", post(ops::outage))
         .layer(from_fn_with_state(state.clone(), layers::timeout));
     api.merge(ops)
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(from_fn_with_state(state.clone(), layers::admit))
         .layer(from_fn_with_state(state.clone(), layers::observe))
         .with_state(state)
 }
@@ -69,5 +78,14 @@ async fn not_found() -> impl IntoResponse {
         StatusCode::NOT_FOUND,
         "not_found",
         "no such route; see docs/wire.md for the API",
+    )
+}
+
+/// A known route asked with a method it does not answer (the router adds `Allow`).
+async fn method_not_allowed() -> impl IntoResponse {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not answer this method; the Allow header lists those it does",
     )
 }

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::body::optional_json;
 use crate::AppState;
 use crate::error::ApiError;
-use crate::settings::Faults;
+use crate::settings::{Faults, at_most_max};
 use crate::sim::webhooks::constant_time_eq;
 
 /// `GET /metrics`
@@ -41,6 +41,15 @@ pub(crate) async fn healthz() -> &'static str {
     "ok"
 }
 
+/// The token of `Authorization: Bearer <token>`; the scheme is case-insensitive and may be
+/// followed by several spaces (RFC 9110 §11.1, §11.4).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start_matches(' '))
+}
+
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(token) = &state.inner.settings.auth.admin_token else {
         return Err(ApiError::new(
@@ -52,7 +61,7 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(bearer_token);
     if given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
         Ok(())
     } else {
@@ -103,6 +112,9 @@ pub(crate) async fn outage(
     let Some(req) = optional_json::<Outage>(&headers, body)? else {
         return Err(ApiError::bad_request("send {\"duration_ms\": N}"));
     };
-    state.start_outage(Duration::from_millis(req.duration_ms));
+    let length = Duration::from_millis(req.duration_ms);
+    at_most_max("duration_ms", length)
+        .map_err(|e| ApiError::unprocessable("invalid_outage", e.to_string()))?;
+    state.start_outage(length);
     Ok(StatusCode::NO_CONTENT)
 }

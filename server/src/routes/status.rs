@@ -10,16 +10,18 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tokio::time::Instant;
 
+use super::path::JobId;
 use crate::AppState;
 use crate::error::{ApiError, insert_retry_after};
 use crate::sim::job::{Channel, Job, Snapshot, State as JobState};
 use crate::sim::store::LEGACY_ID;
+use crate::time::later;
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct LegacyQuery {
@@ -87,7 +89,7 @@ pub(crate) fn none_match(headers: &HeaderMap, etag: &str) -> bool {
 /// `GET /v1/jobs/{id}/status` (also served at `/v1/jobs/{id}`).
 pub(crate) async fn job_status(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    JobId(id): JobId,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let inner = &state.inner;
@@ -165,7 +167,7 @@ impl Drop for Held<'_> {
 
 /// Sleeps until the job completes, `wait` passes, the job is replaced or the server closes.
 async fn hold(state: &AppState, job: &Job, wait: Duration) {
-    let until = job.completes_at().min(Instant::now() + wait);
+    let until = job.completes_at().min(later(Instant::now(), wait));
     let mut closing = state.inner.closing.subscribe();
     tokio::select! {
         _ = tokio::time::sleep_until(until) => {}

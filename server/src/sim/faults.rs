@@ -12,6 +12,7 @@ use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
 use crate::settings::Faults;
+use crate::time::later;
 
 /// What to do instead of (or before) answering normally.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +95,7 @@ impl FaultInjector {
 
     /// Starts an outage of `length` now (replacing any run-time outage).
     pub fn start_outage(&self, now: Instant, length: Duration) {
-        *self.outage_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(now + length);
+        *self.outage_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(later(now, length));
     }
 
     /// Whether `now` falls in an outage: a configured window or a run-time one.
@@ -108,7 +109,7 @@ impl FaultInjector {
             || faults
                 .outages
                 .iter()
-                .any(|w| since >= w.start && since < w.start + w.duration)
+                .any(|w| since >= w.start && since - w.start < w.duration)
     }
 
     /// Decides the fate of one request arriving at `now`.
@@ -118,7 +119,7 @@ impl FaultInjector {
         let mut delay = faults.latency;
         let slow_tail = chance(&mut rng, faults.slow_tail_probability);
         if slow_tail {
-            delay += faults.slow_tail_delay;
+            delay = delay.saturating_add(faults.slow_tail_delay);
         }
         let fault = if self.in_outage(now, &faults) {
             Fault::Outage

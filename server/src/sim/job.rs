@@ -14,14 +14,14 @@ use tokio::time::Instant;
 use url::Url;
 
 use crate::settings::Outcome;
+use crate::time::{later, millis, scaled};
 
-/// Version of a pending job's status.
+/// Version of a pending job's status, in its generation 0.
 pub const VERSION_PENDING: u64 = 1;
-/// Version of a terminal job's status.
+/// Version of a terminal job's status, in its generation 0.
 pub const VERSION_TERMINAL: u64 = 2;
 
-/// How far away a hanging job's end is: far enough never to come, near enough that adding it
-/// to an instant cannot overflow.
+/// How far away a hanging job's end is: far enough never to come.
 const HANG_HORIZON: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// Where a client learned a job's status. Used as the `channel` metric label.
@@ -81,6 +81,9 @@ pub struct Job {
     pub callback: Option<Url>,
     /// A stuck job: pending forever, progress frozen at 0, no estimate (see [`Job::hanging`]).
     pub hang: bool,
+    /// Which creation of its id this job is (see [`Job::with_generation`]); 0 for an id
+    /// created once.
+    pub generation: u64,
     /// Status requests received (any channel but webhooks).
     requests: AtomicU64,
     /// Channels that have reported the terminal state (bit set).
@@ -102,7 +105,8 @@ pub struct Snapshot {
     pub progress: f64,
     /// Estimated time left (pending only).
     pub eta: Option<Duration>,
-    /// [`VERSION_PENDING`] or [`VERSION_TERMINAL`].
+    /// [`VERSION_PENDING`] or [`VERSION_TERMINAL`], moved up by the job's generation (see
+    /// [`Job::with_generation`]).
     pub version: u64,
 }
 
@@ -156,9 +160,15 @@ pub struct StatusBody<'a> {
     pub error: Option<ErrorBody>,
 }
 
-/// Formats a wall-clock time as RFC 3339 UTC with milliseconds.
+/// Formats a wall-clock time as RFC 3339 UTC with milliseconds, clamped to the years RFC 3339
+/// can write (1970 to 9999).
 pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
+    const LAST: Duration = Duration::from_millis(253_402_300_799_999); // 9999-12-31T23:59:59.999Z
+    let since_epoch = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .min(LAST);
+    humantime::format_rfc3339_millis(SystemTime::UNIX_EPOCH + since_epoch).to_string()
 }
 
 impl Job {
@@ -179,6 +189,7 @@ impl Job {
             eta_bias,
             callback,
             hang: false,
+            generation: 0,
             requests: AtomicU64::new(0),
             reported: AtomicU8::new(0),
             first_report_done: AtomicBool::new(false),
@@ -195,20 +206,40 @@ impl Job {
         self
     }
 
-    /// The instant the job becomes terminal (practically never, for a hanging job).
-    pub fn completes_at(&self) -> Instant {
-        if self.hang {
-            return self
-                .created
-                .checked_add(HANG_HORIZON)
-                .unwrap_or(self.created + self.duration);
-        }
-        self.created + self.duration
+    /// Marks this job as creation number `generation` of an id that is re-created (the legacy
+    /// job, by `POST /v1/reset`): its versions are `2 × generation + 1` while pending and
+    /// `2 × generation + 2` once terminal, so that an `ETag` or SSE event id of an earlier
+    /// creation never matches this one, and a later creation's versions are always greater.
+    pub fn with_generation(mut self, generation: u64) -> Self {
+        self.generation = generation;
+        self
     }
 
-    /// Wall-clock completion time.
+    /// The version of this job's status, pending or terminal.
+    fn version(&self, terminal: bool) -> u64 {
+        let phase = if terminal {
+            VERSION_TERMINAL
+        } else {
+            VERSION_PENDING
+        };
+        self.generation.saturating_mul(2).saturating_add(phase)
+    }
+
+    /// The instant the job becomes terminal (practically never, for a hanging job).
+    pub fn completes_at(&self) -> Instant {
+        let after = if self.hang {
+            HANG_HORIZON
+        } else {
+            self.duration
+        };
+        later(self.created, after)
+    }
+
+    /// Wall-clock completion time (the creation time, for a duration past any calendar).
     pub fn completed_wall(&self) -> SystemTime {
-        self.created_wall + self.duration
+        self.created_wall
+            .checked_add(self.duration)
+            .unwrap_or(self.created_wall)
     }
 
     /// Whether the job is terminal at `now`.
@@ -223,7 +254,7 @@ impl Job {
                 state: State::Pending,
                 progress: 0.0,
                 eta: None,
-                version: VERSION_PENDING,
+                version: self.version(false),
             };
         }
         let elapsed = now.saturating_duration_since(self.created);
@@ -232,16 +263,16 @@ impl Job {
                 state: State::Done(self.outcome),
                 progress: 1.0,
                 eta: None,
-                version: VERSION_TERMINAL,
+                version: self.version(true),
             };
         }
         let progress = elapsed.as_secs_f64() / self.duration.as_secs_f64();
-        let estimate = self.duration.mul_f64(self.eta_bias.max(0.0));
+        let estimate = scaled(self.duration, self.eta_bias);
         Snapshot {
             state: State::Pending,
             progress: (progress * 1000.0).floor() / 1000.0,
             eta: Some(estimate.saturating_sub(elapsed)),
-            version: VERSION_PENDING,
+            version: self.version(false),
         }
     }
 
@@ -252,11 +283,7 @@ impl Job {
             id: &self.id,
             result: snap.state.as_str(),
             progress: snap.progress,
-            eta_ms: if with_eta {
-                snap.eta.map(|d| d.as_millis() as u64)
-            } else {
-                None
-            },
+            eta_ms: if with_eta { snap.eta.map(millis) } else { None },
             created_at: rfc3339(self.created_wall),
             completed_at: done.then(|| rfc3339(self.completed_wall())),
             error: matches!(snap.state, State::Done(Outcome::Error)).then_some(ErrorBody {
@@ -355,6 +382,20 @@ mod tests {
         let body = serde_json::to_value(job.body(&job.snapshot(far), true)).unwrap();
         assert!(body.get("eta_ms").is_none(), "{body}");
         assert!(body.get("completed_at").is_none(), "{body}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_duration_past_any_clock_is_pending_forever_without_panicking() {
+        let job = Job::new("m".into(), Duration::MAX, Outcome::Completed, 1.2, None);
+        assert!(job.completes_at() > job.created + Duration::from_secs(20 * 365 * 24 * 3600));
+        let s = job.snapshot(job.created + Duration::from_secs(3600));
+        assert_eq!((s.state, s.version), (State::Pending, VERSION_PENDING));
+        assert_eq!(s.eta, Some(Duration::MAX - Duration::from_secs(3600)));
+        let body = serde_json::to_value(job.body(&s, true)).unwrap();
+        assert_eq!(body["eta_ms"], u64::MAX);
+        assert!(rfc3339(job.completed_wall()).ends_with('Z'));
+        let far = SystemTime::UNIX_EPOCH + Duration::from_secs(400_000_000_000);
+        assert_eq!(rfc3339(far), "9999-12-31T23:59:59.999Z");
     }
 
     #[test]

@@ -14,8 +14,9 @@
 //! jobs nothing.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use rand::Rng;
 use rand::rngs::SmallRng;
@@ -101,6 +102,9 @@ pub struct JobStore {
     eta_noise: f64,
     /// `jobs.duration`.
     duration: DurationSettings,
+    /// Generation of the next legacy job: starts at the start-up wall clock in microseconds,
+    /// so that neither a reset nor a restart repeats a version a client has seen.
+    legacy_generation: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -201,6 +205,11 @@ impl JobStore {
             error_rate: settings.jobs.error_rate,
             eta_noise: settings.hints.eta_noise,
             duration: settings.jobs.duration.clone(),
+            legacy_generation: AtomicU64::new(
+                SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(0)),
+            ),
         }
     }
 
@@ -259,12 +268,15 @@ impl JobStore {
                 }
             },
         };
-        let job = Job::new(id, duration, outcome, bias, spec.callback);
+        let mut job = Job::new(id, duration, outcome, bias, spec.callback);
+        if legacy.is_some() {
+            job = job.with_generation(self.legacy_generation.fetch_add(1, Ordering::Relaxed));
+        }
         let job = Arc::new(if spec.hang { job.hanging() } else { job });
         let expires = match (legacy, spec.hang) {
             (Some(_), _) => None,
-            (None, true) => Some(job.created + self.hang_ttl),
-            (None, false) => Some(job.completes_at() + self.ttl),
+            (None, true) => Some(crate::time::later(job.created, self.hang_ttl)),
+            (None, false) => Some(crate::time::later(job.completes_at(), self.ttl)),
         };
         if !job.hang {
             held.finishes.push(job.completes_at(), Arc::clone(&job));

@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod faults;
 mod hang;
+mod hardening;
 mod limits;
 mod longpoll;
 mod metrics;
