@@ -44,6 +44,8 @@ use tokio::time::Instant;
 
 pub mod error;
 pub mod metrics;
+#[cfg(test)]
+mod props;
 pub mod routes;
 mod serve;
 pub mod settings;

@@ -45,7 +45,7 @@ mod jobs;
 pub mod layers;
 mod ops;
 mod path;
-mod status;
+pub(crate) mod status;
 
 /// Builds the router for `state`.
 pub fn app(state: AppState) -> Router {

@@ -1,0 +1,449 @@
+//! Property tests of everything the simulator reads from a client: the `Prefer`,
+//! `If-None-Match` and `Last-Event-ID` headers, the JSON bodies of the job and admin routes, and
+//! the app as a whole — any sequence of requests of any shape gets an answer, every refusal in
+//! the documented JSON shape, and nothing panics.
+//!
+//! The app runs in process on a paused clock (held long-polls, injected latency and timeouts
+//! advance virtual time, so a case takes microseconds), a fresh state per case. Each property
+//! runs a few hundred cases; `PROPTEST_CASES` raises that for a longer run. A failing case is
+//! written under `proptest-regressions/` and replayed first on every later run.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
+use futures_util::StreamExt;
+use proptest::prelude::*;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use crate::routes::status::{none_match, prefer_wait};
+use crate::{AppState, JobSpec, Outcome, Settings, app};
+
+const ADMIN_TOKEN: &str = "admin-secret";
+
+/// `default` cases, unless `PROPTEST_CASES` asks for another number.
+fn cases(default: u32) -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default);
+    ProptestConfig::with_cases(cases)
+}
+
+/// A header value a client could send: visible ASCII, tabs and obs-text, with the separators
+/// and digits the parsers look for over-represented.
+fn header_value() -> impl Strategy<Value = HeaderValue> {
+    let byte = prop_oneof![
+        4 => prop::sample::select(b"0123456789,;=\"W/ wait*-".to_vec()),
+        2 => 0x20u8..0x7f,
+        1 => Just(b'\t'),
+        1 => 0x80u8..=0xff,
+    ];
+    prop::collection::vec(byte, 0..40)
+        .prop_map(|bytes| HeaderValue::from_bytes(&bytes).unwrap_or(HeaderValue::from_static("")))
+}
+
+fn headers_named(names: &'static [&'static str]) -> impl Strategy<Value = HeaderMap> {
+    prop::collection::vec((prop::sample::select(names), header_value()), 0..6).prop_map(|pairs| {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(HeaderName::from_static(name), value);
+        }
+        map
+    })
+}
+
+/// A JSON value of any shape, with the numbers and strings that break naive code.
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        prop::num::f64::ANY.prop_map(Value::from),
+        prop::sample::select(vec![
+            "0s",
+            "1ms",
+            "10s",
+            "18446744073709551615s",
+            "1y",
+            "completed",
+            "error",
+            "http://127.0.0.1:9/hook",
+            "http://example.com/hook",
+            "",
+        ])
+        .prop_map(Value::from),
+        ".{0,16}".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(2, 12, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+            prop::collection::btree_map("[a-z_]{1,8}", inner, 0..3)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// A body for any route: a JSON object with the fields the routes read (and others), or bytes.
+fn body() -> impl Strategy<Value = Vec<u8>> {
+    let fields = prop::sample::subsequence(
+        vec![
+            "duration_ms",
+            "outcome",
+            "callback_url",
+            "hang",
+            "latency",
+            "slow_tail_probability",
+            "slow_tail_delay",
+            "error_rate",
+            "throttle_rate",
+            "throttle_retry_after",
+            "outages",
+            "seed",
+            "other",
+        ],
+        0..5,
+    );
+    let object = (fields, prop::collection::vec(json_value(), 5)).prop_map(|(names, values)| {
+        let doc: serde_json::Map<String, Value> = names
+            .into_iter()
+            .zip(values)
+            .map(|(n, v)| (n.to_owned(), v))
+            .collect();
+        serde_json::to_vec(&Value::Object(doc)).unwrap()
+    });
+    prop_oneof![
+        2 => object,
+        1 => prop::collection::vec(any::<u8>(), 0..64),
+        1 => Just(Vec::new()),
+    ]
+}
+
+/// One request of any shape to the simulator's routes.
+#[derive(Debug, Clone)]
+struct Call {
+    method: Method,
+    path: String,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+fn call() -> impl Strategy<Value = Call> {
+    let id = prop_oneof![
+        Just("legacy".to_owned()),
+        Just("{done}".to_owned()),
+        Just("%FF".to_owned()),
+        "[a-zA-Z0-9%._-]{0,12}",
+    ];
+    let path = (
+        prop::sample::select(vec![
+            "/status",
+            "/status?job={id}",
+            "/v1/jobs",
+            "/v1/jobs/{id}",
+            "/v1/jobs/{id}/status",
+            "/v1/jobs/{id}/events",
+            "/v1/reset",
+            "/admin/faults",
+            "/admin/outage",
+            "/healthz",
+            "/metrics",
+            "/{id}",
+        ]),
+        id,
+    )
+        .prop_map(|(template, id)| template.replace("{id}", &id));
+    let method = prop::sample::select(vec![
+        Method::GET,
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+    ]);
+    let headers = (
+        headers_named(&[
+            "prefer",
+            "if-none-match",
+            "last-event-id",
+            "x-api-key",
+            "traceparent",
+        ]),
+        prop::option::of(prop::sample::select(vec![
+            "application/json",
+            "application/problem+json",
+            "text/plain",
+            "Application/JSON; charset=utf-8",
+        ])),
+        prop::option::of(prop::sample::select(vec![
+            "Bearer admin-secret",
+            "bearer   admin-secret",
+            "Bearer wrong",
+            "Basic YTpi",
+            "",
+        ])),
+    )
+        .prop_map(|(mut headers, content_type, authorization)| {
+            if let Some(ct) = content_type {
+                headers.insert("content-type", HeaderValue::from_static(ct));
+            }
+            if let Some(auth) = authorization {
+                headers.insert("authorization", HeaderValue::from_static(auth));
+            }
+            headers
+        });
+    (method, path, headers, body()).prop_map(|(method, path, headers, body)| Call {
+        method,
+        path,
+        headers,
+        body,
+    })
+}
+
+fn settings() -> Settings {
+    let mut settings = Settings::default();
+    settings.server.bind = "127.0.0.1:0".parse().unwrap();
+    settings.legacy.delay = Duration::from_secs(3);
+    settings.longpoll.max_wait = Duration::from_secs(2);
+    settings.server.request_timeout = Duration::from_secs(5);
+    settings.sse.keepalive = Duration::from_secs(1);
+    settings.auth.admin_token = Some(ADMIN_TOKEN.to_owned());
+    settings.rate_limit.enabled = true;
+    settings
+}
+
+/// What a call got: the status and, unless it is a stream, the whole body.
+struct Answer {
+    status: StatusCode,
+    content_type: Option<String>,
+    body: Vec<u8>,
+}
+
+/// Sends `call` to the app; a stream is read for at most 64 frames (of virtual time).
+async fn send(router: &axum::Router, call: &Call, done: &str) -> Answer {
+    let uri = call.path.replace("{done}", done);
+    let mut request = Request::builder()
+        .method(call.method.clone())
+        .uri(uri)
+        .body(Body::from(call.body.clone()))
+        .unwrap();
+    *request.headers_mut() = call.headers.clone();
+    let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    request.extensions_mut().insert(ConnectInfo(peer));
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let mut frames = response.into_body().into_data_stream().take(64);
+    let mut body = Vec::new();
+    while let Some(frame) = frames.next().await {
+        match frame {
+            Ok(bytes) => body.extend_from_slice(&bytes),
+            // An injected dropped connection ends the body with an error: that is its point.
+            Err(_) => break,
+        }
+    }
+    Answer {
+        status,
+        content_type,
+        body,
+    }
+}
+
+/// Runs `calls` against a fresh simulator on a paused clock.
+fn exercise(
+    calls: &[Call],
+    check: impl Fn(&Call, &Answer) -> Result<(), TestCaseError>,
+) -> Result<(), TestCaseError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let state = AppState::new(settings()).unwrap();
+        let done = state
+            .create_job(JobSpec {
+                duration: Some(Duration::ZERO),
+                outcome: Some(Outcome::Completed),
+                ..JobSpec::default()
+            })
+            .unwrap();
+        let router = app(state.clone());
+        for call in calls {
+            let answer = send(&router, call, &done).await;
+            check(call, &answer)?;
+        }
+        prop_assert!(state.job_count() <= 2 + calls.len());
+        Ok(())
+    })
+}
+
+/// Every refusal is `{"error": {"code", "message"}}` with a non-empty code and message.
+fn refusal_is_documented_json(call: &Call, answer: &Answer) -> Result<(), TestCaseError> {
+    let status = answer.status;
+    prop_assert!(
+        status != StatusCode::INTERNAL_SERVER_ERROR
+            || answer.body.windows(14).any(|w| w == b"injected_error"),
+        "an unplanned 500 for {call:?}"
+    );
+    if status.is_client_error() || status.is_server_error() {
+        prop_assert!(
+            answer
+                .content_type
+                .as_deref()
+                .is_some_and(|ct| ct.starts_with("application/json")),
+            "{status} without JSON for {call:?}: {:?}",
+            answer.content_type
+        );
+        let value: Value = serde_json::from_slice(&answer.body).map_err(|e| {
+            TestCaseError::fail(format!("{status} body is not JSON ({e}) for {call:?}"))
+        })?;
+        let code = value["error"]["code"].as_str().unwrap_or("");
+        let message = value["error"]["message"].as_str().unwrap_or("");
+        prop_assert!(
+            !code.is_empty() && !message.is_empty(),
+            "{value} for {call:?}"
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    // Each case starts a simulator: fewer cases, each a sequence of requests.
+    #![proptest_config(cases(128))]
+
+    #[test]
+    fn any_sequence_of_requests_is_answered_in_the_documented_shape(
+        calls in prop::collection::vec(call(), 1..6),
+    ) {
+        exercise(&calls, refusal_is_documented_json)?;
+    }
+}
+
+proptest! {
+    #[test]
+    fn prefer_of_any_value_never_panics_and_reads_its_wait(
+        headers in headers_named(&["prefer"]),
+        secs in any::<u64>(),
+        other in "[a-z]{1,8}",
+    ) {
+        let _ = prefer_wait(&headers);
+        let mut headers = HeaderMap::new();
+        let value = format!("respond-async, {other}=1; wait={secs}");
+        headers.insert("prefer", HeaderValue::from_str(&value).unwrap());
+        let expected = (other != "wait").then(|| Duration::from_secs(secs));
+        if let Some(expected) = expected {
+            prop_assert_eq!(prefer_wait(&headers), Some(expected));
+        }
+    }
+
+    #[test]
+    fn if_none_match_of_any_value_never_panics_and_matches_its_tag(
+        headers in headers_named(&["if-none-match"]),
+        id in "[a-z0-9-]{1,12}",
+        version in any::<u64>(),
+        weak in any::<bool>(),
+    ) {
+        let etag = format!("W/\"{id}-{version}\"");
+        let _ = none_match(&headers, &etag);
+        let sent = if weak { etag.clone() } else { etag.trim_start_matches("W/").to_owned() };
+        let mut headers = HeaderMap::new();
+        headers.insert("if-none-match", HeaderValue::from_str(&format!("\"x\", {sent}")).unwrap());
+        prop_assert!(none_match(&headers, &etag));
+        let other = format!("W/\"{id}-{}\"", version.wrapping_add(1));
+        prop_assert!(!none_match(&headers, &other));
+    }
+}
+
+proptest! {
+    // Each case starts a simulator: fewer cases, each a whole exchange.
+    #![proptest_config(cases(64))]
+
+    #[test]
+    fn any_fault_settings_are_refused_or_served_without_a_panic(doc in body()) {
+        let faults = Call {
+            method: Method::PUT,
+            path: "/admin/faults".into(),
+            headers: admin_json_headers(),
+            body: doc,
+        };
+        let read = Call {
+            method: Method::GET,
+            path: "/v1/jobs/{done}/status".into(),
+            headers: HeaderMap::new(),
+            body: Vec::new(),
+        };
+        exercise(&[faults, read], |call, answer| {
+            refusal_is_documented_json(call, answer)?;
+            if call.method == Method::PUT {
+                prop_assert!(
+                    [StatusCode::OK, StatusCode::BAD_REQUEST, StatusCode::UNPROCESSABLE_ENTITY]
+                        .contains(&answer.status),
+                    "{} for {:?}", answer.status, String::from_utf8_lossy(&call.body)
+                );
+            }
+            Ok(())
+        })?;
+    }
+
+    #[test]
+    fn any_job_body_creates_a_job_or_is_refused_as_documented(doc in body(), reset in any::<bool>()) {
+        let path = if reset { "/v1/reset" } else { "/v1/jobs" };
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        let create = Call { method: Method::POST, path: path.into(), headers, body: doc };
+        exercise(&[create], |call, answer| {
+            refusal_is_documented_json(call, answer)?;
+            let allowed = [
+                StatusCode::OK,
+                StatusCode::CREATED,
+                StatusCode::BAD_REQUEST,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ];
+            prop_assert!(allowed.contains(&answer.status), "{} for {:?}", answer.status, String::from_utf8_lossy(&call.body));
+            Ok(())
+        })?;
+    }
+}
+
+fn admin_json_headers() -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    headers.insert(
+        "authorization",
+        HeaderValue::from_str(&format!("Bearer {ADMIN_TOKEN}")).unwrap(),
+    );
+    headers
+}
+
+/// The inputs that once panicked every request, kept by name.
+#[test]
+fn absurd_outage_and_latency_are_refused() {
+    let cases = [
+        json!({"outages": [{"start": "1s", "duration": "18446744073709551615s"}]}),
+        json!({"latency": "18446744073709551615s", "slow_tail_probability": 1.0,
+               "slow_tail_delay": "18446744073709551615s"}),
+    ];
+    for doc in cases {
+        let faults = Call {
+            method: Method::PUT,
+            path: "/admin/faults".into(),
+            headers: admin_json_headers(),
+            body: serde_json::to_vec(&doc).unwrap(),
+        };
+        exercise(&[faults], |_, answer| {
+            prop_assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY);
+            Ok(())
+        })
+        .unwrap();
+    }
+}
