@@ -14,7 +14,9 @@ use crate::jobset::{JobSet, JobSetOptions, RequestBudget, SavedJobSet, SharedBud
 use crate::model::{JobStatus, NewJob};
 use crate::poll::{LearnedDurations, PollPolicy, PollPolicyExt};
 use crate::redact::redact;
-use crate::transport::{BreakerConfig, HedgeConfig, ReadOptions, Transport, TransportConfig};
+use crate::transport::{
+    BreakerConfig, HedgeConfig, ReadOptions, Transport, TransportConfig, same_origin,
+};
 use crate::wait::{Capabilities, Completion, HttpSource, Plan, WaitOptions, Watch, run};
 
 /// A client of the translation service. Cheap to clone: clones share the connection pool,
@@ -154,6 +156,11 @@ impl Client {
 
     /// Creates a job (`POST /v1/jobs`). Not retried on failure — a retried creation could
     /// create two jobs — except after an explicit `429`/`503` with `Retry-After`.
+    ///
+    /// The `status_url` and `events_url` of the answer are used only when they are on the base
+    /// URL's origin (scheme, host and port): the API key goes with every request, so a server
+    /// cannot point it elsewhere. Another origin's status URL is replaced by the job's URL on
+    /// the base, and another origin's events URL is dropped (the wait polls).
     pub async fn create_job(&self, job: &NewJob) -> Result<CreatedJob, Error> {
         let base = self.inner.base_url.as_ref().ok_or_else(|| {
             Error::config(
@@ -186,10 +193,23 @@ impl Client {
         let Some(id) = field("id") else {
             return Err(exchange.into_error(Some("the creation answer has no job `id`".into())));
         };
-        let absolute = |relative: Option<String>| -> Option<String> {
-            relative.and_then(|r| url.join(&r).ok()).map(String::from)
+        // The client's credentials go with every request, so a URL the server hands back is
+        // used only on the base URL's origin: a creation answer must not be able to send them
+        // anywhere else. The job's own URLs on the base stand in for one that points away.
+        let absolute = |name: &str| -> Option<String> {
+            let joined = url.join(&field(name)?).ok()?;
+            if same_origin(&joined, base) {
+                Some(joined.into())
+            } else {
+                tracing::warn!(
+                    field = name,
+                    url = %redact(joined.as_str()),
+                    "the creation answer points at another origin; not used"
+                );
+                None
+            }
         };
-        let status_url = match absolute(field("status_url")) {
+        let status_url = match absolute("status_url") {
             Some(url) => url,
             None => JobRef::id(id.as_str())
                 .resolve(Some(base))?
@@ -197,7 +217,7 @@ impl Client {
                 .to_string(),
         };
         Ok(CreatedJob {
-            events_url: absolute(field("events_url")),
+            events_url: absolute("events_url"),
             created_at: field("created_at")
                 .and_then(|t| humantime::parse_rfc3339_weak(t.trim_end_matches('Z')).ok()),
             id,

@@ -106,6 +106,7 @@ pub use classify::{Classification, Classifier, classify, classify_error};
 pub use headers::{applied_wait, retry_after};
 pub use hedge::HedgeConfig;
 pub(crate) use redirect::MAX_HOPS as MAX_REDIRECT_HOPS;
+pub(crate) use redirect::same_origin;
 
 use crate::error::{Error, Unavailable, UnexpectedResponse, Unreachable, excerpt};
 use crate::redact::redact;

@@ -372,6 +372,67 @@ async fn a_redirect_to_another_origin_is_never_followed() {
 }
 
 #[tokio::test]
+async fn a_creation_answer_cannot_send_credentials_to_another_origin() {
+    // B would say the job completed; A's creation answer points the job's URLs at it.
+    let b = stand_in(|_, socket| async move { respond(socket, 200, &[], COMPLETED).await }).await;
+    let elsewhere = b.url("/v1/jobs/j-1");
+    let a = stand_in(move |head, socket| {
+        let elsewhere = elsewhere.clone();
+        async move {
+            if head.starts_with("POST") {
+                let body = format!(
+                    r#"{{"id":"j-1","status_url":"{elsewhere}/status","events_url":"{elsewhere}/events"}}"#
+                );
+                respond(socket, 201, &[], &body).await;
+            } else if path(&head) == "/v1/jobs/j-1/status" {
+                respond(socket, 200, &[], PENDING).await;
+            } else {
+                respond(socket, 404, &[], "{}").await;
+            }
+        }
+    })
+    .await;
+    let client = Client::builder()
+        .base_url(a.url("/"))
+        .api_key("k-1")
+        .build()
+        .unwrap();
+    let job = client
+        .create_job(&translation_status::NewJob::new())
+        .await
+        .unwrap();
+    assert_eq!(job.status_url, a.url("/v1/jobs/j-1/status"));
+    assert_eq!(job.events_url, None);
+    let options = polling(50).deadline(Duration::from_millis(400));
+    let err = client.wait_with(&job, &options).await.unwrap_err();
+    assert!(matches!(err, Error::GaveUp(_)), "{err:?}");
+    assert!(b.heads().is_empty(), "{:?}", b.heads());
+    // The same origin is used as given, relative or absolute.
+    let same = a.url("/v1/jobs/j-1");
+    let c = stand_in(move |_, socket| {
+        let same = same.clone();
+        async move {
+            let body = format!(
+                r#"{{"id":"j-1","status_url":"{same}/status","events_url":"/elsewhere/events"}}"#
+            );
+            respond(socket, 201, &[], &body).await;
+        }
+    })
+    .await;
+    let client = Client::builder().base_url(c.url("/")).build().unwrap();
+    let job = client
+        .create_job(&translation_status::NewJob::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        job.status_url,
+        c.url("/v1/jobs/j-1/status"),
+        "another origin"
+    );
+    assert_eq!(job.events_url, Some(c.url("/elsewhere/events")));
+}
+
+#[tokio::test]
 async fn same_origin_redirects_are_followed_only_when_allowed() {
     let server = stand_in(|head, socket| async move {
         match path(&head) {
