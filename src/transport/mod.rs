@@ -115,6 +115,9 @@ use breaker::{BreakerLayer, Breakers};
 use hedge::HedgeLayer;
 use throttle::ThrottleLayer;
 
+/// The longest event id sent back as `Last-Event-ID` when a stream is resumed.
+const MAX_EVENT_ID: usize = 1024;
+
 /// What a request is for (span field and metric label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -364,7 +367,12 @@ impl Transport {
             .with_extension(RequestKind::Events)
             .with_extension(attempts.clone())
             .timeout(timeout);
-        if let Some(id) = last_event_id {
+        // The id is the server's: resume with it only when a header can carry it, and a
+        // short one at that; otherwise reconnect without it, as a new subscriber.
+        let resume = last_event_id
+            .filter(|id| id.len() <= MAX_EVENT_ID)
+            .and_then(|id| HeaderValue::from_str(id).ok());
+        if let Some(id) = resume {
             request = request.header("last-event-id", id);
         }
         let response = request

@@ -497,6 +497,58 @@ async fn a_redirect_loop_is_an_unexpected_response() {
     assert!(asked <= 3 * 4, "three hops per request, {asked} requests");
 }
 
+/// Writes an event-stream answer of `events` and closes the connection.
+async fn stream_once(mut socket: TcpStream, events: &str) {
+    let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+    let _ = socket.write_all(head.as_bytes()).await;
+    let _ = socket.write_all(events.as_bytes()).await;
+    let _ = socket.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_event_id_that_cannot_be_a_header_is_not_sent_back() {
+    // The first stream names its event with an id no header can carry (a control character,
+    // then one of 64 KiB), and breaks; the second reports the job done.
+    let opened = Arc::new(AtomicU32::new(0));
+    let count = Arc::clone(&opened);
+    let server = stand_in(move |head, socket| {
+        let count = Arc::clone(&count);
+        async move {
+            if path(&head).ends_with("/events") {
+                let event = match count.fetch_add(1, Ordering::SeqCst) {
+                    0 => "id: bad\u{1}id\ndata: {\"result\":\"pending\"}\n\n".to_owned(),
+                    1 => format!(
+                        "id: {}\ndata: {{\"result\":\"pending\"}}\n\n",
+                        "7".repeat(64 * 1024)
+                    ),
+                    _ => "id: 2\ndata: {\"result\":\"completed\"}\n\n".to_owned(),
+                };
+                stream_once(socket, &event).await;
+            } else {
+                respond(socket, 200, &[], PENDING).await;
+            }
+        }
+    })
+    .await;
+    let client = Client::builder().base_url(server.url("/")).build().unwrap();
+    let options = WaitOptions::new().deadline(Duration::from_secs(20));
+    let done = client.wait_with("j-1", &options).await.unwrap();
+    assert_eq!(done.report.mechanism, Mechanism::Sse, "{:?}", done.report);
+    let resumed: Vec<String> = server
+        .heads()
+        .into_iter()
+        .filter(|h| path(h).ends_with("/events"))
+        .skip(1)
+        .collect();
+    assert!(resumed.len() >= 2, "{resumed:?}");
+    for head in &resumed[..2] {
+        assert!(
+            !head.to_ascii_lowercase().contains("last-event-id"),
+            "{head}"
+        );
+    }
+}
+
 // ----- Bounded reads -----------------------------------------------------------------------
 
 /// Writes the head of an answer with no length, then a body until the client hangs up, 1 GiB
