@@ -224,7 +224,11 @@ async fn create(client: Client, job: NewJob) -> Result<String, Error> {
         match client.create_job(&job).await {
             Ok(created) => return Ok(created.id),
             Err(Error::UnexpectedResponse(refused)) if refused.status == 429 => {
-                let pause = refused.retry_after.unwrap_or(Duration::from_secs(1));
+                // However short the server's hint, never a pause below the SDK's floor.
+                let pause = refused
+                    .retry_after
+                    .unwrap_or(Duration::from_secs(1))
+                    .max(translation_status::poll::MIN_PAUSE);
                 tokio::time::sleep(pause).await;
             }
             Err(e) => return Err(e),
