@@ -56,12 +56,12 @@ mod time;
 pub use error::{ApiError, Error};
 pub use routes::app;
 pub use settings::{ConfigError, Faults, OutageWindow, Outcome, Settings};
-pub use sim::job::Channel;
+pub use sim::job::{Cancel, Channel};
 pub use sim::store::{JobSpec, LEGACY_ID, Refused, StoreFull};
 
 use metrics::Metrics;
 use sim::faults::FaultInjector;
-use sim::job::Job;
+use sim::job::{Job, State as JobState};
 use sim::ratelimit::RateLimiter;
 use sim::store::JobStore;
 use sim::webhooks::Webhooks;
@@ -187,10 +187,33 @@ impl AppState {
         self.inner.store.len()
     }
 
+    /// Cancels the job with this id now (`POST /v1/jobs/{id}/cancel`): see [`Cancel`] for what
+    /// the answer means. A job this call canceled wakes its held long-polls and streams at once,
+    /// is counted as finished (`canceled`), and has its webhook sent now. `None` for an unknown
+    /// or expired job.
+    pub fn cancel_job(&self, id: &str) -> Option<Cancel> {
+        self.cancel(id).map(|(_, found)| found)
+    }
+
+    pub(crate) fn cancel(&self, id: &str) -> Option<(Arc<Job>, Cancel)> {
+        let (job, found, _client) = self.inner.store.cancel(id, Instant::now())?;
+        if found == Cancel::Canceled {
+            job.changed.notify_waiters();
+            if job.take_finish() {
+                self.inner
+                    .metrics
+                    .jobs_finished(JobState::Canceled.as_str(), 1);
+            }
+            self.inner.webhooks.schedule_now(Arc::clone(&job));
+        }
+        Some((job, found))
+    }
+
     /// Records that `channel` reported `job`'s terminal state at `now` (metrics only; a no-op
     /// for a pending job or a repeated report).
     pub(crate) fn report_terminal(&self, job: &Job, channel: Channel, now: Instant) {
-        if !job.is_done(now) {
+        let state = job.snapshot(now).state;
+        if !state.is_terminal() {
             return;
         }
         let m = &self.inner.metrics;
@@ -205,15 +228,15 @@ impl AppState {
             m.polls_per_job(job.requests());
         }
         if job.take_finish() {
-            m.jobs_finished(job.outcome.as_str(), 1);
+            m.jobs_finished(state.as_str(), 1);
         }
     }
 
     /// One sweep: expire jobs, count finishes, refresh gauges.
     fn sweep(&self) {
         let report = self.inner.store.sweep(Instant::now());
-        for outcome in &report.newly_finished {
-            self.inner.metrics.jobs_finished(outcome.as_str(), 1);
+        for state in &report.newly_finished {
+            self.inner.metrics.jobs_finished(state.as_str(), 1);
         }
         self.inner.metrics.jobs_in_store(report.held);
         self.inner.metrics.upkeep();

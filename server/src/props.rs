@@ -149,6 +149,7 @@ fn call() -> impl Strategy<Value = Call> {
             "/v1/jobs/{id}",
             "/v1/jobs/{id}/status",
             "/v1/jobs/{id}/events",
+            "/v1/jobs/{id}/cancel",
             "/v1/reset",
             "/admin/faults",
             "/admin/outage",

@@ -1,4 +1,4 @@
-//! `POST /v1/jobs` and `POST /v1/reset`.
+//! `POST /v1/jobs`, `POST /v1/jobs/{id}/cancel` and `POST /v1/reset`.
 
 use std::time::Duration;
 
@@ -12,11 +12,12 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::body::optional_json;
+use super::path::JobId;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::settings::Outcome;
 use crate::sim::client::ClientId;
-use crate::sim::job::{Job, rfc3339};
+use crate::sim::job::{Cancel, Job, rfc3339};
 use crate::sim::store::{JobSpec, Refused, StoreFull};
 use crate::sim::webhooks::check_callback;
 
@@ -113,6 +114,33 @@ pub(crate) async fn create(
     let mut response = (StatusCode::CREATED, Json(created_body(&job))).into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("/v1/jobs/{}", job.id)) {
         response.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(response)
+}
+
+/// `POST /v1/jobs/{id}/cancel`: `200` with the canceled job's status (also when it was
+/// canceled before), `409 job_finished` when it had already ended on its own.
+pub(crate) async fn cancel(
+    State(state): State<AppState>,
+    JobId(id): JobId,
+) -> Result<Response, ApiError> {
+    let (job, found) = state
+        .cancel(&id)
+        .ok_or_else(|| ApiError::job_not_found(&id))?;
+    if let Cancel::Finished(outcome) = found {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "job_finished",
+            format!(
+                "the job already ended on its own ({}); a finished job cannot be canceled",
+                outcome.as_str()
+            ),
+        ));
+    }
+    let snap = job.snapshot(tokio::time::Instant::now());
+    let mut response = Json(job.body(&snap, false)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&job.etag(snap.version)) {
+        response.headers_mut().insert(header::ETAG, v);
     }
     Ok(response)
 }

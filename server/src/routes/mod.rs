@@ -56,7 +56,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/jobs", post(jobs::create))
         .route("/v1/jobs/{id}", get(status::job_status))
         .route("/v1/jobs/{id}/status", get(status::job_status))
-        .route("/v1/jobs/{id}/events", get(events::events));
+        .route("/v1/jobs/{id}/events", get(events::events))
+        .route("/v1/jobs/{id}/cancel", post(jobs::cancel));
     let api = api.layer(from_fn_with_state(state.clone(), layers::api));
     let ops = Router::new()
         .route("/metrics", get(ops::metrics))

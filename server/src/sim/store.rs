@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::client::ClientId;
-use super::job::Job;
+use super::job::{Cancel, Job, State};
 use super::timeline::Timeline;
 use crate::settings::{DurationKind, DurationSettings, Outcome, Settings};
 
@@ -73,8 +73,8 @@ pub enum Refused {
 /// What a sweep found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SweepReport {
-    /// Jobs that turned terminal since they were last looked at.
-    pub newly_finished: Vec<Outcome>,
+    /// Jobs that turned terminal since they were last looked at, and how they ended.
+    pub newly_finished: Vec<State>,
     /// Jobs forgotten after their TTL.
     pub expired: usize,
     /// Jobs still held.
@@ -343,6 +343,30 @@ impl JobStore {
             .map(|e| Arc::clone(&e.job))
     }
 
+    /// Cancels the job with this id at `now` (see [`Job::cancel`]), if it is held and not
+    /// expired. A job this call canceled is forgotten `jobs.ttl` from now, unless it was due
+    /// sooner. Returns the job, what the cancel found, and whose job it is.
+    pub fn cancel(&self, id: &str, now: Instant) -> Option<(Arc<Job>, Cancel, Option<ClientId>)> {
+        let mut held = lock(&self.held);
+        let entry = held
+            .jobs
+            .get_mut(id)
+            .filter(|e| e.expires.is_none_or(|at| now < at))?;
+        let job = Arc::clone(&entry.job);
+        let client = entry.client;
+        let found = job.cancel(now);
+        if found == Cancel::Canceled
+            && let Some(old) = entry.expires
+        {
+            let at = crate::time::later(now, self.ttl);
+            if at < old {
+                entry.expires = Some(at);
+                held.expiries.push(at, Arc::clone(&job));
+            }
+        }
+        Some((job, found, client))
+    }
+
     /// Expiries looked at, in all, by creates that found the store full.
     pub fn examined(&self) -> u64 {
         lock(&self.held).examined
@@ -372,7 +396,7 @@ impl JobStore {
                 };
                 handled += 1;
                 if held.holds(&job) && job.take_finish() {
-                    report.newly_finished.push(job.outcome);
+                    report.newly_finished.push(job.snapshot(now).state);
                 }
             }
             while handled < SWEEP_BATCH {
@@ -448,7 +472,7 @@ mod tests {
             .unwrap();
         let r = store.sweep(Instant::now() + Duration::from_secs(2));
         assert_eq!(r.newly_finished.len(), 2);
-        assert!(r.newly_finished.contains(&Outcome::Error));
+        assert!(r.newly_finished.contains(&State::Done(Outcome::Error)));
         let r = store.sweep(Instant::now() + Duration::from_secs(3));
         assert!(r.newly_finished.is_empty());
         let r = store.sweep(Instant::now() + Duration::from_secs(7));
@@ -592,6 +616,45 @@ mod tests {
         let r = store.sweep(Instant::now());
         assert_eq!(r.expired, 100);
         assert!(lock(&store.held).per_client.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_canceled_job_expires_ttl_after_its_cancel_and_is_reported_canceled() {
+        let mut s = Settings::default();
+        s.jobs.ttl = Duration::from_secs(5);
+        let store = JobStore::new(&s, SmallRng::seed_from_u64(1));
+        let spec = |secs| JobSpec {
+            duration: Some(Duration::from_secs(secs)),
+            ..JobSpec::default()
+        };
+        let (short, long) = (
+            store.create(spec(2)).unwrap(),
+            store.create(spec(60)).unwrap(),
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        for job in [&short, &long] {
+            let (found_job, found, _) = store.cancel(&job.id, Instant::now()).unwrap();
+            assert!(Arc::ptr_eq(&found_job, job));
+            assert_eq!(found, Cancel::Canceled);
+            assert_eq!(
+                store.cancel(&job.id, Instant::now()).unwrap().1,
+                Cancel::AlreadyCanceled
+            );
+        }
+        assert!(store.cancel("j-nope", Instant::now()).is_none());
+        // The sweeper reaches the short job's natural end and reports how it really ended.
+        let r = store.sweep(Instant::now() + Duration::from_secs(2));
+        assert_eq!(r.newly_finished, vec![State::Canceled]);
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert!(store.get(&long.id).is_some());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(
+            store.get(&long.id).is_none(),
+            "forgotten ttl after its cancel"
+        );
+        assert!(store.cancel(&long.id, Instant::now()).is_none());
+        let r = store.sweep(Instant::now());
+        assert_eq!((r.expired, r.held), (2, 0));
     }
 
     #[test]

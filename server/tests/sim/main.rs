@@ -3,6 +3,7 @@
 
 mod abuse;
 mod api;
+mod cancel;
 mod cli;
 mod common;
 mod faults;

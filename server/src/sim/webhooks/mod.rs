@@ -10,6 +10,9 @@
 //! holds a slot while it waits. Deliveries that cannot even wait for a slot are dropped and
 //! counted rather than buffered without bound.
 //!
+//! A canceled job ends before its natural end: its delivery is scheduled anew, due at once, and
+//! the one waiting for the natural end is skipped when it comes due.
+//!
 //! Redirects are never followed: the allow-list is checked on the `callback_url` once, at
 //! creation, and a receiver answering `3xx` must not be able to send the signed body to a
 //! host the list does not name. A `3xx` is a failed delivery, counted as `redirected`, and not
@@ -24,7 +27,7 @@ use tokio::sync::Notify;
 use tokio::task::{Id, JoinSet};
 use tokio::time::Instant;
 
-use super::job::{Channel, Job};
+use super::job::{Channel, Job, State};
 use super::timeline::Timeline;
 use crate::AppState;
 use crate::settings::WebhookSettings;
@@ -48,6 +51,9 @@ const DUE_BATCH: usize = 1024;
 struct Delivery {
     job: Arc<Job>,
     attempt: u32,
+    /// Scheduled by a cancel, due at once (else at the job's natural end, scheduled at its
+    /// creation).
+    on_cancel: bool,
 }
 
 impl Delivery {
@@ -99,14 +105,33 @@ impl Webhooks {
         self.timers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Arranges a delivery when `job` becomes terminal. A hanging job never does: holding it
-    /// here would keep it in memory long after the store forgot it.
+    /// Arranges a delivery when `job` becomes terminal. A hanging job never does (unless it is
+    /// canceled, see [`Webhooks::schedule_now`]): holding it here would keep it in memory long
+    /// after the store forgot it.
     pub fn schedule(&self, job: Arc<Job>) {
         if job.hang || job.callback.is_none() {
             return;
         }
         let at = job.completes_at();
-        self.timers().push(at, Delivery { job, attempt: 1 });
+        self.push(at, job, false);
+    }
+
+    /// Arranges a delivery now, for a job that was just canceled. The delivery scheduled for
+    /// its natural end is skipped when it comes due.
+    pub fn schedule_now(&self, job: Arc<Job>) {
+        if job.callback.is_none() {
+            return;
+        }
+        self.push(Instant::now(), job, true);
+    }
+
+    fn push(&self, at: Instant, job: Arc<Job>, on_cancel: bool) {
+        let d = Delivery {
+            job,
+            attempt: 1,
+            on_cancel,
+        };
+        self.timers().push(at, d);
         self.wake.notify_one();
     }
 
@@ -132,6 +157,11 @@ impl Webhooks {
                 let Some(d) = hooks.timers().pop_due(now) else {
                     break;
                 };
+                // Due at its natural end: looking at it now decides that it ended on its own,
+                // unless it was canceled, and then the cancel scheduled a delivery of its own.
+                if !d.on_cancel && d.job.snapshot(now).state == State::Canceled {
+                    continue;
+                }
                 let Some(origin) = d.origin() else {
                     continue;
                 };
@@ -259,8 +289,8 @@ fn settle(state: &AppState, d: Delivery, result: Attempt) {
             hooks.timers().push(
                 at,
                 Delivery {
-                    job: d.job,
                     attempt: attempt + 1,
+                    ..d
                 },
             );
         }
