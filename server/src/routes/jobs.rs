@@ -109,6 +109,7 @@ pub(crate) async fn create(
         callback,
         hang,
         client: client.map(|Extension(c)| c),
+        heygen: None,
     };
     let job = state.create(spec).map_err(refused)?;
     let mut response = (StatusCode::CREATED, Json(created_body(&job))).into_response();

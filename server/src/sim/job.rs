@@ -31,6 +31,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use url::Url;
 
+use super::heygen::HeyGenJob;
 use crate::settings::Outcome;
 use crate::time::{later, millis, scaled};
 
@@ -109,6 +110,9 @@ pub struct Job {
     /// Which creation of its id this job is (see [`Job::with_generation`]); 0 for an id
     /// created once.
     pub generation: u64,
+    /// What a job created in the HeyGen dialect carries for it (its webhook then speaks
+    /// HeyGen's envelope); `None` for every other job.
+    pub heygen: Option<Box<HeyGenJob>>,
     /// Status requests received (any channel but webhooks).
     requests: AtomicU64,
     /// Channels that have reported the terminal state (bit set).
@@ -238,6 +242,7 @@ impl Job {
             callback,
             hang: false,
             generation: 0,
+            heygen: None,
             requests: AtomicU64::new(0),
             reported: AtomicU8::new(0),
             first_report_done: AtomicBool::new(false),
@@ -252,6 +257,12 @@ impl Job {
     /// outcome are never reached.
     pub fn hanging(mut self) -> Self {
         self.hang = true;
+        self
+    }
+
+    /// Marks this job as created in the HeyGen dialect, with what that dialect needs of it.
+    pub fn with_heygen(mut self, heygen: HeyGenJob) -> Self {
+        self.heygen = Some(Box::new(heygen));
         self
     }
 

@@ -25,6 +25,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::client::ClientId;
+use super::heygen::HeyGenJob;
 use super::job::{Cancel, Job, State};
 use super::timeline::Timeline;
 use crate::settings::{DurationKind, DurationSettings, Outcome, Settings};
@@ -52,6 +53,8 @@ pub struct JobSpec {
     /// Who asks: counted against `jobs.max_jobs_per_client` while the job is held. `None`
     /// (jobs created in process) belongs to no client.
     pub client: Option<ClientId>,
+    /// Created in the HeyGen dialect, with what that dialect needs of it.
+    pub heygen: Option<HeyGenJob>,
 }
 
 /// The store is full (the legacy job has no room).
@@ -215,7 +218,25 @@ impl JobStore {
 
     /// Creates a job with a fresh id, for `spec.client` if set.
     pub fn create(&self, spec: JobSpec) -> Result<Arc<Job>, Refused> {
-        self.insert(None, spec)
+        let mut jobs = self.create_many(vec![spec])?;
+        jobs.pop().ok_or(Refused::StoreFull)
+    }
+
+    /// Creates one job per spec, all or none: for one client (the first spec's `client`, which
+    /// is counted for every job), in one hold of the lock, so that either there is room for
+    /// all of them or nothing is created.
+    pub fn create_many(&self, specs: Vec<JobSpec>) -> Result<Vec<Arc<Job>>, Refused> {
+        let client = specs.first().and_then(|s| s.client);
+        let drawn: Vec<_> = specs.iter().map(|spec| self.draw(spec)).collect();
+        let now = Instant::now();
+        let mut held = lock(&self.held);
+        self.make_room(&mut held, now, client, specs.len())?;
+        let jobs = specs
+            .into_iter()
+            .zip(drawn)
+            .map(|(spec, drawn)| self.place(&mut held, None, JobSpec { client, ..spec }, drawn))
+            .collect();
+        Ok(jobs)
     }
 
     /// Creates (or replaces) the legacy job. It never expires, belongs to no client, and
@@ -225,39 +246,48 @@ impl JobStore {
             client: None,
             ..spec
         };
-        self.insert(Some(LEGACY_ID), spec).map_err(|_| StoreFull)
+        let drawn = self.draw(&spec);
+        let mut held = lock(&self.held);
+        if !held.jobs.contains_key(LEGACY_ID) {
+            self.make_room(&mut held, Instant::now(), None, 1)
+                .map_err(|_| StoreFull)?;
+        }
+        Ok(self.place(&mut held, Some(LEGACY_ID), spec, drawn))
     }
 
     fn draw_id(&self) -> String {
         format!("j-{:016x}", lock(&self.rng).random::<u64>())
     }
 
-    fn insert(&self, legacy: Option<&str>, spec: JobSpec) -> Result<Arc<Job>, Refused> {
-        let (duration, outcome, bias) = {
-            let mut rng = lock(&self.rng);
-            let duration = spec
-                .duration
-                .unwrap_or_else(|| sample_duration(&self.duration, &mut *rng));
-            let outcome = spec.outcome.unwrap_or_else(|| {
-                if rng.random_bool(self.error_rate) {
-                    Outcome::Error
-                } else {
-                    Outcome::Completed
-                }
-            });
-            let bias = if self.eta_noise > 0.0 {
-                rng.random_range(1.0 - self.eta_noise..=1.0 + self.eta_noise)
+    /// What `spec` leaves to chance, drawn: `(duration, outcome, estimate bias)`.
+    fn draw(&self, spec: &JobSpec) -> (Duration, Outcome, f64) {
+        let mut rng = lock(&self.rng);
+        let duration = spec
+            .duration
+            .unwrap_or_else(|| sample_duration(&self.duration, &mut *rng));
+        let outcome = spec.outcome.unwrap_or_else(|| {
+            if rng.random_bool(self.error_rate) {
+                Outcome::Error
             } else {
-                1.0
-            };
-            (duration, outcome, bias)
+                Outcome::Completed
+            }
+        });
+        let bias = if self.eta_noise > 0.0 {
+            rng.random_range(1.0 - self.eta_noise..=1.0 + self.eta_noise)
+        } else {
+            1.0
         };
-        let now = Instant::now();
-        let mut held = lock(&self.held);
-        let replacing = legacy.is_some_and(|id| held.jobs.contains_key(id));
-        if !replacing {
-            self.make_room(&mut held, now, spec.client)?;
-        }
+        (duration, outcome, bias)
+    }
+
+    /// Builds the job and holds it (room was made by the caller).
+    fn place(
+        &self,
+        held: &mut Held,
+        legacy: Option<&str>,
+        spec: JobSpec,
+        (duration, outcome, bias): (Duration, Outcome, f64),
+    ) -> Arc<Job> {
         let id = match legacy {
             Some(id) => id.to_string(),
             // A 64-bit id drawn twice is all but impossible; never let it replace a job.
@@ -271,6 +301,9 @@ impl JobStore {
         let mut job = Job::new(id, duration, outcome, bias, spec.callback);
         if legacy.is_some() {
             job = job.with_generation(self.legacy_generation.fetch_add(1, Ordering::Relaxed));
+        }
+        if let Some(heygen) = spec.heygen {
+            job = job.with_heygen(heygen);
         }
         let job = Arc::new(if spec.hang { job.hanging() } else { job });
         let expires = match (legacy, spec.hang) {
@@ -298,10 +331,15 @@ impl JobStore {
             }
             old.job.changed.notify_waiters();
         }
-        Ok(job)
+        job
     }
 
-    /// Whether there is room for one more job, for `client` if set, after forgetting at most a
+    /// When a hanging job created now would be forgotten: it stops counting anywhere then.
+    pub fn hang_ttl(&self) -> Duration {
+        self.hang_ttl
+    }
+
+    /// Whether there is room for `n` more jobs, for `client` if set, after forgetting at most a
     /// few jobs that have expired (the soonest first). Refusing looks at one expiry, however
     /// many jobs are held. A client at its cap is told so even when the store is full too.
     fn make_room(
@@ -309,17 +347,21 @@ impl JobStore {
         held: &mut Held,
         now: Instant,
         client: Option<ClientId>,
+        n: usize,
     ) -> Result<(), Refused> {
+        let most = MAX_EXPIRED_PER_CREATE + n.saturating_sub(1) as u64;
         let mut looked = 0;
         loop {
-            let refused = if client.is_some_and(|c| held.held_by(c) >= self.max_per_client) {
+            let refused = if client
+                .is_some_and(|c| held.held_by(c).saturating_add(n) > self.max_per_client)
+            {
                 Refused::ClientFull
-            } else if held.jobs.len() >= self.max_jobs {
+            } else if held.jobs.len().saturating_add(n) > self.max_jobs {
                 Refused::StoreFull
             } else {
                 return Ok(());
             };
-            if looked == MAX_EXPIRED_PER_CREATE {
+            if looked == most {
                 return Err(refused);
             }
             looked += 1;
