@@ -60,7 +60,10 @@ pub use sim::job::{Cancel, Channel};
 pub use sim::store::{JobSpec, LEGACY_ID, Refused, StoreFull};
 
 use metrics::Metrics;
+use sim::concurrency::ConcurrencyLimit;
 use sim::faults::FaultInjector;
+use sim::heygen::UrlSigner;
+use sim::idempotency::Idempotency;
 use sim::job::{Job, State as JobState};
 use sim::ratelimit::RateLimiter;
 use sim::store::JobStore;
@@ -86,6 +89,12 @@ pub(crate) struct Inner {
     pub(crate) webhooks: Webhooks,
     /// Per-client buckets, when the rate limit is on.
     pub(crate) limiter: Option<RateLimiter>,
+    /// Running HeyGen jobs per client (`heygen.max_concurrent_jobs`).
+    pub(crate) concurrency: ConcurrencyLimit,
+    /// Signs the video URLs of finished HeyGen jobs.
+    pub(crate) urls: UrlSigner,
+    /// The `Idempotency-Key` table of creates.
+    pub(crate) idempotency: Idempotency,
     /// Caps concurrently held long-polls.
     pub(crate) longpoll_permits: Arc<Semaphore>,
     /// Caps concurrently open SSE streams.
@@ -110,6 +119,9 @@ impl AppState {
                     .rate_limit
                     .enabled
                     .then(|| RateLimiter::new(&settings.rate_limit)),
+                concurrency: ConcurrencyLimit::new(settings.heygen.max_concurrent_jobs),
+                urls: UrlSigner::new(&settings.heygen),
+                idempotency: Idempotency::new(&settings.idempotency),
                 longpoll_permits: Arc::new(Semaphore::new(settings.longpoll.max_waiters)),
                 sse_permits: Arc::new(Semaphore::new(settings.sse.max_streams)),
                 closing: watch::channel(false).0,
@@ -136,12 +148,21 @@ impl AppState {
     }
 
     pub(crate) fn create(&self, spec: JobSpec) -> Result<Arc<Job>, Refused> {
-        let job = self.inner.store.create(spec)?;
-        self.inner.metrics.job_created();
-        if job.callback.is_some() {
-            self.inner.webhooks.schedule(Arc::clone(&job));
+        let mut jobs = self.create_many(vec![spec])?;
+        jobs.pop().ok_or(Refused::StoreFull)
+    }
+
+    /// Creates one job per spec, all or none, for the first spec's client (see
+    /// [`JobStore::create_many`]).
+    pub(crate) fn create_many(&self, specs: Vec<JobSpec>) -> Result<Vec<Arc<Job>>, Refused> {
+        let jobs = self.inner.store.create_many(specs)?;
+        for job in &jobs {
+            self.inner.metrics.job_created();
+            if job.callback.is_some() {
+                self.inner.webhooks.schedule(Arc::clone(job));
+            }
         }
-        Ok(job)
+        Ok(jobs)
     }
 
     /// Re-creates the legacy job now; unset fields come from `[legacy]`.
@@ -196,9 +217,12 @@ impl AppState {
     }
 
     pub(crate) fn cancel(&self, id: &str) -> Option<(Arc<Job>, Cancel)> {
-        let (job, found, _client) = self.inner.store.cancel(id, Instant::now())?;
+        let (job, found, client) = self.inner.store.cancel(id, Instant::now())?;
         if found == Cancel::Canceled {
             job.changed.notify_waiters();
+            if let Some(client) = client.filter(|_| job.heygen.is_some()) {
+                self.inner.concurrency.release(client, &job);
+            }
             if job.take_finish() {
                 self.inner
                     .metrics
@@ -234,7 +258,9 @@ impl AppState {
 
     /// One sweep: expire jobs, count finishes, refresh gauges.
     fn sweep(&self) {
-        let report = self.inner.store.sweep(Instant::now());
+        let now = Instant::now();
+        let report = self.inner.store.sweep(now);
+        self.inner.concurrency.prune(now);
         for state in &report.newly_finished {
             self.inner.metrics.jobs_finished(state.as_str(), 1);
         }

@@ -9,6 +9,7 @@ mod common;
 mod faults;
 mod hang;
 mod hardening;
+mod heygen;
 mod limits;
 mod longpoll;
 mod metrics;

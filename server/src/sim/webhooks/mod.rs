@@ -1,4 +1,5 @@
-//! Webhook delivery, signed Standard-Webhooks style.
+//! Webhook delivery, signed Standard-Webhooks style — or, for a job created in the HeyGen
+//! dialect, in HeyGen's envelope and signature (`sim::heygen`).
 //!
 //! One dispatcher task holds a timer queue of deliveries ordered by when they are due (no
 //! task per job, none per waiting delivery): a job's first attempt is due when it completes,
@@ -27,7 +28,8 @@ use tokio::sync::Notify;
 use tokio::task::{Id, JoinSet};
 use tokio::time::Instant;
 
-use super::job::{Channel, Job, State};
+use super::heygen::{HeyGenJob, Phase, hmac_hex, webhook_event};
+use super::job::{Channel, Job, Snapshot, State};
 use super::timeline::Timeline;
 use crate::AppState;
 use crate::settings::WebhookSettings;
@@ -246,27 +248,56 @@ async fn attempt(state: AppState, d: Delivery) -> (Delivery, Attempt) {
         return (d, Attempt::Failed);
     };
     let snap = d.job.snapshot(Instant::now());
-    let Ok(body) = serde_json::to_vec(&d.job.body(&snap, false)) else {
-        return (d, Attempt::Failed);
-    };
-    let msg_id = format!("msg_{}", d.job.id);
-    let timestamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|t| t.as_secs())
-        .unwrap_or(0);
-    let signature = sign(&hooks.key, &msg_id, timestamp, &body);
-    let sent = hooks
+    let request = hooks
         .client
         .post(url)
-        .header("content-type", "application/json")
-        .header("webhook-id", &msg_id)
-        .header("webhook-timestamp", timestamp.to_string())
-        .header("webhook-signature", signature)
-        .body(body)
-        .send()
-        .await;
+        .header("content-type", "application/json");
+    let request = match &d.job.heygen {
+        Some(meta) => {
+            let Some((body, name, signature)) = heygen_delivery(&state, &d.job, meta, &snap) else {
+                return (d, Attempt::Failed);
+            };
+            request.header(name, signature).body(body)
+        }
+        None => {
+            let Ok(body) = serde_json::to_vec(&d.job.body(&snap, false)) else {
+                return (d, Attempt::Failed);
+            };
+            let msg_id = format!("msg_{}", d.job.id);
+            let timestamp = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|t| t.as_secs())
+                .unwrap_or(0);
+            let signature = sign(&hooks.key, &msg_id, timestamp, &body);
+            request
+                .header("webhook-id", &msg_id)
+                .header("webhook-timestamp", timestamp.to_string())
+                .header("webhook-signature", signature)
+                .body(body)
+        }
+    };
+    let sent = request.send().await;
     let result = classify(sent.as_ref().ok().map(reqwest::Response::status));
     (d, result)
+}
+
+/// A HeyGen job's delivery: its envelope, and the header that signs it (HMAC-SHA256, hex, over
+/// the raw body, with `heygen.webhook_secret`, in `heygen.signature_header`).
+fn heygen_delivery(
+    state: &AppState,
+    job: &Job,
+    meta: &HeyGenJob,
+    snap: &Snapshot,
+) -> Option<(Vec<u8>, reqwest::header::HeaderName, String)> {
+    let settings = &state.inner.settings.heygen;
+    let phase = Phase::of(job, snap, settings.queued_fraction);
+    let event = webhook_event(job, meta, phase, &state.inner.urls)?;
+    let body = serde_json::to_vec(&event).ok()?;
+    // Validated at start-up.
+    let name =
+        reqwest::header::HeaderName::from_bytes(settings.signature_header.as_bytes()).ok()?;
+    let signature = hmac_hex(settings.webhook_secret.as_bytes(), &body);
+    Some((body, name, signature))
 }
 
 /// Counts an attempt's outcome, and puts a failed one back in the timer queue for its retry.
