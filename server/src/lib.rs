@@ -2,8 +2,9 @@
 //!
 //! A simulator of the video-translation backend that the `translation-status` SDK waits on.
 //! It speaks the wire contract in `docs/wire.md`: the original `GET /status`, jobs with
-//! hints, `ETag`s, long-polling, Server-Sent Events and signed webhooks, plus fault injection
-//! and Prometheus metrics that make every waiting strategy measurable.
+//! hints, `ETag`s, long-polling, Server-Sent Events, cancel and signed webhooks, and HeyGen's
+//! v2/v3 video-translate dialect over the same jobs, plus fault injection and Prometheus
+//! metrics that make every waiting strategy measurable.
 //!
 //! The server is a library: [`app`] builds the router from an [`AppState`], [`run`] serves it
 //! on a bound listener until a shutdown future resolves, and [`spawn`] does both in the

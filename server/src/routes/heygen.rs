@@ -171,16 +171,17 @@ impl Common<'_> {
 /// Creates `specs` for `client` within its share of running jobs.
 fn start(state: &AppState, client: ClientId, specs: Vec<JobSpec>) -> Result<Vec<String>, ApiError> {
     let inner = &state.inner;
+    let n = specs.len();
     let mut room = inner
         .concurrency
-        .admit(client, specs.len(), Instant::now())
+        .admit(client, n, Instant::now())
         .map_err(|busy| {
             ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limit_exceeded",
                 format!(
-                    "this client runs heygen.max_concurrent_jobs ({}) jobs already; retry when \
-                     some have ended",
+                    "this client may run heygen.max_concurrent_jobs ({}) jobs at once and its \
+                     running jobs leave no room for {n} more; retry after the Retry-After delay",
                     inner.settings.heygen.max_concurrent_jobs
                 ),
             )

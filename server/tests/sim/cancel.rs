@@ -65,6 +65,11 @@ async fn a_canceled_job_is_canceled_for_good_and_cancel_is_idempotent() {
         .unwrap();
     assert_eq!(plain, json!({"result": "canceled"}));
     assert_eq!(cancel(&server, &id).await.status(), 200);
+    assert_eq!(
+        server.state().cancel_job(&id),
+        Some(translation_sim::Cancel::AlreadyCanceled)
+    );
+    assert_eq!(server.state().cancel_job("j-nope"), None);
 
     let text = server.state().render_metrics();
     assert_eq!(
