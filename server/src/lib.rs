@@ -2,8 +2,9 @@
 //!
 //! A simulator of the video-translation backend that the `translation-status` SDK waits on.
 //! It speaks the wire contract in `docs/wire.md`: the original `GET /status`, jobs with
-//! hints, `ETag`s, long-polling, Server-Sent Events and signed webhooks, plus fault injection
-//! and Prometheus metrics that make every waiting strategy measurable.
+//! hints, `ETag`s, long-polling, Server-Sent Events, cancel and signed webhooks, and HeyGen's
+//! v2/v3 video-translate dialect over the same jobs, plus fault injection and Prometheus
+//! metrics that make every waiting strategy measurable.
 //!
 //! The server is a library: [`app`] builds the router from an [`AppState`], [`run`] serves it
 //! on a bound listener until a shutdown future resolves, and [`spawn`] does both in the
@@ -56,12 +57,15 @@ mod time;
 pub use error::{ApiError, Error};
 pub use routes::app;
 pub use settings::{ConfigError, Faults, OutageWindow, Outcome, Settings};
-pub use sim::job::Channel;
+pub use sim::job::{Cancel, Channel};
 pub use sim::store::{JobSpec, LEGACY_ID, Refused, StoreFull};
 
 use metrics::Metrics;
+use sim::concurrency::ConcurrencyLimit;
 use sim::faults::FaultInjector;
-use sim::job::Job;
+use sim::heygen::UrlSigner;
+use sim::idempotency::Idempotency;
+use sim::job::{Job, State as JobState};
 use sim::ratelimit::RateLimiter;
 use sim::store::JobStore;
 use sim::webhooks::Webhooks;
@@ -86,6 +90,12 @@ pub(crate) struct Inner {
     pub(crate) webhooks: Webhooks,
     /// Per-client buckets, when the rate limit is on.
     pub(crate) limiter: Option<RateLimiter>,
+    /// Running HeyGen jobs per client (`heygen.max_concurrent_jobs`).
+    pub(crate) concurrency: ConcurrencyLimit,
+    /// Signs the video URLs of finished HeyGen jobs.
+    pub(crate) urls: UrlSigner,
+    /// The `Idempotency-Key` table of creates.
+    pub(crate) idempotency: Idempotency,
     /// Caps concurrently held long-polls.
     pub(crate) longpoll_permits: Arc<Semaphore>,
     /// Caps concurrently open SSE streams.
@@ -110,6 +120,9 @@ impl AppState {
                     .rate_limit
                     .enabled
                     .then(|| RateLimiter::new(&settings.rate_limit)),
+                concurrency: ConcurrencyLimit::new(settings.heygen.max_concurrent_jobs),
+                urls: UrlSigner::new(&settings.heygen),
+                idempotency: Idempotency::new(&settings.idempotency),
                 longpoll_permits: Arc::new(Semaphore::new(settings.longpoll.max_waiters)),
                 sse_permits: Arc::new(Semaphore::new(settings.sse.max_streams)),
                 closing: watch::channel(false).0,
@@ -136,12 +149,21 @@ impl AppState {
     }
 
     pub(crate) fn create(&self, spec: JobSpec) -> Result<Arc<Job>, Refused> {
-        let job = self.inner.store.create(spec)?;
-        self.inner.metrics.job_created();
-        if job.callback.is_some() {
-            self.inner.webhooks.schedule(Arc::clone(&job));
+        let mut jobs = self.create_many(vec![spec])?;
+        jobs.pop().ok_or(Refused::StoreFull)
+    }
+
+    /// Creates one job per spec, all or none, for the first spec's client (see
+    /// [`JobStore::create_many`]).
+    pub(crate) fn create_many(&self, specs: Vec<JobSpec>) -> Result<Vec<Arc<Job>>, Refused> {
+        let jobs = self.inner.store.create_many(specs)?;
+        for job in &jobs {
+            self.inner.metrics.job_created();
+            if job.callback.is_some() {
+                self.inner.webhooks.schedule(Arc::clone(job));
+            }
         }
-        Ok(job)
+        Ok(jobs)
     }
 
     /// Re-creates the legacy job now; unset fields come from `[legacy]`.
@@ -187,10 +209,36 @@ impl AppState {
         self.inner.store.len()
     }
 
+    /// Cancels the job with this id now (`POST /v1/jobs/{id}/cancel`): see [`Cancel`] for what
+    /// the answer means. A job this call canceled wakes its held long-polls and streams at once,
+    /// is counted as finished (`canceled`), and has its webhook sent now. `None` for an unknown
+    /// or expired job.
+    pub fn cancel_job(&self, id: &str) -> Option<Cancel> {
+        self.cancel(id).map(|(_, found)| found)
+    }
+
+    pub(crate) fn cancel(&self, id: &str) -> Option<(Arc<Job>, Cancel)> {
+        let (job, found, client) = self.inner.store.cancel(id, Instant::now())?;
+        if found == Cancel::Canceled {
+            job.changed.notify_waiters();
+            if let Some(client) = client.filter(|_| job.heygen.is_some()) {
+                self.inner.concurrency.release(client, &job);
+            }
+            if job.take_finish() {
+                self.inner
+                    .metrics
+                    .jobs_finished(JobState::Canceled.as_str(), 1);
+            }
+            self.inner.webhooks.schedule_now(Arc::clone(&job));
+        }
+        Some((job, found))
+    }
+
     /// Records that `channel` reported `job`'s terminal state at `now` (metrics only; a no-op
     /// for a pending job or a repeated report).
     pub(crate) fn report_terminal(&self, job: &Job, channel: Channel, now: Instant) {
-        if !job.is_done(now) {
+        let state = job.snapshot(now).state;
+        if !state.is_terminal() {
             return;
         }
         let m = &self.inner.metrics;
@@ -205,15 +253,17 @@ impl AppState {
             m.polls_per_job(job.requests());
         }
         if job.take_finish() {
-            m.jobs_finished(job.outcome.as_str(), 1);
+            m.jobs_finished(state.as_str(), 1);
         }
     }
 
     /// One sweep: expire jobs, count finishes, refresh gauges.
     fn sweep(&self) {
-        let report = self.inner.store.sweep(Instant::now());
-        for outcome in &report.newly_finished {
-            self.inner.metrics.jobs_finished(outcome.as_str(), 1);
+        let now = Instant::now();
+        let report = self.inner.store.sweep(now);
+        self.inner.concurrency.prune(now);
+        for state in &report.newly_finished {
+            self.inner.metrics.jobs_finished(state.as_str(), 1);
         }
         self.inner.metrics.jobs_in_store(report.held);
         self.inner.metrics.upkeep();

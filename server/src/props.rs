@@ -1,7 +1,8 @@
 //! Property tests of everything the simulator reads from a client: the `Prefer`,
-//! `If-None-Match` and `Last-Event-ID` headers, the JSON bodies of the job and admin routes, and
-//! the app as a whole — any sequence of requests of any shape gets an answer, every refusal in
-//! the documented JSON shape, and nothing panics.
+//! `If-None-Match`, `Last-Event-ID` and `Idempotency-Key` headers, the JSON bodies of the job,
+//! HeyGen and admin routes, and the app as a whole — any sequence of requests of any shape gets
+//! an answer, every refusal in the documented JSON shape (with `"data": null` on `/v2`), and
+//! nothing panics.
 //!
 //! The app runs in process on a paused clock (held long-polls, injected latency and timeouts
 //! advance virtual time, so a case takes microseconds), a fresh state per case. Each property
@@ -76,6 +77,10 @@ fn json_value() -> impl Strategy<Value = Value> {
             "error",
             "http://127.0.0.1:9/hook",
             "http://example.com/hook",
+            "https://videos.example/a.mp4",
+            "url",
+            "asset_id",
+            "German (Germany)",
             "",
         ])
         .prop_map(Value::from),
@@ -106,6 +111,12 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
             "throttle_retry_after",
             "outages",
             "seed",
+            "video_url",
+            "output_language",
+            "output_languages",
+            "video",
+            "title",
+            "callback_id",
             "other",
         ],
         0..5,
@@ -149,7 +160,12 @@ fn call() -> impl Strategy<Value = Call> {
             "/v1/jobs/{id}",
             "/v1/jobs/{id}/status",
             "/v1/jobs/{id}/events",
+            "/v1/jobs/{id}/cancel",
             "/v1/reset",
+            "/v2/video_translate",
+            "/v2/video_translate/{id}",
+            "/v3/video-translations",
+            "/v3/video-translations/{id}",
             "/admin/faults",
             "/admin/outage",
             "/healthz",
@@ -173,6 +189,7 @@ fn call() -> impl Strategy<Value = Call> {
             "last-event-id",
             "x-api-key",
             "traceparent",
+            "idempotency-key",
         ]),
         prop::option::of(prop::sample::select(vec![
             "application/json",
@@ -187,13 +204,18 @@ fn call() -> impl Strategy<Value = Call> {
             "Basic YTpi",
             "",
         ])),
+        // A few valid keys, so that repeats (replays, other bodies) happen.
+        prop::option::of(prop::sample::select(vec!["k1", "k2", "order:42.a_b-c"])),
     )
-        .prop_map(|(mut headers, content_type, authorization)| {
+        .prop_map(|(mut headers, content_type, authorization, key)| {
             if let Some(ct) = content_type {
                 headers.insert("content-type", HeaderValue::from_static(ct));
             }
             if let Some(auth) = authorization {
                 headers.insert("authorization", HeaderValue::from_static(auth));
+            }
+            if let Some(key) = key {
+                headers.insert("idempotency-key", HeaderValue::from_static(key));
             }
             headers
         });
@@ -282,7 +304,8 @@ fn exercise(
             let answer = send(&router, call, &done).await;
             check(call, &answer)?;
         }
-        prop_assert!(state.job_count() <= 2 + calls.len());
+        let most_per_call = state.settings().heygen.max_output_languages;
+        prop_assert!(state.job_count() <= 2 + calls.len() * most_per_call);
         Ok(())
     })
 }
@@ -313,6 +336,12 @@ fn refusal_is_documented_json(call: &Call, answer: &Answer) -> Result<(), TestCa
             !code.is_empty() && !message.is_empty(),
             "{value} for {call:?}"
         );
+        if call.path.starts_with("/v2/") {
+            prop_assert!(
+                value.get("data") == Some(&Value::Null),
+                "a v2 refusal without \"data\": null: {value} for {call:?}"
+            );
+        }
     }
     Ok(())
 }
@@ -415,6 +444,54 @@ proptest! {
     }
 }
 
+/// A HeyGen create body: mostly the right shape, with every field sometimes wrong.
+fn heygen_body() -> impl Strategy<Value = Vec<u8>> {
+    let video = prop_oneof![
+        Just(json!({"type": "url", "url": "https://videos.example/a.mp4"})),
+        Just(json!({"type": "asset_id", "asset_id": "asset-1"})),
+        json_value(),
+    ];
+    let language = prop_oneof![
+        4 => Just(Value::from("German (Germany)")),
+        1 => ".{0,80}".prop_map(Value::from),
+        1 => json_value(),
+    ];
+    let languages = prop::collection::vec(language.clone(), 0..13);
+    let extras = prop::collection::btree_map(
+        prop::sample::select(vec![
+            "title",
+            "callback_id",
+            "callback_url",
+            "duration_ms",
+            "outcome",
+            "hang",
+            "mode",
+            "speaker_num",
+        ]),
+        json_value(),
+        0..4,
+    );
+    (video, language, languages, extras, any::<bool>()).prop_map(
+        |(video, language, languages, extras, v3)| {
+            let mut doc = serde_json::Map::new();
+            if v3 {
+                doc.insert("video".into(), video);
+                doc.insert("output_languages".into(), Value::Array(languages));
+            } else {
+                doc.insert(
+                    "video_url".into(),
+                    Value::from("https://videos.example/a.mp4"),
+                );
+                doc.insert("output_language".into(), language);
+            }
+            for (k, v) in extras {
+                doc.insert(k.into(), v);
+            }
+            serde_json::to_vec(&Value::Object(doc)).unwrap()
+        },
+    )
+}
+
 fn admin_json_headers() -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert("content-type", HeaderValue::from_static("application/json"));
@@ -423,6 +500,44 @@ fn admin_json_headers() -> HeaderMap {
         HeaderValue::from_str(&format!("Bearer {ADMIN_TOKEN}")).unwrap(),
     );
     headers
+}
+
+proptest! {
+    // Each case starts a simulator: fewer cases, each a whole exchange.
+    #![proptest_config(cases(64))]
+
+    #[test]
+    fn any_heygen_body_creates_jobs_or_is_refused_as_documented(
+        doc in heygen_body(),
+        v3 in any::<bool>(),
+        repeat in any::<bool>(),
+    ) {
+        let path = if v3 { "/v3/video-translations" } else { "/v2/video_translate" };
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        headers.insert("idempotency-key", HeaderValue::from_static("k"));
+        let create = Call { method: Method::POST, path: path.into(), headers, body: doc };
+        let calls = if repeat { vec![create.clone(), create] } else { vec![create] };
+        exercise(&calls, |call, answer| {
+            refusal_is_documented_json(call, answer)?;
+            let allowed = [
+                StatusCode::OK,
+                StatusCode::BAD_REQUEST,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ];
+            prop_assert!(allowed.contains(&answer.status), "{} for {:?}", answer.status, String::from_utf8_lossy(&call.body));
+            if answer.status == StatusCode::OK {
+                let v: Value = serde_json::from_slice(&answer.body).unwrap();
+                let ids = if v3 {
+                    v["data"]["video_translation_ids"].as_array().map_or(0, Vec::len)
+                } else {
+                    usize::from(v["data"]["video_translate_id"].is_string())
+                };
+                prop_assert!(ids >= 1, "{v}");
+            }
+            Ok(())
+        })?;
+    }
 }
 
 /// The inputs that once panicked every request, kept by name.

@@ -72,6 +72,10 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     /// The `/metrics` endpoint.
     pub metrics: MetricsSettings,
+    /// The HeyGen dialect (`/v2/video_translate`, `/v3/video-translations`).
+    pub heygen: HeyGenSettings,
+    /// `Idempotency-Key` on creates.
+    pub idempotency: IdempotencySettings,
 }
 
 /// `[server]`
@@ -340,6 +344,53 @@ pub struct MetricsSettings {
     pub enabled: bool,
 }
 
+/// `[heygen]`: the HeyGen dialect's shapes, limits and webhooks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeyGenSettings {
+    /// Share of a job's duration reported as `pending` (queued) before `running`, in `[0, 1)`.
+    pub queued_fraction: f64,
+    /// Most HeyGen jobs one client may have running (not terminal) at once.
+    pub max_concurrent_jobs: usize,
+    /// Most `output_languages` in one v3 create.
+    pub max_output_languages: usize,
+    /// Longest `title`, in bytes.
+    pub max_title_len: usize,
+    /// Longest `callback_id`, in bytes.
+    pub max_callback_id_len: usize,
+    /// Longest output language name, in bytes.
+    pub max_language_len: usize,
+    /// Where the signed video URLs of finished jobs point (`{base}/{id}.mp4?...`).
+    pub video_url_base: String,
+    /// How long a signed video URL says it is valid.
+    #[serde(with = "humantime_serde")]
+    pub url_ttl: Duration,
+    /// Secret of HeyGen webhook signatures (HMAC-SHA256, hex, over the raw body).
+    pub webhook_secret: String,
+    /// Header that carries a HeyGen webhook's signature.
+    pub signature_header: String,
+}
+
+/// `[idempotency]`: the `Idempotency-Key` table of creates.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdempotencySettings {
+    /// How long a key is remembered after its first request.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Most keys remembered at once, all clients together; the oldest is forgotten first.
+    pub max_keys: usize,
+    /// Longest key, in bytes.
+    pub max_key_len: usize,
+}
+
+/// Most bytes `heygen.max_title_len`, `max_callback_id_len`, `max_language_len` and
+/// `idempotency.max_key_len` may allow: each is held per job or per key.
+pub const MAX_FIELD_LEN: usize = 4096;
+
+/// Most languages `heygen.max_output_languages` may allow in one create.
+pub const MAX_OUTPUT_LANGUAGES: usize = 100;
+
 /// Where settings come from, besides the compiled-in defaults.
 #[derive(Debug, Clone, Default)]
 pub struct Sources {
@@ -526,6 +577,8 @@ impl Settings {
                 return Err(invalid("rate_limit.max_clients", "must be at least 1"));
             }
         }
+        self.heygen.validate()?;
+        self.idempotency.validate()?;
         if matches!(&self.auth.api_key, Some(k) if k.is_empty()) {
             return Err(invalid("auth.api_key", "must not be empty when set"));
         }
@@ -559,6 +612,8 @@ impl Settings {
             ("sse.progress_interval", self.sse.progress_interval),
             ("webhooks.initial_backoff", self.webhooks.initial_backoff),
             ("webhooks.timeout", self.webhooks.timeout),
+            ("heygen.url_ttl", self.heygen.url_ttl),
+            ("idempotency.ttl", self.idempotency.ttl),
         ];
         for (key, value) in table {
             at_most_max(key, value)?;
@@ -602,6 +657,85 @@ impl ServerSettings {
             }
         }
         Ok(())
+    }
+}
+
+/// Refuses a length or count outside `1..=max`, naming `key`.
+fn in_range(key: &'static str, value: usize, max: usize) -> Result<(), ConfigError> {
+    if (1..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(invalid(key, format!("must be in 1..={max} (got {value})")))
+    }
+}
+
+impl HeyGenSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(0.0..1.0).contains(&self.queued_fraction) {
+            return Err(invalid("heygen.queued_fraction", "must be in [0, 1)"));
+        }
+        in_range(
+            "heygen.max_concurrent_jobs",
+            self.max_concurrent_jobs,
+            CONNECTIONS_LIMIT,
+        )?;
+        in_range(
+            "heygen.max_output_languages",
+            self.max_output_languages,
+            MAX_OUTPUT_LANGUAGES,
+        )?;
+        for (key, value) in [
+            ("heygen.max_title_len", self.max_title_len),
+            ("heygen.max_callback_id_len", self.max_callback_id_len),
+            ("heygen.max_language_len", self.max_language_len),
+        ] {
+            in_range(key, value, MAX_FIELD_LEN)?;
+        }
+        let base = url::Url::parse(&self.video_url_base)
+            .map_err(|e| invalid("heygen.video_url_base", format!("not a URL: {e}")))?;
+        if !matches!(base.scheme(), "http" | "https")
+            || base.query().is_some()
+            || self.video_url_base.len() > 1024
+        {
+            return Err(invalid(
+                "heygen.video_url_base",
+                "must be an http(s) URL of at most 1024 bytes without a query",
+            ));
+        }
+        if self.webhook_secret.is_empty() {
+            return Err(invalid("heygen.webhook_secret", "must not be empty"));
+        }
+        let header = axum::http::HeaderName::from_bytes(self.signature_header.as_bytes())
+            .map_err(|_| invalid("heygen.signature_header", "must be a valid header name"))?;
+        if [
+            "content-type",
+            "content-length",
+            "host",
+            "transfer-encoding",
+            "connection",
+        ]
+        .contains(&header.as_str())
+        {
+            return Err(invalid(
+                "heygen.signature_header",
+                "must not be a header the delivery itself sets",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl IdempotencySettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.ttl.is_zero() {
+            return Err(invalid("idempotency.ttl", "must be positive"));
+        }
+        in_range(
+            "idempotency.max_keys",
+            self.max_keys,
+            CONNECTIONS_LIMIT * 10,
+        )?;
+        in_range("idempotency.max_key_len", self.max_key_len, MAX_FIELD_LEN)
     }
 }
 
@@ -761,6 +895,39 @@ mod tests {
                 "server.reserve_connections",
             ),
             ("[server]\nidle_timeout = \"400d\"\n", "server.idle_timeout"),
+            (
+                "[heygen]\nqueued_fraction = 1.0\n",
+                "heygen.queued_fraction",
+            ),
+            (
+                "[heygen]\nmax_concurrent_jobs = 0\n",
+                "heygen.max_concurrent_jobs",
+            ),
+            (
+                "[heygen]\nmax_output_languages = 101\n",
+                "heygen.max_output_languages",
+            ),
+            ("[heygen]\nmax_title_len = 5000\n", "heygen.max_title_len"),
+            (
+                "[heygen]\nvideo_url_base = \"ftp://x/\"\n",
+                "heygen.video_url_base",
+            ),
+            ("[heygen]\nwebhook_secret = \"\"\n", "heygen.webhook_secret"),
+            (
+                "[heygen]\nsignature_header = \"bad header\"\n",
+                "heygen.signature_header",
+            ),
+            (
+                "[heygen]\nsignature_header = \"Content-Type\"\n",
+                "heygen.signature_header",
+            ),
+            ("[heygen]\nurl_ttl = \"400d\"\n", "heygen.url_ttl"),
+            ("[idempotency]\nttl = \"0s\"\n", "idempotency.ttl"),
+            ("[idempotency]\nmax_keys = 0\n", "idempotency.max_keys"),
+            (
+                "[idempotency]\nmax_key_len = 0\n",
+                "idempotency.max_key_len",
+            ),
         ];
         for (patch, key) in table {
             let e = err_of(patch);

@@ -2,8 +2,8 @@
 //!
 //! The stream sends the current status at once (unless `Last-Event-ID` says the client has it),
 //! `progress` events while pending, the terminal `status` event, and then ends. Like a
-//! long-poll, it sleeps until the job's completion instant; nothing ticks for it but the
-//! optional progress interval and the keep-alive.
+//! long-poll, it sleeps until the job's completion instant, or until the job is canceled or
+//! replaced; nothing ticks for it but the optional progress interval and the keep-alive.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -143,6 +143,11 @@ fn events_of(s: Stream_) -> impl Stream<Item = Result<Event, Infallible>> {
             }
         }
         let mut closing = state.inner.closing.subscribe();
+        // Armed before the completion instant is read, so a cancel in between is never missed.
+        let job = Arc::clone(&s.job);
+        let changed = job.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
         let completes = s.job.completes_at();
         let progress_at = s.next_progress.filter(|p| *p < completes);
         tokio::select! {
@@ -165,12 +170,19 @@ fn events_of(s: Stream_) -> impl Stream<Item = Result<Event, Infallible>> {
                     .unwrap_or_else(|_| Event::default().comment("unserializable"));
                 Some((Ok(event), s))
             }
-            _ = s.job.changed.notified() => {
-                // The job was replaced (legacy reset): follow the new one from its start.
+            _ = changed => {
+                // Canceled (the same job, now terminal) or replaced (legacy reset: follow the
+                // new one from its start).
                 match state.inner.store.get(&s.id) {
                     Some(job) => {
                         s.job = job;
-                        let (event, terminal) = status_event(&s, Instant::now());
+                        let now = Instant::now();
+                        let (event, terminal) = status_event(&s, now);
+                        if terminal {
+                            let result = s.job.snapshot(now).state.as_str();
+                            state.inner.metrics.status_response(Channel::Sse.as_str(), result);
+                            state.report_terminal(&s.job, Channel::Sse, now);
+                        }
                         s.done = terminal;
                         Some((Ok(event), s))
                     }

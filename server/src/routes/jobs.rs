@@ -1,10 +1,10 @@
-//! `POST /v1/jobs` and `POST /v1/reset`.
+//! `POST /v1/jobs`, `POST /v1/jobs/{id}/cancel` and `POST /v1/reset`.
 
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -12,11 +12,13 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::body::optional_json;
+use super::idempotent::{Created, create_once};
+use super::path::JobId;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::settings::Outcome;
 use crate::sim::client::ClientId;
-use crate::sim::job::{Job, rfc3339};
+use crate::sim::job::{Cancel, Job, rfc3339};
 use crate::sim::store::{JobSpec, Refused, StoreFull};
 use crate::sim::webhooks::check_callback;
 
@@ -61,7 +63,7 @@ fn store_full() -> ApiError {
     .with_retry_after(Duration::from_secs(1))
 }
 
-fn refused(why: Refused) -> ApiError {
+pub(super) fn refused(why: Refused) -> ApiError {
     match why {
         Refused::ClientFull => ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -83,36 +85,93 @@ fn created_body(job: &Job) -> serde_json::Value {
     })
 }
 
-/// `POST /v1/jobs`
-pub(crate) async fn create(
-    State(state): State<AppState>,
-    client: Option<Extension<ClientId>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let req: CreateJob = optional_json(&headers, body)?.unwrap_or_default();
-    let hang = req.hang.unwrap_or(false);
-    if hang && (req.duration_ms.is_some() || req.outcome.is_some()) {
+/// The fields a create of any dialect may carry to steer the simulated job (`duration_ms`,
+/// `outcome`, `hang`, `callback_url`), checked, as a spec for `client`.
+pub(super) fn simulated_spec(
+    state: &AppState,
+    client: ClientId,
+    duration_ms: Option<u64>,
+    outcome: Option<Outcome>,
+    hang: Option<bool>,
+    callback_url: Option<&str>,
+) -> Result<JobSpec, ApiError> {
+    let hang = hang.unwrap_or(false);
+    if hang && (duration_ms.is_some() || outcome.is_some()) {
         return Err(ApiError::unprocessable(
             "invalid_job",
             "a hanging job never ends: give it no duration_ms and no outcome",
         ));
     }
-    let callback = match &req.callback_url {
+    let callback = match callback_url {
         Some(raw) => Some(check_callback(raw, &state.inner.settings.webhooks)?),
         None => None,
     };
-    let spec = JobSpec {
-        duration: duration(&state, req.duration_ms)?,
-        outcome: req.outcome,
+    Ok(JobSpec {
+        duration: duration(state, duration_ms)?,
+        outcome,
         callback,
         hang,
-        client: client.map(|Extension(c)| c),
-    };
-    let job = state.create(spec).map_err(refused)?;
-    let mut response = (StatusCode::CREATED, Json(created_body(&job))).into_response();
-    if let Ok(v) = HeaderValue::from_str(&format!("/v1/jobs/{}", job.id)) {
-        response.headers_mut().insert(header::LOCATION, v);
+        client: Some(client),
+        heygen: None,
+    })
+}
+
+/// The client a request was counted as (see `routes::layers`).
+pub(super) fn client_of(client: Option<Extension<ClientId>>) -> ClientId {
+    client.map_or(ClientId::Unknown, |Extension(c)| c)
+}
+
+/// `POST /v1/jobs`
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    client: Option<Extension<ClientId>>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let client = client_of(client);
+    create_once(&state, client, "POST /v1/jobs", request, |headers, body| {
+        let req: CreateJob = optional_json(headers, body)?.unwrap_or_default();
+        let spec = simulated_spec(
+            &state,
+            client,
+            req.duration_ms,
+            req.outcome,
+            req.hang,
+            req.callback_url.as_deref(),
+        )?;
+        let job = state.create(spec).map_err(refused)?;
+        let location = format!("/v1/jobs/{}", job.id);
+        Ok(Created::json(
+            StatusCode::CREATED,
+            Some(location),
+            &created_body(&job),
+        ))
+    })
+    .await
+}
+
+/// `POST /v1/jobs/{id}/cancel`: `200` with the canceled job's status (also when it was
+/// canceled before), `409 job_finished` when it had already ended on its own.
+pub(crate) async fn cancel(
+    State(state): State<AppState>,
+    JobId(id): JobId,
+) -> Result<Response, ApiError> {
+    let (job, found) = state
+        .cancel(&id)
+        .ok_or_else(|| ApiError::job_not_found(&id))?;
+    if let Cancel::Finished(outcome) = found {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "job_finished",
+            format!(
+                "the job already ended on its own ({}); a finished job cannot be canceled",
+                outcome.as_str()
+            ),
+        ));
+    }
+    let snap = job.snapshot(tokio::time::Instant::now());
+    let mut response = Json(job.body(&snap, false)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&job.etag(snap.version)) {
+        response.headers_mut().insert(header::ETAG, v);
     }
     Ok(response)
 }

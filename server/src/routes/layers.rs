@@ -90,6 +90,35 @@ pub(crate) async fn observe(State(state): State<AppState>, req: Request, next: N
     response
 }
 
+/// Largest error body the v2 envelope rewrites: every error this server writes is far smaller.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// On every route, between `observe` and `admit`: an error answer on a `/v2/...` path gets
+/// HeyGen v2's envelope, `{"error": {...}, "data": null}`, whichever layer or handler wrote it.
+/// Other answers pass untouched; the cost is one prefix check per request.
+pub(crate) async fn heygen_v2_envelope(req: Request, next: Next) -> Response {
+    let v2 = req.uri().path().starts_with("/v2/");
+    let response = next.run(req).await;
+    let status = response.status();
+    if !v2 || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_ERROR_BODY).await else {
+        parts.headers.remove(header::CONTENT_LENGTH);
+        return Response::from_parts(parts, Body::empty());
+    };
+    let body = match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes) {
+        Ok(mut doc) if doc.contains_key("error") => {
+            doc.insert("data".to_owned(), serde_json::Value::Null);
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Body::from(serde_json::Value::Object(doc).to_string())
+        }
+        _ => Body::from(bytes),
+    };
+    Response::from_parts(parts, body)
+}
+
 /// On every route, inside `observe`, refuses what must not be served before anything reads it:
 ///
 /// * a request on a reserve connection (the server is at `server.max_connections`): `503

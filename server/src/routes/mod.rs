@@ -9,30 +9,33 @@
 //!    context so everything below, faults included, is inside the caller's trace; and the
 //!    count and latency of every answer, faults and refusals included, so the dashboards see
 //!    what clients saw.
-//! 2. `admit` (every route) — refuses, before anything reads them, a request over the
+//! 2. `heygen_v2_envelope` (every route, acting on `/v2/...` only) — adds HeyGen v2's
+//!    `"data": null` to every error answer there, whichever layer or handler refused.
+//! 3. `admit` (every route) — refuses, before anything reads them, a request over the
 //!    connection cap (`503 too_many_connections`; `/healthz` is still served) and a declared
 //!    `Content-Length` over the body limit (`413`, before anything waits for the body); the
 //!    body limit then cuts any body that grows past it while it is read.
 //!
 //! Then, in one middleware (`layers::api`), in this order:
 //!
-//! 3. `timeout` — bounds the time to an answer's head (`server.request_timeout`), injected
+//! 4. `timeout` — bounds the time to an answer's head (`server.request_timeout`), injected
 //!    latency and held long-polls included, so no client can pin a task. An SSE stream's head
 //!    is sent at once; its body is bounded by its job and shutdown instead.
-//! 4. `faults` — injected latency, outages, errors, throttles, drops and malformed bodies
+//! 5. `faults` — injected latency, outages, errors, throttles, drops and malformed bodies
 //!    happen "in the network", before authentication, as they would in front of a real service.
-//! 5. `identify` — the client is the checked `X-Api-Key` (when `auth.api_key` is set and the
+//! 6. `identify` — the client is the checked `X-Api-Key` (when `auth.api_key` is set and the
 //!    key matched) or else the peer's address (`sim::client`); never a header taken on trust.
-//! 6. `rate_limit` — per client, so it runs after the client is known.
-//! 7. `auth` — a request whose key was missing or wrong is refused (`401`) here, after it was
+//! 7. `rate_limit` — per client, so it runs after the client is known.
+//! 8. `auth` — a request whose key was missing or wrong is refused (`401`) here, after it was
 //!    counted against its peer's bucket: guessing keys is rate limited like any request.
 //!
-//! The handlers find the client in the request's extensions (the per-client job cap).
+//! The handlers find the client in the request's extensions (the per-client job cap, the
+//! HeyGen concurrency limit, the `Idempotency-Key` table).
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use axum::middleware::from_fn_with_state;
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 
@@ -41,6 +44,8 @@ use crate::error::ApiError;
 
 mod body;
 mod events;
+mod heygen;
+mod idempotent;
 mod jobs;
 pub mod layers;
 mod ops;
@@ -56,7 +61,12 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/jobs", post(jobs::create))
         .route("/v1/jobs/{id}", get(status::job_status))
         .route("/v1/jobs/{id}/status", get(status::job_status))
-        .route("/v1/jobs/{id}/events", get(events::events));
+        .route("/v1/jobs/{id}/events", get(events::events))
+        .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/v2/video_translate", post(heygen::v2_create))
+        .route("/v2/video_translate/{id}", get(heygen::v2_status))
+        .route("/v3/video-translations", post(heygen::v3_create))
+        .route("/v3/video-translations/{id}", get(heygen::v3_status));
     let api = api.layer(from_fn_with_state(state.clone(), layers::api));
     let ops = Router::new()
         .route("/metrics", get(ops::metrics))
@@ -69,6 +79,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(from_fn_with_state(state.clone(), layers::admit))
+        .layer(from_fn(layers::heygen_v2_envelope))
         .layer(from_fn_with_state(state.clone(), layers::observe))
         .with_state(state)
 }

@@ -2,8 +2,8 @@
 //! long-poll).
 //!
 //! A held long-poll sleeps until the earliest of: its job's completion instant, the applied
-//! wait, the job being replaced, or shutdown. Nothing polls inside the server and nothing runs
-//! for a job nobody is waiting on.
+//! wait, the job being replaced or canceled, or shutdown. Nothing polls inside the server and
+//! nothing runs for a job nobody is waiting on.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +52,7 @@ pub(crate) async fn legacy(
         JobState::Pending => r#"{"result":"pending"}"#,
         JobState::Done(crate::Outcome::Completed) => r#"{"result":"completed"}"#,
         JobState::Done(crate::Outcome::Error) => r#"{"result":"error"}"#,
+        JobState::Canceled => r#"{"result":"canceled"}"#,
     };
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
@@ -165,13 +166,18 @@ impl Drop for Held<'_> {
     }
 }
 
-/// Sleeps until the job completes, `wait` passes, the job is replaced or the server closes.
+/// Sleeps until the job completes, `wait` passes, the job is replaced or canceled, or the
+/// server closes. The wake-up is armed before the completion instant is read, so a cancel
+/// landing in between is never missed.
 async fn hold(state: &AppState, job: &Job, wait: Duration) {
+    let changed = job.changed.notified();
+    tokio::pin!(changed);
+    changed.as_mut().enable();
     let until = job.completes_at().min(later(Instant::now(), wait));
     let mut closing = state.inner.closing.subscribe();
     tokio::select! {
         _ = tokio::time::sleep_until(until) => {}
-        _ = job.changed.notified() => {}
+        _ = changed => {}
         _ = closing.wait_for(|c| *c) => {}
     }
 }

@@ -2,8 +2,26 @@
 //!
 //! A job is `(created, duration, outcome)` fixed at creation. Its status at any instant is a
 //! pure function of those and the clock, so the server needs no ticker per job: a reader
-//! computes the status, a waiter sleeps until `completes_at`. The only mutable parts are
-//! counters used for metrics (requests seen, channels that reported the terminal state).
+//! computes the status, a waiter sleeps until `completes_at`. Besides counters used for
+//! metrics (requests seen, channels that reported the terminal state), the only mutable part
+//! is one word that records how the job *ended*, and it is written at most once.
+//!
+//! ## Cancellation: one word, written once
+//!
+//! A cancel is the one thing the clock cannot derive, so it is recorded: the word `end` holds
+//! either "undecided", "ended on its own" or "canceled at `t`" (an offset from creation). It
+//! moves out of "undecided" exactly once, by compare-and-swap, and never again:
+//!
+//! * a cancel at `t` writes "canceled at `t`", but only while the job has not ended by the
+//!   clock (`t` before its natural end) and the word is still undecided;
+//! * a reader that finds the job past its natural end writes "ended on its own" before it
+//!   reports the job's outcome, so that no cancel can land afterwards.
+//!
+//! Whichever of the two swaps first decides, and every later reader and cancel sees that
+//! decision: a cancel racing the natural end either wins (and no one has reported the natural
+//! outcome, since reporting it takes the swap) or finds the job finished (`409`). So exactly
+//! one terminal state is ever reported, and it never changes. Every operation is `O(1)` and
+//! lock-free.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -13,6 +31,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use url::Url;
 
+use super::heygen::HeyGenJob;
 use crate::settings::Outcome;
 use crate::time::{later, millis, scaled};
 
@@ -23,6 +42,13 @@ pub const VERSION_TERMINAL: u64 = 2;
 
 /// How far away a hanging job's end is: far enough never to come.
 const HANG_HORIZON: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// `Job::end`: nothing decided yet.
+const END_OPEN: u64 = u64::MAX;
+/// `Job::end`: the job ended on its own (its natural end was reported or looked at).
+const END_NATURAL: u64 = u64::MAX - 1;
+/// Largest offset `Job::end` records for a cancel (in nanoseconds after creation, ~584 years).
+const END_MAX_OFFSET: u64 = u64::MAX - 2;
 
 /// Where a client learned a job's status. Used as the `channel` metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +110,9 @@ pub struct Job {
     /// Which creation of its id this job is (see [`Job::with_generation`]); 0 for an id
     /// created once.
     pub generation: u64,
+    /// What a job created in the HeyGen dialect carries for it (its webhook then speaks
+    /// HeyGen's envelope); `None` for every other job.
+    pub heygen: Option<Box<HeyGenJob>>,
     /// Status requests received (any channel but webhooks).
     requests: AtomicU64,
     /// Channels that have reported the terminal state (bit set).
@@ -92,6 +121,9 @@ pub struct Job {
     first_report_done: AtomicBool,
     /// Whether `sim_jobs_finished_total` has counted this job.
     finish_counted: AtomicBool,
+    /// How the job ended: [`END_OPEN`], [`END_NATURAL`], or canceled that many nanoseconds
+    /// after `created`. Leaves `END_OPEN` once, never to change again (see the module docs).
+    end: AtomicU64,
     /// Woken when the job is replaced (legacy reset), so held readers look again.
     pub changed: Notify,
 }
@@ -115,8 +147,10 @@ pub struct Snapshot {
 pub enum State {
     /// Still running.
     Pending,
-    /// Finished this way.
+    /// Finished on its own, this way.
     Done(Outcome),
+    /// Canceled before it finished (`POST /v1/jobs/{id}/cancel`).
+    Canceled,
 }
 
 impl State {
@@ -125,8 +159,25 @@ impl State {
         match self {
             State::Pending => "pending",
             State::Done(o) => o.as_str(),
+            State::Canceled => "canceled",
         }
     }
+
+    /// Whether the job has ended, whichever way.
+    pub fn is_terminal(self) -> bool {
+        self != State::Pending
+    }
+}
+
+/// What a cancel found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancel {
+    /// The job was pending and is now canceled, by this call.
+    Canceled,
+    /// The job had been canceled before: nothing changed.
+    AlreadyCanceled,
+    /// The job had already finished on its own, this way: nothing changed.
+    Finished(Outcome),
 }
 
 /// The `error` object of a failed job.
@@ -143,7 +194,7 @@ pub struct ErrorBody {
 pub struct StatusBody<'a> {
     /// Job id.
     pub id: &'a str,
-    /// `pending`, `completed`, `error`.
+    /// `pending`, `completed`, `error`, `canceled`.
     pub result: &'static str,
     /// 0..1.
     pub progress: f64,
@@ -152,7 +203,8 @@ pub struct StatusBody<'a> {
     pub eta_ms: Option<u64>,
     /// RFC 3339.
     pub created_at: String,
-    /// RFC 3339, terminal only.
+    /// RFC 3339, terminal only: when it ended, whichever way (for a canceled job, when it was
+    /// canceled).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<String>,
     /// Error details, `error` only.
@@ -190,10 +242,12 @@ impl Job {
             callback,
             hang: false,
             generation: 0,
+            heygen: None,
             requests: AtomicU64::new(0),
             reported: AtomicU8::new(0),
             first_report_done: AtomicBool::new(false),
             finish_counted: AtomicBool::new(false),
+            end: AtomicU64::new(END_OPEN),
             changed: Notify::new(),
         }
     }
@@ -203,6 +257,12 @@ impl Job {
     /// outcome are never reached.
     pub fn hanging(mut self) -> Self {
         self.hang = true;
+        self
+    }
+
+    /// Marks this job as created in the HeyGen dialect, with what that dialect needs of it.
+    pub fn with_heygen(mut self, heygen: HeyGenJob) -> Self {
+        self.heygen = Some(Box::new(heygen));
         self
     }
 
@@ -225,20 +285,46 @@ impl Job {
         self.generation.saturating_mul(2).saturating_add(phase)
     }
 
-    /// The instant the job becomes terminal (practically never, for a hanging job).
-    pub fn completes_at(&self) -> Instant {
-        let after = if self.hang {
+    /// When the job was canceled, as an offset from its creation, if it was.
+    fn canceled_after(&self) -> Option<Duration> {
+        match self.end.load(Ordering::Acquire) {
+            END_OPEN | END_NATURAL => None,
+            nanos => Some(Duration::from_nanos(nanos)),
+        }
+    }
+
+    /// Whether the job was canceled.
+    pub fn is_canceled(&self) -> bool {
+        self.canceled_after().is_some()
+    }
+
+    /// How long after its creation the job ends on its own (practically never, for a hanging
+    /// job).
+    fn natural_after(&self) -> Duration {
+        if self.hang {
             HANG_HORIZON
         } else {
             self.duration
-        };
-        later(self.created, after)
+        }
     }
 
-    /// Wall-clock completion time (the creation time, for a duration past any calendar).
+    /// The instant the job becomes terminal: when it was canceled, if it was, else its natural
+    /// end (practically never, for a hanging job). A waiter that read it before a cancel is
+    /// woken by [`Job::changed`].
+    pub fn completes_at(&self) -> Instant {
+        later(
+            self.created,
+            self.canceled_after()
+                .unwrap_or_else(|| self.natural_after()),
+        )
+    }
+
+    /// Wall-clock time the job ended or will end (the creation time, for a duration past any
+    /// calendar).
     pub fn completed_wall(&self) -> SystemTime {
+        let after = self.canceled_after().unwrap_or(self.duration);
         self.created_wall
-            .checked_add(self.duration)
+            .checked_add(after)
             .unwrap_or(self.created_wall)
     }
 
@@ -247,8 +333,84 @@ impl Job {
         now >= self.completes_at()
     }
 
-    /// The status at `now`.
+    /// Cancels the job at `now` unless it has ended by then: see the module docs for how a
+    /// cancel racing the natural end is decided. Sticky: a canceled job stays canceled, and a
+    /// finished job is left as it was.
+    pub fn cancel(&self, now: Instant) -> Cancel {
+        let elapsed = now.saturating_duration_since(self.created);
+        loop {
+            match self.end.load(Ordering::Acquire) {
+                END_NATURAL => return Cancel::Finished(self.outcome),
+                END_OPEN if elapsed >= self.natural_after() => {
+                    // Past its end by this clock reading: it ended on its own. Decide that,
+                    // unless a cancel got in first (then the loop reports it).
+                    let _ = self.seal_natural();
+                }
+                END_OPEN => {
+                    let at = u64::try_from(elapsed.as_nanos())
+                        .unwrap_or(END_MAX_OFFSET)
+                        .min(END_MAX_OFFSET);
+                    if self
+                        .end
+                        .compare_exchange(END_OPEN, at, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
+                        return Cancel::Canceled;
+                    }
+                }
+                _ => return Cancel::AlreadyCanceled,
+            }
+        }
+    }
+
+    /// Records that the job ended on its own; `Err` with the word found if something else was
+    /// decided first (a cancel).
+    fn seal_natural(&self) -> Result<(), u64> {
+        match self
+            .end
+            .compare_exchange(END_OPEN, END_NATURAL, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) | Err(END_NATURAL) => Ok(()),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Progress at `elapsed`, floored to a thousandth (0 for a hanging job).
+    fn progress_at(&self, elapsed: Duration) -> f64 {
+        if self.hang || self.duration.is_zero() {
+            return 0.0;
+        }
+        let progress = (elapsed.as_secs_f64() / self.duration.as_secs_f64()).min(1.0);
+        (progress * 1000.0).floor() / 1000.0
+    }
+
+    /// The status at `now`. A job past its natural end is decided as ended on its own here,
+    /// unless it was canceled first (see the module docs).
     pub fn snapshot(&self, now: Instant) -> Snapshot {
+        let elapsed = now.saturating_duration_since(self.created);
+        let canceled = |at: Duration| Snapshot {
+            state: State::Canceled,
+            progress: self.progress_at(at),
+            eta: None,
+            version: self.version(true),
+        };
+        if let Some(at) = self.canceled_after() {
+            if elapsed >= at {
+                return canceled(at);
+            }
+            // A clock reading from before the cancel: the job was pending then.
+        } else if elapsed >= self.natural_after() {
+            if let Err(word) = self.seal_natural() {
+                // A cancel got in first; it was before the natural end.
+                return canceled(Duration::from_nanos(word));
+            }
+            return Snapshot {
+                state: State::Done(self.outcome),
+                progress: 1.0,
+                eta: None,
+                version: self.version(true),
+            };
+        }
         if self.hang {
             return Snapshot {
                 state: State::Pending,
@@ -257,20 +419,10 @@ impl Job {
                 version: self.version(false),
             };
         }
-        let elapsed = now.saturating_duration_since(self.created);
-        if elapsed >= self.duration {
-            return Snapshot {
-                state: State::Done(self.outcome),
-                progress: 1.0,
-                eta: None,
-                version: self.version(true),
-            };
-        }
-        let progress = elapsed.as_secs_f64() / self.duration.as_secs_f64();
         let estimate = scaled(self.duration, self.eta_bias);
         Snapshot {
             state: State::Pending,
-            progress: (progress * 1000.0).floor() / 1000.0,
+            progress: self.progress_at(elapsed),
             eta: Some(estimate.saturating_sub(elapsed)),
             version: self.version(false),
         }
@@ -278,7 +430,7 @@ impl Job {
 
     /// The JSON body for `snap`; `eta_ms` only when `with_eta`.
     pub fn body(&self, snap: &Snapshot, with_eta: bool) -> StatusBody<'_> {
-        let done = matches!(snap.state, State::Done(_));
+        let done = snap.state.is_terminal();
         StatusBody {
             id: &self.id,
             result: snap.state.as_str(),
@@ -396,6 +548,178 @@ mod tests {
         assert!(rfc3339(job.completed_wall()).ends_with('Z'));
         let far = SystemTime::UNIX_EPOCH + Duration::from_secs(400_000_000_000);
         assert_eq!(rfc3339(far), "9999-12-31T23:59:59.999Z");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancel_ends_a_pending_job_for_good() {
+        let job = Job::new(
+            "c".into(),
+            Duration::from_secs(10),
+            Outcome::Completed,
+            1.0,
+            None,
+        );
+        let t0 = job.created;
+        assert_eq!(job.cancel(t0 + Duration::from_secs(4)), Cancel::Canceled);
+        assert!(job.is_canceled());
+        assert_eq!(job.completes_at(), t0 + Duration::from_secs(4));
+        assert_eq!(
+            job.completed_wall(),
+            job.created_wall + Duration::from_secs(4)
+        );
+        // Later readers see it canceled, progress frozen where it stopped; the natural end
+        // changes nothing.
+        for at in [4, 9, 10, 3600] {
+            let s = job.snapshot(t0 + Duration::from_secs(at));
+            assert_eq!(s.state, State::Canceled, "at {at}s");
+            assert_eq!((s.progress, s.eta), (0.4, None));
+            assert_eq!(s.version, VERSION_TERMINAL);
+        }
+        // A reader whose clock reading predates the cancel saw it pending then.
+        assert_eq!(
+            job.snapshot(t0 + Duration::from_secs(3)).state,
+            State::Pending
+        );
+        assert_eq!(
+            job.cancel(t0 + Duration::from_secs(5)),
+            Cancel::AlreadyCanceled
+        );
+        assert_eq!(
+            job.cancel(t0 + Duration::from_secs(50)),
+            Cancel::AlreadyCanceled
+        );
+        let body = serde_json::to_value(job.body(&job.snapshot(t0 + Duration::from_secs(6)), true))
+            .unwrap();
+        assert_eq!(body["result"], "canceled");
+        assert!(body["completed_at"].is_string(), "{body}");
+        assert!(
+            body.get("error").is_none() && body.get("eta_ms").is_none(),
+            "{body}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_finished_job_cannot_be_canceled() {
+        let job = Job::new(
+            "f".into(),
+            Duration::from_secs(2),
+            Outcome::Error,
+            1.0,
+            None,
+        );
+        let t0 = job.created;
+        // At its end instant a job has ended, whether or not anyone looked.
+        assert_eq!(
+            job.cancel(t0 + Duration::from_secs(2)),
+            Cancel::Finished(Outcome::Error)
+        );
+        assert!(!job.is_canceled());
+        assert_eq!(job.completes_at(), t0 + Duration::from_secs(2));
+        let s = job.snapshot(t0 + Duration::from_secs(3));
+        assert_eq!(
+            (s.state, s.version),
+            (State::Done(Outcome::Error), VERSION_TERMINAL)
+        );
+        // Once a reader reported the natural end, even a clock reading from before it cannot
+        // cancel: the decision is taken.
+        let job = Job::new(
+            "g".into(),
+            Duration::from_secs(2),
+            Outcome::Completed,
+            1.0,
+            None,
+        );
+        let t0 = job.created;
+        assert!(
+            job.snapshot(t0 + Duration::from_secs(2))
+                .state
+                .is_terminal()
+        );
+        assert_eq!(
+            job.cancel(t0 + Duration::from_secs(1)),
+            Cancel::Finished(Outcome::Completed)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hanging_job_can_be_canceled() {
+        let job = Job::new("h".into(), Duration::ZERO, Outcome::Completed, 1.0, None).hanging();
+        let at = job.created + Duration::from_secs(3600);
+        assert_eq!(job.cancel(at), Cancel::Canceled);
+        assert_eq!(job.completes_at(), at);
+        let s = job.snapshot(at);
+        assert_eq!((s.state, s.progress), (State::Canceled, 0.0));
+    }
+
+    /// A cancel racing the natural end, on real threads: every reader reports the same
+    /// terminal state, the one the cancel's answer implies, and never another.
+    #[test]
+    fn a_cancel_racing_the_natural_end_yields_one_terminal_state() {
+        const ROUNDS: u32 = 300;
+        const READERS: usize = 3;
+        let (mut canceled, mut finished) = (0, 0);
+        for round in 0..ROUNDS {
+            let duration = Duration::from_micros(300 + u64::from(round % 7) * 50);
+            let job = Job::new(format!("r{round}"), duration, Outcome::Completed, 1.0, None);
+            let end = job.created + duration;
+            let (answer, seen) = std::thread::scope(|scope| {
+                let readers: Vec<_> = (0..READERS)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            let mut seen = Vec::new();
+                            // Read until well past the end, remembering every terminal state.
+                            while Instant::now() < end + Duration::from_millis(1) {
+                                let s = job.snapshot(Instant::now());
+                                if s.state.is_terminal() {
+                                    seen.push((s.state, s.version));
+                                }
+                            }
+                            seen
+                        })
+                    })
+                    .collect();
+                let canceler = scope.spawn(|| {
+                    // Aim at the natural end, a little either side of it.
+                    let aim = end - Duration::from_micros(60)
+                        + Duration::from_micros(u64::from(round % 5) * 30);
+                    while Instant::now() < aim {
+                        std::hint::spin_loop();
+                    }
+                    job.cancel(Instant::now())
+                });
+                let seen: Vec<_> = readers
+                    .into_iter()
+                    .flat_map(|r| r.join().unwrap())
+                    .collect();
+                (canceler.join().unwrap(), seen)
+            });
+            let expected = match answer {
+                Cancel::Canceled => {
+                    canceled += 1;
+                    assert!(
+                        job.completes_at() < end,
+                        "a cancel only wins before the end"
+                    );
+                    State::Canceled
+                }
+                Cancel::Finished(o) => {
+                    finished += 1;
+                    State::Done(o)
+                }
+                Cancel::AlreadyCanceled => panic!("one cancel cannot find another"),
+            };
+            let odd: Vec<_> = seen
+                .iter()
+                .filter(|s| **s != (expected, VERSION_TERMINAL))
+                .take(3)
+                .collect();
+            assert!(
+                odd.is_empty(),
+                "round {round}: cancel answered {answer:?}, readers also saw {odd:?}"
+            );
+            assert_eq!(job.snapshot(end + Duration::from_secs(1)).state, expected);
+        }
+        assert_eq!(canceled + finished, ROUNDS);
     }
 
     #[test]

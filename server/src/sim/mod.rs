@@ -1,8 +1,12 @@
 //! The simulated backend: jobs whose status is derived from the clock, the bounded store that
-//! holds them, and the things that happen around them (faults, rate limits, webhooks).
+//! holds them, and the things that happen around them (faults, rate limits, webhooks, the
+//! HeyGen dialect's concurrency limit and the `Idempotency-Key` table).
 
 pub mod client;
+pub mod concurrency;
 pub mod faults;
+pub mod heygen;
+pub mod idempotency;
 pub mod job;
 pub mod ratelimit;
 pub mod store;

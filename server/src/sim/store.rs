@@ -25,7 +25,8 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::client::ClientId;
-use super::job::Job;
+use super::heygen::HeyGenJob;
+use super::job::{Cancel, Job, State};
 use super::timeline::Timeline;
 use crate::settings::{DurationKind, DurationSettings, Outcome, Settings};
 
@@ -52,6 +53,8 @@ pub struct JobSpec {
     /// Who asks: counted against `jobs.max_jobs_per_client` while the job is held. `None`
     /// (jobs created in process) belongs to no client.
     pub client: Option<ClientId>,
+    /// Created in the HeyGen dialect, with what that dialect needs of it.
+    pub heygen: Option<HeyGenJob>,
 }
 
 /// The store is full (the legacy job has no room).
@@ -73,8 +76,8 @@ pub enum Refused {
 /// What a sweep found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SweepReport {
-    /// Jobs that turned terminal since they were last looked at.
-    pub newly_finished: Vec<Outcome>,
+    /// Jobs that turned terminal since they were last looked at, and how they ended.
+    pub newly_finished: Vec<State>,
     /// Jobs forgotten after their TTL.
     pub expired: usize,
     /// Jobs still held.
@@ -215,7 +218,25 @@ impl JobStore {
 
     /// Creates a job with a fresh id, for `spec.client` if set.
     pub fn create(&self, spec: JobSpec) -> Result<Arc<Job>, Refused> {
-        self.insert(None, spec)
+        let mut jobs = self.create_many(vec![spec])?;
+        jobs.pop().ok_or(Refused::StoreFull)
+    }
+
+    /// Creates one job per spec, all or none: for one client (the first spec's `client`, which
+    /// is counted for every job), in one hold of the lock, so that either there is room for
+    /// all of them or nothing is created.
+    pub fn create_many(&self, specs: Vec<JobSpec>) -> Result<Vec<Arc<Job>>, Refused> {
+        let client = specs.first().and_then(|s| s.client);
+        let drawn: Vec<_> = specs.iter().map(|spec| self.draw(spec)).collect();
+        let now = Instant::now();
+        let mut held = lock(&self.held);
+        self.make_room(&mut held, now, client, specs.len())?;
+        let jobs = specs
+            .into_iter()
+            .zip(drawn)
+            .map(|(spec, drawn)| self.place(&mut held, None, JobSpec { client, ..spec }, drawn))
+            .collect();
+        Ok(jobs)
     }
 
     /// Creates (or replaces) the legacy job. It never expires, belongs to no client, and
@@ -225,39 +246,48 @@ impl JobStore {
             client: None,
             ..spec
         };
-        self.insert(Some(LEGACY_ID), spec).map_err(|_| StoreFull)
+        let drawn = self.draw(&spec);
+        let mut held = lock(&self.held);
+        if !held.jobs.contains_key(LEGACY_ID) {
+            self.make_room(&mut held, Instant::now(), None, 1)
+                .map_err(|_| StoreFull)?;
+        }
+        Ok(self.place(&mut held, Some(LEGACY_ID), spec, drawn))
     }
 
     fn draw_id(&self) -> String {
         format!("j-{:016x}", lock(&self.rng).random::<u64>())
     }
 
-    fn insert(&self, legacy: Option<&str>, spec: JobSpec) -> Result<Arc<Job>, Refused> {
-        let (duration, outcome, bias) = {
-            let mut rng = lock(&self.rng);
-            let duration = spec
-                .duration
-                .unwrap_or_else(|| sample_duration(&self.duration, &mut *rng));
-            let outcome = spec.outcome.unwrap_or_else(|| {
-                if rng.random_bool(self.error_rate) {
-                    Outcome::Error
-                } else {
-                    Outcome::Completed
-                }
-            });
-            let bias = if self.eta_noise > 0.0 {
-                rng.random_range(1.0 - self.eta_noise..=1.0 + self.eta_noise)
+    /// What `spec` leaves to chance, drawn: `(duration, outcome, estimate bias)`.
+    fn draw(&self, spec: &JobSpec) -> (Duration, Outcome, f64) {
+        let mut rng = lock(&self.rng);
+        let duration = spec
+            .duration
+            .unwrap_or_else(|| sample_duration(&self.duration, &mut *rng));
+        let outcome = spec.outcome.unwrap_or_else(|| {
+            if rng.random_bool(self.error_rate) {
+                Outcome::Error
             } else {
-                1.0
-            };
-            (duration, outcome, bias)
+                Outcome::Completed
+            }
+        });
+        let bias = if self.eta_noise > 0.0 {
+            rng.random_range(1.0 - self.eta_noise..=1.0 + self.eta_noise)
+        } else {
+            1.0
         };
-        let now = Instant::now();
-        let mut held = lock(&self.held);
-        let replacing = legacy.is_some_and(|id| held.jobs.contains_key(id));
-        if !replacing {
-            self.make_room(&mut held, now, spec.client)?;
-        }
+        (duration, outcome, bias)
+    }
+
+    /// Builds the job and holds it (room was made by the caller).
+    fn place(
+        &self,
+        held: &mut Held,
+        legacy: Option<&str>,
+        spec: JobSpec,
+        (duration, outcome, bias): (Duration, Outcome, f64),
+    ) -> Arc<Job> {
         let id = match legacy {
             Some(id) => id.to_string(),
             // A 64-bit id drawn twice is all but impossible; never let it replace a job.
@@ -271,6 +301,9 @@ impl JobStore {
         let mut job = Job::new(id, duration, outcome, bias, spec.callback);
         if legacy.is_some() {
             job = job.with_generation(self.legacy_generation.fetch_add(1, Ordering::Relaxed));
+        }
+        if let Some(heygen) = spec.heygen {
+            job = job.with_heygen(heygen);
         }
         let job = Arc::new(if spec.hang { job.hanging() } else { job });
         let expires = match (legacy, spec.hang) {
@@ -298,10 +331,15 @@ impl JobStore {
             }
             old.job.changed.notify_waiters();
         }
-        Ok(job)
+        job
     }
 
-    /// Whether there is room for one more job, for `client` if set, after forgetting at most a
+    /// When a hanging job created now would be forgotten: it stops counting anywhere then.
+    pub fn hang_ttl(&self) -> Duration {
+        self.hang_ttl
+    }
+
+    /// Whether there is room for `n` more jobs, for `client` if set, after forgetting at most a
     /// few jobs that have expired (the soonest first). Refusing looks at one expiry, however
     /// many jobs are held. A client at its cap is told so even when the store is full too.
     fn make_room(
@@ -309,17 +347,21 @@ impl JobStore {
         held: &mut Held,
         now: Instant,
         client: Option<ClientId>,
+        n: usize,
     ) -> Result<(), Refused> {
+        let most = MAX_EXPIRED_PER_CREATE + n.saturating_sub(1) as u64;
         let mut looked = 0;
         loop {
-            let refused = if client.is_some_and(|c| held.held_by(c) >= self.max_per_client) {
+            let refused = if client
+                .is_some_and(|c| held.held_by(c).saturating_add(n) > self.max_per_client)
+            {
                 Refused::ClientFull
-            } else if held.jobs.len() >= self.max_jobs {
+            } else if held.jobs.len().saturating_add(n) > self.max_jobs {
                 Refused::StoreFull
             } else {
                 return Ok(());
             };
-            if looked == MAX_EXPIRED_PER_CREATE {
+            if looked == most {
                 return Err(refused);
             }
             looked += 1;
@@ -341,6 +383,30 @@ impl JobStore {
             .get(id)
             .filter(|e| e.expires.is_none_or(|at| now < at))
             .map(|e| Arc::clone(&e.job))
+    }
+
+    /// Cancels the job with this id at `now` (see [`Job::cancel`]), if it is held and not
+    /// expired. A job this call canceled is forgotten `jobs.ttl` from now, unless it was due
+    /// sooner. Returns the job, what the cancel found, and whose job it is.
+    pub fn cancel(&self, id: &str, now: Instant) -> Option<(Arc<Job>, Cancel, Option<ClientId>)> {
+        let mut held = lock(&self.held);
+        let entry = held
+            .jobs
+            .get_mut(id)
+            .filter(|e| e.expires.is_none_or(|at| now < at))?;
+        let job = Arc::clone(&entry.job);
+        let client = entry.client;
+        let found = job.cancel(now);
+        if found == Cancel::Canceled
+            && let Some(old) = entry.expires
+        {
+            let at = crate::time::later(now, self.ttl);
+            if at < old {
+                entry.expires = Some(at);
+                held.expiries.push(at, Arc::clone(&job));
+            }
+        }
+        Some((job, found, client))
     }
 
     /// Expiries looked at, in all, by creates that found the store full.
@@ -372,7 +438,7 @@ impl JobStore {
                 };
                 handled += 1;
                 if held.holds(&job) && job.take_finish() {
-                    report.newly_finished.push(job.outcome);
+                    report.newly_finished.push(job.snapshot(now).state);
                 }
             }
             while handled < SWEEP_BATCH {
@@ -448,7 +514,7 @@ mod tests {
             .unwrap();
         let r = store.sweep(Instant::now() + Duration::from_secs(2));
         assert_eq!(r.newly_finished.len(), 2);
-        assert!(r.newly_finished.contains(&Outcome::Error));
+        assert!(r.newly_finished.contains(&State::Done(Outcome::Error)));
         let r = store.sweep(Instant::now() + Duration::from_secs(3));
         assert!(r.newly_finished.is_empty());
         let r = store.sweep(Instant::now() + Duration::from_secs(7));
@@ -592,6 +658,45 @@ mod tests {
         let r = store.sweep(Instant::now());
         assert_eq!(r.expired, 100);
         assert!(lock(&store.held).per_client.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_canceled_job_expires_ttl_after_its_cancel_and_is_reported_canceled() {
+        let mut s = Settings::default();
+        s.jobs.ttl = Duration::from_secs(5);
+        let store = JobStore::new(&s, SmallRng::seed_from_u64(1));
+        let spec = |secs| JobSpec {
+            duration: Some(Duration::from_secs(secs)),
+            ..JobSpec::default()
+        };
+        let (short, long) = (
+            store.create(spec(2)).unwrap(),
+            store.create(spec(60)).unwrap(),
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        for job in [&short, &long] {
+            let (found_job, found, _) = store.cancel(&job.id, Instant::now()).unwrap();
+            assert!(Arc::ptr_eq(&found_job, job));
+            assert_eq!(found, Cancel::Canceled);
+            assert_eq!(
+                store.cancel(&job.id, Instant::now()).unwrap().1,
+                Cancel::AlreadyCanceled
+            );
+        }
+        assert!(store.cancel("j-nope", Instant::now()).is_none());
+        // The sweeper reaches the short job's natural end and reports how it really ended.
+        let r = store.sweep(Instant::now() + Duration::from_secs(2));
+        assert_eq!(r.newly_finished, vec![State::Canceled]);
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert!(store.get(&long.id).is_some());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(
+            store.get(&long.id).is_none(),
+            "forgotten ttl after its cancel"
+        );
+        assert!(store.cancel(&long.id, Instant::now()).is_none());
+        let r = store.sweep(Instant::now());
+        assert_eq!((r.expired, r.held), (2, 0));
     }
 
     #[test]

@@ -3,11 +3,13 @@
 
 mod abuse;
 mod api;
+mod cancel;
 mod cli;
 mod common;
 mod faults;
 mod hang;
 mod hardening;
+mod heygen;
 mod limits;
 mod longpoll;
 mod metrics;

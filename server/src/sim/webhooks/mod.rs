@@ -1,4 +1,5 @@
-//! Webhook delivery, signed Standard-Webhooks style.
+//! Webhook delivery, signed Standard-Webhooks style — or, for a job created in the HeyGen
+//! dialect, in HeyGen's envelope and signature (`sim::heygen`).
 //!
 //! One dispatcher task holds a timer queue of deliveries ordered by when they are due (no
 //! task per job, none per waiting delivery): a job's first attempt is due when it completes,
@@ -9,6 +10,9 @@
 //! a failed attempt goes back into the timer queue, up to `webhooks.max_attempts`, and never
 //! holds a slot while it waits. Deliveries that cannot even wait for a slot are dropped and
 //! counted rather than buffered without bound.
+//!
+//! A canceled job ends before its natural end: its delivery is scheduled anew, due at once, and
+//! the one waiting for the natural end is skipped when it comes due.
 //!
 //! Redirects are never followed: the allow-list is checked on the `callback_url` once, at
 //! creation, and a receiver answering `3xx` must not be able to send the signed body to a
@@ -24,7 +28,8 @@ use tokio::sync::Notify;
 use tokio::task::{Id, JoinSet};
 use tokio::time::Instant;
 
-use super::job::{Channel, Job};
+use super::heygen::{HeyGenJob, Phase, hmac_hex, webhook_event};
+use super::job::{Channel, Job, Snapshot, State};
 use super::timeline::Timeline;
 use crate::AppState;
 use crate::settings::WebhookSettings;
@@ -48,6 +53,9 @@ const DUE_BATCH: usize = 1024;
 struct Delivery {
     job: Arc<Job>,
     attempt: u32,
+    /// Scheduled by a cancel, due at once (else at the job's natural end, scheduled at its
+    /// creation).
+    on_cancel: bool,
 }
 
 impl Delivery {
@@ -99,14 +107,33 @@ impl Webhooks {
         self.timers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Arranges a delivery when `job` becomes terminal. A hanging job never does: holding it
-    /// here would keep it in memory long after the store forgot it.
+    /// Arranges a delivery when `job` becomes terminal. A hanging job never does (unless it is
+    /// canceled, see [`Webhooks::schedule_now`]): holding it here would keep it in memory long
+    /// after the store forgot it.
     pub fn schedule(&self, job: Arc<Job>) {
         if job.hang || job.callback.is_none() {
             return;
         }
         let at = job.completes_at();
-        self.timers().push(at, Delivery { job, attempt: 1 });
+        self.push(at, job, false);
+    }
+
+    /// Arranges a delivery now, for a job that was just canceled. The delivery scheduled for
+    /// its natural end is skipped when it comes due.
+    pub fn schedule_now(&self, job: Arc<Job>) {
+        if job.callback.is_none() {
+            return;
+        }
+        self.push(Instant::now(), job, true);
+    }
+
+    fn push(&self, at: Instant, job: Arc<Job>, on_cancel: bool) {
+        let d = Delivery {
+            job,
+            attempt: 1,
+            on_cancel,
+        };
+        self.timers().push(at, d);
         self.wake.notify_one();
     }
 
@@ -132,6 +159,11 @@ impl Webhooks {
                 let Some(d) = hooks.timers().pop_due(now) else {
                     break;
                 };
+                // Due at its natural end: looking at it now decides that it ended on its own,
+                // unless it was canceled, and then the cancel scheduled a delivery of its own.
+                if !d.on_cancel && d.job.snapshot(now).state == State::Canceled {
+                    continue;
+                }
                 let Some(origin) = d.origin() else {
                     continue;
                 };
@@ -216,27 +248,56 @@ async fn attempt(state: AppState, d: Delivery) -> (Delivery, Attempt) {
         return (d, Attempt::Failed);
     };
     let snap = d.job.snapshot(Instant::now());
-    let Ok(body) = serde_json::to_vec(&d.job.body(&snap, false)) else {
-        return (d, Attempt::Failed);
-    };
-    let msg_id = format!("msg_{}", d.job.id);
-    let timestamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|t| t.as_secs())
-        .unwrap_or(0);
-    let signature = sign(&hooks.key, &msg_id, timestamp, &body);
-    let sent = hooks
+    let request = hooks
         .client
         .post(url)
-        .header("content-type", "application/json")
-        .header("webhook-id", &msg_id)
-        .header("webhook-timestamp", timestamp.to_string())
-        .header("webhook-signature", signature)
-        .body(body)
-        .send()
-        .await;
+        .header("content-type", "application/json");
+    let request = match &d.job.heygen {
+        Some(meta) => {
+            let Some((body, name, signature)) = heygen_delivery(&state, &d.job, meta, &snap) else {
+                return (d, Attempt::Failed);
+            };
+            request.header(name, signature).body(body)
+        }
+        None => {
+            let Ok(body) = serde_json::to_vec(&d.job.body(&snap, false)) else {
+                return (d, Attempt::Failed);
+            };
+            let msg_id = format!("msg_{}", d.job.id);
+            let timestamp = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|t| t.as_secs())
+                .unwrap_or(0);
+            let signature = sign(&hooks.key, &msg_id, timestamp, &body);
+            request
+                .header("webhook-id", &msg_id)
+                .header("webhook-timestamp", timestamp.to_string())
+                .header("webhook-signature", signature)
+                .body(body)
+        }
+    };
+    let sent = request.send().await;
     let result = classify(sent.as_ref().ok().map(reqwest::Response::status));
     (d, result)
+}
+
+/// A HeyGen job's delivery: its envelope, and the header that signs it (HMAC-SHA256, hex, over
+/// the raw body, with `heygen.webhook_secret`, in `heygen.signature_header`).
+fn heygen_delivery(
+    state: &AppState,
+    job: &Job,
+    meta: &HeyGenJob,
+    snap: &Snapshot,
+) -> Option<(Vec<u8>, reqwest::header::HeaderName, String)> {
+    let settings = &state.inner.settings.heygen;
+    let phase = Phase::of(job, snap, settings.queued_fraction);
+    let event = webhook_event(job, meta, phase, &state.inner.urls)?;
+    let body = serde_json::to_vec(&event).ok()?;
+    // Validated at start-up.
+    let name =
+        reqwest::header::HeaderName::from_bytes(settings.signature_header.as_bytes()).ok()?;
+    let signature = hmac_hex(settings.webhook_secret.as_bytes(), &body);
+    Some((body, name, signature))
 }
 
 /// Counts an attempt's outcome, and puts a failed one back in the timer queue for its retry.
@@ -259,8 +320,8 @@ fn settle(state: &AppState, d: Delivery, result: Attempt) {
             hooks.timers().push(
                 at,
                 Delivery {
-                    job: d.job,
                     attempt: attempt + 1,
+                    ..d
                 },
             );
         }
