@@ -65,26 +65,7 @@ impl Client {
             .read(&endpoints.status, &ReadOptions::default())
             .await
             .map_err(crate::transport::Failure::into_error)?;
-        use crate::wait::ReadOutcome as outcome;
-        match crate::wait::interpret(exchange) {
-            outcome::Status { status, .. } | outcome::Unknown { status, .. } => Ok(status),
-            outcome::Throttled { error, .. }
-            | outcome::Unavailable { error, .. }
-            | outcome::Malformed(error)
-            | outcome::Failed(error) => Err(error),
-            outcome::NotModified { .. } => Err(Error::UnexpectedResponse(Box::new(
-                crate::error::UnexpectedResponse {
-                    url: redact(endpoints.status.as_str()).into_owned(),
-                    status: 304,
-                    code: None,
-                    message: "304 Not Modified to a request without If-None-Match".into(),
-                    body_excerpt: String::new(),
-                    retry_after: None,
-                    auth_challenge: None,
-                    url_credentials: false,
-                },
-            ))),
-        }
+        crate::transport::answer::interpret(exchange).into_status(&endpoints.status)
     }
 
     /// Waits for the job with the client's default [`WaitOptions`].

@@ -72,7 +72,6 @@ mod budget;
 mod options;
 mod queue;
 mod scheduler;
-pub(crate) mod signals;
 mod stall;
 mod state;
 mod tracked;

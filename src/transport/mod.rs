@@ -75,6 +75,7 @@
 //! *pauses* waits instead of failing them, and a hedge budget can only cut a tail thinner
 //! than itself).
 
+pub(crate) mod answer;
 mod attempts;
 pub(crate) mod breaker;
 mod classify;
@@ -84,6 +85,7 @@ mod hosts;
 #[cfg(feature = "otel")]
 mod propagate;
 mod redirect;
+pub(crate) mod signals;
 pub(crate) mod sse;
 mod throttle;
 mod window;

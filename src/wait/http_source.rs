@@ -3,15 +3,14 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use http::StatusCode;
 use tokio::time::Instant;
 
 use super::FallbackReason;
 use super::capabilities::Capabilities;
-use super::source::{Fact, Meta, ReadOutcome, ReadRequest, Reading, Source, Subscribed};
+use super::source::{Fact, ReadRequest, Reading, Source, Subscribed};
 use crate::job::Endpoints;
-use crate::model::{JobState, JobStatus};
-use crate::transport::{Classification, Exchange, ReadOptions, Transport, classify, headers};
+use crate::transport::answer::{failed, interpret, refusal};
+use crate::transport::{ReadOptions, Transport};
 
 /// A stream with no byte (not even a keep-alive comment) for this long is considered dead.
 pub(crate) const SSE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -45,51 +44,6 @@ impl<'a> HttpSource<'a> {
             long_poll,
             sse_suspect: AtomicBool::new(false),
         }
-    }
-}
-
-/// What a status answer means (shared by one-off reads and the wait loop).
-pub(crate) fn interpret(exchange: Exchange) -> ReadOutcome {
-    let meta = Meta {
-        etag: headers::etag(&exchange.headers),
-        retry_after: headers::retry_after(&exchange.headers),
-        applied_hold: headers::applied_wait(&exchange.headers),
-    };
-    match exchange.status {
-        StatusCode::NOT_MODIFIED => ReadOutcome::NotModified { meta },
-        status if status.is_success() => match JobStatus::from_json(&exchange.body) {
-            Ok(job) => match &job.state {
-                JobState::Unknown(result) => {
-                    let message = format!(
-                        "the job reports result {result:?}, which this version does not know (expected pending, completed or error)"
-                    );
-                    ReadOutcome::Unknown {
-                        status: job,
-                        error: exchange.into_error(Some(message)),
-                    }
-                }
-                _ => ReadOutcome::Status { status: job, meta },
-            },
-            Err(e) => ReadOutcome::Malformed(
-                exchange.into_error(Some(format!("the body is not a status document: {e}"))),
-            ),
-        },
-        status => match classify(status, &exchange.headers) {
-            Classification::Throttled { retry_after } => ReadOutcome::Throttled {
-                retry_after: Some(retry_after),
-                error: exchange.into_error(None),
-            },
-            _ if status == StatusCode::TOO_MANY_REQUESTS => ReadOutcome::Throttled {
-                retry_after: None,
-                error: exchange.into_error(None),
-            },
-            Classification::Transient => ReadOutcome::Unavailable {
-                error: exchange.into_error(None),
-                resume_at: None,
-                answered: true,
-            },
-            _ => ReadOutcome::Failed(exchange.into_error(None)),
-        },
     }
 }
 
@@ -135,22 +89,10 @@ impl Source for HttpSource<'_> {
                 }
             }
             Err(failure) => {
-                let resume_at = failure
-                    .refused_for()
-                    .and_then(|retry_after| Instant::now().checked_add(retry_after));
                 let (attempts, hedges) = (failure.attempts, failure.hedges);
-                let outcome = match failure.into_error() {
-                    // The server answered with something unusable (a body over the limit,
-                    // malformed HTTP, a redirect not followed): like a body that does not parse.
-                    error @ crate::Error::UnexpectedResponse(_) => ReadOutcome::Malformed(error),
-                    error => ReadOutcome::Unavailable {
-                        error,
-                        resume_at,
-                        answered: self.transport.answered(&self.endpoints.status),
-                    },
-                };
+                let answered = self.transport.answered(&self.endpoints.status);
                 Reading {
-                    outcome,
+                    outcome: failed(failure, answered, Instant::now()),
                     attempts,
                     hedges,
                 }
@@ -184,31 +126,15 @@ impl Source for HttpSource<'_> {
                     attempts: sub.attempts,
                 },
                 None => {
-                    let reason = match sub.status.as_u16() {
-                        404 | 405 | 406 | 501 | 200..=299 => FallbackReason::NotSupported,
-                        401 | 403 => {
-                            let exchange = Exchange {
-                                url: url.clone(),
-                                status: sub.status,
-                                headers: sub.headers,
-                                body: sub.body,
-                                attempts: sub.attempts,
-                                hedges: 0,
-                            };
-                            return Subscribed::Failed {
-                                error: exchange.into_error(None),
-                                attempts: sub.attempts,
-                            };
+                    let attempts = sub.attempts;
+                    match refusal(url, sub) {
+                        Ok(reason) => {
+                            if reason == FallbackReason::NotSupported {
+                                self.learned(Fact::SseMissing);
+                            }
+                            Subscribed::Fallback { reason, attempts }
                         }
-                        429 | 503 => FallbackReason::Refused,
-                        _ => FallbackReason::Unreachable,
-                    };
-                    if reason == FallbackReason::NotSupported {
-                        self.learned(Fact::SseMissing);
-                    }
-                    Subscribed::Fallback {
-                        reason,
-                        attempts: sub.attempts,
+                        Err(error) => Subscribed::Failed { error, attempts },
                     }
                 }
             },

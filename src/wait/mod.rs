@@ -59,9 +59,8 @@ use crate::model::JobStatus;
 use crate::poll::{Adaptive, Basis, PollPolicy};
 
 pub(crate) use capabilities::Capabilities;
-pub(crate) use http_source::{HttpSource, interpret};
+pub(crate) use http_source::HttpSource;
 pub(crate) use run::{Plan, run};
-pub(crate) use source::ReadOutcome;
 pub use watch::Watch;
 
 /// How to wait.

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 
 use super::FallbackReason;
 use crate::error::Error;
-use crate::model::JobStatus;
+pub(crate) use crate::transport::answer::{Meta, ReadOutcome};
 use crate::transport::sse::EventStream;
 
 /// Where statuses come from.
@@ -52,49 +52,6 @@ pub(crate) struct Reading {
     pub(crate) attempts: u32,
     /// Hedges sent on top of the attempts.
     pub(crate) hedges: u32,
-}
-
-/// Headers that matter to the loop.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Meta {
-    pub(crate) etag: Option<String>,
-    pub(crate) retry_after: Option<Duration>,
-    pub(crate) applied_hold: Option<Duration>,
-}
-
-#[derive(Debug)]
-pub(crate) enum ReadOutcome {
-    Status {
-        status: JobStatus,
-        meta: Meta,
-    },
-    NotModified {
-        meta: Meta,
-    },
-    /// `429`/`503` with a hint that the transport did not absorb.
-    Throttled {
-        retry_after: Option<Duration>,
-        error: Error,
-    },
-    /// A result string this version does not know.
-    Unknown {
-        status: JobStatus,
-        error: Error,
-    },
-    /// A body that is not a status document.
-    Malformed(Error),
-    /// The service failed (after transport retries: a transport error, `5xx`, `408`), or its
-    /// circuit breaker refused to send. Not the job's fault: a wait keeps going.
-    Unavailable {
-        error: Error,
-        /// Not before this instant: the breaker is open (nothing was sent).
-        resume_at: Option<Instant>,
-        /// Whether the service ever answered over HTTP (this time, or before): if not, the
-        /// URL is more likely wrong than the service down.
-        answered: bool,
-    },
-    /// Could not read, after transport retries, or rejected: ends the wait.
-    Failed(Error),
 }
 
 pub(crate) enum Subscribed {

@@ -580,6 +580,7 @@ fn failed_read(answered: bool) -> ReadOutcome {
             timed_out: false,
             source: None,
         })),
+        host: "fake:8080".into(),
         resume_at: None,
         answered,
     }
@@ -590,6 +591,7 @@ fn refused(secs_left: f64) -> ReadOutcome {
     let left = secs(secs_left);
     ReadOutcome::Unavailable {
         error: Error::Unavailable(Box::new(Unavailable::refused("fake:8080", left))),
+        host: "fake:8080".into(),
         resume_at: Some(Instant::now() + left),
         answered: true,
     }

@@ -5,12 +5,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{BOUND_REFRESH, Done, MAX_MALFORMED, Message, NEVER, Op, Scheduler};
-use crate::jobset::signals::Signals;
 use crate::jobset::tracked::Tracked;
 use crate::jobset::{JobEvent, JobKey, Stall};
 use crate::poll::{Basis, MIN_PAUSE, PollDecision};
 use crate::telemetry;
-use crate::wait::{FallbackReason, Mechanism, ReadOutcome, interpret};
+use crate::transport::answer::{ReadOutcome, interpret};
+use crate::transport::signals::Signals;
+use crate::wait::{FallbackReason, Mechanism};
 
 impl Scheduler {
     pub(super) fn done(&mut self, done: Done) {
@@ -178,6 +179,7 @@ impl Scheduler {
                 error,
                 resume_at,
                 answered,
+                ..
             } => {
                 if !answered {
                     // Never answered over HTTP: a wrong URL or a dead host, not an outage.

@@ -8,13 +8,13 @@ use futures_util::stream;
 use tokio::time::Instant;
 
 use super::{MAX_STREAM_BREAKS, Scheduler, StreamItem, abandon};
-use crate::error::{Error, UnexpectedResponse, excerpt};
 use crate::jobset::JobKey;
-use crate::jobset::signals::Signals;
 use crate::jobset::tracked::Phase;
 use crate::model::{self, JobState, JobStatus};
+use crate::transport::answer::{refusal, unknown_event};
+use crate::transport::signals::Signals;
 use crate::transport::sse;
-use crate::transport::{Exchange, Failure, Subscription};
+use crate::transport::{Failure, Subscription};
 use crate::wait::{FallbackReason, Mechanism};
 
 impl Scheduler {
@@ -61,31 +61,21 @@ impl Scheduler {
         };
         let Some(events) = sub.events else {
             self.held = self.held.saturating_sub(1);
-            let reason = match sub.status.as_u16() {
-                404 | 405 | 406 | 501 | 200..=299 => {
-                    job.streams.suspect = true;
-                    FallbackReason::NotSupported
-                }
-                401 | 403 => {
-                    let error = Exchange {
-                        url: job
-                            .endpoints
-                            .events
-                            .clone()
-                            .unwrap_or_else(|| job.endpoints.status.clone()),
-                        status: sub.status,
-                        headers: sub.headers,
-                        body: sub.body,
-                        attempts: sub.attempts,
-                        hedges: 0,
-                    }
-                    .into_error(None);
+            let url = job
+                .endpoints
+                .events
+                .clone()
+                .unwrap_or_else(|| job.endpoints.status.clone());
+            let reason = match refusal(&url, sub) {
+                Ok(reason) => reason,
+                Err(error) => {
                     self.fail(key, error);
                     return;
                 }
-                429 | 503 => FallbackReason::Refused,
-                _ => FallbackReason::Unreachable,
             };
+            if reason == FallbackReason::NotSupported {
+                job.streams.suspect = true;
+            }
             self.refuse_streams(key, reason);
             return;
         };
@@ -192,18 +182,7 @@ impl Scheduler {
             return;
         }
         if let JobState::Unknown(result) = &status.state {
-            let error = Error::UnexpectedResponse(Box::new(UnexpectedResponse {
-                url: format!("{} (event stream)", job.endpoints.label),
-                status: 200,
-                code: None,
-                message: format!(
-                    "the job reports result {result:?}, which this version does not know (expected pending, completed or error)"
-                ),
-                body_excerpt: excerpt(event.data.as_bytes(), 256),
-                retry_after: None,
-                auth_challenge: None,
-                url_credentials: false,
-            }));
+            let error = unknown_event(&job.endpoints.label, result, &event.data);
             self.fail(key, error);
             return;
         }

@@ -233,12 +233,12 @@ impl<S: Source> Waiter<'_, S> {
         })))
     }
 
-    /// The service failed or was refused at this look.
-    pub(super) fn note_down(&mut self, error: Error, resume_at: Option<Instant>) {
-        let (host, cause) = match error {
-            Error::Unavailable(u) => (u.host, self.down.take().and_then(|d| d.cause)),
-            Error::Unreachable(u) => (host_of(&u.url), Some(Error::Unreachable(u))),
-            other => (String::new(), Some(other)),
+    /// The service (`host`) failed or was refused at this look.
+    pub(super) fn note_down(&mut self, error: Error, host: String, resume_at: Option<Instant>) {
+        // A refusal of the breaker sent nothing: the failure before it is still the cause.
+        let cause = match error {
+            Error::Unavailable(_) => self.down.take().and_then(|d| d.cause),
+            other => Some(other),
         };
         self.down = Some(Down {
             host,
@@ -276,17 +276,5 @@ impl<S: Source> Waiter<'_, S> {
         if let Some((lo, hi)) = observed.bracket() {
             learned.record(Sample::between(lo, hi));
         }
-    }
-}
-
-/// `host:port` of a URL, as the breaker labels hosts.
-fn host_of(url: &str) -> String {
-    let Ok(url) = url::Url::parse(url) else {
-        return url.to_owned();
-    };
-    match (url.host_str(), url.port()) {
-        (Some(host), Some(port)) => format!("{host}:{port}"),
-        (Some(host), None) => host.to_owned(),
-        (None, _) => url.to_string(),
     }
 }

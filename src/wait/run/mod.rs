@@ -256,6 +256,7 @@ impl<S: Source> Waiter<'_, S> {
                 }
                 ReadOutcome::Unavailable {
                     error,
+                    host,
                     resume_at,
                     answered,
                 } => {
@@ -268,7 +269,7 @@ impl<S: Source> Waiter<'_, S> {
                         let pause = at.saturating_duration_since(Instant::now());
                         forced = Some((pause, Basis::Unavailable));
                     }
-                    self.note_down(error, resume_at);
+                    self.note_down(error, host, resume_at);
                 }
                 ReadOutcome::Unknown { error, .. } | ReadOutcome::Failed(error) => {
                     return self.fail(error);
@@ -331,13 +332,14 @@ impl<S: Source> Waiter<'_, S> {
             }
             ReadOutcome::Unavailable {
                 error,
+                host,
                 resume_at,
                 answered,
             } => {
                 if !(self.answered || answered) {
                     return self.fail(error);
                 }
-                self.note_down(error, resume_at);
+                self.note_down(error, host, resume_at);
             }
             ReadOutcome::Unknown { error, .. } | ReadOutcome::Failed(error) => {
                 return self.fail(error);
