@@ -17,7 +17,7 @@ use crate::redact::redact;
 use crate::transport::{
     BreakerConfig, HedgeConfig, ReadOptions, Transport, TransportConfig, same_origin,
 };
-use crate::wait::{Capabilities, Completion, HttpSource, Plan, WaitOptions, Watch, run};
+use crate::wait::{Capabilities, Completion, HttpSource, WaitOptions, WaitPlan, Watch, run};
 
 /// A client of the translation service. Cheap to clone: clones share the connection pool,
 /// the learned job durations, what is known about the server, and the per-host circuit
@@ -116,15 +116,15 @@ impl Client {
         options.validate()?;
         let inner = &*self.inner;
         let endpoints = job.resolve(inner.base_url.as_ref())?;
-        let source = HttpSource::new(
-            &inner.transport,
-            &endpoints,
-            &inner.capabilities,
-            options.sse,
-            options.long_poll,
-        );
+        let source = HttpSource {
+            wire: &inner.transport,
+            endpoints: &endpoints,
+            capabilities: &inner.capabilities,
+            sse: options.sse,
+            long_poll: options.long_poll,
+        };
         let policy = compose(options);
-        let plan = Plan {
+        let plan = WaitPlan {
             job: endpoints.label.clone(),
             deadline: options.deadline,
             hold: options.long_poll_hold,

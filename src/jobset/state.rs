@@ -23,11 +23,11 @@ use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
-use tokio::time::Instant;
 
 use super::JobKey;
 use super::stall::StallTracker;
 use super::tracked::Tracked;
+pub(crate) use crate::clock::Clocks;
 use crate::error::{Error, SavedStateError};
 use crate::job::JobRef;
 use crate::model::{JobState, JobStatus};
@@ -169,41 +169,6 @@ fn parse_time(job: Option<u64>, field: &str, raw: &str) -> Result<SystemTime, Er
             format!("`{field}` is not an RFC 3339 time ({raw:?}: {e})"),
         )
     })
-}
-
-/// Maps the wall clock onto the monotonic one, at one instant.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Clocks {
-    pub(crate) now: Instant,
-    pub(crate) wall: SystemTime,
-}
-
-impl Clocks {
-    pub(crate) fn now() -> Self {
-        Clocks {
-            now: Instant::now(),
-            wall: crate::clock::now(),
-        }
-    }
-
-    /// The monotonic instant of a wall-clock time; `None` when it is too far to represent.
-    fn instant(&self, wall: SystemTime) -> Option<Instant> {
-        match wall.duration_since(self.wall) {
-            Ok(ahead) => self.now.checked_add(ahead),
-            // Before the machine started, as far as the monotonic clock can say: as early as
-            // it goes is early enough.
-            Err(behind) => Some(self.now.checked_sub(behind.duration()).unwrap_or(self.now)),
-        }
-    }
-
-    fn wall(&self, at: Instant) -> SystemTime {
-        let wall = if at >= self.now {
-            self.wall.checked_add(at - self.now)
-        } else {
-            self.wall.checked_sub(self.now - at)
-        };
-        wall.unwrap_or(self.wall)
-    }
 }
 
 /// A set's saved form.

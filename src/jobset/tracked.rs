@@ -17,7 +17,7 @@ use crate::clock;
 use crate::error::{Error, GaveUp, JobFailed, Stalled};
 use crate::job::Endpoints;
 use crate::model::{JobState, JobStatus};
-use crate::poll::learned::Observed;
+use crate::poll::learned::Evidence;
 use crate::poll::{
     Basis, DurationModel, Estimate, GiveUpReason, LearnedDurations, PollState, Sample,
 };
@@ -325,7 +325,7 @@ impl Tracked {
         learned: &LearnedDurations,
         history: &mut History,
     ) {
-        let observed = Observed {
+        let observed = Evidence {
             exact: status.duration(),
             last_pending: self.last_pending.map(|at| self.age_at(at)),
             origin_known: self.origin_known,

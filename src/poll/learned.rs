@@ -38,7 +38,7 @@ pub(crate) const PROMPT_WINDOW: Duration = Duration::from_millis(50);
 
 /// What one finished wait observed about its job, in the job's age.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Observed {
+pub(crate) struct Evidence {
     /// `completed_at − created_at`, when the server reported both.
     pub(crate) exact: Option<Duration>,
     /// Age of the last answer that was still pending.
@@ -54,7 +54,7 @@ pub(crate) struct Observed {
     pub(crate) progress_floor: Option<Duration>,
 }
 
-impl Observed {
+impl Evidence {
     /// The ages between which the job ended: exact when the server said, otherwise the
     /// tightest bracket the answers allow; `None` when the job was done at the first look and
     /// its start is unknown. `Sample::between` of it is what the wait teaches.
@@ -394,7 +394,7 @@ mod tests {
     #[test]
     fn what_a_finished_wait_teaches() {
         let ms = Duration::from_millis;
-        let base = Observed {
+        let base = Evidence {
             exact: None,
             last_pending: Some(ms(1000)),
             origin_known: true,
@@ -405,42 +405,42 @@ mod tests {
         let table = [
             (base, Some((ms(1000), ms(3000)))),
             (
-                Observed {
+                Evidence {
                     exact: Some(ms(2500)),
                     ..base
                 },
                 Some((ms(2500), ms(2500))),
             ),
             (
-                Observed {
+                Evidence {
                     prompt: true,
                     ..base
                 },
                 Some((ms(2950), ms(3000))),
             ),
             (
-                Observed {
+                Evidence {
                     progress_floor: Some(ms(2000)),
                     ..base
                 },
                 Some((ms(2000), ms(3000))),
             ),
             (
-                Observed {
+                Evidence {
                     progress_floor: Some(ms(4000)),
                     ..base
                 },
                 Some((ms(1000), ms(3000))),
             ),
             (
-                Observed {
+                Evidence {
                     last_pending: None,
                     ..base
                 },
                 Some((ms(0), ms(3000))),
             ),
             (
-                Observed {
+                Evidence {
                     last_pending: None,
                     origin_known: false,
                     ..base

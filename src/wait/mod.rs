@@ -46,9 +46,11 @@
 
 mod capabilities;
 mod http_source;
+pub(crate) mod ledger;
 mod run;
-mod source;
+pub(crate) mod source;
 mod watch;
+pub(crate) mod wire;
 
 use std::fmt;
 use std::sync::Arc;
@@ -60,8 +62,9 @@ use crate::poll::{Adaptive, Basis, PollPolicy};
 
 pub(crate) use capabilities::Capabilities;
 pub(crate) use http_source::HttpSource;
-pub(crate) use run::{Plan, run};
+pub(crate) use run::{WaitPlan, run};
 pub use watch::Watch;
+pub(crate) use wire::Wire;
 
 /// How to wait.
 #[derive(Clone)]

@@ -6,11 +6,15 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::FallbackReason;
+use super::ledger::Opened;
 use crate::error::Error;
 pub(crate) use crate::transport::answer::{Meta, ReadOutcome};
+use crate::transport::signals::Signals;
 use crate::transport::sse::EventStream;
 
-/// Where statuses come from.
+pub(crate) use super::ledger::Fact;
+
+/// Where one job's statuses come from.
 pub(crate) trait Source: Sync {
     /// Whether an event stream is worth trying.
     fn sse_available(&self) -> bool;
@@ -28,20 +32,12 @@ pub(crate) trait Source: Sync {
     ) -> impl Future<Output = Subscribed> + Send;
 }
 
-/// What the loop observed about the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Fact {
-    StatusWorks,
-    SseWorks,
-    SseMissing,
-    LongPollApplied,
-    LongPollIgnored,
-}
-
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ReadRequest {
     pub(crate) etag: Option<String>,
     pub(crate) hold: Option<Duration>,
+    /// The instant after which the read is of no use: a throttled answer whose pause would
+    /// end later is handed back at once instead of waited out.
     pub(crate) deadline: Option<Instant>,
 }
 
@@ -52,6 +48,8 @@ pub(crate) struct Reading {
     pub(crate) attempts: u32,
     /// Hedges sent on top of the attempts.
     pub(crate) hedges: u32,
+    /// What the answer said about the server's rate limit.
+    pub(crate) signals: Signals,
 }
 
 pub(crate) enum Subscribed {
@@ -67,4 +65,38 @@ pub(crate) enum Subscribed {
         error: Error,
         attempts: u32,
     },
+}
+
+impl Subscribed {
+    /// The stream, if one opened, and what the ledger is told.
+    pub(crate) fn split(self) -> (Option<EventStream>, Opened) {
+        match self {
+            Subscribed::Stream { events, attempts } => (Some(events), Opened::Stream { attempts }),
+            Subscribed::Fallback { reason, attempts } => {
+                (None, Opened::Fallback { reason, attempts })
+            }
+            Subscribed::Failed { error, attempts } => (None, Opened::Failed { error, attempts }),
+        }
+    }
+}
+
+impl std::fmt::Debug for Subscribed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Subscribed::Stream { attempts, .. } => f
+                .debug_struct("Stream")
+                .field("attempts", attempts)
+                .finish_non_exhaustive(),
+            Subscribed::Fallback { reason, attempts } => f
+                .debug_struct("Fallback")
+                .field("reason", reason)
+                .field("attempts", attempts)
+                .finish(),
+            Subscribed::Failed { error, attempts } => f
+                .debug_struct("Failed")
+                .field("error", error)
+                .field("attempts", attempts)
+                .finish(),
+        }
+    }
 }

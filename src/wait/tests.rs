@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::source::{Fact, Meta, ReadOutcome, ReadRequest, Reading, Source, Subscribed};
-use super::{FallbackReason, Mechanism, Plan, run};
+use super::{FallbackReason, Mechanism, WaitPlan, run};
 use crate::error::{Error, Unavailable, UnexpectedResponse, Unreachable};
 use crate::model::{JobFailure, JobState, JobStatus};
 use crate::poll::{
@@ -127,6 +127,7 @@ impl Source for Fake {
                 outcome,
                 attempts: u32::from(!refused),
                 hedges: 0,
+                signals: Default::default(),
             };
         }
         let mut meta = Meta::default();
@@ -141,6 +142,7 @@ impl Source for Fake {
             outcome: ReadOutcome::Status { status, meta },
             attempts: 1,
             hedges: 0,
+            signals: Default::default(),
         }
     }
 
@@ -188,8 +190,8 @@ impl Source for Fake {
     }
 }
 
-fn plan(deadline: Option<f64>) -> Plan {
-    Plan {
+fn plan(deadline: Option<f64>) -> WaitPlan {
+    WaitPlan {
         job: "j-test".into(),
         deadline: deadline.map(secs),
         hold: secs(30.0),
@@ -201,7 +203,7 @@ fn plan(deadline: Option<f64>) -> Plan {
 
 async fn wait(
     fake: &Fake,
-    plan: &Plan,
+    plan: &WaitPlan,
     policy: &dyn PollPolicy,
 ) -> Result<super::Completion, Error> {
     let limited: Box<dyn PollPolicy> = match plan.deadline {
