@@ -8,16 +8,17 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use url::Url;
 
+use crate::context::Context;
 use crate::error::Error;
 use crate::job::{CreatedJob, JobRef};
 use crate::jobset::{JobSet, JobSetOptions, RequestBudget, SavedJobSet, SharedBudget};
 use crate::model::{JobStatus, NewJob};
-use crate::poll::{LearnedDurations, PollPolicy, PollPolicyExt};
+use crate::poll::LearnedDurations;
 use crate::redact::redact;
 use crate::transport::{
     BreakerConfig, HedgeConfig, ReadOptions, Transport, TransportConfig, same_origin,
 };
-use crate::wait::{Capabilities, Completion, HttpSource, WaitOptions, WaitPlan, Watch, run};
+use crate::wait::{Capabilities, Completion, WaitOptions, Watch, wait_for};
 
 /// A client of the translation service. Cheap to clone: clones share the connection pool,
 /// the learned job durations, what is known about the server, and the per-host circuit
@@ -28,12 +29,9 @@ pub struct Client {
 }
 
 struct Inner {
-    transport: Transport,
-    base_url: Option<Url>,
+    /// What every wait of this client shares (the transport is its wire).
+    context: Arc<Context>,
     defaults: WaitOptions,
-    learned: LearnedDurations,
-    capabilities: Capabilities,
-    budget: SharedBudget,
 }
 
 impl Client {
@@ -58,10 +56,10 @@ impl Client {
     /// [`Error::Unreachable`] when the host has never answered.
     pub async fn status(&self, job: impl Into<JobRef>) -> Result<JobStatus, Error> {
         let job = job.into();
-        let endpoints = job.resolve(self.inner.base_url.as_ref())?;
-        let exchange = self
-            .inner
-            .transport
+        let context = &self.inner.context;
+        let endpoints = job.resolve(context.base_url.as_ref())?;
+        let exchange = context
+            .wire
             .read(&endpoints.status, &ReadOptions::default())
             .await
             .map_err(crate::transport::Failure::into_error)?;
@@ -113,26 +111,7 @@ impl Client {
         options: &WaitOptions,
         observer: &mut (dyn FnMut(&JobStatus) + Send + Sync),
     ) -> Result<Completion, Error> {
-        options.validate()?;
-        let inner = &*self.inner;
-        let endpoints = job.resolve(inner.base_url.as_ref())?;
-        let source = HttpSource {
-            wire: &inner.transport,
-            endpoints: &endpoints,
-            capabilities: &inner.capabilities,
-            sse: options.sse,
-            long_poll: options.long_poll,
-        };
-        let policy = compose(options);
-        let plan = WaitPlan {
-            job: endpoints.label.clone(),
-            deadline: options.deadline,
-            hold: options.long_poll_hold,
-            created: job.created(),
-            learned: Some(inner.learned.clone()),
-            random: rand::random::<f64>,
-        };
-        run(&source, &plan, policy.as_ref(), observer).await
+        wait_for(&self.inner.context, job, options, observer).await
     }
 
     /// Creates a job (`POST /v1/jobs`). Not retried on failure — a retried creation could
@@ -143,7 +122,8 @@ impl Client {
     /// cannot point it elsewhere. Another origin's status URL is replaced by the job's URL on
     /// the base, and another origin's events URL is dropped (the wait polls).
     pub async fn create_job(&self, job: &NewJob) -> Result<CreatedJob, Error> {
-        let base = self.inner.base_url.as_ref().ok_or_else(|| {
+        let context = &self.inner.context;
+        let base = context.base_url.as_ref().ok_or_else(|| {
             Error::config(
                 "base_url",
                 "creating a job needs a base URL: set ClientBuilder::base_url",
@@ -152,9 +132,8 @@ impl Client {
         let url = base
             .join("v1/jobs")
             .map_err(|e| Error::config("base_url", e.to_string()))?;
-        let exchange = self
-            .inner
-            .transport
+        let exchange = context
+            .wire
             .post_json(&url, &job.to_json())
             .await
             .map_err(crate::transport::Failure::into_error)?;
@@ -209,7 +188,7 @@ impl Client {
 
     /// What this client has learned about job durations.
     pub fn learned_durations(&self) -> &LearnedDurations {
-        &self.inner.learned
+        &self.inner.context.learned
     }
 
     /// The client's default wait options.
@@ -220,7 +199,7 @@ impl Client {
     /// Waits for many jobs at once under this client's request budget (see
     /// [`jobset`](crate::jobset)). Needs a Tokio runtime: the set runs one task.
     pub fn job_set(&self, options: JobSetOptions) -> Result<JobSet, Error> {
-        JobSet::start(self, options, Vec::new(), &[])
+        JobSet::start(Arc::clone(&self.inner.context), options, Vec::new(), &[])
     }
 
     /// Rebuilds a job set from a state saved by [`JobSet::export`], with the original
@@ -231,34 +210,7 @@ impl Client {
         saved: &SavedJobSet,
         options: JobSetOptions,
     ) -> Result<JobSet, Error> {
-        JobSet::restore(self, saved, options)
-    }
-
-    pub(crate) fn transport(&self) -> &Transport {
-        &self.inner.transport
-    }
-
-    pub(crate) fn base_url(&self) -> Option<&Url> {
-        self.inner.base_url.as_ref()
-    }
-
-    pub(crate) fn capabilities(&self) -> &Capabilities {
-        &self.inner.capabilities
-    }
-
-    pub(crate) fn budget(&self) -> &SharedBudget {
-        &self.inner.budget
-    }
-}
-
-/// The options' limits wrapped around the options' policy.
-fn compose(options: &WaitOptions) -> Box<dyn PollPolicy> {
-    let policy = Arc::clone(&options.policy);
-    match (options.max_polls, options.deadline) {
-        (Some(n), Some(d)) => Box::new(policy.with_max_polls(n).with_deadline(d)),
-        (Some(n), None) => Box::new(policy.with_max_polls(n)),
-        (None, Some(d)) => Box::new(policy.with_deadline(d)),
-        (None, None) => Box::new(policy),
+        JobSet::restore(Arc::clone(&self.inner.context), saved, options)
     }
 }
 
@@ -267,11 +219,16 @@ impl fmt::Debug for Client {
         f.debug_struct("Client")
             .field(
                 "base_url",
-                &self.inner.base_url.as_ref().map(|u| redact(u.as_str())),
+                &self
+                    .inner
+                    .context
+                    .base_url
+                    .as_ref()
+                    .map(|u| redact(u.as_str())),
             )
-            .field("request_timeout", &self.inner.transport.request_timeout)
+            .field("request_timeout", &self.inner.context.wire.request_timeout)
             .field("defaults", &self.inner.defaults)
-            .field("learned", &self.inner.learned)
+            .field("learned", &self.inner.context.learned)
             .finish_non_exhaustive()
     }
 }
@@ -528,12 +485,14 @@ impl ClientBuilder {
         })?;
         Ok(Client {
             inner: Arc::new(Inner {
-                transport,
-                base_url,
+                context: Arc::new(Context {
+                    wire: transport,
+                    base_url,
+                    capabilities: Capabilities::default(),
+                    learned: self.learned.unwrap_or_default(),
+                    budget: SharedBudget::new(self.budget),
+                }),
                 defaults: self.defaults,
-                learned: self.learned.unwrap_or_default(),
-                capabilities: Capabilities::default(),
-                budget: SharedBudget::new(self.budget),
             }),
         })
     }
@@ -708,7 +667,7 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(
-            client.inner.base_url.as_ref().unwrap().as_str(),
+            client.inner.context.base_url.as_ref().unwrap().as_str(),
             "http://localhost:8080/api/"
         );
         let debug = format!("{:?}", Client::builder().api_key("secret"));

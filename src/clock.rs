@@ -9,12 +9,6 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-/// Time elapsed since a server timestamp, by this machine's wall clock; `None` when the
-/// timestamp is in the future (clock skew).
-pub(crate) fn since(timestamp: SystemTime) -> Option<Duration> {
-    SystemTime::now().duration_since(timestamp).ok()
-}
-
 /// Now, by this machine's wall clock.
 pub(crate) fn now() -> SystemTime {
     SystemTime::now()

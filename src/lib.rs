@@ -77,6 +77,7 @@
 
 mod client;
 mod clock;
+mod context;
 mod error;
 mod job;
 pub mod jobset;

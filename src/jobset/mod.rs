@@ -71,16 +71,16 @@
 mod budget;
 mod options;
 mod queue;
+mod saved;
 mod scheduler;
 mod stall;
-mod state;
 mod tracked;
 
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::Stream;
@@ -93,17 +93,16 @@ use url::Url;
 pub use budget::RequestBudget;
 pub(crate) use budget::SharedBudget;
 pub use options::JobSetOptions;
+pub use saved::{FORMAT, SavedDuration, SavedJob, SavedJobSet};
 pub use stall::StallDetection;
-pub use state::{FORMAT, SavedDuration, SavedJob, SavedJobSet};
 
-use crate::client::Client;
+use crate::context::Context;
 use crate::error::Error;
 use crate::job::JobRef;
 use crate::model::JobStatus;
-use crate::poll::Sample;
-use crate::wait::Completion;
+use crate::wait::{Completion, Wire};
+use saved::Clocks;
 use scheduler::{Command, Message, Scheduler};
-use state::{Clocks, History};
 use tracked::Tracked;
 
 /// A job's key in its [`JobSet`]: returned by [`JobSet::add`], carried by every event, kept
@@ -210,11 +209,7 @@ impl JobSetHandle {
         }
         let endpoints = job.resolve(self.base_url.as_ref())?;
         let key = JobKey(self.shared.next_key.fetch_add(1, Ordering::Relaxed));
-        let mut tracked = Tracked::new(key, endpoints, deadline);
-        if let Some(created) = job.created() {
-            tracked.origin = Some(created);
-            tracked.origin_known = true;
-        }
+        let tracked = Tracked::new(key, endpoints, deadline, job.created(), Clocks::now());
         self.shared.tracked.fetch_add(1, Ordering::SeqCst);
         if self.commands.send(Command::Add(Box::new(tracked))).is_err() {
             self.shared.tracked.fetch_sub(1, Ordering::SeqCst);
@@ -286,8 +281,10 @@ pub struct JobSet {
 }
 
 impl JobSet {
-    pub(crate) fn start(
-        client: &Client,
+    /// Starts a set on `ctx`'s parts, with jobs restored from a saved state and the job
+    /// durations it had learned.
+    pub(crate) fn start<W: Wire>(
+        ctx: Arc<Context<W>>,
         options: JobSetOptions,
         restored: Vec<Tracked>,
         durations: &[SavedDuration],
@@ -299,15 +296,8 @@ impl JobSet {
                 "a job set runs a task on a Tokio runtime: create it from inside one",
             )
         })?;
-        let mut history = History::default();
-        for d in durations {
-            let lo = Duration::from_millis(d.lo_ms);
-            let sample = match d.hi_ms {
-                Some(hi) => Sample::between(lo, Duration::from_millis(hi)),
-                None => Sample::at_least(lo),
-            };
-            client.learned_durations().record(sample);
-            history.push(lo, d.hi_ms.map(Duration::from_millis));
+        for duration in durations {
+            ctx.learned.record(saved::sample(duration));
         }
         let shared = Arc::new(Shared {
             next_key: AtomicU64::new(
@@ -326,13 +316,9 @@ impl JobSet {
             // The receiver is alive: it is right here.
             let _ = commands.send(Command::Add(Box::new(job)));
         }
-        let scheduler = Scheduler::new(
-            client.clone(),
-            options.clone(),
-            sender,
-            history,
-            Arc::clone(&shared),
-        );
+        let base_url = ctx.base_url.clone();
+        let deadline = options.wait.deadline;
+        let scheduler = Scheduler::new(ctx, options, sender, Arc::clone(&shared));
         let task = runtime.spawn(
             scheduler
                 .run(receiver)
@@ -342,27 +328,28 @@ impl JobSet {
             handle: JobSetHandle {
                 commands,
                 shared,
-                base_url: client.base_url().cloned(),
-                deadline: options.deadline,
+                base_url,
+                deadline,
             },
             messages,
             task,
         })
     }
 
-    pub(crate) fn restore(
-        client: &Client,
+    /// Rebuilds a set from a saved state, refused whole when it cannot be trusted.
+    pub(crate) fn restore<W: Wire>(
+        ctx: Arc<Context<W>>,
         saved: &SavedJobSet,
         options: JobSetOptions,
     ) -> Result<JobSet, Error> {
         options.validate()?;
-        let jobs = state::restore(
+        let jobs = saved::restore(
             saved,
-            client.base_url(),
+            ctx.base_url.as_ref(),
             options.max_saved_age,
             &Clocks::now(),
         )?;
-        JobSet::start(client, options, jobs, &saved.durations)
+        JobSet::start(ctx, options, jobs, &saved.durations)
     }
 
     /// A handle to add, cancel and save jobs from elsewhere.
@@ -423,7 +410,10 @@ impl JobSet {
 impl Stream for JobSet {
     type Item = JobEvent;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<JobEvent>> {
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<JobEvent>> {
         loop {
             match self.messages.poll_recv(cx) {
                 Poll::Ready(Some(Message::Event(event))) => {

@@ -79,6 +79,17 @@ impl Evidence {
 }
 
 impl Sample {
+    /// The age after which the job ended.
+    pub(crate) fn lo(&self) -> Duration {
+        super::seconds(self.lo)
+    }
+
+    /// The age by which the job had ended; `None`: it was still running when its wait
+    /// stopped.
+    pub(crate) fn hi(&self) -> Option<Duration> {
+        self.hi.is_finite().then(|| super::seconds(self.hi))
+    }
+
     /// The job ended after age `lo` and no later than age `hi` (swapped if reversed; widened
     /// to 1 ms if equal).
     pub fn between(lo: Duration, hi: Duration) -> Self {
@@ -359,6 +370,13 @@ impl LearnedDurations {
             history.fitted_at = Some(Instant::now());
         }
         Arc::clone(&history.model)
+    }
+
+    /// The latest `n` samples, oldest first.
+    pub(crate) fn recent(&self, n: usize) -> Vec<Sample> {
+        let history = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let skip = history.samples.len().saturating_sub(n);
+        history.samples.iter().skip(skip).copied().collect()
     }
 
     /// Forgets every sample.

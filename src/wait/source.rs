@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use super::FallbackReason;
 use super::ledger::Opened;
 use crate::error::Error;
-pub(crate) use crate::transport::answer::{Meta, ReadOutcome};
+pub(crate) use crate::transport::answer::ReadOutcome;
 use crate::transport::signals::Signals;
 use crate::transport::sse::EventStream;
 
@@ -48,8 +48,8 @@ pub(crate) struct Reading {
     pub(crate) attempts: u32,
     /// Hedges sent on top of the attempts.
     pub(crate) hedges: u32,
-    /// What the answer said about the server's rate limit.
-    pub(crate) signals: Signals,
+    /// What the answer said about the server's rate limit (none: there was no answer).
+    pub(crate) signals: Option<Signals>,
 }
 
 pub(crate) enum Subscribed {

@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::source::{Fact, Meta, ReadOutcome, ReadRequest, Reading, Source, Subscribed};
+use super::source::{Fact, ReadOutcome, ReadRequest, Reading, Source, Subscribed};
 use super::{FallbackReason, Mechanism, WaitPlan, run};
 use crate::error::{Error, Unavailable, UnexpectedResponse, Unreachable};
 use crate::model::{JobFailure, JobState, JobStatus};
 use crate::poll::{
     Adaptive, Basis, Fixed, GiveUpReason, LearnedDurations, PollPolicy, PollPolicyExt,
 };
+use crate::transport::answer::Meta;
 use crate::transport::sse::{EventStream, SseEvent};
 
 fn secs(x: f64) -> Duration {
@@ -127,7 +128,7 @@ impl Source for Fake {
                 outcome,
                 attempts: u32::from(!refused),
                 hedges: 0,
-                signals: Default::default(),
+                signals: None,
             };
         }
         let mut meta = Meta::default();
@@ -142,7 +143,7 @@ impl Source for Fake {
             outcome: ReadOutcome::Status { status, meta },
             attempts: 1,
             hedges: 0,
-            signals: Default::default(),
+            signals: None,
         }
     }
 

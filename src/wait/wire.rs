@@ -37,7 +37,7 @@ pub(crate) trait Wire: Send + Sync + 'static {
         url: &Url,
         last_event_id: Option<String>,
         deadline: Option<Instant>,
-    ) -> impl Future<Output = (Subscribed, Signals)> + Send + 'static;
+    ) -> impl Future<Output = (Subscribed, Option<Signals>)> + Send + 'static;
 }
 
 impl Wire for Transport {
@@ -55,7 +55,7 @@ impl Wire for Transport {
             };
             match transport.read(&url, &options).await {
                 Ok(exchange) => Reading {
-                    signals: Signals::read(exchange.status, &exchange.headers),
+                    signals: Some(Signals::read(exchange.status, &exchange.headers)),
                     attempts: exchange.attempts,
                     hedges: exchange.hedges,
                     outcome: interpret(exchange),
@@ -63,7 +63,7 @@ impl Wire for Transport {
                 Err(failure) => {
                     let answered = transport.answered(&url);
                     Reading {
-                        signals: Signals::default(),
+                        signals: None,
                         attempts: failure.attempts,
                         hedges: failure.hedges,
                         outcome: failed(failure, answered, Instant::now()),
@@ -78,7 +78,7 @@ impl Wire for Transport {
         url: &Url,
         last_event_id: Option<String>,
         deadline: Option<Instant>,
-    ) -> impl Future<Output = (Subscribed, Signals)> + Send + 'static {
+    ) -> impl Future<Output = (Subscribed, Option<Signals>)> + Send + 'static {
         let (transport, url) = (self.clone(), url.clone());
         async move {
             let timeout = deadline.map_or(STREAM_WITHOUT_DEADLINE, |d| {
@@ -89,7 +89,7 @@ impl Wire for Transport {
                 .await
             {
                 Ok(sub) => {
-                    let signals = Signals::read(sub.status, &sub.headers);
+                    let signals = Some(Signals::read(sub.status, &sub.headers));
                     let attempts = sub.attempts;
                     let subscribed = match sub.events {
                         Some(events) => Subscribed::Stream { events, attempts },
@@ -106,7 +106,7 @@ impl Wire for Transport {
                         reason: super::FallbackReason::Unreachable,
                         attempts: failure.attempts,
                     };
-                    (subscribed, Signals::default())
+                    (subscribed, None)
                 }
             }
         }

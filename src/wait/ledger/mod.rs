@@ -494,16 +494,6 @@ impl Ledger {
     pub(crate) fn counts(&self) -> (u32, u32, u32) {
         (self.requests, self.retries, self.hedges)
     }
-
-    /// The mechanism that delivered the latest answer.
-    pub(crate) fn mechanism(&self) -> Mechanism {
-        self.current
-    }
-
-    /// Whether the wait has given up on streams.
-    pub(crate) fn streams_refused(&self) -> bool {
-        self.stream.refused
-    }
 }
 
 fn whole_seconds(d: Duration) -> Duration {

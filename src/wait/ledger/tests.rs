@@ -12,7 +12,6 @@ use crate::error::{Unavailable, UnexpectedResponse, Unreachable};
 use crate::model::JobState;
 use crate::poll::{Fixed, GiveUpReason, MIN_PAUSE};
 use crate::transport::answer::{Meta, ReadOutcome};
-use crate::transport::signals::Signals;
 
 fn secs(x: f64) -> Duration {
     Duration::from_secs_f64(x)
@@ -85,7 +84,7 @@ impl Script {
             outcome,
             attempts,
             hedges: 0,
-            signals: Signals::default(),
+            signals: None,
         };
         let sent = self.t0 + secs(t);
         self.step(

@@ -8,13 +8,17 @@ use tokio::time::Instant;
 use tracing::Instrument;
 use tracing::field::Empty;
 
-use super::Completion;
+use super::http_source::HttpSource;
 use super::ledger::{
     Answer, Break, Clocks, Decision, Ending, Ledger, Look, Offer, Parts, Pause, STREAM_IDLE,
 };
 use super::source::Source;
+use super::wire::Wire;
+use super::{Completion, WaitOptions};
+use crate::context::Context;
 use crate::error::Error;
 use crate::job::ChangeFilter;
+use crate::job::JobRef;
 use crate::model::JobStatus;
 use crate::poll::{LearnedDurations, PollPolicy};
 use crate::transport::sse;
@@ -32,6 +36,34 @@ pub(crate) struct WaitPlan {
     pub(crate) learned: Option<LearnedDurations>,
     /// Uniform in `[0, 1)`; injected for tests.
     pub(crate) random: fn() -> f64,
+}
+
+/// Waits for `job` with `options`, on the parts of `context`: the single wait of a client.
+pub(crate) async fn wait_for<W: Wire>(
+    context: &Context<W>,
+    job: JobRef,
+    options: &WaitOptions,
+    observer: &mut (dyn FnMut(&JobStatus) + Send + Sync),
+) -> Result<Completion, Error> {
+    options.validate()?;
+    let endpoints = job.resolve(context.base_url.as_ref())?;
+    let source = HttpSource {
+        wire: &context.wire,
+        endpoints: &endpoints,
+        capabilities: &context.capabilities,
+        sse: options.sse,
+        long_poll: options.long_poll,
+    };
+    let policy = options.composed_policy();
+    let plan = WaitPlan {
+        job: endpoints.label.clone(),
+        deadline: options.deadline,
+        hold: options.long_poll_hold,
+        created: job.created(),
+        learned: Some(context.learned.clone()),
+        random: rand::random::<f64>,
+    };
+    run(&source, &plan, policy.as_ref(), observer).await
 }
 
 /// Waits until the job is terminal, the policy gives up, or the deadline passes.

@@ -1,0 +1,1 @@
+//! The scheduler in paused time, over a scripted wire.
