@@ -82,6 +82,8 @@ mod error;
 mod job;
 pub mod jobset;
 mod model;
+#[cfg(test)]
+mod parity;
 pub mod poll;
 #[cfg(test)]
 mod props;

@@ -49,6 +49,8 @@ mod http_source;
 pub(crate) mod ledger;
 mod options;
 mod run;
+#[cfg(test)]
+pub(crate) mod script;
 pub(crate) mod source;
 mod watch;
 pub(crate) mod wire;
