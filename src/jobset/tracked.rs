@@ -32,23 +32,42 @@ pub(crate) enum Stage {
     Expiring,
 }
 
-#[derive(Debug)]
+/// One job of a set.
 pub(crate) struct Tracked {
-    pub(crate) key: JobKey,
-    pub(crate) endpoints: Endpoints,
-    /// When the wait began and when it ends, on the wall clock: they survive a restart.
-    pub(crate) added_wall: SystemTime,
-    pub(crate) deadline_wall: Option<SystemTime>,
-    /// The wait itself: what has been seen, what comes next.
-    pub(crate) ledger: Ledger,
-    pub(crate) stall: StallTracker,
-    pub(crate) stage: Stage,
-    /// Bumped whenever an operation is started or abandoned: answers of older ones are stale.
-    pub(crate) generation: u32,
+    /// The job's key in the set: every event about the job carries it, and a restored set
+    /// keeps it.
+    pub(super) key: JobKey,
+    /// Where its status and events are, and how the caller named it (credentials masked,
+    /// for errors and logs).
+    pub(super) endpoints: Endpoints,
+    /// When the wait began and when it ends, on the wall clock: unlike the ledger's
+    /// instants, they survive a restart.
+    pub(super) added_wall: SystemTime,
+    pub(super) deadline_wall: Option<SystemTime>,
+    /// The wait itself — what has been seen, what comes next — as a single wait holds it.
+    pub(super) ledger: Ledger,
+    /// Since when the job has looked the same, and whether that was reported as a stall.
+    pub(super) stall: StallTracker,
+    /// What it is doing in the scheduler now.
+    pub(super) stage: Stage,
+    /// Bumped whenever an operation is started or abandoned: answers of older ones are
+    /// stale.
+    pub(super) generation: u32,
     /// This job's entry in the timer queue.
-    pub(crate) armed: Option<Instant>,
+    pub(super) armed: Option<Instant>,
     /// Aborts the operation in flight.
-    pub(crate) abort: Option<AbortHandle>,
+    pub(super) abort: Option<AbortHandle>,
+}
+
+impl std::fmt::Debug for Tracked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracked")
+            .field("key", &self.key)
+            .field("job", &self.endpoints.label)
+            .field("stage", &self.stage)
+            .field("ledger", &self.ledger)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Tracked {

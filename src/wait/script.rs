@@ -291,15 +291,21 @@ pub(crate) fn failed(answered: bool) -> ReadOutcome {
     }
 }
 
+/// What a read the circuit breaker refused says: open until `resume_at`.
+pub(crate) fn refusal(resume_at: Instant) -> ReadOutcome {
+    let left = resume_at.saturating_duration_since(Instant::now());
+    ReadOutcome::Unavailable {
+        error: Error::Unavailable(Box::new(Unavailable::refused("script:8080", left))),
+        host: "script:8080".into(),
+        resume_at: Some(resume_at),
+        answered: true,
+    }
+}
+
 /// A read the circuit breaker refused: open for `left` more (nothing was sent).
 pub(crate) fn refused(left: f64) -> Reply {
     Reply::reading(Duration::ZERO, move || Reading {
-        outcome: ReadOutcome::Unavailable {
-            error: Error::Unavailable(Box::new(Unavailable::refused("script:8080", secs(left)))),
-            host: "script:8080".into(),
-            resume_at: Some(Instant::now() + secs(left)),
-            answered: true,
-        },
+        outcome: refusal(Instant::now() + secs(left)),
         attempts: 0,
         hedges: 0,
         signals: None,

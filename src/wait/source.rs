@@ -43,6 +43,7 @@ pub(crate) struct ReadRequest {
 
 #[derive(Debug)]
 pub(crate) struct Reading {
+    /// What the answer means for the wait.
     pub(crate) outcome: ReadOutcome,
     /// Attempts on the wire (1 + transport retries + throttle pauses).
     pub(crate) attempts: u32,

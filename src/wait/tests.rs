@@ -10,13 +10,14 @@ use tokio::time::Instant;
 
 use super::source::{Fact, ReadOutcome, ReadRequest, Reading, Source, Subscribed};
 use super::{FallbackReason, Mechanism, WaitPlan, run};
-use crate::error::{Error, Unavailable, UnexpectedResponse, Unreachable};
+use crate::error::{Error, Unavailable, Unreachable};
 use crate::model::{JobFailure, JobState, JobStatus};
 use crate::poll::{
     Adaptive, Basis, Fixed, GiveUpReason, LearnedDurations, PollPolicy, PollPolicyExt,
 };
 use crate::transport::answer::Meta;
 use crate::transport::sse::{EventStream, SseEvent};
+use crate::wait::script::unexpected;
 
 fn secs(x: f64) -> Duration {
     Duration::from_secs_f64(x)
@@ -712,17 +713,4 @@ async fn the_first_look_after_an_outage_is_a_plain_read() {
         "{:?}",
         done.report.fallbacks
     );
-}
-
-fn unexpected(status: u16) -> Error {
-    Error::UnexpectedResponse(Box::new(UnexpectedResponse {
-        url: "http://fake/status".into(),
-        status,
-        code: None,
-        message: "scripted".into(),
-        body_excerpt: String::new(),
-        retry_after: None,
-        auth_challenge: None,
-        url_credentials: false,
-    }))
 }

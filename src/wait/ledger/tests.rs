@@ -8,10 +8,10 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use super::*;
-use crate::error::{Unavailable, UnexpectedResponse, Unreachable};
 use crate::model::JobState;
 use crate::poll::{Fixed, GiveUpReason, MIN_PAUSE};
 use crate::transport::answer::{Meta, ReadOutcome};
+use crate::wait::script::{failed as outage, refusal as refused, unexpected};
 
 fn secs(x: f64) -> Duration {
     Duration::from_secs_f64(x)
@@ -130,47 +130,10 @@ fn done() -> ReadOutcome {
     pending_with(JobStatus::new(JobState::Completed), Meta::default())
 }
 
-fn unexpected(status: u16) -> Error {
-    Error::UnexpectedResponse(Box::new(UnexpectedResponse {
-        url: "http://fake/status".into(),
-        status,
-        code: None,
-        message: "scripted".into(),
-        body_excerpt: String::new(),
-        retry_after: None,
-        auth_challenge: None,
-        url_credentials: false,
-    }))
-}
-
 fn throttled(retry_after: Option<f64>) -> ReadOutcome {
     ReadOutcome::Throttled {
         retry_after: retry_after.map(secs),
         error: unexpected(429),
-    }
-}
-
-fn outage(answered: bool) -> ReadOutcome {
-    ReadOutcome::Unavailable {
-        error: Error::Unreachable(Box::new(Unreachable {
-            url: "http://fake:8080/status".into(),
-            attempts: 4,
-            status: Some(503),
-            timed_out: false,
-            source: None,
-        })),
-        host: "fake:8080".into(),
-        resume_at: None,
-        answered,
-    }
-}
-
-fn refused(resume_at: Instant) -> ReadOutcome {
-    ReadOutcome::Unavailable {
-        error: Error::Unavailable(Box::new(Unavailable::refused("fake:8080", secs(1.0)))),
-        host: "fake:8080".into(),
-        resume_at: Some(resume_at),
-        answered: true,
     }
 }
 
@@ -365,7 +328,7 @@ fn an_outage_at_the_deadline_ends_the_wait_unavailable() {
     let Err(Error::Unavailable(u)) = &ending.result else {
         panic!("{:?}", ending.result)
     };
-    assert_eq!(u.host, "fake:8080");
+    assert_eq!(u.host, "script:8080");
     assert_eq!(u.retry_after, Some(secs(6.0)));
     assert!(matches!(
         u.source.as_deref().and_then(|s| s.downcast_ref::<Error>()),
