@@ -38,7 +38,7 @@
 //! [`PollPolicy`](crate::poll::PollPolicy) when to look next, and sends requests as futures it
 //! owns. One place sees every request, so one place can hold them to a budget:
 //!
-//! * **The budget** ([`RequestBudget`], per [`Client`]) is a token bucket.
+//! * **The budget** ([`RequestBudget`], per [`Client`](crate::Client)) is a token bucket.
 //!   Due jobs queue for tokens first come, first served. `429`/`Retry-After` pauses it and
 //!   halves its rate (once per round trip), the IETF `RateLimit-Policy` caps it below the
 //!   server's quota, `RateLimit: r=0` empties it; it recovers gradually (see the `budget`
@@ -69,6 +69,7 @@
 //! [`Error::Stalled`].
 
 mod budget;
+mod handle;
 mod options;
 mod queue;
 mod saved;
@@ -85,13 +86,14 @@ use std::time::Duration;
 
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
-use url::Url;
 
 pub use budget::RequestBudget;
 pub(crate) use budget::SharedBudget;
+pub use handle::JobSetHandle;
+pub(crate) use handle::Shared;
 pub use options::JobSetOptions;
 pub use saved::{FORMAT, SavedDuration, SavedJob, SavedJobSet};
 pub use stall::StallDetection;
@@ -167,105 +169,6 @@ pub struct Stall {
     pub unchanged_for: Duration,
     /// The bound that was exceeded.
     pub bound: Duration,
-}
-
-/// What a set's handles, its stream and its scheduler share.
-#[derive(Debug, Default)]
-pub(crate) struct Shared {
-    next_key: AtomicU64,
-    /// Jobs added and not yet reported finished or cancelled to the stream.
-    pub(crate) tracked: AtomicUsize,
-    /// The set was dropped.
-    closed: AtomicBool,
-}
-
-/// Adds, cancels and saves jobs of a [`JobSet`] from anywhere (cheap to clone).
-#[derive(Clone)]
-pub struct JobSetHandle {
-    commands: mpsc::UnboundedSender<Command>,
-    shared: Arc<Shared>,
-    base_url: Option<Url>,
-    deadline: Option<Duration>,
-}
-
-impl JobSetHandle {
-    /// Tracks a job (by id or status URL) with the set's default deadline, counted from now.
-    pub fn add(&self, job: impl Into<JobRef>) -> Result<JobKey, Error> {
-        self.insert(job.into(), self.deadline)
-    }
-
-    /// Tracks a job that gives up `deadline` from now.
-    pub fn add_with_deadline(
-        &self,
-        job: impl Into<JobRef>,
-        deadline: Duration,
-    ) -> Result<JobKey, Error> {
-        self.insert(job.into(), Some(deadline))
-    }
-
-    fn insert(&self, job: JobRef, deadline: Option<Duration>) -> Result<JobKey, Error> {
-        if self.shared.closed.load(Ordering::SeqCst) {
-            return Err(gone());
-        }
-        let endpoints = job.resolve(self.base_url.as_ref())?;
-        let key = JobKey(self.shared.next_key.fetch_add(1, Ordering::Relaxed));
-        let tracked = Tracked::new(key, endpoints, deadline, job.created(), Clocks::now());
-        self.shared.tracked.fetch_add(1, Ordering::SeqCst);
-        if self.commands.send(Command::Add(Box::new(tracked))).is_err() {
-            self.shared.tracked.fetch_sub(1, Ordering::SeqCst);
-            return Err(gone());
-        }
-        Ok(key)
-    }
-
-    /// Stops waiting for a job. No event is reported for it once the cancellation is
-    /// processed (one already on its way still arrives).
-    pub fn cancel(&self, key: JobKey) {
-        let _ = self.commands.send(Command::Cancel(key));
-    }
-
-    /// Stops waiting for every job.
-    pub fn cancel_all(&self) {
-        let _ = self.commands.send(Command::CancelAll);
-    }
-
-    /// The state of every job still waited for, to rebuild the set after a restart.
-    pub async fn export(&self) -> Result<SavedJobSet, Error> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Export(reply))
-            .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())
-    }
-
-    /// The state of one job (none once it finished or was cancelled).
-    pub async fn export_job(&self, key: JobKey) -> Result<Option<SavedJob>, Error> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::ExportJob(key, reply))
-            .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())
-    }
-
-    /// Jobs added and not yet reported finished (nor cancelled).
-    pub fn tracked(&self) -> usize {
-        self.shared.tracked.load(Ordering::SeqCst)
-    }
-}
-
-fn gone() -> Error {
-    Error::config(
-        "job_set",
-        "the job set has been dropped: create a new one (or restore a saved state)",
-    )
-}
-
-impl fmt::Debug for JobSetHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JobSetHandle")
-            .field("tracked", &self.tracked())
-            .finish_non_exhaustive()
-    }
 }
 
 /// Waits for many jobs at once; a [`Stream`] of [`JobEvent`]s as they happen.

@@ -10,7 +10,7 @@
 //! | learned schedule | the client has seen enough jobs end | fewer than five learned jobs ran as long as this one |
 //! | cold start | always | — |
 //!
-//! The last three are the default [`Adaptive`] policy; replace it with
+//! The last three are the default [`Adaptive`](crate::poll::Adaptive) policy; replace it with
 //! [`WaitOptions::policy`]. Offering long-poll costs nothing against a server that ignores
 //! it: the answer is an ordinary poll, and the missing `Preference-Applied` tells the client
 //! not to trust it. So a server with nothing but `GET /status` sees no probe at all, only polls.
@@ -40,8 +40,8 @@
 //!   retries (a transport error, a `5xx`) is an outage once the service has answered at all:
 //!   the wait keeps its schedule, and while the circuit breaker is open it stops polling
 //!   until the breaker lets requests through again. At its deadline it ends with
-//!   [`Error::Unavailable`]. Only when nothing ever answered — a wrong URL, a dead host — does
-//!   a failed read end the wait at once ([`Error::Unreachable`]).
+//!   [`Error::Unavailable`](crate::Error::Unavailable). Only when nothing ever answered — a wrong URL, a dead host — does
+//!   a failed read end the wait at once ([`Error::Unreachable`](crate::Error::Unreachable)).
 //! * Dropping the future drops every request in flight with it.
 
 mod capabilities;
