@@ -279,3 +279,26 @@ async fn a_jobs_first_look_in_a_set_is_never_held() {
         Mechanism::LongPoll
     );
 }
+
+/// Deliberately unlike a single wait: a set's last look before a deadline needs a token from
+/// the shared budget at that moment; without one, the job ends at its deadline unlooked.
+#[tokio::test(start_paused = true)]
+async fn a_last_look_without_a_token_is_not_taken() {
+    let script = Script::new(vec![], vec![]);
+    let t0 = Instant::now();
+    let mut set = start(
+        &script,
+        polling(10.0).deadline(secs(1.5)),
+        RequestBudget::new(1.0, 1),
+    );
+    let a = set.add("a").unwrap();
+    let b = set.add("b").unwrap();
+    let events = drain(&mut set, t0).await;
+    let sent = script.sent();
+    // One token a second: `a` looks at once, `b` a second later; at the time of the last
+    // looks (1.4 s) the bucket is empty.
+    assert_eq!(sent_by(&sent, "a"), [(0, "status")]);
+    assert_eq!(sent_by(&sent, "b"), [(1000, "status")]);
+    let ends: Vec<(f64, _)> = events.iter().map(|(at, e)| (*at, e.key())).collect();
+    assert_eq!(ends, [(1.5, a), (1.5, b)]);
+}
