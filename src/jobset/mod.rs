@@ -33,10 +33,10 @@
 //! sleeps on its own timer and wakes on its own schedule, so jobs created together poll
 //! together, nobody sees the total request rate, and a `429` slows down only the wait that
 //! received it. A [`JobSet`] instead runs *one* scheduler task. Every job is plain data (a
-//! few hundred bytes: its URLs, what was last seen, its deadline) with at most one entry in
-//! an ordered timer queue; the task sleeps until the earliest entry, asks each due job's
-//! [`PollPolicy`](crate::poll::PollPolicy) when to look next, and sends requests as futures it
-//! owns. One place sees every request, so one place can hold them to a budget:
+//! few hundred bytes: its URLs and its wait's state) with at most one entry in an ordered
+//! timer queue; the task sleeps until the earliest entry, asks each due job's wait what to
+//! send, and sends requests as futures it owns. One place sees every request, so one place
+//! can hold them to a budget:
 //!
 //! * **The budget** ([`RequestBudget`], per [`Client`](crate::Client)) is a token bucket.
 //!   Due jobs queue for tokens first come, first served. `429`/`Retry-After` pauses it and
@@ -50,12 +50,32 @@
 //!   ([`FLEET_JITTER`](crate::poll::FLEET_JITTER)), and the budget's small burst spreads
 //!   first looks, so jobs created in the same instant do not poll in lockstep.
 //!
+//! # The same wait as a single wait, with a set's books
+//!
+//! Each job holds the state machine a single wait holds: the same answers lead to the same
+//! requests, the same result and the same [`WaitReport`](crate::WaitReport) — the same
+//! mechanisms, hints, entity tags, deadlines and outage handling (see [`crate::wait`]), and
+//! its settings are a [`WaitOptions`](crate::WaitOptions). What a set does differently, on
+//! purpose:
+//!
+//! * **A job's first look is never held**: it learns at once where the job is — its hints,
+//!   its progress, whether it is already done — and starts its stall clock before spending a
+//!   held slot. (A single wait's first look may be held: for one job that is the cheapest.)
+//! * **Throttling goes through the budget.** A `429`/`503` + `Retry-After` is handed back at
+//!   once rather than waited out inside the request, and pauses the shared budget — every
+//!   job — as well as the job that got it.
+//! * **Every request needs a token**, the last look before a deadline included: without one
+//!   at that moment, the job ends at its deadline without it. Requests sent in the same
+//!   instant are paced by the budget.
+//! * **Held slots rotate**: a job that polls for want of a free slot streams or holds again
+//!   at its next look once one frees; a long-poll is never held past the job's stall check.
+//!
 //! # Durable waits
 //!
 //! [`JobSet::export`] returns a [`SavedJobSet`] (serde; JSON with
 //! [`to_json`](SavedJobSet::to_json)) holding every job's reference, its *absolute* deadline
-//! (wall clock), requests spent, last status and stall history, plus the learned job
-//! durations. [`Client::restore_job_set`](crate::Client::restore_job_set) rebuilds the set
+//! (wall clock), requests spent, last status and stall history, plus the client's latest
+//! learned job durations. [`Client::restore_job_set`](crate::Client::restore_job_set) rebuilds the set
 //! after a restart with the original deadlines; a state it cannot trust is refused with
 //! [`Error::SavedState`], never half-restored. A single durable
 //! wait is a set of one job.

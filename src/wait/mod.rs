@@ -1,4 +1,12 @@
-//! Waiting for a job: mechanism negotiation and the wait loop.
+//! Waiting for one job: mechanism negotiation, the rules of a wait, and its report.
+//!
+//! A wait is one state machine and a driver. The state machine (`ledger`) holds what the
+//! wait knows and decides, answer by answer, what happens next; it is pure (time is an
+//! input). Two drivers hold one each: the single wait's async loop (`run`, behind
+//! [`Client::wait`](crate::Client::wait)) and, one per job, the job set's scheduler
+//! ([`jobset`](crate::jobset)). Both read through the same network trait (`wire`), so the
+//! rules below are the job set's too; the few ways a set acts differently on the same
+//! decisions are its scheduler's, listed in [`jobset`](crate::jobset).
 //!
 //! # Best mechanism first, each with its own fallback
 //!
@@ -18,10 +26,9 @@
 //! Which mechanism delivered the answer, and which were given up on the way, is in the
 //! [`WaitReport`], in the `wait` span and in the metrics.
 //!
-//! # The loop
+//! # The rules
 //!
-//! The loop (`run`) is a function of a status source, a policy and options; it owns time
-//! and memory. Its rules:
+//! The state machine applies them; the drivers own time, I/O and memory:
 //!
 //! * The first look is immediate; after that the policy decides, except while the server
 //!   holds requests (long-poll), when the next request goes out as soon as one returns.
@@ -34,14 +41,16 @@
 //!   for it: a policy, a server, a breaker. A held request the server answered at once (a
 //!   claimed hold of zero) is no exception; one it did hold is reissued at once.
 //! * A throttled answer (`429`, `503` + `Retry-After`) is waited out — exactly as long as
-//!   asked, at least the floor, clamped to the deadline — and never ends the wait. A body that does not parse is
-//!   retried twice, then ends it.
+//!   asked, at least the floor, clamped to the deadline — and never ends the wait. The poll
+//!   after such a pause is still on the policy's schedule (and reported with its basis). A
+//!   body that does not parse is retried twice, then ends it.
 //! * An unavailable service does not end a wait either. A read that fails after transport
 //!   retries (a transport error, a `5xx`) is an outage once the service has answered at all:
 //!   the wait keeps its schedule, and while the circuit breaker is open it stops polling
 //!   until the breaker lets requests through again. At its deadline it ends with
-//!   [`Error::Unavailable`](crate::Error::Unavailable). Only when nothing ever answered — a wrong URL, a dead host — does
-//!   a failed read end the wait at once ([`Error::Unreachable`](crate::Error::Unreachable)).
+//!   [`Error::Unavailable`](crate::Error::Unavailable). Only when nothing ever answered — a
+//!   wrong URL, a dead host — does a failed read end the wait at once
+//!   ([`Error::Unreachable`](crate::Error::Unreachable)).
 //! * Dropping the future drops every request in flight with it.
 
 mod capabilities;
