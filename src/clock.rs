@@ -7,15 +7,56 @@
 
 use std::time::{Duration, SystemTime};
 
-/// Time elapsed since a server timestamp, by this machine's wall clock; `None` when the
-/// timestamp is in the future (clock skew).
-pub(crate) fn since(timestamp: SystemTime) -> Option<Duration> {
-    SystemTime::now().duration_since(timestamp).ok()
-}
+use tokio::time::Instant;
 
 /// Now, by this machine's wall clock.
 pub(crate) fn now() -> SystemTime {
     SystemTime::now()
+}
+
+/// Both clocks, read at one instant: the monotonic one for scheduling, the wall one to
+/// compare with the server's timestamps and to survive a restart. A decision that needs the
+/// time takes one of these as an input, so that tests can set both.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clocks {
+    pub(crate) now: Instant,
+    pub(crate) wall: SystemTime,
+}
+
+impl Clocks {
+    /// Both clocks, now.
+    pub(crate) fn now() -> Self {
+        Clocks {
+            now: Instant::now(),
+            wall: now(),
+        }
+    }
+
+    /// Time elapsed from a server timestamp to `wall`; `None` when the timestamp is later
+    /// (clock skew).
+    pub(crate) fn since(&self, timestamp: SystemTime) -> Option<Duration> {
+        self.wall.duration_since(timestamp).ok()
+    }
+
+    /// The monotonic instant of a wall-clock time; `None` when it is too far to represent.
+    pub(crate) fn instant(&self, wall: SystemTime) -> Option<Instant> {
+        match wall.duration_since(self.wall) {
+            Ok(ahead) => self.now.checked_add(ahead),
+            // Before the machine started, as far as the monotonic clock can say: as early as
+            // it goes is early enough.
+            Err(behind) => Some(self.now.checked_sub(behind.duration()).unwrap_or(self.now)),
+        }
+    }
+
+    /// The wall-clock time of a monotonic instant.
+    pub(crate) fn wall(&self, at: Instant) -> SystemTime {
+        let wall = if at >= self.now {
+            self.wall.checked_add(at - self.now)
+        } else {
+            self.wall.checked_sub(self.now - at)
+        };
+        wall.unwrap_or(self.wall)
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,10 @@
 //! Third-party errors (reqwest, serde) are boxed as [`std::error::Error::source`], so upgrading
 //! them is not a breaking change of this API.
 //!
+//! (About 500 lines, more than one concept usually gets: the variants, their payloads and the
+//! next step each one names are one table of remedies, read — and kept consistent —
+//! together.)
+//!
 //! [`Client::status`]: crate::Client::status
 //! [`Client::wait`]: crate::Client::wait
 

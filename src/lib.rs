@@ -34,17 +34,18 @@
 //!
 //! # Module map
 //!
-//! | where | what |
-//! | --- | --- |
-//! | [`Client`], [`ClientBuilder`] | `status` (one read), `wait`/`wait_with`, `watch` (a stream of changes), `create_job`, `job_set`/`restore_job_set` |
-//! | [`JobRef`], [`CreatedJob`] | naming a job: by id or by status URL |
-//! | [`JobStatus`], [`JobState`], [`NewJob`] | what the service says, parsed leniently |
-//! | [`wait`] | mechanism negotiation, [`WaitOptions`], [`WaitReport`], [`Watch`] |
-//! | [`jobset`] | many jobs at once: one scheduler, a shared request budget, durable state, stall detection ([`Client::job_set`]) |
-//! | [`poll`] | *when to look again*: the pure [`PollPolicy`](poll::PollPolicy) trait, [`Fixed`](poll::Fixed), [`Exponential`](poll::Exponential), [`Adaptive`](poll::Adaptive), the limit decorators, learned durations |
-//! | [`transport`] | *how to survive one request*: the reqwest-middleware stack and its documented order — `Retry-After`, retries with a classifier, a circuit breaker per host ([`BreakerConfig`](transport::BreakerConfig)), hedged status reads ([`HedgeConfig`](transport::HedgeConfig)) |
-//! | [`Error`] | one error type, variants by what to do next (including [`Error::Unavailable`]: the breaker is open, try again later) |
-//! | [`telemetry`] | the metric names emitted through the `metrics` facade, and [`describe_metrics`](telemetry::describe_metrics) for exporters |
+//! | where | in `src/` | what |
+//! | --- | --- | --- |
+//! | [`Client`], [`ClientBuilder`] | `client/` | `status` (one read), `wait`/`wait_with`, `watch` (a stream of changes), `create_job`, `job_set`/`restore_job_set`; the builder checks every setting |
+//! | [`JobRef`], [`CreatedJob`] | `job.rs` | naming a job: by id or by status URL |
+//! | [`JobStatus`], [`JobState`], [`NewJob`] | `model.rs` | what the service says, parsed leniently |
+//! | [`wait`] | `wait/` | one job's wait: mechanism negotiation, [`WaitOptions`], [`WaitReport`], [`Watch`]. Inside: the per-job state machine both drivers hold (`ledger/`), the single wait's driver (`run.rs`), the network they read through (`wire.rs`, `http_source.rs`) |
+//! | [`jobset`] | `jobset/` | many jobs at once: the other driver, one scheduler over every job's state machine (`scheduler/`), a shared request budget (`budget.rs`), durable state (`saved.rs`), stall detection ([`Client::job_set`]) |
+//! | *(internal)* | `context.rs` | what both drivers receive from the client: the network, the base URL, what each route supports, learned durations, the budget |
+//! | [`poll`] | `poll/` | *when to look again*: the pure [`PollPolicy`](poll::PollPolicy) trait, [`Fixed`](poll::Fixed), [`Exponential`](poll::Exponential), [`Adaptive`](poll::Adaptive) (composed of its three schedules), the limit decorators, learned durations |
+//! | [`transport`] | `transport/` | *how to survive one request*: the reqwest-middleware stack and its documented order — `Retry-After`, retries with a classifier, a circuit breaker per host ([`BreakerConfig`](transport::BreakerConfig)), hedged status reads ([`HedgeConfig`](transport::HedgeConfig)) — and what an answer means for a wait (`answer.rs`, built on [`classify`](transport::classify)) |
+//! | [`Error`] | `error.rs` | one error type, variants by what to do next (including [`Error::Unavailable`]: the breaker is open, try again later) |
+//! | [`telemetry`] | `telemetry.rs` | the metric names emitted through the `metrics` facade, and [`describe_metrics`](telemetry::describe_metrics) for exporters |
 //!
 //! # Features
 //!
@@ -77,10 +78,13 @@
 
 mod client;
 mod clock;
+mod context;
 mod error;
 mod job;
 pub mod jobset;
 mod model;
+#[cfg(test)]
+mod parity;
 pub mod poll;
 #[cfg(test)]
 mod props;

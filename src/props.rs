@@ -16,12 +16,12 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
-use crate::jobset::signals::Signals;
 use crate::model::{JobState, JobStatus, progress_of};
+use crate::transport::answer::{ReadOutcome, interpret};
 use crate::transport::headers::{applied_wait, auth_schemes, retry_after};
+use crate::transport::signals::Signals;
 use crate::transport::sse::{Decoder, Oversized, SseEvent};
 use crate::transport::{Exchange, sse};
-use crate::wait::{ReadOutcome, interpret};
 
 /// Header names the parsers read, and one they do not.
 const NAMES: &[&str] = &[

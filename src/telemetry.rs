@@ -44,6 +44,22 @@ pub const BREAKER_TRANSITIONS_TOTAL: &str = "translation_status_breaker_transiti
 /// Requests the circuit breaker refused to send, by `host`.
 pub const BREAKER_REJECTED_TOTAL: &str = "translation_status_breaker_rejected_total";
 
+/// Jobs tracked by job sets (all of them, in this process).
+pub const JOBSET_JOBS: &str = "translation_status_jobset_jobs";
+/// Connections job sets hold open: event streams and long-polls.
+pub const JOBSET_HELD_CONNECTIONS: &str = "translation_status_jobset_held_connections";
+/// Tokens in the request budget now (negative while transport retries are paid back).
+pub const BUDGET_TOKENS: &str = "translation_status_budget_tokens";
+/// The request budget's refill rate now, requests per second.
+pub const BUDGET_RATE: &str = "translation_status_budget_rate";
+/// Times the request budget shrank, by `reason`: `throttled`, `policy`, `exhausted`.
+pub const BUDGET_ADJUSTMENTS_TOTAL: &str = "translation_status_budget_adjustments_total";
+/// Pauses the server imposed on the request budget (`Retry-After`), in seconds; the sum is
+/// the time spent throttled.
+pub const BUDGET_PAUSE_SECONDS: &str = "translation_status_budget_pause_seconds";
+/// Jobs reported as stalled.
+pub const STALLS_TOTAL: &str = "translation_status_stalls_total";
+
 /// Describes every `translation_status_*` metric (help text and unit) to the installed
 /// recorder.
 ///
@@ -115,23 +131,37 @@ pub fn describe_metrics() {
         Unit::Count,
         "Requests the circuit breaker refused to send, by host."
     );
+    describe_gauge!(
+        JOBSET_JOBS,
+        Unit::Count,
+        "Jobs tracked by job sets in this process."
+    );
+    describe_gauge!(
+        JOBSET_HELD_CONNECTIONS,
+        Unit::Count,
+        "Connections job sets hold open: event streams and long-polls."
+    );
+    describe_gauge!(
+        BUDGET_TOKENS,
+        Unit::Count,
+        "Tokens in the request budget (negative while retries and hedges are paid back)."
+    );
+    describe_gauge!(
+        BUDGET_RATE,
+        "The request budget's refill rate now, in requests per second."
+    );
+    describe_counter!(
+        BUDGET_ADJUSTMENTS_TOTAL,
+        Unit::Count,
+        "Times the request budget shrank, by reason: throttled, policy, exhausted."
+    );
+    describe_histogram!(
+        BUDGET_PAUSE_SECONDS,
+        Unit::Seconds,
+        "Pauses the server imposed on the request budget (Retry-After); the sum is the time spent throttled."
+    );
+    describe_counter!(STALLS_TOTAL, Unit::Count, "Jobs reported as stalled.");
 }
-
-/// Jobs tracked by job sets (all of them, in this process).
-pub const JOBSET_JOBS: &str = "translation_status_jobset_jobs";
-/// Connections job sets hold open: event streams and long-polls.
-pub const JOBSET_HELD_CONNECTIONS: &str = "translation_status_jobset_held_connections";
-/// Tokens in the request budget now (negative while transport retries are paid back).
-pub const BUDGET_TOKENS: &str = "translation_status_budget_tokens";
-/// The request budget's refill rate now, requests per second.
-pub const BUDGET_RATE: &str = "translation_status_budget_rate";
-/// Times the request budget shrank, by `reason`: `throttled`, `policy`, `exhausted`.
-pub const BUDGET_ADJUSTMENTS_TOTAL: &str = "translation_status_budget_adjustments_total";
-/// Pauses the server imposed on the request budget (`Retry-After`), in seconds; the sum is
-/// the time spent throttled.
-pub const BUDGET_PAUSE_SECONDS: &str = "translation_status_budget_pause_seconds";
-/// Jobs reported as stalled.
-pub const STALLS_TOTAL: &str = "translation_status_stalls_total";
 
 pub(crate) fn request_outcome(
     result: &Result<reqwest::Response, reqwest_middleware::Error>,
@@ -230,4 +260,67 @@ pub(crate) fn budget_paused(pause: Duration) {
 
 pub(crate) fn stalled() {
     metrics::counter!(STALLS_TOTAL).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::Mutex;
+
+    use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString};
+
+    use super::*;
+
+    /// Keeps the name of every metric described to it.
+    #[derive(Default)]
+    struct Described(Mutex<Vec<(String, String)>>);
+
+    impl Described {
+        fn add(&self, key: KeyName, text: SharedString) {
+            let entry = (key.as_str().to_owned(), text.to_string());
+            self.0.lock().unwrap().push(entry);
+        }
+    }
+
+    impl Recorder for Described {
+        fn describe_counter(&self, key: KeyName, _: Option<Unit>, text: SharedString) {
+            self.add(key, text);
+        }
+        fn describe_gauge(&self, key: KeyName, _: Option<Unit>, text: SharedString) {
+            self.add(key, text);
+        }
+        fn describe_histogram(&self, key: KeyName, _: Option<Unit>, text: SharedString) {
+            self.add(key, text);
+        }
+        fn register_counter(&self, _: &Key, _: &Metadata<'_>) -> Counter {
+            Counter::noop()
+        }
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::noop()
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+
+    /// Every metric name this module declares — read off its source, so that a new one cannot
+    /// be forgotten — is described, once, with some help text.
+    #[test]
+    fn every_metric_constant_is_described() {
+        let declared: Vec<&str> = include_str!("telemetry.rs")
+            .lines()
+            .filter(|line| line.starts_with("pub const ") && line.contains(": &str = "))
+            .filter_map(|line| line.split('"').nth(1))
+            .collect();
+        assert!(declared.len() >= 20, "{declared:?}");
+        let recorder = Described::default();
+        metrics::with_local_recorder(&recorder, describe_metrics);
+        let described = recorder.0.into_inner().unwrap();
+        for name in &declared {
+            let found: Vec<_> = described.iter().filter(|(n, _)| n == name).collect();
+            assert_eq!(found.len(), 1, "{name} is described {} times", found.len());
+            assert!(!found[0].1.is_empty(), "{name}");
+        }
+        assert_eq!(described.len(), declared.len(), "{described:?}");
+    }
 }

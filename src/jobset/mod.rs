@@ -33,12 +33,12 @@
 //! sleeps on its own timer and wakes on its own schedule, so jobs created together poll
 //! together, nobody sees the total request rate, and a `429` slows down only the wait that
 //! received it. A [`JobSet`] instead runs *one* scheduler task. Every job is plain data (a
-//! few hundred bytes: its URLs, what was last seen, its deadline) with at most one entry in
-//! an ordered timer queue; the task sleeps until the earliest entry, asks each due job's
-//! [`PollPolicy`](crate::poll::PollPolicy) when to look next, and sends requests as futures it
-//! owns. One place sees every request, so one place can hold them to a budget:
+//! few hundred bytes: its URLs and its wait's state) with at most one entry in an ordered
+//! timer queue; the task sleeps until the earliest entry, asks each due job's wait what to
+//! send, and sends requests as futures it owns. One place sees every request, so one place
+//! can hold them to a budget:
 //!
-//! * **The budget** ([`RequestBudget`], per [`Client`]) is a token bucket.
+//! * **The budget** ([`RequestBudget`], per [`Client`](crate::Client)) is a token bucket.
 //!   Due jobs queue for tokens first come, first served. `429`/`Retry-After` pauses it and
 //!   halves its rate (once per round trip), the IETF `RateLimit-Policy` caps it below the
 //!   server's quota, `RateLimit: r=0` empties it; it recovers gradually (see the `budget`
@@ -50,12 +50,32 @@
 //!   ([`FLEET_JITTER`](crate::poll::FLEET_JITTER)), and the budget's small burst spreads
 //!   first looks, so jobs created in the same instant do not poll in lockstep.
 //!
+//! # The same wait as a single wait, with a set's books
+//!
+//! Each job holds the state machine a single wait holds: the same answers lead to the same
+//! requests, the same result and the same [`WaitReport`](crate::WaitReport) — the same
+//! mechanisms, hints, entity tags, deadlines and outage handling (see [`crate::wait`]), and
+//! its settings are a [`WaitOptions`](crate::WaitOptions). What a set does differently, on
+//! purpose:
+//!
+//! * **A job's first look is never held**: it learns at once where the job is — its hints,
+//!   its progress, whether it is already done — and starts its stall clock before spending a
+//!   held slot. (A single wait's first look may be held: for one job that is the cheapest.)
+//! * **Throttling goes through the budget.** A `429`/`503` + `Retry-After` is handed back at
+//!   once rather than waited out inside the request, and pauses the shared budget — every
+//!   job — as well as the job that got it.
+//! * **Every request needs a token**, the last look before a deadline included: without one
+//!   at that moment, the job ends at its deadline without it. Requests sent in the same
+//!   instant are paced by the budget.
+//! * **Held slots rotate**: a job that polls for want of a free slot streams or holds again
+//!   at its next look once one frees; a long-poll is never held past the job's stall check.
+//!
 //! # Durable waits
 //!
 //! [`JobSet::export`] returns a [`SavedJobSet`] (serde; JSON with
 //! [`to_json`](SavedJobSet::to_json)) holding every job's reference, its *absolute* deadline
-//! (wall clock), requests spent, last status and stall history, plus the learned job
-//! durations. [`Client::restore_job_set`](crate::Client::restore_job_set) rebuilds the set
+//! (wall clock), requests spent, last status and stall history, plus the client's latest
+//! learned job durations. [`Client::restore_job_set`](crate::Client::restore_job_set) rebuilds the set
 //! after a restart with the original deadlines; a state it cannot trust is refused with
 //! [`Error::SavedState`], never half-restored. A single durable
 //! wait is a set of one job.
@@ -69,42 +89,42 @@
 //! [`Error::Stalled`].
 
 mod budget;
+mod handle;
 mod options;
 mod queue;
+mod saved;
 mod scheduler;
-pub(crate) mod signals;
 mod stall;
-mod state;
 mod tracked;
 
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
-use url::Url;
 
 pub use budget::RequestBudget;
 pub(crate) use budget::SharedBudget;
+pub use handle::JobSetHandle;
+pub(crate) use handle::Shared;
 pub use options::JobSetOptions;
+pub use saved::{FORMAT, SavedDuration, SavedJob, SavedJobSet};
 pub use stall::StallDetection;
-pub use state::{FORMAT, SavedDuration, SavedJob, SavedJobSet};
 
-use crate::client::Client;
+use crate::context::Context;
 use crate::error::Error;
 use crate::job::JobRef;
 use crate::model::JobStatus;
-use crate::poll::Sample;
-use crate::wait::Completion;
+use crate::wait::{Completion, Wire};
+use saved::Clocks;
 use scheduler::{Command, Message, Scheduler};
-use state::{Clocks, History};
 use tracked::Tracked;
 
 /// A job's key in its [`JobSet`]: returned by [`JobSet::add`], carried by every event, kept
@@ -171,109 +191,6 @@ pub struct Stall {
     pub bound: Duration,
 }
 
-/// What a set's handles, its stream and its scheduler share.
-#[derive(Debug, Default)]
-pub(crate) struct Shared {
-    next_key: AtomicU64,
-    /// Jobs added and not yet reported finished or cancelled to the stream.
-    pub(crate) tracked: AtomicUsize,
-    /// The set was dropped.
-    closed: AtomicBool,
-}
-
-/// Adds, cancels and saves jobs of a [`JobSet`] from anywhere (cheap to clone).
-#[derive(Clone)]
-pub struct JobSetHandle {
-    commands: mpsc::UnboundedSender<Command>,
-    shared: Arc<Shared>,
-    base_url: Option<Url>,
-    deadline: Option<Duration>,
-}
-
-impl JobSetHandle {
-    /// Tracks a job (by id or status URL) with the set's default deadline, counted from now.
-    pub fn add(&self, job: impl Into<JobRef>) -> Result<JobKey, Error> {
-        self.insert(job.into(), self.deadline)
-    }
-
-    /// Tracks a job that gives up `deadline` from now.
-    pub fn add_with_deadline(
-        &self,
-        job: impl Into<JobRef>,
-        deadline: Duration,
-    ) -> Result<JobKey, Error> {
-        self.insert(job.into(), Some(deadline))
-    }
-
-    fn insert(&self, job: JobRef, deadline: Option<Duration>) -> Result<JobKey, Error> {
-        if self.shared.closed.load(Ordering::SeqCst) {
-            return Err(gone());
-        }
-        let endpoints = job.resolve(self.base_url.as_ref())?;
-        let key = JobKey(self.shared.next_key.fetch_add(1, Ordering::Relaxed));
-        let mut tracked = Tracked::new(key, endpoints, deadline);
-        if let Some(created) = job.created() {
-            tracked.origin = Some(created);
-            tracked.origin_known = true;
-        }
-        self.shared.tracked.fetch_add(1, Ordering::SeqCst);
-        if self.commands.send(Command::Add(Box::new(tracked))).is_err() {
-            self.shared.tracked.fetch_sub(1, Ordering::SeqCst);
-            return Err(gone());
-        }
-        Ok(key)
-    }
-
-    /// Stops waiting for a job. No event is reported for it once the cancellation is
-    /// processed (one already on its way still arrives).
-    pub fn cancel(&self, key: JobKey) {
-        let _ = self.commands.send(Command::Cancel(key));
-    }
-
-    /// Stops waiting for every job.
-    pub fn cancel_all(&self) {
-        let _ = self.commands.send(Command::CancelAll);
-    }
-
-    /// The state of every job still waited for, to rebuild the set after a restart.
-    pub async fn export(&self) -> Result<SavedJobSet, Error> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Export(reply))
-            .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())
-    }
-
-    /// The state of one job (none once it finished or was cancelled).
-    pub async fn export_job(&self, key: JobKey) -> Result<Option<SavedJob>, Error> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::ExportJob(key, reply))
-            .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())
-    }
-
-    /// Jobs added and not yet reported finished (nor cancelled).
-    pub fn tracked(&self) -> usize {
-        self.shared.tracked.load(Ordering::SeqCst)
-    }
-}
-
-fn gone() -> Error {
-    Error::config(
-        "job_set",
-        "the job set has been dropped: create a new one (or restore a saved state)",
-    )
-}
-
-impl fmt::Debug for JobSetHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JobSetHandle")
-            .field("tracked", &self.tracked())
-            .finish_non_exhaustive()
-    }
-}
-
 /// Waits for many jobs at once; a [`Stream`] of [`JobEvent`]s as they happen.
 ///
 /// Created by [`Client::job_set`](crate::Client::job_set) or
@@ -287,8 +204,10 @@ pub struct JobSet {
 }
 
 impl JobSet {
-    pub(crate) fn start(
-        client: &Client,
+    /// Starts a set on `ctx`'s parts, with jobs restored from a saved state and the job
+    /// durations it had learned.
+    pub(crate) fn start<W: Wire>(
+        ctx: Arc<Context<W>>,
         options: JobSetOptions,
         restored: Vec<Tracked>,
         durations: &[SavedDuration],
@@ -300,15 +219,8 @@ impl JobSet {
                 "a job set runs a task on a Tokio runtime: create it from inside one",
             )
         })?;
-        let mut history = History::default();
-        for d in durations {
-            let lo = Duration::from_millis(d.lo_ms);
-            let sample = match d.hi_ms {
-                Some(hi) => Sample::between(lo, Duration::from_millis(hi)),
-                None => Sample::at_least(lo),
-            };
-            client.learned_durations().record(sample);
-            history.push(lo, d.hi_ms.map(Duration::from_millis));
+        for duration in durations {
+            ctx.learned.record(saved::sample(duration));
         }
         let shared = Arc::new(Shared {
             next_key: AtomicU64::new(
@@ -327,13 +239,9 @@ impl JobSet {
             // The receiver is alive: it is right here.
             let _ = commands.send(Command::Add(Box::new(job)));
         }
-        let scheduler = Scheduler::new(
-            client.clone(),
-            options.clone(),
-            sender,
-            history,
-            Arc::clone(&shared),
-        );
+        let base_url = ctx.base_url.clone();
+        let deadline = options.wait.deadline;
+        let scheduler = Scheduler::new(ctx, options, sender, Arc::clone(&shared));
         let task = runtime.spawn(
             scheduler
                 .run(receiver)
@@ -343,27 +251,28 @@ impl JobSet {
             handle: JobSetHandle {
                 commands,
                 shared,
-                base_url: client.base_url().cloned(),
-                deadline: options.deadline,
+                base_url,
+                deadline,
             },
             messages,
             task,
         })
     }
 
-    pub(crate) fn restore(
-        client: &Client,
+    /// Rebuilds a set from a saved state, refused whole when it cannot be trusted.
+    pub(crate) fn restore<W: Wire>(
+        ctx: Arc<Context<W>>,
         saved: &SavedJobSet,
         options: JobSetOptions,
     ) -> Result<JobSet, Error> {
         options.validate()?;
-        let jobs = state::restore(
+        let jobs = saved::restore(
             saved,
-            client.base_url(),
+            ctx.base_url.as_ref(),
             options.max_saved_age,
             &Clocks::now(),
         )?;
-        JobSet::start(client, options, jobs, &saved.durations)
+        JobSet::start(ctx, options, jobs, &saved.durations)
     }
 
     /// A handle to add, cancel and save jobs from elsewhere.
@@ -424,7 +333,10 @@ impl JobSet {
 impl Stream for JobSet {
     type Item = JobEvent;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<JobEvent>> {
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<JobEvent>> {
         loop {
             match self.messages.poll_recv(cx) {
                 Poll::Ready(Some(Message::Event(event))) => {

@@ -1,10 +1,10 @@
-//! One tracked job: what has been seen of it, what its policy is told, how its wait ends.
+//! One tracked job: its wait (the same [`Ledger`] a single wait holds) and where it is in
+//! the scheduler.
 //!
-//! This is the job set's counterpart of the single wait's ledger (`wait::run`): the same
-//! observations, the same learning, the same reports and errors — kept as plain data, so that
-//! one scheduler can hold thousands of them and save them.
+//! Plain data, so that one scheduler can hold thousands and save them: the job's URLs, its
+//! wait, its stall history, its place in the timer queue, and a handle on the operation in
+//! flight.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures_util::future::AbortHandle;
@@ -12,22 +12,13 @@ use tokio::time::Instant;
 
 use super::JobKey;
 use super::stall::StallTracker;
-use super::state::History;
-use crate::clock;
-use crate::error::{Error, GaveUp, JobFailed, Stalled};
 use crate::job::Endpoints;
-use crate::model::{JobState, JobStatus};
-use crate::poll::learned::Observed;
-use crate::poll::{
-    Basis, DurationModel, Estimate, GiveUpReason, LearnedDurations, PollState, Sample,
-};
-use crate::telemetry;
-use crate::wait::{Completion, Fallback, FallbackReason, Mechanism, WaitReport};
+use crate::wait::ledger::{Clocks, Ledger};
 
 /// Where a job is in the scheduler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Phase {
-    /// Waiting for its next poll.
+pub(crate) enum Stage {
+    /// Waiting for its next look.
     Sleeping { until: Instant },
     /// Due: in the ready queue, waiting for a token or a free slot.
     Ready,
@@ -37,322 +28,97 @@ pub(crate) enum Phase {
     Holding,
     /// An event stream is open (or being opened).
     Streaming { last_event: Instant },
-    /// The last look is over: nothing more is sent, and the wait gives up at its deadline.
+    /// The last look is over: nothing more is sent, and the wait ends at its deadline.
     Expiring,
 }
 
-/// What is remembered of a job's event stream.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Streams {
-    /// Given up on for this job.
-    pub(crate) refused: bool,
-    /// Streams that ended before the job did.
-    pub(crate) breaks: u8,
-    /// The last event id, to resume.
-    pub(crate) last_id: Option<Box<str>>,
-    /// The events URL answered 404: the route lacks streams, once its status URL works.
-    pub(crate) suspect: bool,
+/// One job of a set.
+pub(crate) struct Tracked {
+    /// The job's key in the set: every event about the job carries it, and a restored set
+    /// keeps it.
+    pub(super) key: JobKey,
+    /// Where its status and events are, and how the caller named it (credentials masked,
+    /// for errors and logs).
+    pub(super) endpoints: Endpoints,
+    /// When the wait began and when it ends, on the wall clock: unlike the ledger's
+    /// instants, they survive a restart.
+    pub(super) added_wall: SystemTime,
+    pub(super) deadline_wall: Option<SystemTime>,
+    /// The wait itself — what has been seen, what comes next — as a single wait holds it.
+    pub(super) ledger: Ledger,
+    /// Since when the job has looked the same, and whether that was reported as a stall.
+    pub(super) stall: StallTracker,
+    /// What it is doing in the scheduler now.
+    pub(super) stage: Stage,
+    /// Bumped whenever an operation is started or abandoned: answers of older ones are
+    /// stale.
+    pub(super) generation: u32,
+    /// This job's entry in the timer queue.
+    pub(super) armed: Option<Instant>,
+    /// Aborts the operation in flight.
+    pub(super) abort: Option<AbortHandle>,
 }
 
-#[derive(Debug)]
-pub(crate) struct Tracked {
-    pub(crate) key: JobKey,
-    pub(crate) endpoints: Endpoints,
-    /// When the wait began (both clocks: the wall one survives a restart).
-    pub(crate) added: Instant,
-    pub(crate) added_wall: SystemTime,
-    pub(crate) deadline: Option<Instant>,
-    pub(crate) deadline_wall: Option<SystemTime>,
-    /// The job's creation, as well as it is known.
-    pub(crate) origin: Option<Instant>,
-    pub(crate) origin_known: bool,
-    pub(crate) requests: u32,
-    pub(crate) retries: u32,
-    pub(crate) hedges: u32,
-    pub(crate) last: Option<JobStatus>,
-    eta: Option<Estimate>,
-    retry_after: Option<Estimate>,
-    progress: Option<f64>,
-    /// When the last request that saw the job pending was sent.
-    last_pending: Option<Instant>,
-    pub(crate) basis: Basis,
-    pub(crate) current: Mechanism,
-    fallbacks: Vec<Fallback>,
-    pub(crate) malformed: u32,
-    pub(crate) stall: StallTracker,
-    pub(crate) streams: Streams,
-    // Scheduling.
-    pub(crate) phase: Phase,
-    /// Bumped whenever an operation is started or abandoned: answers of older ones are stale.
-    pub(crate) generation: u32,
-    /// This job's entry in the timer queue.
-    pub(crate) armed: Option<Instant>,
-    /// Aborts the operation in flight.
-    pub(crate) abort: Option<AbortHandle>,
+impl std::fmt::Debug for Tracked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracked")
+            .field("key", &self.key)
+            .field("job", &self.endpoints.label)
+            .field("stage", &self.stage)
+            .field("ledger", &self.ledger)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Tracked {
-    pub(crate) fn new(key: JobKey, endpoints: Endpoints, deadline: Option<Duration>) -> Self {
-        let (now, wall) = (Instant::now(), clock::now());
+    /// A job added at `clocks`, giving up `deadline` later, created (as the caller says) at
+    /// `created`.
+    pub(crate) fn new(
+        key: JobKey,
+        endpoints: Endpoints,
+        deadline: Option<Duration>,
+        created: Option<Instant>,
+        clocks: Clocks,
+    ) -> Self {
+        let Clocks { now, wall } = clocks;
+        // A deadline too far to represent is no deadline.
+        let ledger = Ledger::new(now, deadline.and_then(|d| now.checked_add(d)), created);
+        Tracked::with_ledger(
+            key,
+            endpoints,
+            wall,
+            deadline.and_then(|d| wall.checked_add(d)),
+            ledger,
+        )
+    }
+
+    /// A job whose wait is `ledger`.
+    pub(crate) fn with_ledger(
+        key: JobKey,
+        endpoints: Endpoints,
+        added_wall: SystemTime,
+        deadline_wall: Option<SystemTime>,
+        ledger: Ledger,
+    ) -> Self {
         Tracked {
             key,
             endpoints,
-            added: now,
-            added_wall: wall,
-            deadline: deadline.and_then(|d| now.checked_add(d)),
-            deadline_wall: deadline.and_then(|d| wall.checked_add(d)),
-            origin: None,
-            origin_known: false,
-            requests: 0,
-            retries: 0,
-            hedges: 0,
-            last: None,
-            eta: None,
-            retry_after: None,
-            progress: None,
-            last_pending: None,
-            basis: Basis::Initial,
-            current: Mechanism::Polling(Basis::Initial),
-            fallbacks: Vec::new(),
-            malformed: 0,
-            stall: StallTracker::new(now),
-            streams: Streams::default(),
-            phase: Phase::Ready,
+            added_wall,
+            deadline_wall,
+            stall: StallTracker::new(ledger.start()),
+            ledger,
+            stage: Stage::Ready,
             generation: 0,
             armed: None,
             abort: None,
         }
     }
 
-    /// Counts a request (or stream) as it is sent: an answer still in flight when the wait is
-    /// saved has been spent all the same.
-    pub(crate) fn sent(&mut self) {
-        self.requests = self.requests.saturating_add(1);
-    }
-
-    /// Counts the extra attempts a request took (transport retries, throttle pauses), and the
-    /// hedges sent for it.
-    pub(crate) fn attempts(&mut self, attempts: u32, hedges: u32) {
-        self.retries = self.retries.saturating_add(attempts.saturating_sub(1));
-        self.hedges = self.hedges.saturating_add(hedges);
-    }
-
-    pub(crate) fn fall_back(&mut self, from: Mechanism, reason: FallbackReason) {
-        let fallback = Fallback { from, reason };
-        if !self.fallbacks.contains(&fallback) {
-            tracing::debug!(job = %self.endpoints.label, from = from.as_str(), reason = reason.as_str(), "falling back");
-            telemetry::fallback(from, reason.as_str());
-            self.fallbacks.push(fallback);
+    /// Abandons the operation in flight: its answer, when it comes, is stale.
+    pub(crate) fn abandon(&mut self) {
+        if let Some(handle) = self.abort.take() {
+            handle.abort();
         }
-    }
-
-    fn age_at(&self, at: Instant) -> Duration {
-        at.saturating_duration_since(self.origin.unwrap_or(self.added))
-    }
-
-    /// A reading of the job (pending or terminal) received at `received`.
-    pub(crate) fn observe(
-        &mut self,
-        status: &JobStatus,
-        received: Instant,
-        retry_after: Option<Duration>,
-    ) {
-        if self.origin.is_none()
-            && let Some(created) = status.created_at
-        {
-            // Server clock against ours: a skewed clock reads as a brand-new job.
-            let age = clock::since(created).unwrap_or_default();
-            if age < Duration::from_secs(7 * 24 * 3600) {
-                self.origin = Some(received.checked_sub(age).unwrap_or(received));
-                self.origin_known = true;
-            }
-        }
-        if let Some(p) = status.progress {
-            self.progress = Some(p);
-        }
-        if let Some(eta) = status.eta().filter(|e| !e.is_zero()) {
-            self.eta = Some(Estimate::new(self.age_at(received), eta));
-        }
-        if !status.is_terminal() {
-            self.hint(retry_after, received);
-        }
-        self.last = Some(status.clone());
-    }
-
-    pub(crate) fn hint(&mut self, retry_after: Option<Duration>, received: Instant) {
-        if let Some(hint) = retry_after {
-            self.retry_after = Some(Estimate::new(self.age_at(received), hint));
-        }
-    }
-
-    /// The job was pending at a request sent at `sent`.
-    pub(crate) fn pending_at(&mut self, sent: Instant) {
-        self.last_pending = Some(sent);
-    }
-
-    /// What the poll policy is told.
-    pub(crate) fn poll_state(
-        &self,
-        now: Instant,
-        model: Option<Arc<DurationModel>>,
-        random: f64,
-    ) -> PollState {
-        let mut state = PollState::new()
-            .with_polls(self.requests)
-            .with_elapsed(now.saturating_duration_since(self.added))
-            .with_age(self.age_at(now))
-            .with_random(random);
-        state.eta = self.eta;
-        state.retry_after = self.retry_after;
-        state.progress = self.progress;
-        state.learned = model;
-        state
-    }
-
-    pub(crate) fn report(&self, detection_delay: Option<Duration>) -> WaitReport {
-        WaitReport {
-            mechanism: self.current,
-            requests: self.requests,
-            retries: self.retries,
-            hedges: self.hedges,
-            elapsed: self.added.elapsed(),
-            detection_delay,
-            fallbacks: self.fallbacks.clone(),
-        }
-    }
-
-    /// The job is terminal: the completion, or the job's failure.
-    pub(crate) fn finish(
-        &mut self,
-        status: JobStatus,
-        mechanism: Mechanism,
-        received: Instant,
-        prompt: bool,
-        learned: &LearnedDurations,
-        history: &mut History,
-    ) -> Result<Completion, Error> {
-        self.observe(&status, received, None);
-        self.record_sample(&status, received, prompt, learned, history);
-        self.current = mechanism;
-        let detection_delay = status
-            .completed_at
-            .map(|completed| clock::since(completed).unwrap_or_default());
-        let report = self.report(detection_delay);
-        match &status.state {
-            JobState::Failed(failure) => {
-                self.record("failed", &report);
-                Err(Error::JobFailed(Box::new(JobFailed {
-                    job: self.endpoints.label.clone(),
-                    code: failure.code.clone(),
-                    message: failure.message.clone(),
-                    status,
-                    report,
-                })))
-            }
-            _ => {
-                self.record("completed", &report);
-                Ok(Completion { status, report })
-            }
-        }
-    }
-
-    /// The wait stops before the job ended.
-    pub(crate) fn give_up(
-        &mut self,
-        reason: GiveUpReason,
-        learned: &LearnedDurations,
-        history: &mut History,
-    ) -> Error {
-        if let Some(pending) = self.last_pending {
-            let lo = self.age_at(pending);
-            learned.record(Sample::at_least(lo));
-            history.push(lo, None);
-        }
-        let report = self.report(None);
-        self.record("gave_up", &report);
-        Error::GaveUp(Box::new(GaveUp {
-            job: self.endpoints.label.clone(),
-            reason,
-            last_status: self.last.clone(),
-            report,
-        }))
-    }
-
-    /// The wait stops on a stall.
-    pub(crate) fn stalled(&mut self, unchanged_for: Duration, bound: Duration) -> Error {
-        let report = self.report(None);
-        self.record("stalled", &report);
-        Error::Stalled(Box::new(Stalled {
-            job: self.endpoints.label.clone(),
-            unchanged_for,
-            bound,
-            last_status: self.last.clone(),
-            report,
-        }))
-    }
-
-    /// The wait stops on an error.
-    pub(crate) fn fail(&mut self, error: Error) -> Error {
-        let report = self.report(None);
-        self.record("error", &report);
-        error
-    }
-
-    fn record(&self, outcome: &'static str, report: &WaitReport) {
-        tracing::debug!(
-            job = %self.endpoints.label,
-            outcome,
-            mechanism = report.mechanism.as_str(),
-            requests = report.requests,
-            elapsed_ms = report.elapsed.as_millis() as u64,
-            "wait finished"
-        );
-        telemetry::wait_finished(
-            outcome,
-            report.mechanism,
-            report.requests,
-            report.elapsed,
-            report.detection_delay,
-        );
-    }
-
-    /// Teaches the client how long this job took (see `poll::learned`).
-    fn record_sample(
-        &self,
-        status: &JobStatus,
-        received: Instant,
-        prompt: bool,
-        learned: &LearnedDurations,
-        history: &mut History,
-    ) {
-        let observed = Observed {
-            exact: status.duration(),
-            last_pending: self.last_pending.map(|at| self.age_at(at)),
-            origin_known: self.origin_known,
-            terminal: self.age_at(received),
-            prompt,
-            progress_floor: None,
-        };
-        if let Some((lo, hi)) = observed.bracket() {
-            learned.record(Sample::between(lo, hi));
-            history.push(lo, Some(hi));
-        }
-    }
-
-    /// Restores what a saved state remembers of the wait.
-    pub(crate) fn restore_progress(
-        &mut self,
-        requests: u32,
-        retries: u32,
-        hedges: u32,
-        last: Option<JobStatus>,
-    ) {
-        self.requests = requests;
-        self.retries = retries;
-        self.hedges = hedges;
-        if let Some(status) = &last {
-            self.progress = status.progress;
-        }
-        self.last = last;
+        self.generation = self.generation.wrapping_add(1);
     }
 }

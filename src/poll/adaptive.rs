@@ -31,23 +31,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::compose::{Opinion, OrElse};
 use super::{
     Basis, DurationModel, PollDecision, PollPolicy, PollState, balanced, hints, prior, seconds,
 };
 
 /// Hints first, then learned durations, then a cold-start schedule.
+///
+/// The three are schedules of their own, composed: each of the first two decides when it
+/// knows (hints inside their window, a model that knows enough jobs this old), and passes
+/// otherwise; [`use_hints`](Self::use_hints) and [`use_learned`](Self::use_learned) take one
+/// out of the chain.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Adaptive {
-    hint_tolerance: f64,
-    min_interval: Duration,
-    min_samples: usize,
-    use_hints: bool,
-    use_learned: bool,
-    cold_base: Duration,
-    cold_typical: Duration,
-    cold_max: Duration,
-    /// What the cold start assumes: log-normal around `cold_typical`.
-    prior: Arc<DurationModel>,
+    schedule: OrElse<Option<Hints>, OrElse<Option<Learned>, ColdStart>>,
 }
 
 /// The spread (σ of the log-durations) assumed around the cold start's typical duration.
@@ -56,19 +53,134 @@ const TYPICAL_SPREAD: f64 = 0.8;
 /// five, or 5 % of them when fewer than a hundred are known.
 const TAIL_SAMPLES: f64 = 5.0;
 const TAIL_FRACTION: f64 = 0.05;
+/// The default tolerance of server estimates.
+const HINT_TOLERANCE: f64 = 0.25;
+/// Learned samples needed by default before the learned schedule is used.
+const MIN_SAMPLES: usize = 10;
+
+/// The detection delay a request is worth: the exchange rate of the learned schedule and the
+/// cold start (see [`Adaptive::cold_start`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Worth {
+    base: Duration,
+    typical: Duration,
+}
+
+impl Worth {
+    /// The detection delay (in seconds) one request is worth, for a job of `age` seconds.
+    ///
+    /// The cold start assumes jobs of median `typical`; with the assumed spread their mean is
+    /// `E = typical · e^(σ²/2)`, and a fixed interval `I` costs `E / I` requests for `I / 2`
+    /// of delay, so `base` is the best fixed interval for them exactly when a request is
+    /// worth `base² / 2E` (48 ms by default). Past twice the typical duration a second of
+    /// delay matters less: the worth grows with the square of the age. The learned schedule
+    /// uses the same valuation: knowing more changes where the looks go, not what they are
+    /// worth (a worth scaled by the learned median would drift while a batch started together
+    /// teaches its short jobs first).
+    fn at(&self, age: f64) -> f64 {
+        let typical = self.typical.as_secs_f64();
+        let mean = typical * (TYPICAL_SPREAD * TYPICAL_SPREAD / 2.0).exp();
+        let base = self.base.as_secs_f64();
+        let old = (age / (2.0 * typical)).max(1.0);
+        base * base / (2.0 * mean) * old * old
+    }
+}
+
+/// The server's hints: jump to the earliest plausible end, then tighten.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Hints {
+    tolerance: f64,
+    min_interval: Duration,
+}
+
+impl Opinion for Hints {
+    fn opinion(&self, state: &PollState) -> Option<PollDecision> {
+        let window = hints::window(state, self.tolerance)?;
+        let after = hints::step(state.age.as_secs_f64(), window, self.min_interval)?;
+        Some(PollDecision::Poll {
+            after,
+            basis: Basis::Hints,
+        })
+    }
+}
+
+/// The schedule learned from past jobs, while the model knows enough jobs this old.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Learned {
+    min_samples: usize,
+    min_interval: Duration,
+    worth: Worth,
+}
+
+impl Opinion for Learned {
+    fn opinion(&self, state: &PollState) -> Option<PollDecision> {
+        let model = state.learned.as_deref()?;
+        let age = state.age.as_secs_f64();
+        let known = model.samples() as f64;
+        let tail = TAIL_SAMPLES.min(TAIL_FRACTION * known);
+        if model.samples() < self.min_samples || model.samples_after(age) < tail {
+            return None;
+        }
+        let next = balanced::next_look(model, age, self.worth.at(age))?;
+        Some(PollDecision::Poll {
+            after: seconds(next - age).max(self.min_interval),
+            basis: Basis::Learned,
+        })
+    }
+}
+
+/// The learned schedule on a prior; past the prior's reach, every `age × base / typical`.
+#[derive(Debug, Clone, PartialEq)]
+struct ColdStart {
+    worth: Worth,
+    max: Duration,
+    min_interval: Duration,
+    /// What the cold start assumes: log-normal around `worth.typical`.
+    prior: Arc<DurationModel>,
+}
+
+impl PollPolicy for ColdStart {
+    fn next(&self, state: &PollState) -> PollDecision {
+        let age = state.age.as_secs_f64();
+        let Worth { base, typical } = self.worth;
+        let typical = typical.as_secs_f64();
+        let after = balanced::next_look(&self.prior, age, self.worth.at(age))
+            .map_or(age * base.as_secs_f64() / typical, |next| next - age);
+        // (Not `clamp`: a minimum interval set after the cold start may exceed its maximum.)
+        PollDecision::Poll {
+            after: seconds(after).min(self.max).max(self.min_interval),
+            basis: Basis::ColdStart,
+        }
+    }
+}
 
 impl Default for Adaptive {
     fn default() -> Self {
+        let min_interval = Duration::from_millis(100);
+        let worth = Worth {
+            base: Duration::from_secs(2),
+            typical: Duration::from_secs(30),
+        };
         Adaptive {
-            hint_tolerance: 0.25,
-            min_interval: Duration::from_millis(100),
-            min_samples: 10,
-            use_hints: true,
-            use_learned: true,
-            cold_base: Duration::from_secs(2),
-            cold_typical: Duration::from_secs(30),
-            cold_max: Duration::from_secs(30),
-            prior: Arc::new(prior::lognormal(30.0, TYPICAL_SPREAD)),
+            schedule: OrElse {
+                first: Some(Hints {
+                    tolerance: HINT_TOLERANCE,
+                    min_interval,
+                }),
+                then: OrElse {
+                    first: Some(Learned {
+                        min_samples: MIN_SAMPLES,
+                        min_interval,
+                        worth,
+                    }),
+                    then: ColdStart {
+                        worth,
+                        max: Duration::from_secs(30),
+                        min_interval,
+                        prior: Arc::new(prior::lognormal(30.0, TYPICAL_SPREAD)),
+                    },
+                },
+            },
         }
     }
 }
@@ -80,37 +192,85 @@ impl Adaptive {
         Self::default()
     }
 
-    /// How wrong server estimates may be, as a fraction (clamped to `0..=0.9`).
+    fn hints_mut(&mut self) -> &mut Option<Hints> {
+        &mut self.schedule.first
+    }
+
+    fn learned_mut(&mut self) -> &mut Option<Learned> {
+        &mut self.schedule.then.first
+    }
+
+    fn cold_mut(&mut self) -> &mut ColdStart {
+        &mut self.schedule.then.then
+    }
+
+    /// How wrong server estimates may be, as a fraction (clamped to `0..=0.9`). Applies to
+    /// the hints in use (see [`use_hints`](Self::use_hints)).
     pub fn hint_tolerance(mut self, tolerance: f64) -> Self {
-        self.hint_tolerance = if tolerance.is_finite() {
+        let tolerance = if tolerance.is_finite() {
             tolerance.clamp(0.0, 0.9)
         } else {
-            0.25
+            HINT_TOLERANCE
         };
+        if let Some(hints) = self.hints_mut() {
+            hints.tolerance = tolerance;
+        }
         self
     }
 
     /// The shortest delay this policy will ask for (at least 1 ms).
     pub fn min_interval(mut self, interval: Duration) -> Self {
-        self.min_interval = interval.max(Duration::from_millis(1));
+        let interval = interval.max(Duration::from_millis(1));
+        if let Some(hints) = self.hints_mut() {
+            hints.min_interval = interval;
+        }
+        if let Some(learned) = self.learned_mut() {
+            learned.min_interval = interval;
+        }
+        self.cold_mut().min_interval = interval;
         self
     }
 
-    /// How many learned samples are needed before the learned schedule is used.
+    /// How many learned samples are needed before the learned schedule is used. Applies to
+    /// the learned schedule in use (see [`use_learned`](Self::use_learned)).
     pub fn min_samples(mut self, samples: usize) -> Self {
-        self.min_samples = samples.max(1);
+        if let Some(learned) = self.learned_mut() {
+            learned.min_samples = samples.max(1);
+        }
         self
     }
 
-    /// Whether to follow server hints.
+    /// Whether to follow server hints. Taking them out and putting them back restores the
+    /// default tolerance.
     pub fn use_hints(mut self, yes: bool) -> Self {
-        self.use_hints = yes;
+        let min_interval = self.schedule.then.then.min_interval;
+        let hints = self.hints_mut();
+        *hints = match (yes, *hints) {
+            (false, _) => None,
+            (true, Some(kept)) => Some(kept),
+            (true, None) => Some(Hints {
+                tolerance: HINT_TOLERANCE,
+                min_interval,
+            }),
+        };
         self
     }
 
-    /// Whether to follow learned durations.
+    /// Whether to follow learned durations. Taking them out and putting them back restores
+    /// the default number of samples needed.
     pub fn use_learned(mut self, yes: bool) -> Self {
-        self.use_learned = yes;
+        let cold = &self.schedule.then.then;
+        let (min_interval, worth) = (cold.min_interval, cold.worth);
+        let learned = self.learned_mut();
+        *learned = match (yes, *learned) {
+            (false, _) => None,
+            (true, Some(kept)) => Some(kept),
+            (true, None) => Some(Learned {
+                min_samples: MIN_SAMPLES,
+                min_interval,
+                worth,
+            }),
+        };
         self
     }
 
@@ -118,87 +278,23 @@ impl Adaptive {
     /// values a request as a poller every `base` implicitly does on such jobs (this also sets
     /// the exchange rate of the learned schedule), and never waits longer than `max`.
     pub fn cold_start(mut self, base: Duration, typical: Duration, max: Duration) -> Self {
-        self.cold_base = base.max(self.min_interval);
-        self.cold_typical = typical.max(Duration::from_millis(1));
-        self.cold_max = max.max(self.cold_base);
-        self.prior = Arc::new(prior::lognormal(
-            self.cold_typical.as_secs_f64(),
-            TYPICAL_SPREAD,
-        ));
-        self
-    }
-
-    fn hinted(&self, state: &PollState) -> Option<Duration> {
-        let window = hints::window(state, self.hint_tolerance)?;
-        hints::step(state.age.as_secs_f64(), window, self.min_interval)
-    }
-
-    /// The detection delay (in seconds) one request is worth, for a job of `age` seconds.
-    ///
-    /// The cold start assumes jobs of median `typical`; with the assumed spread their mean is
-    /// `E = typical · e^(σ²/2)`, and a fixed interval `I` costs `E / I` requests for `I / 2`
-    /// of delay, so `base` is the best fixed interval for them exactly when a request is
-    /// worth `base² / 2E` (48 ms by default). Past twice the typical duration a second of
-    /// delay matters less: the worth grows with the square of the age. The learned schedule
-    /// uses the same valuation: knowing more changes where the looks go, not what they are
-    /// worth (a worth scaled by the learned median would drift while a batch started together
-    /// teaches its short jobs first).
-    fn worth(&self, age: f64) -> f64 {
-        let typical = self.cold_typical.as_secs_f64();
-        let mean = typical * (TYPICAL_SPREAD * TYPICAL_SPREAD / 2.0).exp();
-        let base = self.cold_base.as_secs_f64();
-        let old = (age / (2.0 * typical)).max(1.0);
-        base * base / (2.0 * mean) * old * old
-    }
-
-    fn learned(&self, state: &PollState, model: &DurationModel) -> Option<Duration> {
-        let age = state.age.as_secs_f64();
-        let known = model.samples() as f64;
-        let tail = TAIL_SAMPLES.min(TAIL_FRACTION * known);
-        if model.samples() < self.min_samples || model.samples_after(age) < tail {
-            return None;
+        let cold = self.cold_mut();
+        let base = base.max(cold.min_interval);
+        let typical = typical.max(Duration::from_millis(1));
+        let worth = Worth { base, typical };
+        cold.worth = worth;
+        cold.max = max.max(base);
+        cold.prior = Arc::new(prior::lognormal(typical.as_secs_f64(), TYPICAL_SPREAD));
+        if let Some(learned) = self.learned_mut() {
+            learned.worth = worth;
         }
-        let next = balanced::next_look(model, age, self.worth(age))?;
-        Some(seconds(next - age).max(self.min_interval))
-    }
-
-    /// The learned schedule on the prior; past the prior's reach, every
-    /// `age × base / typical`.
-    fn cold(&self, state: &PollState) -> Duration {
-        let age = state.age.as_secs_f64();
-        let typical = self.cold_typical.as_secs_f64();
-        let after = balanced::next_look(&self.prior, age, self.worth(age))
-            .map_or(age * self.cold_base.as_secs_f64() / typical, |next| {
-                next - age
-            });
-        // (Not `clamp`: a minimum interval set after the cold start may exceed its maximum.)
-        seconds(after).min(self.cold_max).max(self.min_interval)
+        self
     }
 }
 
 impl PollPolicy for Adaptive {
     fn next(&self, state: &PollState) -> PollDecision {
-        if let Some(after) = self.hinted(state).filter(|_| self.use_hints) {
-            return PollDecision::Poll {
-                after,
-                basis: Basis::Hints,
-            };
-        }
-        let learned = state
-            .learned
-            .as_deref()
-            .filter(|_| self.use_learned)
-            .and_then(|model| self.learned(state, model));
-        if let Some(after) = learned {
-            return PollDecision::Poll {
-                after,
-                basis: Basis::Learned,
-            };
-        }
-        PollDecision::Poll {
-            after: self.cold(state),
-            basis: Basis::ColdStart,
-        }
+        self.schedule.next(state)
     }
 }
 

@@ -15,6 +15,10 @@
 //!
 //! Exact durations (when the server reports both `created_at` and `completed_at`) are
 //! 1 ms-wide intervals.
+//!
+//! (A little over 400 lines: what a wait observed, the sample it becomes, the fit and the
+//! shared, bounded history are one concept — splitting them would scatter the one algorithm
+//! they serve.)
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -38,7 +42,7 @@ pub(crate) const PROMPT_WINDOW: Duration = Duration::from_millis(50);
 
 /// What one finished wait observed about its job, in the job's age.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Observed {
+pub(crate) struct Evidence {
     /// `completed_at − created_at`, when the server reported both.
     pub(crate) exact: Option<Duration>,
     /// Age of the last answer that was still pending.
@@ -54,7 +58,7 @@ pub(crate) struct Observed {
     pub(crate) progress_floor: Option<Duration>,
 }
 
-impl Observed {
+impl Evidence {
     /// The ages between which the job ended: exact when the server said, otherwise the
     /// tightest bracket the answers allow; `None` when the job was done at the first look and
     /// its start is unknown. `Sample::between` of it is what the wait teaches.
@@ -79,6 +83,17 @@ impl Observed {
 }
 
 impl Sample {
+    /// The age after which the job ended.
+    pub(crate) fn lo(&self) -> Duration {
+        super::seconds(self.lo)
+    }
+
+    /// The age by which the job had ended; `None`: it was still running when its wait
+    /// stopped.
+    pub(crate) fn hi(&self) -> Option<Duration> {
+        self.hi.is_finite().then(|| super::seconds(self.hi))
+    }
+
     /// The job ended after age `lo` and no later than age `hi` (swapped if reversed; widened
     /// to 1 ms if equal).
     pub fn between(lo: Duration, hi: Duration) -> Self {
@@ -361,6 +376,13 @@ impl LearnedDurations {
         Arc::clone(&history.model)
     }
 
+    /// The latest `n` samples, oldest first.
+    pub(crate) fn recent(&self, n: usize) -> Vec<Sample> {
+        let history = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let skip = history.samples.len().saturating_sub(n);
+        history.samples.iter().skip(skip).copied().collect()
+    }
+
     /// Forgets every sample.
     pub fn clear(&self) {
         let mut history = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
@@ -394,7 +416,7 @@ mod tests {
     #[test]
     fn what_a_finished_wait_teaches() {
         let ms = Duration::from_millis;
-        let base = Observed {
+        let base = Evidence {
             exact: None,
             last_pending: Some(ms(1000)),
             origin_known: true,
@@ -405,42 +427,42 @@ mod tests {
         let table = [
             (base, Some((ms(1000), ms(3000)))),
             (
-                Observed {
+                Evidence {
                     exact: Some(ms(2500)),
                     ..base
                 },
                 Some((ms(2500), ms(2500))),
             ),
             (
-                Observed {
+                Evidence {
                     prompt: true,
                     ..base
                 },
                 Some((ms(2950), ms(3000))),
             ),
             (
-                Observed {
+                Evidence {
                     progress_floor: Some(ms(2000)),
                     ..base
                 },
                 Some((ms(2000), ms(3000))),
             ),
             (
-                Observed {
+                Evidence {
                     progress_floor: Some(ms(4000)),
                     ..base
                 },
                 Some((ms(1000), ms(3000))),
             ),
             (
-                Observed {
+                Evidence {
                     last_pending: None,
                     ..base
                 },
                 Some((ms(0), ms(3000))),
             ),
             (
-                Observed {
+                Evidence {
                     last_pending: None,
                     origin_known: false,
                     ..base

@@ -47,6 +47,7 @@
 
 mod adaptive;
 mod balanced;
+mod compose;
 mod fixed;
 mod hints;
 mod jitter;
@@ -104,7 +105,12 @@ impl PollDecision {
     }
 }
 
-/// What a poll delay is based on.
+/// What a poll delay is based on: the policy's schedule.
+///
+/// Only a policy's reasons are here. A pause the loop takes on its own — after a throttled
+/// answer, while the circuit breaker is open, after an unreadable answer — is not a way of
+/// learning that a job ended: the poll after it is still on the policy's schedule, and is
+/// reported with the policy's basis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Basis {
@@ -120,11 +126,6 @@ pub enum Basis {
     Fixed,
     /// [`Exponential`].
     Exponential,
-    /// The server throttled the client (`429`/`503` with `Retry-After`).
-    Throttled,
-    /// The service was unavailable: the poll waited for the circuit breaker to let requests
-    /// through again.
-    Unavailable,
     /// A policy of the caller's own.
     Custom,
 }
@@ -139,8 +140,6 @@ impl Basis {
             Basis::ColdStart => "cold_start",
             Basis::Fixed => "fixed",
             Basis::Exponential => "exponential",
-            Basis::Throttled => "throttled",
-            Basis::Unavailable => "unavailable",
             Basis::Custom => "custom",
         }
     }

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::ledger::Fact;
+
 const FORGET_AFTER: Duration = Duration::from_secs(600);
 const MAX_ROUTES: usize = 1024;
 
@@ -66,6 +68,16 @@ impl Capabilities {
                 Known::No(Instant::now())
             }
         });
+    }
+
+    /// Remembers what a wait learned about the route `key`.
+    pub(crate) fn learned(&self, key: &str, fact: Fact) {
+        match fact {
+            Fact::SseWorks => self.set_sse(key, true),
+            Fact::SseMissing => self.set_sse(key, false),
+            Fact::LongPollApplied => self.set_long_poll(key, true),
+            Fact::LongPollIgnored => self.set_long_poll(key, false),
+        }
     }
 
     pub(crate) fn set_long_poll(&self, key: &str, applied: bool) {

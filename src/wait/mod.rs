@@ -1,4 +1,12 @@
-//! Waiting for a job: mechanism negotiation and the wait loop.
+//! Waiting for one job: mechanism negotiation, the rules of a wait, and its report.
+//!
+//! A wait is one state machine and a driver. The state machine (`ledger`) holds what the
+//! wait knows and decides, answer by answer, what happens next; it is pure (time is an
+//! input). Two drivers hold one each: the single wait's async loop (`run`, behind
+//! [`Client::wait`](crate::Client::wait)) and, one per job, the job set's scheduler
+//! ([`jobset`](crate::jobset)). Both read through the same network trait (`wire`), so the
+//! rules below are the job set's too; the few ways a set acts differently on the same
+//! decisions are its scheduler's, listed in [`jobset`](crate::jobset).
 //!
 //! # Best mechanism first, each with its own fallback
 //!
@@ -10,7 +18,7 @@
 //! | learned schedule | the client has seen enough jobs end | fewer than five learned jobs ran as long as this one |
 //! | cold start | always | — |
 //!
-//! The last three are the default [`Adaptive`] policy; replace it with
+//! The last three are the default [`Adaptive`](crate::poll::Adaptive) policy; replace it with
 //! [`WaitOptions::policy`]. Offering long-poll costs nothing against a server that ignores
 //! it: the answer is an ordinary poll, and the missing `Preference-Applied` tells the client
 //! not to trust it. So a server with nothing but `GET /status` sees no probe at all, only polls.
@@ -18,10 +26,9 @@
 //! Which mechanism delivered the answer, and which were given up on the way, is in the
 //! [`WaitReport`], in the `wait` span and in the metrics.
 //!
-//! # The loop
+//! # The rules
 //!
-//! The loop (`run`) is a function of a status source, a policy and options; it owns time
-//! and memory. Its rules:
+//! The state machine applies them; the drivers own time, I/O and memory:
 //!
 //! * The first look is immediate; after that the policy decides, except while the server
 //!   holds requests (long-poll), when the next request goes out as soon as one returns.
@@ -34,150 +41,42 @@
 //!   for it: a policy, a server, a breaker. A held request the server answered at once (a
 //!   claimed hold of zero) is no exception; one it did hold is reissued at once.
 //! * A throttled answer (`429`, `503` + `Retry-After`) is waited out — exactly as long as
-//!   asked, at least the floor, clamped to the deadline — and never ends the wait. A body that does not parse is
-//!   retried twice, then ends it.
+//!   asked, at least the floor, clamped to the deadline — and never ends the wait. The poll
+//!   after such a pause is still on the policy's schedule (and reported with its basis). A
+//!   body that does not parse is retried twice, then ends it.
 //! * An unavailable service does not end a wait either. A read that fails after transport
 //!   retries (a transport error, a `5xx`) is an outage once the service has answered at all:
 //!   the wait keeps its schedule, and while the circuit breaker is open it stops polling
 //!   until the breaker lets requests through again. At its deadline it ends with
-//!   [`Error::Unavailable`]. Only when nothing ever answered — a wrong URL, a dead host — does
-//!   a failed read end the wait at once ([`Error::Unreachable`]).
+//!   [`Error::Unavailable`](crate::Error::Unavailable). Only when nothing ever answered — a
+//!   wrong URL, a dead host — does a failed read end the wait at once
+//!   ([`Error::Unreachable`](crate::Error::Unreachable)).
 //! * Dropping the future drops every request in flight with it.
 
 mod capabilities;
 mod http_source;
+pub(crate) mod ledger;
+mod options;
 mod run;
-mod source;
+#[cfg(test)]
+pub(crate) mod script;
+pub(crate) mod source;
 mod watch;
+pub(crate) mod wire;
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::error::Error;
 use crate::model::JobStatus;
-use crate::poll::{Adaptive, Basis, PollPolicy};
+use crate::poll::Basis;
 
 pub(crate) use capabilities::Capabilities;
-pub(crate) use http_source::{HttpSource, interpret};
-pub(crate) use run::{Plan, run};
-pub(crate) use source::ReadOutcome;
+pub use options::WaitOptions;
+pub(crate) use run::wait_for;
+#[cfg(test)]
+pub(crate) use run::{WaitPlan, run};
 pub use watch::Watch;
-
-/// How to wait.
-#[derive(Clone)]
-pub struct WaitOptions {
-    pub(crate) deadline: Option<Duration>,
-    pub(crate) max_polls: Option<u32>,
-    pub(crate) policy: Arc<dyn PollPolicy>,
-    pub(crate) sse: bool,
-    pub(crate) long_poll: bool,
-    pub(crate) long_poll_hold: Duration,
-}
-
-impl Default for WaitOptions {
-    fn default() -> Self {
-        WaitOptions {
-            deadline: Some(Duration::from_secs(3600)),
-            max_polls: None,
-            policy: Arc::new(Adaptive::default()),
-            sse: true,
-            long_poll: true,
-            long_poll_hold: Duration::from_secs(30),
-        }
-    }
-}
-
-impl WaitOptions {
-    /// A one-hour deadline, no poll budget, the [`Adaptive`] policy, SSE and long-poll on.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Gives up this long after the wait starts, exactly: the wait ends on its deadline
-    /// (unless the job ends first), neither later nor earlier.
-    ///
-    /// * A request still out at the deadline (a slow poll, a held long-poll, an event stream)
-    ///   is cut there, and the wait ends with [`Error::GaveUp`] (reason
-    ///   [`Deadline`](crate::poll::GiveUpReason::Deadline)), or [`Error::Unavailable`] when the
-    ///   service was failing at its last look.
-    /// * While polling, the last look goes out early enough to be answered by the deadline:
-    ///   twice the round trip of the wait's latest plain read ahead of it, at least 100 ms and
-    ///   at most 1 s. If it finds the job still pending, nothing more is sent.
-    /// * A stream or held request open at the deadline is current: no poll follows it.
-    ///
-    /// A deadline shorter than one round trip can end before any answer came.
-    pub fn deadline(mut self, deadline: Duration) -> Self {
-        self.deadline = Some(deadline);
-        self
-    }
-
-    /// Waits without a deadline (until the job ends, the poll budget runs out, or the future
-    /// is dropped).
-    pub fn no_deadline(mut self) -> Self {
-        self.deadline = None;
-        self
-    }
-
-    /// Gives up after this many status requests (at least 1).
-    pub fn max_polls(mut self, max_polls: u32) -> Self {
-        self.max_polls = Some(max_polls);
-        self
-    }
-
-    /// Decides when to poll when neither SSE nor long-poll is at work.
-    pub fn policy(mut self, policy: impl PollPolicy + 'static) -> Self {
-        self.policy = Arc::new(policy);
-        self
-    }
-
-    /// Whether to try Server-Sent Events first (default on).
-    pub fn sse(mut self, enabled: bool) -> Self {
-        self.sse = enabled;
-        self
-    }
-
-    /// Whether to ask the server to hold requests (default on).
-    pub fn long_poll(mut self, enabled: bool) -> Self {
-        self.long_poll = enabled;
-        self
-    }
-
-    /// How long to ask the server to hold one request (whole seconds, at least 1 s; default
-    /// 30 s; the server may cap it).
-    pub fn long_poll_hold(mut self, hold: Duration) -> Self {
-        self.long_poll_hold = hold;
-        self
-    }
-
-    pub(crate) fn validate(&self) -> Result<(), Error> {
-        if self.max_polls == Some(0) {
-            return Err(Error::config("max_polls", "must be at least 1"));
-        }
-        if self.long_poll
-            && !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&self.long_poll_hold)
-        {
-            return Err(Error::config(
-                "long_poll_hold",
-                "must be between 1 s (Prefer: wait takes whole seconds) and 1 h; or turn long_poll off",
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for WaitOptions {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WaitOptions")
-            .field("deadline", &self.deadline)
-            .field("max_polls", &self.max_polls)
-            .field("policy", &self.policy)
-            .field("sse", &self.sse)
-            .field("long_poll", &self.long_poll)
-            .field("long_poll_hold", &self.long_poll_hold)
-            .finish()
-    }
-}
+pub(crate) use wire::Wire;
 
 /// The least the last look of a wait goes out ahead of its deadline: between sending a
 /// request and reading its answer stand not only the round trip but a busy machine's

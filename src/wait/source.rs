@@ -6,11 +6,15 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::FallbackReason;
+use super::ledger::Opened;
 use crate::error::Error;
-use crate::model::JobStatus;
+pub(crate) use crate::transport::answer::ReadOutcome;
+use crate::transport::signals::Signals;
 use crate::transport::sse::EventStream;
 
-/// Where statuses come from.
+pub(crate) use super::ledger::Fact;
+
+/// Where one job's statuses come from.
 pub(crate) trait Source: Sync {
     /// Whether an event stream is worth trying.
     fn sse_available(&self) -> bool;
@@ -28,73 +32,25 @@ pub(crate) trait Source: Sync {
     ) -> impl Future<Output = Subscribed> + Send;
 }
 
-/// What the loop observed about the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Fact {
-    StatusWorks,
-    SseWorks,
-    SseMissing,
-    LongPollApplied,
-    LongPollIgnored,
-}
-
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ReadRequest {
     pub(crate) etag: Option<String>,
     pub(crate) hold: Option<Duration>,
+    /// The instant after which the read is of no use: a throttled answer whose pause would
+    /// end later is handed back at once instead of waited out.
     pub(crate) deadline: Option<Instant>,
 }
 
 #[derive(Debug)]
 pub(crate) struct Reading {
+    /// What the answer means for the wait.
     pub(crate) outcome: ReadOutcome,
     /// Attempts on the wire (1 + transport retries + throttle pauses).
     pub(crate) attempts: u32,
     /// Hedges sent on top of the attempts.
     pub(crate) hedges: u32,
-}
-
-/// Headers that matter to the loop.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Meta {
-    pub(crate) etag: Option<String>,
-    pub(crate) retry_after: Option<Duration>,
-    pub(crate) applied_hold: Option<Duration>,
-}
-
-#[derive(Debug)]
-pub(crate) enum ReadOutcome {
-    Status {
-        status: JobStatus,
-        meta: Meta,
-    },
-    NotModified {
-        meta: Meta,
-    },
-    /// `429`/`503` with a hint that the transport did not absorb.
-    Throttled {
-        retry_after: Option<Duration>,
-        error: Error,
-    },
-    /// A result string this version does not know.
-    Unknown {
-        status: JobStatus,
-        error: Error,
-    },
-    /// A body that is not a status document.
-    Malformed(Error),
-    /// The service failed (after transport retries: a transport error, `5xx`, `408`), or its
-    /// circuit breaker refused to send. Not the job's fault: a wait keeps going.
-    Unavailable {
-        error: Error,
-        /// Not before this instant: the breaker is open (nothing was sent).
-        resume_at: Option<Instant>,
-        /// Whether the service ever answered over HTTP (this time, or before): if not, the
-        /// URL is more likely wrong than the service down.
-        answered: bool,
-    },
-    /// Could not read, after transport retries, or rejected: ends the wait.
-    Failed(Error),
+    /// What the answer said about the server's rate limit (none: there was no answer).
+    pub(crate) signals: Option<Signals>,
 }
 
 pub(crate) enum Subscribed {
@@ -110,4 +66,38 @@ pub(crate) enum Subscribed {
         error: Error,
         attempts: u32,
     },
+}
+
+impl Subscribed {
+    /// The stream, if one opened, and what the ledger is told.
+    pub(crate) fn split(self) -> (Option<EventStream>, Opened) {
+        match self {
+            Subscribed::Stream { events, attempts } => (Some(events), Opened::Stream { attempts }),
+            Subscribed::Fallback { reason, attempts } => {
+                (None, Opened::Fallback { reason, attempts })
+            }
+            Subscribed::Failed { error, attempts } => (None, Opened::Failed { error, attempts }),
+        }
+    }
+}
+
+impl std::fmt::Debug for Subscribed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Subscribed::Stream { attempts, .. } => f
+                .debug_struct("Stream")
+                .field("attempts", attempts)
+                .finish_non_exhaustive(),
+            Subscribed::Fallback { reason, attempts } => f
+                .debug_struct("Fallback")
+                .field("reason", reason)
+                .field("attempts", attempts)
+                .finish(),
+            Subscribed::Failed { error, attempts } => f
+                .debug_struct("Failed")
+                .field("error", error)
+                .field("attempts", attempts)
+                .finish(),
+        }
+    }
 }

@@ -8,14 +8,16 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::source::{Fact, Meta, ReadOutcome, ReadRequest, Reading, Source, Subscribed};
-use super::{FallbackReason, Mechanism, Plan, run};
-use crate::error::{Error, Unavailable, UnexpectedResponse, Unreachable};
+use super::source::{Fact, ReadOutcome, ReadRequest, Reading, Source, Subscribed};
+use super::{FallbackReason, Mechanism, WaitPlan, run};
+use crate::error::{Error, Unavailable, Unreachable};
 use crate::model::{JobFailure, JobState, JobStatus};
 use crate::poll::{
     Adaptive, Basis, Fixed, GiveUpReason, LearnedDurations, PollPolicy, PollPolicyExt,
 };
+use crate::transport::answer::Meta;
 use crate::transport::sse::{EventStream, SseEvent};
+use crate::wait::script::unexpected;
 
 fn secs(x: f64) -> Duration {
     Duration::from_secs_f64(x)
@@ -127,6 +129,7 @@ impl Source for Fake {
                 outcome,
                 attempts: u32::from(!refused),
                 hedges: 0,
+                signals: None,
             };
         }
         let mut meta = Meta::default();
@@ -141,6 +144,7 @@ impl Source for Fake {
             outcome: ReadOutcome::Status { status, meta },
             attempts: 1,
             hedges: 0,
+            signals: None,
         }
     }
 
@@ -188,8 +192,8 @@ impl Source for Fake {
     }
 }
 
-fn plan(deadline: Option<f64>) -> Plan {
-    Plan {
+fn plan(deadline: Option<f64>) -> WaitPlan {
+    WaitPlan {
         job: "j-test".into(),
         deadline: deadline.map(secs),
         hold: secs(30.0),
@@ -201,7 +205,7 @@ fn plan(deadline: Option<f64>) -> Plan {
 
 async fn wait(
     fake: &Fake,
-    plan: &Plan,
+    plan: &WaitPlan,
     policy: &dyn PollPolicy,
 ) -> Result<super::Completion, Error> {
     let limited: Box<dyn PollPolicy> = match plan.deadline {
@@ -580,6 +584,7 @@ fn failed_read(answered: bool) -> ReadOutcome {
             timed_out: false,
             source: None,
         })),
+        host: "fake:8080".into(),
         resume_at: None,
         answered,
     }
@@ -590,6 +595,7 @@ fn refused(secs_left: f64) -> ReadOutcome {
     let left = secs(secs_left);
     ReadOutcome::Unavailable {
         error: Error::Unavailable(Box::new(Unavailable::refused("fake:8080", left))),
+        host: "fake:8080".into(),
         resume_at: Some(Instant::now() + left),
         answered: true,
     }
@@ -707,17 +713,4 @@ async fn the_first_look_after_an_outage_is_a_plain_read() {
         "{:?}",
         done.report.fallbacks
     );
-}
-
-fn unexpected(status: u16) -> Error {
-    Error::UnexpectedResponse(Box::new(UnexpectedResponse {
-        url: "http://fake/status".into(),
-        status,
-        code: None,
-        message: "scripted".into(),
-        body_excerpt: String::new(),
-        retry_after: None,
-        auth_challenge: None,
-        url_credentials: false,
-    }))
 }

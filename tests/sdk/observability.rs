@@ -250,6 +250,13 @@ fn every_metric_is_described_and_documented() {
         (telemetry::BREAKER_STATE, "gauge"),
         (telemetry::BREAKER_TRANSITIONS_TOTAL, "counter"),
         (telemetry::BREAKER_REJECTED_TOTAL, "counter"),
+        (telemetry::JOBSET_JOBS, "gauge"),
+        (telemetry::JOBSET_HELD_CONNECTIONS, "gauge"),
+        (telemetry::BUDGET_TOKENS, "gauge"),
+        (telemetry::BUDGET_RATE, "gauge"),
+        (telemetry::BUDGET_ADJUSTMENTS_TOTAL, "counter"),
+        (telemetry::BUDGET_PAUSE_SECONDS, "histogram"),
+        (telemetry::STALLS_TOTAL, "counter"),
     ];
     let docs = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),

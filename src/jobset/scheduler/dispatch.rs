@@ -1,109 +1,87 @@
 //! Whose turn it is: tokens to ready jobs, first come first served, and what each one sends.
 
-use std::time::Duration;
-
 use futures_util::FutureExt;
 use futures_util::future::abortable;
 use tokio::time::Instant;
 
-use super::{Done, Op, Scheduler, abandon};
+use super::{Done, Scheduler};
 use crate::jobset::JobKey;
 use crate::jobset::budget::Grant;
-use crate::jobset::tracked::{Phase, Tracked};
-use crate::transport::ReadOptions;
+use crate::jobset::tracked::{Stage, Tracked};
+use crate::wait::Wire;
+use crate::wait::ledger::{Answer, Look, Offer};
 
-impl Scheduler {
+impl<W: Wire> Scheduler<W> {
     /// Hands tokens to ready jobs, first come first served.
     pub(super) fn dispatch(&mut self, now: Instant) {
         self.budget_wake = None;
         while let Some(&key) = self.ready.front() {
-            let Some(job) = self.jobs.get(&key).filter(|j| j.phase == Phase::Ready) else {
+            let Some(job) = self.jobs.get(&key).filter(|j| j.stage == Stage::Ready) else {
                 self.ready.pop_front();
                 continue;
             };
-            let op = self.choose(job, now);
-            if op == Op::Poll && self.polls >= self.options.max_in_flight {
+            let look = job.ledger.next_look(now, &self.offer(job));
+            if look == Look::Final {
+                self.ready.pop_front();
+                self.last_look(key, now);
+                continue;
+            }
+            if look == Look::Poll && self.polls >= self.options.max_in_flight {
                 break;
             }
-            if let Grant::After(wait) = self.client.budget().lock().acquire(now) {
+            if let Grant::After(wait) = self.ctx.budget.lock().acquire(now) {
                 self.budget_wake = now.checked_add(wait);
                 break;
             }
             self.ready.pop_front();
-            self.start(key, op, now);
+            self.start(key, look, now);
         }
     }
 
-    /// Stream, long-poll or plain poll, for a due job.
-    pub(super) fn choose(&self, job: &Tracked, now: Instant) -> Op {
-        if self.held >= self.options.max_held {
-            return Op::Poll;
-        }
-        let capabilities = self.client.capabilities();
+    /// What a job's next look can be, as the set stands: a stream or a held read while a
+    /// slot is free and the route is not known to lack it; never a held first look (it
+    /// learns at once where the job is — its hints, its progress, whether it is already
+    /// done — and starts its stall clock); no hold past its stall check (the answer is the
+    /// evidence).
+    pub(super) fn offer(&self, job: &Tracked) -> Offer {
+        let wait = &self.options.wait;
+        let free = self.held < self.options.max_held;
         let route = &job.endpoints.capability_key;
-        if self.options.sse
-            && !job.streams.refused
-            && job.endpoints.events.is_some()
-            && capabilities.sse(route)
-        {
-            return Op::Subscribe;
+        let capabilities = &self.ctx.capabilities;
+        Offer {
+            stream: free && wait.sse && job.endpoints.events.is_some() && capabilities.sse(route),
+            hold: free
+                && wait.long_poll
+                && job.ledger.last().is_some()
+                && capabilities.long_poll(route),
+            max_hold: wait.long_poll_hold,
+            hold_until: job.stall.due(self.bound),
         }
-        // The first look is not held: it learns at once where the job is (its hints, its
-        // progress, whether it is already done), and when it last changed.
-        if self.options.long_poll
-            && job.last.is_some()
-            && capabilities.long_poll(route)
-            && self.hold_for(job, now).is_some()
-        {
-            return Op::Hold;
-        }
-        Op::Poll
     }
 
-    /// How long to ask the server to hold a read: never past the deadline, nor past the
-    /// job's stall check (its answer is the evidence), in whole seconds.
-    pub(super) fn hold_for(&self, job: &Tracked, now: Instant) -> Option<Duration> {
-        let mut hold = Duration::from_secs(self.options.long_poll_hold.as_secs());
-        let due = job.stall.due(self.bound);
-        for limit in [job.deadline, due].into_iter().flatten() {
-            let left = limit.saturating_duration_since(now);
-            hold = hold.min(Duration::from_secs(left.as_secs()));
-        }
-        (hold >= Duration::from_secs(1)).then_some(hold)
-    }
-
-    /// Starts an operation for a job that holds a token.
-    pub(super) fn start(&mut self, key: JobKey, op: Op, now: Instant) {
-        let hold = match (op, self.jobs.get(&key)) {
-            (Op::Hold, Some(job)) => self.hold_for(job, now),
-            _ => None,
-        };
+    /// Starts a job's look, which holds a token.
+    pub(super) fn start(&mut self, key: JobKey, look: Look, now: Instant) {
         let Some(job) = self.jobs.get_mut(&key) else {
             return;
         };
-        abandon(job);
-        job.sent();
+        job.abandon();
+        job.ledger.sent();
         let generation = job.generation;
-        let transport = self.client.transport().clone();
-        match op {
-            Op::Poll | Op::Final | Op::Hold => {
-                let url = job.endpoints.status.clone();
+        match look {
+            Look::Poll | Look::Final | Look::Hold(_) => {
+                let mut request = job.ledger.request(look);
                 // The scheduler waits out throttling itself, with every other job: the
                 // transport hands a throttled answer back at once.
-                let options = ReadOptions {
-                    etag: None,
-                    hold,
-                    deadline: Some(now),
-                };
-                let (read, handle) = abortable(async move { transport.read(&url, &options).await });
+                request.deadline = Some(now);
+                let (read, handle) = abortable(self.ctx.wire.read(&job.endpoints.status, request));
                 job.abort = Some(handle);
-                job.phase = match op {
-                    Op::Hold => Phase::Holding,
-                    _ => Phase::Polling,
+                job.stage = match look {
+                    Look::Hold(_) => Stage::Holding,
+                    _ => Stage::Polling,
                 };
-                match op {
-                    Op::Poll => self.polls += 1,
-                    Op::Hold => self.held += 1,
+                match look {
+                    Look::Poll => self.polls += 1,
+                    Look::Hold(_) => self.held += 1,
                     _ => {}
                 }
                 self.in_flight.push(
@@ -111,32 +89,25 @@ impl Scheduler {
                         Done::Read {
                             key,
                             generation,
-                            op,
+                            look,
                             sent: now,
-                            hold,
                             result: read.await,
                         }
                     }
                     .boxed(),
                 );
             }
-            Op::Subscribe => {
-                let Some(url) = job.endpoints.events.clone() else {
+            Look::Subscribe => {
+                let Some(url) = &job.endpoints.events else {
                     return;
                 };
-                let last_id = job.streams.last_id.clone();
-                // The stream lives until the deadline (cut by the timer) or the job ends.
-                let timeout = match job.deadline {
-                    Some(deadline) => {
-                        deadline.saturating_duration_since(now) + transport.request_timeout
-                    }
-                    None => Duration::from_secs(24 * 3600),
-                };
-                let (subscribe, handle) = abortable(async move {
-                    transport.subscribe(&url, last_id.as_deref(), timeout).await
-                });
+                let subscribe =
+                    self.ctx
+                        .wire
+                        .subscribe(url, job.ledger.last_event_id(), job.ledger.deadline());
+                let (subscribe, handle) = abortable(subscribe);
                 job.abort = Some(handle);
-                job.phase = Phase::Streaming { last_event: now };
+                job.stage = Stage::Streaming { last_event: now };
                 self.held += 1;
                 self.in_flight.push(
                     async move {
@@ -155,13 +126,26 @@ impl Scheduler {
     }
 
     /// At the time of the last look (shortly before the deadline, see `wait::final_lead`): one
-    /// last plain read if the budget allows it now; the wait gives up at the deadline either
-    /// way, unless that read finds the job ended.
+    /// last plain read if the budget allows it now; the wait ends at the deadline either way,
+    /// unless that read finds the job ended.
     pub(super) fn last_look(&mut self, key: JobKey, now: Instant) {
-        let grant = self.client.budget().lock().acquire(now);
+        let grant = self.ctx.budget.lock().acquire(now);
         match grant {
-            Grant::Now => self.start(key, Op::Final, now),
+            Grant::Now => self.start(key, Look::Final, now),
             Grant::After(_) => self.expire(key, now),
+        }
+    }
+
+    /// Nothing more can be learned in time: the wait ends on its deadline, not before.
+    pub(super) fn expire(&mut self, key: JobKey, now: Instant) {
+        let Some(job) = self.jobs.get_mut(&key) else {
+            return;
+        };
+        if job.ledger.deadline().is_some_and(|deadline| now < deadline) {
+            job.stage = Stage::Expiring;
+            self.arm(key);
+        } else {
+            self.take(key, Answer::Deadline, now);
         }
     }
 }

@@ -1,13 +1,19 @@
 //! The scheduler: one task, one timer queue, one budget, every job.
 //!
-//! Each turn of the loop fires the timers that are due (polls, deadlines, idle streams),
+//! Each turn of the loop fires the timers that are due (looks, deadlines, idle streams),
 //! hands tokens to ready jobs in the order they became ready, then sleeps until the next
 //! timer, the next token, an answer, an event or a command. Requests are futures owned by
 //! this task, not tasks of their own; a job is a few hundred bytes of state.
+//!
+//! The scheduler decides nothing about a job: each holds a [`Ledger`](crate::wait::ledger),
+//! the single wait's state machine, which says what to send and what an answer means. The
+//! scheduler sends through the [`Wire`] of its [`Context`], sleeps, and keeps the set's own
+//! books: the request budget, the caps on held connections and polls in flight, stalls.
 
+mod answers;
 mod dispatch;
-mod reads;
-mod streams;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -21,28 +27,20 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::queue::Timers;
-use super::state::{History, SavedJob, SavedJobSet, save_job, saved_set};
-use super::tracked::{Phase, Tracked};
+use super::saved::{Clocks, SavedJob, SavedJobSet, save_job, saved_set};
+use super::tracked::{Stage, Tracked};
 use super::{JobEvent, JobKey, JobSetOptions, Shared};
-use crate::client::Client;
-use crate::error::Error;
-use crate::model::JobStatus;
-use crate::poll::{GiveUpReason, MIN_PAUSE};
+use crate::context::Context;
+use crate::poll::{MIN_PAUSE, PollPolicy};
 use crate::telemetry;
+use crate::transport::signals::Signals;
 use crate::transport::sse::{SseEvent, StreamError};
-use crate::transport::{Exchange, Failure, Subscription};
-use crate::wait::{Mechanism, final_lead};
+use crate::wait::Wire;
+use crate::wait::ledger::{Ending, Look, STREAM_IDLE};
+use crate::wait::source::{Reading, Subscribed};
 
-/// Malformed bodies tolerated in a row before a job's wait ends.
-const MAX_MALFORMED: u32 = 2;
-/// Stream breaks tolerated before a job falls back to polling.
-const MAX_STREAM_BREAKS: u8 = 2;
-/// A stream with no event for this long is closed (the server sends keep-alives).
-const STREAM_IDLE: Duration = Duration::from_secs(60);
 /// How often the stall bound is recomputed from learned durations.
 const BOUND_REFRESH: Duration = Duration::from_secs(1);
-/// A delay no policy means literally.
-const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
 /// How often gauges are refreshed.
 const GAUGE_EVERY: Duration = Duration::from_millis(100);
 
@@ -63,41 +61,32 @@ pub(crate) enum Message {
     Cancelled(usize),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
-    /// A plain status read.
-    Poll,
-    /// The last look at the deadline (a plain read, not held, bypassing the poll cap).
-    Final,
-    /// A long-poll.
-    Hold,
-    /// Opening an event stream.
-    Subscribe,
-}
-
+/// An operation that came back.
 enum Done {
     Read {
         key: JobKey,
         generation: u32,
-        op: Op,
+        look: Look,
         sent: Instant,
-        hold: Option<Duration>,
-        result: Result<Result<Exchange, Failure>, Aborted>,
+        result: Result<Reading, Aborted>,
     },
     Subscribed {
         key: JobKey,
         generation: u32,
         sent: Instant,
-        result: Result<Result<Subscription, Failure>, Aborted>,
+        result: Result<(Subscribed, Option<Signals>), Aborted>,
     },
 }
 
 /// An event of a job's stream; `None` when the stream ended.
 type StreamItem = (JobKey, u32, Option<Result<SseEvent, StreamError>>);
 
-pub(crate) struct Scheduler {
-    client: Client,
+pub(crate) struct Scheduler<W: Wire> {
+    /// The client's shared parts: the wire, route memory, learned durations, the budget.
+    ctx: Arc<Context<W>>,
     options: JobSetOptions,
+    /// Every job's poll policy, with the options' limits around it.
+    policy: Arc<dyn PollPolicy>,
     /// Boxed: the map keeps spare capacity, which costs a pointer per slot, not a job.
     jobs: HashMap<JobKey, Box<Tracked>>,
     timers: Timers,
@@ -109,7 +98,6 @@ pub(crate) struct Scheduler {
     polls: usize,
     /// Connections held: streams (and their openings) and long-polls.
     held: usize,
-    history: History,
     messages: mpsc::UnboundedSender<Message>,
     /// When the budget will have a token for the head of the ready queue.
     budget_wake: Option<Instant>,
@@ -120,21 +108,18 @@ pub(crate) struct Scheduler {
     gauged_held: usize,
     /// What the handles share.
     shared: Arc<Shared>,
-    /// How long the latest plain read took, from sending to its answer: it places each job's
-    /// last look ahead of its deadline.
-    round_trip: Option<Duration>,
 }
 
-impl Scheduler {
+impl<W: Wire> Scheduler<W> {
     pub(crate) fn new(
-        client: Client,
+        ctx: Arc<Context<W>>,
         options: JobSetOptions,
         messages: mpsc::UnboundedSender<Message>,
-        history: History,
         shared: Arc<Shared>,
     ) -> Self {
         Scheduler {
-            client,
+            ctx,
+            policy: options.wait.composed_policy(),
             options,
             jobs: HashMap::new(),
             timers: Timers::default(),
@@ -143,7 +128,6 @@ impl Scheduler {
             streams: SelectAll::new(),
             polls: 0,
             held: 0,
-            history,
             messages,
             budget_wake: None,
             bound: None,
@@ -151,7 +135,6 @@ impl Scheduler {
             gauged_at: None,
             gauged_held: 0,
             shared,
-            round_trip: None,
         }
     }
 
@@ -222,21 +205,21 @@ impl Scheduler {
                 let _ = reply.send(self.export());
             }
             Command::ExportJob(key, reply) => {
-                let clocks = super::state::Clocks::now();
+                let clocks = Clocks::now();
                 let _ = reply.send(self.jobs.get(&key).map(|job| save_job(job, &clocks)));
             }
         }
     }
 
     fn export(&self) -> SavedJobSet {
-        let clocks = super::state::Clocks::now();
+        let clocks = Clocks::now();
         let mut jobs: Vec<SavedJob> = self
             .jobs
             .values()
             .map(|job| save_job(job, &clocks))
             .collect();
         jobs.sort_by_key(|job| job.key);
-        saved_set(jobs, &self.history, &clocks)
+        saved_set(jobs, &self.ctx.learned, &clocks)
     }
 
     // ----- Timers ------------------------------------------------------------------------
@@ -250,96 +233,60 @@ impl Scheduler {
         }
     }
 
-    /// When a job with this deadline takes its last look: early enough to be answered by the
-    /// deadline (see `wait::final_lead`).
-    fn last_look_at(&self, deadline: Instant) -> Instant {
-        deadline
-            .checked_sub(final_lead(self.round_trip))
-            .unwrap_or(deadline)
-    }
-
-    /// A job's timer fired: its deadline, its last look, its next poll, or its idle stream.
+    /// A job's timer fired: its deadline, its last look, its next look, or its idle stream.
     fn wake(&mut self, key: JobKey, now: Instant) {
-        let last_look = self
-            .jobs
-            .get(&key)
-            .and_then(|job| job.deadline)
-            .map(|deadline| self.last_look_at(deadline));
         let Some(job) = self.jobs.get_mut(&key) else {
             return;
         };
-        if job.deadline.is_some_and(|d| now >= d) {
+        if job.ledger.deadline().is_some_and(|d| now >= d) {
             // The deadline is exact: whatever is in flight — a read, a held request, a
             // stream — is cut, and the wait ends.
-            abandon(job);
-            self.give_up(key, GiveUpReason::Deadline);
+            job.abandon();
+            self.take(key, crate::wait::ledger::Answer::Deadline, now);
             return;
         }
-        match job.phase {
-            Phase::Sleeping { .. } | Phase::Ready if last_look.is_some_and(|at| now >= at) => {
-                self.last_look(key, now);
-            }
-            Phase::Sleeping { until } if until <= now => self.make_ready(key),
-            Phase::Streaming { last_event } if now >= last_event + STREAM_IDLE => {
+        let last_look = job.ledger.last_look_at().is_some_and(|at| now >= at);
+        match job.stage {
+            Stage::Sleeping { .. } | Stage::Ready if last_look => self.last_look(key, now),
+            Stage::Sleeping { until } if until <= now => self.make_ready(key),
+            Stage::Streaming { last_event } if now >= last_event + STREAM_IDLE => {
                 tracing::debug!(job = %job.endpoints.label, "event stream idle; reconnecting");
-                abandon(job);
-                self.broke(key, now);
+                job.abandon();
+                let idle = crate::wait::ledger::Break::Idle;
+                self.take(key, crate::wait::ledger::Answer::Broke(idle), now);
             }
             _ => self.arm(key),
         }
     }
 
-    /// Puts the job's timer where its phase needs it: a job waiting to send wakes for its last
+    /// Puts the job's timer where its stage needs it: a job waiting to send wakes for its last
     /// look, one with a request or stream out for its deadline.
     fn arm(&mut self, key: JobKey) {
-        let last_look = self
-            .jobs
-            .get(&key)
-            .and_then(|job| job.deadline)
-            .map(|deadline| self.last_look_at(deadline));
         let Some(job) = self.jobs.get_mut(&key) else {
             return;
         };
-        let (own, limit) = match job.phase {
-            Phase::Sleeping { until } => (Some(until), last_look),
-            Phase::Ready => (None, last_look),
-            Phase::Streaming { last_event } => (last_event.checked_add(STREAM_IDLE), job.deadline),
-            Phase::Polling | Phase::Holding | Phase::Expiring => (None, job.deadline),
+        let (last_look, deadline) = (job.ledger.last_look_at(), job.ledger.deadline());
+        let (own, limit) = match job.stage {
+            Stage::Sleeping { until } => (Some(until), last_look),
+            Stage::Ready => (None, last_look),
+            Stage::Streaming { last_event } => (last_event.checked_add(STREAM_IDLE), deadline),
+            Stage::Polling | Stage::Holding | Stage::Expiring => (None, deadline),
         };
         let at = [own, limit].into_iter().flatten().min();
         self.timers.arm(key, &mut job.armed, at);
     }
 
-    /// Nothing more can be learned in time: the wait gives up on its deadline, not before.
-    fn expire(&mut self, key: JobKey, now: Instant) {
-        let Some(job) = self.jobs.get_mut(&key) else {
-            return;
-        };
-        if job.deadline.is_some_and(|deadline| now < deadline) {
-            job.phase = Phase::Expiring;
-            self.arm(key);
-        } else {
-            self.give_up(key, GiveUpReason::Deadline);
-        }
-    }
-
     fn make_ready(&mut self, key: JobKey) {
         if let Some(job) = self.jobs.get_mut(&key) {
-            job.phase = Phase::Ready;
+            job.stage = Stage::Ready;
             self.ready.push_back(key);
             self.arm(key);
         }
     }
 
-    /// Schedules the job's next poll at `at`, brought forward to its stall check and last
-    /// look.
+    /// Schedules the job's next look at `at`, brought forward to its stall check.
     fn sleep_until(&mut self, key: JobKey, at: Instant, now: Instant) {
         let bound = self.bound(now);
-        let last_look = self
-            .jobs
-            .get(&key)
-            .and_then(|job| job.deadline)
-            .map(|deadline| self.last_look_at(deadline));
         let Some(job) = self.jobs.get_mut(&key) else {
             return;
         };
@@ -347,54 +294,36 @@ impl Scheduler {
         if let Some(due) = job.stall.due(bound) {
             at = at.min(due.max(now + MIN_PAUSE));
         }
-        if let Some(last_look) = last_look {
-            at = at.min(last_look);
-        }
         if at <= now {
             self.make_ready(key);
         } else {
-            job.phase = Phase::Sleeping { until: at };
+            job.stage = Stage::Sleeping { until: at };
             self.arm(key);
         }
     }
 
     // ----- Endings -----------------------------------------------------------------------
 
-    fn complete(
-        &mut self,
-        key: JobKey,
-        status: JobStatus,
-        mechanism: Mechanism,
-        received: Instant,
-        prompt: bool,
-    ) {
-        if let Some(mut job) = self.remove(key) {
-            let learned = self.client.learned_durations().clone();
-            let result = job.finish(
-                status,
-                mechanism,
-                received,
-                prompt,
-                &learned,
-                &mut self.history,
-            );
-            self.finished(&job, result);
-        }
-    }
-
-    fn give_up(&mut self, key: JobKey, reason: GiveUpReason) {
-        if let Some(mut job) = self.remove(key) {
-            let learned = self.client.learned_durations().clone();
-            let error = job.give_up(reason, &learned, &mut self.history);
-            self.finished(&job, Err(error));
-        }
-    }
-
-    fn fail(&mut self, key: JobKey, error: Error) {
-        if let Some(mut job) = self.remove(key) {
-            let error = job.fail(error);
-            self.finished(&job, Err(error));
-        }
+    /// The job's wait ended: recorded, and reported to the stream.
+    fn finish(&mut self, key: JobKey, ending: Ending) {
+        let Some(job) = self.remove(key) else {
+            return;
+        };
+        ending.record(Some(&self.ctx.learned));
+        let report = &ending.report;
+        tracing::debug!(
+            job = %job.endpoints.label,
+            outcome = ending.outcome,
+            mechanism = report.mechanism.as_str(),
+            requests = report.requests,
+            elapsed_ms = report.elapsed.as_millis() as u64,
+            "wait finished"
+        );
+        self.send(Message::Event(Box::new(JobEvent::Finished {
+            key,
+            job: job.endpoints.label.clone(),
+            result: ending.result,
+        })));
     }
 
     /// Stops tracking a job: its timer, its operation in flight.
@@ -406,14 +335,6 @@ impl Scheduler {
         }
         telemetry::jobs_tracked(-1.0);
         Some(job)
-    }
-
-    fn finished(&mut self, job: &Tracked, result: Result<crate::wait::Completion, Error>) {
-        self.send(Message::Event(Box::new(JobEvent::Finished {
-            key: job.key,
-            job: job.endpoints.label.clone(),
-            result,
-        })));
     }
 
     fn send(&self, message: Message) {
@@ -430,7 +351,7 @@ impl Scheduler {
         }
         self.gauged_at = Some(now);
         let (tokens, rate) = {
-            let mut budget = self.client.budget().lock();
+            let mut budget = self.ctx.budget.lock();
             (budget.tokens(now), budget.rate())
         };
         telemetry::budget(tokens, rate);
@@ -450,17 +371,9 @@ impl Scheduler {
     }
 }
 
-impl Drop for Scheduler {
+impl<W: Wire> Drop for Scheduler<W> {
     fn drop(&mut self) {
         telemetry::jobs_tracked(-(self.jobs.len() as f64));
         telemetry::held_connections(-(self.gauged_held as f64));
     }
-}
-
-/// Abandons the job's operation in flight: its answer, when it comes, is stale.
-fn abandon(job: &mut Tracked) {
-    if let Some(handle) = job.abort.take() {
-        handle.abort();
-    }
-    job.generation = job.generation.wrapping_add(1);
 }

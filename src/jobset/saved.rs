@@ -19,18 +19,20 @@
 //! bad timestamp or a duplicate key is refused as a whole with
 //! [`Error::SavedState`](crate::Error::SavedState), naming the problem.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
-use tokio::time::Instant;
 
 use super::JobKey;
 use super::stall::StallTracker;
 use super::tracked::Tracked;
+pub(crate) use crate::clock::Clocks;
 use crate::error::{Error, SavedStateError};
 use crate::job::JobRef;
 use crate::model::{JobState, JobStatus};
+use crate::poll::{LearnedDurations, Sample};
+use crate::wait::ledger::Ledger;
 
 /// The format this version writes and reads.
 pub const FORMAT: u32 = 1;
@@ -38,8 +40,8 @@ pub const FORMAT: u32 = 1;
 const CLOCK_SLACK: Duration = Duration::from_secs(300);
 /// Keys a saved state may hold: far more than any set adds, far from overflowing.
 const MAX_KEY: u64 = 1 << 62;
-/// Durations kept per set for saving.
-const HISTORY: usize = 128;
+/// Learned durations a saved state keeps (the latest).
+const DURATIONS: usize = 128;
 
 /// A job set's durable state: serialize it (serde; JSON via [`to_json`](Self::to_json)),
 /// keep it across a restart, and rebuild the set with
@@ -125,28 +127,6 @@ fn bad(job: Option<u64>, problem: impl Into<String>) -> Error {
     Error::SavedState(SavedStateError::new(job, problem))
 }
 
-/// The durations a set has learned, bounded, for saving.
-#[derive(Debug, Default)]
-pub(crate) struct History {
-    entries: VecDeque<SavedDuration>,
-}
-
-impl History {
-    pub(crate) fn push(&mut self, lo: Duration, hi: Option<Duration>) {
-        if self.entries.len() == HISTORY {
-            self.entries.pop_front();
-        }
-        self.entries.push_back(SavedDuration {
-            lo_ms: millis(lo),
-            hi_ms: hi.map(millis),
-        });
-    }
-
-    pub(crate) fn saved(&self) -> Vec<SavedDuration> {
-        self.entries.iter().copied().collect()
-    }
-}
-
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -171,53 +151,39 @@ fn parse_time(job: Option<u64>, field: &str, raw: &str) -> Result<SystemTime, Er
     })
 }
 
-/// Maps the wall clock onto the monotonic one, at one instant.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Clocks {
-    pub(crate) now: Instant,
-    pub(crate) wall: SystemTime,
-}
-
-impl Clocks {
-    pub(crate) fn now() -> Self {
-        Clocks {
-            now: Instant::now(),
-            wall: crate::clock::now(),
-        }
-    }
-
-    /// The monotonic instant of a wall-clock time; `None` when it is too far to represent.
-    fn instant(&self, wall: SystemTime) -> Option<Instant> {
-        match wall.duration_since(self.wall) {
-            Ok(ahead) => self.now.checked_add(ahead),
-            // Before the machine started, as far as the monotonic clock can say: as early as
-            // it goes is early enough.
-            Err(behind) => Some(self.now.checked_sub(behind.duration()).unwrap_or(self.now)),
-        }
-    }
-
-    fn wall(&self, at: Instant) -> SystemTime {
-        let wall = if at >= self.now {
-            self.wall.checked_add(at - self.now)
-        } else {
-            self.wall.checked_sub(self.now - at)
-        };
-        wall.unwrap_or(self.wall)
-    }
-}
-
 /// A set's saved form.
-pub(crate) fn saved_set(jobs: Vec<SavedJob>, history: &History, clocks: &Clocks) -> SavedJobSet {
+pub(crate) fn saved_set(
+    jobs: Vec<SavedJob>,
+    learned: &LearnedDurations,
+    clocks: &Clocks,
+) -> SavedJobSet {
     SavedJobSet {
         format: FORMAT,
         saved_at: stamp(clocks.wall),
         jobs,
-        durations: history.saved(),
+        durations: learned
+            .recent(DURATIONS)
+            .iter()
+            .map(|sample| SavedDuration {
+                lo_ms: millis(sample.lo()),
+                hi_ms: sample.hi().map(millis),
+            })
+            .collect(),
+    }
+}
+
+/// A saved duration as a sample of the learned durations.
+pub(crate) fn sample(saved: &SavedDuration) -> Sample {
+    let lo = Duration::from_millis(saved.lo_ms);
+    match saved.hi_ms {
+        Some(hi) => Sample::between(lo, Duration::from_millis(hi)),
+        None => Sample::at_least(lo),
     }
 }
 
 /// A job's saved form.
 pub(crate) fn save_job(job: &Tracked, clocks: &Clocks) -> SavedJob {
+    let (requests, retries, hedges) = job.ledger.counts();
     SavedJob {
         key: job.key.0,
         job: job.endpoints.label.clone(),
@@ -225,14 +191,11 @@ pub(crate) fn save_job(job: &Tracked, clocks: &Clocks) -> SavedJob {
         events_url: job.endpoints.events.as_ref().map(ToString::to_string),
         added_at: stamp(job.added_wall),
         deadline: job.deadline_wall.map(stamp),
-        created_at: job
-            .origin
-            .filter(|_| job.origin_known)
-            .map(|o| stamp(clocks.wall(o))),
-        requests: job.requests,
-        retries: job.retries,
-        hedges: job.hedges,
-        last_status: job.last.as_ref().map(status_json),
+        created_at: job.ledger.origin().map(|o| stamp(clocks.wall(o))),
+        requests,
+        retries,
+        hedges,
+        last_status: job.ledger.last().map(status_json),
         unchanged_since: Some(stamp(clocks.wall(job.stall.since))),
         stalled: job.stall.reported,
     }
@@ -368,19 +331,24 @@ fn restore_job(
         .map(|t| parse_time(key, "unchanged_since", t))
         .transpose()?;
 
-    let mut tracked = Tracked::new(JobKey(saved.key), endpoints, None);
-    tracked.added = clocks.instant(added_wall).unwrap_or(clocks.now);
-    tracked.added_wall = added_wall;
-    // A deadline too far to represent is no deadline.
-    tracked.deadline = deadline_wall.and_then(|d| clocks.instant(d));
-    tracked.deadline_wall = deadline_wall;
-    if let Some(created) = created {
-        tracked.origin = Some(clocks.instant(created).unwrap_or(clocks.now));
-        tracked.origin_known = true;
-    }
     let progress = last.as_ref().and_then(|s| s.progress);
     let seen = last.is_some();
-    tracked.restore_progress(saved.requests, saved.retries, saved.hedges, last);
+    let added = clocks.instant(added_wall).unwrap_or(clocks.now);
+    // A deadline too far to represent is no deadline.
+    let deadline = deadline_wall.and_then(|d| clocks.instant(d));
+    let origin = created.map(|created| clocks.instant(created).unwrap_or(clocks.now));
+    let ledger = Ledger::new(added, deadline, None).restored(
+        (saved.requests, saved.retries, saved.hedges),
+        last,
+        origin,
+    );
+    let mut tracked = Tracked::with_ledger(
+        JobKey(saved.key),
+        endpoints,
+        added_wall,
+        deadline_wall,
+        ledger,
+    );
     if seen {
         let since = unchanged_since
             .and_then(|t| clocks.instant(t))
@@ -439,13 +407,13 @@ mod tests {
         let job = &jobs[0];
         assert_eq!(job.key, JobKey(3));
         assert_eq!(job.endpoints.label, "j-1");
-        assert_eq!((job.requests, job.retries, job.hedges), (4, 1, 2));
-        let left = job.deadline.unwrap() - clocks.now;
+        assert_eq!(job.ledger.counts(), (4, 1, 2));
+        let left = job.ledger.deadline().unwrap() - clocks.now;
         assert!(
             (Duration::from_millis(59_990)..=Duration::from_secs(60)).contains(&left),
             "{left:?}"
         );
-        assert_eq!(job.last.as_ref().unwrap().progress, Some(0.25));
+        assert_eq!(job.ledger.last().unwrap().progress, Some(0.25));
         let quiet = clocks.now - job.stall.since;
         assert!(quiet >= Duration::from_millis(9_990), "{quiet:?}");
         let again = save_job(job, &clocks);
@@ -535,7 +503,7 @@ mod tests {
         let mut saved = sample(&clocks);
         saved.jobs[0].deadline = Some(stamp(far));
         let jobs = restore(&saved, None, Duration::from_secs(3600), &clocks).unwrap();
-        assert!(jobs[0].deadline.is_some_and(|d| d > clocks.now));
+        assert!(jobs[0].ledger.deadline().is_some_and(|d| d > clocks.now));
     }
 
     /// Whatever a damaged file holds, parsing and restoring it returns, never panics.
@@ -569,13 +537,25 @@ mod tests {
     }
 
     #[test]
-    fn history_is_bounded() {
-        let mut h = History::default();
+    fn saved_durations_are_bounded_to_the_latest() {
+        let learned = LearnedDurations::new(1024);
         for i in 0..300u64 {
-            h.push(Duration::from_millis(i), None);
+            learned.record(Sample::at_least(Duration::from_millis(i)));
         }
-        let saved = h.saved();
-        assert_eq!(saved.len(), HISTORY);
-        assert_eq!(saved[0].lo_ms, 300 - HISTORY as u64);
+        let saved = saved_set(Vec::new(), &learned, &Clocks::now()).durations;
+        assert_eq!(saved.len(), DURATIONS);
+        assert_eq!(saved[0].lo_ms, 300 - DURATIONS as u64);
+        // And each reads back as the sample it was.
+        learned.record(Sample::between(
+            Duration::from_millis(1500),
+            Duration::from_millis(2500),
+        ));
+        let saved = saved_set(Vec::new(), &learned, &Clocks::now()).durations;
+        let last = saved.last().unwrap();
+        assert_eq!((last.lo_ms, last.hi_ms), (1500, Some(2500)));
+        assert_eq!(
+            super::sample(last),
+            Sample::between(Duration::from_millis(1500), Duration::from_millis(2500))
+        );
     }
 }

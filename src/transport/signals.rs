@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, StatusCode};
 
-use crate::transport::retry_after;
+use super::answer::throttled;
 
 /// The rate-limit facts in one answer.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -36,14 +36,8 @@ pub(crate) struct Throttle {
 impl Signals {
     /// Reads an answer's status and headers.
     pub(crate) fn read(status: StatusCode, headers: &HeaderMap) -> Signals {
-        let hint = retry_after(headers);
-        let throttled = match status.as_u16() {
-            429 => Some(Throttle { retry_after: hint }),
-            503 if hint.is_some() => Some(Throttle { retry_after: hint }),
-            _ => None,
-        };
         Signals {
-            throttled,
+            throttled: throttled(status, headers).map(|retry_after| Throttle { retry_after }),
             policy: policy(headers),
             remaining: remaining(headers),
         }

@@ -1,299 +1,19 @@
-//! The client and its builder.
+//! Building a client: every setting checked before anything is sent.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-use tokio::time::Instant;
 use url::Url;
 
+use super::{Client, Inner};
+use crate::context::Context;
 use crate::error::Error;
-use crate::job::{CreatedJob, JobRef};
-use crate::jobset::{JobSet, JobSetOptions, RequestBudget, SavedJobSet, SharedBudget};
-use crate::model::{JobStatus, NewJob};
-use crate::poll::{LearnedDurations, PollPolicy, PollPolicyExt};
+use crate::jobset::{RequestBudget, SharedBudget};
+use crate::poll::LearnedDurations;
 use crate::redact::redact;
-use crate::transport::{
-    BreakerConfig, HedgeConfig, ReadOptions, Transport, TransportConfig, same_origin,
-};
-use crate::wait::{Capabilities, Completion, HttpSource, Plan, WaitOptions, Watch, run};
-
-/// A client of the translation service. Cheap to clone: clones share the connection pool,
-/// the learned job durations, what is known about the server, and the per-host circuit
-/// breakers and latency histograms.
-#[derive(Clone)]
-pub struct Client {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    transport: Transport,
-    base_url: Option<Url>,
-    defaults: WaitOptions,
-    learned: LearnedDurations,
-    capabilities: Capabilities,
-    budget: SharedBudget,
-}
-
-impl Client {
-    /// A builder with the defaults: 10 s request timeout, 3 quick transport retries, hedged
-    /// status reads and a circuit breaker per host (see [`crate::transport`]), the
-    /// [`WaitOptions`] defaults.
-    pub fn builder() -> ClientBuilder {
-        ClientBuilder::default()
-    }
-
-    /// A client for the service at `base_url`, with the defaults.
-    pub fn new(base_url: &str) -> Result<Client, Error> {
-        Client::builder().base_url(base_url).build()
-    }
-
-    /// Reads a job's status once (through the transport's retries).
-    ///
-    /// A job that ended in `error` is `Ok`; so is a result string this version does not know
-    /// ([`JobState::Unknown`](crate::JobState::Unknown)). While the host's circuit breaker is
-    /// open nothing is sent: this fails at once with [`Error::Unavailable`], whose
-    /// [`retry_after`](Error::retry_after) says when to try again — or with
-    /// [`Error::Unreachable`] when the host has never answered.
-    pub async fn status(&self, job: impl Into<JobRef>) -> Result<JobStatus, Error> {
-        let job = job.into();
-        let endpoints = job.resolve(self.inner.base_url.as_ref())?;
-        let exchange = self
-            .inner
-            .transport
-            .read(&endpoints.status, &ReadOptions::default())
-            .await
-            .map_err(crate::transport::Failure::into_error)?;
-        use crate::wait::ReadOutcome as outcome;
-        match crate::wait::interpret(exchange) {
-            outcome::Status { status, .. } | outcome::Unknown { status, .. } => Ok(status),
-            outcome::Throttled { error, .. }
-            | outcome::Unavailable { error, .. }
-            | outcome::Malformed(error)
-            | outcome::Failed(error) => Err(error),
-            outcome::NotModified { .. } => Err(Error::UnexpectedResponse(Box::new(
-                crate::error::UnexpectedResponse {
-                    url: redact(endpoints.status.as_str()).into_owned(),
-                    status: 304,
-                    code: None,
-                    message: "304 Not Modified to a request without If-None-Match".into(),
-                    body_excerpt: String::new(),
-                    retry_after: None,
-                    auth_challenge: None,
-                    url_credentials: false,
-                },
-            ))),
-        }
-    }
-
-    /// Waits for the job with the client's default [`WaitOptions`].
-    ///
-    /// Resolves to the completed status, or an [`Error`]: the job failed, the wait gave up,
-    /// the service was unavailable until the deadline, unreachable from the start, or
-    /// answered unexpectedly. An outage does not end a wait: it pauses while the circuit
-    /// breaker is open and resumes after. Dropping the future cancels the wait and every
-    /// request in flight.
-    pub async fn wait(&self, job: impl Into<JobRef>) -> Result<Completion, Error> {
-        self.wait_with(job, &self.inner.defaults).await
-    }
-
-    /// Waits for the job with the given options.
-    pub async fn wait_with(
-        &self,
-        job: impl Into<JobRef>,
-        options: &WaitOptions,
-    ) -> Result<Completion, Error> {
-        self.wait_observed(job.into(), options, &mut |_| {}).await
-    }
-
-    /// A stream of the job's distinct status changes, ending with its terminal status.
-    pub fn watch(&self, job: impl Into<JobRef>) -> Watch {
-        self.watch_with(job, self.inner.defaults.clone())
-    }
-
-    /// Like [`watch`](Self::watch), with the given options.
-    pub fn watch_with(&self, job: impl Into<JobRef>, options: WaitOptions) -> Watch {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let client = self.clone();
-        let job = job.into();
-        Watch::new(rx, async move {
-            let mut send = move |status: &JobStatus| {
-                // The receiver is gone only when the stream was dropped, and then so is this.
-                let _ = tx.send(status.clone());
-            };
-            client.wait_observed(job, &options, &mut send).await
-        })
-    }
-
-    async fn wait_observed(
-        &self,
-        job: JobRef,
-        options: &WaitOptions,
-        observer: &mut (dyn FnMut(&JobStatus) + Send + Sync),
-    ) -> Result<Completion, Error> {
-        options.validate()?;
-        let inner = &*self.inner;
-        let endpoints = job.resolve(inner.base_url.as_ref())?;
-        let source = HttpSource::new(
-            &inner.transport,
-            &endpoints,
-            &inner.capabilities,
-            options.sse,
-            options.long_poll,
-        );
-        let policy = compose(options);
-        let plan = Plan {
-            job: endpoints.label.clone(),
-            deadline: options.deadline,
-            hold: options.long_poll_hold,
-            created: job.created(),
-            learned: Some(inner.learned.clone()),
-            random: rand::random::<f64>,
-        };
-        run(&source, &plan, policy.as_ref(), observer).await
-    }
-
-    /// Creates a job (`POST /v1/jobs`). Not retried on failure — a retried creation could
-    /// create two jobs — except after an explicit `429`/`503` with `Retry-After`.
-    ///
-    /// The `status_url` and `events_url` of the answer are used only when they are on the base
-    /// URL's origin (scheme, host and port): the API key goes with every request, so a server
-    /// cannot point it elsewhere. Another origin's status URL is replaced by the job's URL on
-    /// the base, and another origin's events URL is dropped (the wait polls).
-    pub async fn create_job(&self, job: &NewJob) -> Result<CreatedJob, Error> {
-        let base = self.inner.base_url.as_ref().ok_or_else(|| {
-            Error::config(
-                "base_url",
-                "creating a job needs a base URL: set ClientBuilder::base_url",
-            )
-        })?;
-        let url = base
-            .join("v1/jobs")
-            .map_err(|e| Error::config("base_url", e.to_string()))?;
-        let exchange = self
-            .inner
-            .transport
-            .post_json(&url, &job.to_json())
-            .await
-            .map_err(crate::transport::Failure::into_error)?;
-        if !exchange.status.is_success() {
-            return Err(exchange.into_error(None));
-        }
-        let received = Instant::now();
-        let parsed: Result<serde_json::Value, _> = serde_json::from_slice(&exchange.body);
-        let field = |name: &str| {
-            parsed
-                .as_ref()
-                .ok()
-                .and_then(|v| v.get(name))
-                .and_then(serde_json::Value::as_str)
-                .map(str::to_owned)
-        };
-        let Some(id) = field("id") else {
-            return Err(exchange.into_error(Some("the creation answer has no job `id`".into())));
-        };
-        // The client's credentials go with every request, so a URL the server hands back is
-        // used only on the base URL's origin: a creation answer must not be able to send them
-        // anywhere else. The job's own URLs on the base stand in for one that points away.
-        let absolute = |name: &str| -> Option<String> {
-            let joined = url.join(&field(name)?).ok()?;
-            if same_origin(&joined, base) {
-                Some(joined.into())
-            } else {
-                tracing::warn!(
-                    field = name,
-                    url = %redact(joined.as_str()),
-                    "the creation answer points at another origin; not used"
-                );
-                None
-            }
-        };
-        let status_url = match absolute("status_url") {
-            Some(url) => url,
-            None => JobRef::id(id.as_str())
-                .resolve(Some(base))?
-                .status
-                .to_string(),
-        };
-        Ok(CreatedJob {
-            events_url: absolute("events_url"),
-            created_at: field("created_at")
-                .and_then(|t| humantime::parse_rfc3339_weak(t.trim_end_matches('Z')).ok()),
-            id,
-            status_url,
-            received,
-        })
-    }
-
-    /// What this client has learned about job durations.
-    pub fn learned_durations(&self) -> &LearnedDurations {
-        &self.inner.learned
-    }
-
-    /// The client's default wait options.
-    pub fn wait_options(&self) -> &WaitOptions {
-        &self.inner.defaults
-    }
-
-    /// Waits for many jobs at once under this client's request budget (see
-    /// [`jobset`](crate::jobset)). Needs a Tokio runtime: the set runs one task.
-    pub fn job_set(&self, options: JobSetOptions) -> Result<JobSet, Error> {
-        JobSet::start(self, options, Vec::new(), &[])
-    }
-
-    /// Rebuilds a job set from a state saved by [`JobSet::export`], with the original
-    /// deadlines, request counts, stall history and learned durations. Refuses a state it
-    /// cannot trust with [`Error::SavedState`].
-    pub fn restore_job_set(
-        &self,
-        saved: &SavedJobSet,
-        options: JobSetOptions,
-    ) -> Result<JobSet, Error> {
-        JobSet::restore(self, saved, options)
-    }
-
-    pub(crate) fn transport(&self) -> &Transport {
-        &self.inner.transport
-    }
-
-    pub(crate) fn base_url(&self) -> Option<&Url> {
-        self.inner.base_url.as_ref()
-    }
-
-    pub(crate) fn capabilities(&self) -> &Capabilities {
-        &self.inner.capabilities
-    }
-
-    pub(crate) fn budget(&self) -> &SharedBudget {
-        &self.inner.budget
-    }
-}
-
-/// The options' limits wrapped around the options' policy.
-fn compose(options: &WaitOptions) -> Box<dyn PollPolicy> {
-    let policy = Arc::clone(&options.policy);
-    match (options.max_polls, options.deadline) {
-        (Some(n), Some(d)) => Box::new(policy.with_max_polls(n).with_deadline(d)),
-        (Some(n), None) => Box::new(policy.with_max_polls(n)),
-        (None, Some(d)) => Box::new(policy.with_deadline(d)),
-        (None, None) => Box::new(policy),
-    }
-}
-
-impl fmt::Debug for Client {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Client")
-            .field(
-                "base_url",
-                &self.inner.base_url.as_ref().map(|u| redact(u.as_str())),
-            )
-            .field("request_timeout", &self.inner.transport.request_timeout)
-            .field("defaults", &self.inner.defaults)
-            .field("learned", &self.inner.learned)
-            .finish_non_exhaustive()
-    }
-}
+use crate::transport::{BreakerConfig, HedgeConfig, Transport, TransportConfig};
+use crate::wait::{Capabilities, WaitOptions};
 
 /// Builds a [`Client`]; every setting is checked by [`build`](Self::build).
 #[derive(Clone)]
@@ -463,7 +183,7 @@ impl ClientBuilder {
         self
     }
 
-    /// The request budget shared by every [`JobSet`] of this client (default 50 requests
+    /// The request budget shared by every [`JobSet`](crate::jobset::JobSet) of this client (default 50 requests
     /// per second, bursts of 50). The server's `429`s and `RateLimit` headers shrink it
     /// further on their own.
     pub fn request_budget(mut self, budget: RequestBudget) -> Self {
@@ -547,12 +267,14 @@ impl ClientBuilder {
         })?;
         Ok(Client {
             inner: Arc::new(Inner {
-                transport,
-                base_url,
+                context: Arc::new(Context {
+                    wire: transport,
+                    base_url,
+                    capabilities: Capabilities::default(),
+                    learned: self.learned.unwrap_or_default(),
+                    budget: SharedBudget::new(self.budget),
+                }),
                 defaults: self.defaults,
-                learned: self.learned.unwrap_or_default(),
-                capabilities: Capabilities::default(),
-                budget: SharedBudget::new(self.budget),
             }),
         })
     }
@@ -727,7 +449,7 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(
-            client.inner.base_url.as_ref().unwrap().as_str(),
+            client.inner.context.base_url.as_ref().unwrap().as_str(),
             "http://localhost:8080/api/"
         );
         let debug = format!("{:?}", Client::builder().api_key("secret"));

@@ -1,0 +1,114 @@
+//! The network, as both drivers of a wait see it: a status read and an event-stream
+//! subscription, by URL.
+//!
+//! The single wait reads one job through a [`Source`](super::source::Source) (an
+//! [`HttpSource`](super::HttpSource) over this); the job set's scheduler reads thousands
+//! through this directly, from futures it owns (hence `'static`). The transport implements
+//! it; tests implement it with a script, so that both drivers run in paused time without a
+//! socket.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use url::Url;
+
+use super::source::{ReadRequest, Reading, Subscribed};
+use crate::transport::answer::{failed, interpret, refusal};
+use crate::transport::signals::Signals;
+use crate::transport::{ReadOptions, Transport};
+
+/// How long a stream with no deadline may stay open.
+const STREAM_WITHOUT_DEADLINE: Duration = Duration::from_secs(24 * 3600);
+
+/// Status reads and event streams.
+pub(crate) trait Wire: Send + Sync + 'static {
+    /// One status read of `url`.
+    fn read(
+        &self,
+        url: &Url,
+        request: ReadRequest,
+    ) -> impl Future<Output = Reading> + Send + 'static;
+
+    /// Opens the event stream at `url`, resuming after `last_event_id`; it lives until the
+    /// `deadline` (and a request timeout past it: the driver cuts it there) or the job ends.
+    fn subscribe(
+        &self,
+        url: &Url,
+        last_event_id: Option<String>,
+        deadline: Option<Instant>,
+    ) -> impl Future<Output = (Subscribed, Option<Signals>)> + Send + 'static;
+}
+
+impl Wire for Transport {
+    fn read(
+        &self,
+        url: &Url,
+        request: ReadRequest,
+    ) -> impl Future<Output = Reading> + Send + 'static {
+        let (transport, url) = (self.clone(), url.clone());
+        async move {
+            let options = ReadOptions {
+                etag: request.etag,
+                hold: request.hold,
+                deadline: request.deadline,
+            };
+            match transport.read(&url, &options).await {
+                Ok(exchange) => Reading {
+                    signals: Some(Signals::read(exchange.status, &exchange.headers)),
+                    attempts: exchange.attempts,
+                    hedges: exchange.hedges,
+                    outcome: interpret(exchange),
+                },
+                Err(failure) => {
+                    let answered = transport.answered(&url);
+                    Reading {
+                        signals: None,
+                        attempts: failure.attempts,
+                        hedges: failure.hedges,
+                        outcome: failed(failure, answered, Instant::now()),
+                    }
+                }
+            }
+        }
+    }
+
+    fn subscribe(
+        &self,
+        url: &Url,
+        last_event_id: Option<String>,
+        deadline: Option<Instant>,
+    ) -> impl Future<Output = (Subscribed, Option<Signals>)> + Send + 'static {
+        let (transport, url) = (self.clone(), url.clone());
+        async move {
+            let timeout = deadline.map_or(STREAM_WITHOUT_DEADLINE, |d| {
+                d.saturating_duration_since(Instant::now()) + transport.request_timeout
+            });
+            match transport
+                .subscribe(&url, last_event_id.as_deref(), timeout)
+                .await
+            {
+                Ok(sub) => {
+                    let signals = Some(Signals::read(sub.status, &sub.headers));
+                    let attempts = sub.attempts;
+                    let subscribed = match sub.events {
+                        Some(events) => Subscribed::Stream { events, attempts },
+                        None => match refusal(&url, sub) {
+                            Ok(reason) => Subscribed::Fallback { reason, attempts },
+                            Err(error) => Subscribed::Failed { error, attempts },
+                        },
+                    };
+                    (subscribed, signals)
+                }
+                Err(failure) => {
+                    tracing::debug!(error = %crate::error::chain(&failure.error), "event stream unreachable");
+                    let subscribed = Subscribed::Fallback {
+                        reason: super::FallbackReason::Unreachable,
+                        attempts: failure.attempts,
+                    };
+                    (subscribed, None)
+                }
+            }
+        }
+    }
+}
