@@ -72,7 +72,14 @@ async fn report_counts_match_the_simulators_metrics() {
     let server_polls = sample(&text, "sim_status_polls_per_job_sum");
     assert!(
         (reported - server_polls).abs() < 0.5,
-        "report {reported} vs server {server_polls}"
+        "report {reported} vs server {server_polls}; per strategy: {:?}\n{text}",
+        rows.iter()
+            .map(|r| (
+                r.name.clone(),
+                r.requests_per_job.mean * r.jobs as f64,
+                r.hedges
+            ))
+            .collect::<Vec<_>>()
     );
     assert_eq!(
         sample(&text, "sim_status_polls_per_job_count"),
