@@ -150,6 +150,11 @@ impl Metrics {
         self.with(|| histogram!("sim_detection_delay_seconds", "channel" => channel).record(delay));
     }
 
+    /// Changes retained in the change log.
+    pub fn change_log(&self, n: usize) {
+        self.with(|| gauge!("sim_change_log_entries").set(n as f64));
+    }
+
     /// Held long-polls.
     pub fn longpoll_waiters(&self, delta: f64) {
         self.with(|| gauge!("sim_longpoll_waiters").increment(delta));
@@ -240,6 +245,10 @@ fn describe_all() {
         Unit::Seconds,
         "Time from a job's completion to the first answer on a channel that reported it."
     );
+    describe_gauge!(
+        "sim_change_log_entries",
+        "Changes retained in the change log (bounded by changes.history and history_age)."
+    );
     describe_gauge!("sim_longpoll_waiters", "Long-poll requests being held.");
     describe_gauge!("sim_sse_streams", "Open Server-Sent Event streams.");
     describe_counter!("sim_faults_injected_total", "Faults injected, by kind.");
@@ -265,6 +274,7 @@ fn describe_all() {
     gauge!("sim_longpoll_waiters").set(0.0);
     gauge!("sim_sse_streams").set(0.0);
     gauge!("sim_jobs_in_store").set(0.0);
+    gauge!("sim_change_log_entries").set(0.0);
 }
 
 #[cfg(test)]

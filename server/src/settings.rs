@@ -76,6 +76,8 @@ pub struct Settings {
     pub heygen: HeyGenSettings,
     /// `Idempotency-Key` on creates.
     pub idempotency: IdempotencySettings,
+    /// The change log and what reads it.
+    pub changes: ChangeSettings,
 }
 
 /// `[server]`
@@ -384,6 +386,30 @@ pub struct IdempotencySettings {
     pub max_key_len: usize,
 }
 
+/// `[changes]`: the change log (every job's changes, each at a cursor) and what reads it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeSettings {
+    /// Most changes retained.
+    pub history: usize,
+    /// Changes older than this are dropped.
+    #[serde(with = "humantime_serde")]
+    pub history_age: Duration,
+}
+
+/// Most changes `changes.history` may retain.
+pub const MAX_HISTORY: usize = 10_000_000;
+
+impl ChangeSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        in_range("changes.history", self.history, MAX_HISTORY)?;
+        if self.history_age.is_zero() {
+            return Err(invalid("changes.history_age", "must be positive"));
+        }
+        Ok(())
+    }
+}
+
 /// Most bytes `heygen.max_title_len`, `max_callback_id_len`, `max_language_len` and
 /// `idempotency.max_key_len` may allow: each is held per job or per key.
 pub const MAX_FIELD_LEN: usize = 4096;
@@ -579,6 +605,7 @@ impl Settings {
         }
         self.heygen.validate()?;
         self.idempotency.validate()?;
+        self.changes.validate()?;
         if matches!(&self.auth.api_key, Some(k) if k.is_empty()) {
             return Err(invalid("auth.api_key", "must not be empty when set"));
         }
@@ -614,6 +641,7 @@ impl Settings {
             ("webhooks.timeout", self.webhooks.timeout),
             ("heygen.url_ttl", self.heygen.url_ttl),
             ("idempotency.ttl", self.idempotency.ttl),
+            ("changes.history_age", self.changes.history_age),
         ];
         for (key, value) in table {
             at_most_max(key, value)?;
@@ -928,6 +956,10 @@ mod tests {
                 "[idempotency]\nmax_key_len = 0\n",
                 "idempotency.max_key_len",
             ),
+            ("[changes]\nhistory = 0\n", "changes.history"),
+            ("[changes]\nhistory = 20000000\n", "changes.history"),
+            ("[changes]\nhistory_age = \"0s\"\n", "changes.history_age"),
+            ("[changes]\nhistory_age = \"400d\"\n", "changes.history_age"),
         ];
         for (patch, key) in table {
             let e = err_of(patch);

@@ -1,7 +1,8 @@
 //! The simulated backend: jobs whose status is derived from the clock, the bounded store that
-//! holds them, and the things that happen around them (faults, rate limits, webhooks, the
+//! holds them, the change log of what happens to them, and the things that happen around them (faults, rate limits, webhooks, the
 //! HeyGen dialect's concurrency limit and the `Idempotency-Key` table).
 
+pub mod changes;
 pub mod client;
 pub mod concurrency;
 pub mod faults;
