@@ -68,6 +68,7 @@ use sim::idempotency::Idempotency;
 use sim::job::{Job, State as JobState};
 use sim::ratelimit::RateLimiter;
 use sim::store::JobStore;
+use sim::watch::WatchSets;
 use sim::webhooks::Webhooks;
 
 /// Shared state of one simulator instance. Cheap to clone.
@@ -96,6 +97,8 @@ pub(crate) struct Inner {
     pub(crate) urls: UrlSigner,
     /// The `Idempotency-Key` table of creates.
     pub(crate) idempotency: Idempotency,
+    /// The watch sets of change streams.
+    pub(crate) watches: WatchSets,
     /// Caps concurrently held long-polls.
     pub(crate) longpoll_permits: Arc<Semaphore>,
     /// Caps concurrently open SSE streams.
@@ -123,6 +126,7 @@ impl AppState {
                 concurrency: ConcurrencyLimit::new(settings.heygen.max_concurrent_jobs),
                 urls: UrlSigner::new(&settings.heygen),
                 idempotency: Idempotency::new(&settings.idempotency),
+                watches: WatchSets::new(&settings.changes),
                 longpoll_permits: Arc::new(Semaphore::new(settings.longpoll.max_waiters)),
                 sse_permits: Arc::new(Semaphore::new(settings.sse.max_streams)),
                 closing: watch::channel(false).0,
@@ -262,6 +266,7 @@ impl AppState {
         let now = Instant::now();
         let report = self.inner.store.sweep(now);
         self.inner.concurrency.prune(now);
+        self.inner.watches.sweep(now);
         for state in &report.newly_finished {
             self.inner.metrics.jobs_finished(state.as_str(), 1);
         }

@@ -390,21 +390,56 @@ pub struct IdempotencySettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeSettings {
+    /// Serve `/v1/events`, `/v1/changes` and `/v1/watches`.
+    pub enabled: bool,
     /// Most changes retained.
     pub history: usize,
     /// Changes older than this are dropped.
     #[serde(with = "humantime_serde")]
     pub history_age: Duration,
+    /// Most jobs in one watch set.
+    pub max_watch_jobs: usize,
+    /// Most watch sets held, all clients together.
+    pub max_watch_sets: usize,
+    /// Most watch sets one client may hold.
+    pub max_watch_sets_per_client: usize,
+    /// A watch set unused for this long is forgotten.
+    #[serde(with = "humantime_serde")]
+    pub watch_ttl: Duration,
 }
 
 /// Most changes `changes.history` may retain.
 pub const MAX_HISTORY: usize = 10_000_000;
+
+/// Most jobs `changes.max_watch_jobs` may allow in one watch set.
+pub const MAX_WATCH_JOBS: usize = 100_000;
+
+/// Most watch sets `changes.max_watch_sets` may allow.
+pub const MAX_WATCH_SETS: usize = 100_000;
 
 impl ChangeSettings {
     fn validate(&self) -> Result<(), ConfigError> {
         in_range("changes.history", self.history, MAX_HISTORY)?;
         if self.history_age.is_zero() {
             return Err(invalid("changes.history_age", "must be positive"));
+        }
+        in_range(
+            "changes.max_watch_jobs",
+            self.max_watch_jobs,
+            MAX_WATCH_JOBS,
+        )?;
+        in_range(
+            "changes.max_watch_sets",
+            self.max_watch_sets,
+            MAX_WATCH_SETS,
+        )?;
+        in_range(
+            "changes.max_watch_sets_per_client",
+            self.max_watch_sets_per_client,
+            MAX_WATCH_SETS,
+        )?;
+        if self.watch_ttl.is_zero() {
+            return Err(invalid("changes.watch_ttl", "must be positive"));
         }
         Ok(())
     }
@@ -642,6 +677,7 @@ impl Settings {
             ("heygen.url_ttl", self.heygen.url_ttl),
             ("idempotency.ttl", self.idempotency.ttl),
             ("changes.history_age", self.changes.history_age),
+            ("changes.watch_ttl", self.changes.watch_ttl),
         ];
         for (key, value) in table {
             at_most_max(key, value)?;
@@ -960,6 +996,16 @@ mod tests {
             ("[changes]\nhistory = 20000000\n", "changes.history"),
             ("[changes]\nhistory_age = \"0s\"\n", "changes.history_age"),
             ("[changes]\nhistory_age = \"400d\"\n", "changes.history_age"),
+            ("[changes]\nmax_watch_jobs = 0\n", "changes.max_watch_jobs"),
+            (
+                "[changes]\nmax_watch_sets = 200000\n",
+                "changes.max_watch_sets",
+            ),
+            (
+                "[changes]\nmax_watch_sets_per_client = 0\n",
+                "changes.max_watch_sets_per_client",
+            ),
+            ("[changes]\nwatch_ttl = \"0s\"\n", "changes.watch_ttl"),
         ];
         for (patch, key) in table {
             let e = err_of(patch);

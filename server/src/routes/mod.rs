@@ -51,6 +51,7 @@ pub mod layers;
 mod ops;
 mod path;
 pub(crate) mod status;
+mod watches;
 
 /// Builds the router for `state`.
 pub fn app(state: AppState) -> Router {
@@ -63,6 +64,13 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/jobs/{id}/status", get(status::job_status))
         .route("/v1/jobs/{id}/events", get(events::events))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/v1/watches", post(watches::create))
+        .route(
+            "/v1/watches/{id}",
+            get(watches::get)
+                .patch(watches::patch)
+                .delete(watches::delete),
+        )
         .route("/v2/video_translate", post(heygen::v2_create))
         .route("/v2/video_translate/{id}", get(heygen::v2_status))
         .route("/v3/video-translations", post(heygen::v3_create))

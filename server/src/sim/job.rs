@@ -458,6 +458,16 @@ impl Job {
         }
     }
 
+    /// The body of this job as the change log says it was as of `offset` (read at `now`):
+    /// `None` if it did not exist then or was already gone.
+    pub fn body_as_of(&self, offset: u64, now: Instant) -> Option<StatusBody<'_>> {
+        match self.as_of(offset) {
+            AsOf::Unborn | AsOf::Gone => None,
+            AsOf::Pending => Some(self.pending_body(now)),
+            AsOf::Ended => Some(self.body(&self.snapshot(now), false)),
+        }
+    }
+
     /// The body of this job as pending at `now`, whatever the clock says: how a job whose end
     /// is not logged yet is reported by a snapshot of the change log (progress stops short of
     /// `1`; no estimate).

@@ -1,6 +1,7 @@
 //! The simulated backend: jobs whose status is derived from the clock, the bounded store that
-//! holds them, the change log of what happens to them, and the things that happen around them (faults, rate limits, webhooks, the
-//! HeyGen dialect's concurrency limit and the `Idempotency-Key` table).
+//! holds them, the change log of what happens to them and the watch sets that follow some of
+//! them, and the things that happen around them (faults, rate limits, webhooks, the HeyGen
+//! dialect's concurrency limit and the `Idempotency-Key` table).
 
 pub mod changes;
 pub mod client;
@@ -12,4 +13,5 @@ pub mod job;
 pub mod ratelimit;
 pub mod store;
 mod timeline;
+pub mod watch;
 pub mod webhooks;

@@ -14,4 +14,5 @@ mod limits;
 mod longpoll;
 mod metrics;
 mod sse;
+mod watches;
 mod webhooks;
