@@ -68,6 +68,7 @@ use sim::idempotency::Idempotency;
 use sim::job::{Job, State as JobState};
 use sim::ratelimit::RateLimiter;
 use sim::store::JobStore;
+use sim::streams::StreamSlots;
 use sim::watch::WatchSets;
 use sim::webhooks::Webhooks;
 
@@ -99,6 +100,8 @@ pub(crate) struct Inner {
     pub(crate) idempotency: Idempotency,
     /// The watch sets of change streams.
     pub(crate) watches: WatchSets,
+    /// Caps open change streams, per client and in all.
+    pub(crate) change_streams: StreamSlots,
     /// Caps concurrently held long-polls.
     pub(crate) longpoll_permits: Arc<Semaphore>,
     /// Caps concurrently open SSE streams.
@@ -127,6 +130,7 @@ impl AppState {
                 urls: UrlSigner::new(&settings.heygen),
                 idempotency: Idempotency::new(&settings.idempotency),
                 watches: WatchSets::new(&settings.changes),
+                change_streams: StreamSlots::new(&settings.changes),
                 longpoll_permits: Arc::new(Semaphore::new(settings.longpoll.max_waiters)),
                 sse_permits: Arc::new(Semaphore::new(settings.sse.max_streams)),
                 closing: watch::channel(false).0,

@@ -406,6 +406,20 @@ pub struct ChangeSettings {
     /// A watch set unused for this long is forgotten.
     #[serde(with = "humantime_serde")]
     pub watch_ttl: Duration,
+    /// Most change streams open at once.
+    pub max_streams: usize,
+    /// Most change streams one client may have open.
+    pub max_streams_per_client: usize,
+    /// A stream that sent nothing for this long sends a bookmark.
+    #[serde(with = "humantime_serde")]
+    pub bookmark_interval: Duration,
+    /// A stream ends (with a final bookmark) after about this long.
+    #[serde(with = "humantime_serde")]
+    pub max_lifetime: Duration,
+    /// Relative jitter of `max_lifetime`, in `[0, 0.5]`.
+    pub lifetime_jitter: f64,
+    /// Most changes one read returns (a `/v1/changes` answer, a stream's step).
+    pub max_batch: usize,
 }
 
 /// Most changes `changes.history` may retain.
@@ -416,6 +430,9 @@ pub const MAX_WATCH_JOBS: usize = 100_000;
 
 /// Most watch sets `changes.max_watch_sets` may allow.
 pub const MAX_WATCH_SETS: usize = 100_000;
+
+/// Most changes `changes.max_batch` may allow in one read.
+pub const MAX_BATCH: usize = 100_000;
 
 impl ChangeSettings {
     fn validate(&self) -> Result<(), ConfigError> {
@@ -441,7 +458,22 @@ impl ChangeSettings {
         if self.watch_ttl.is_zero() {
             return Err(invalid("changes.watch_ttl", "must be positive"));
         }
-        Ok(())
+        in_range("changes.max_streams", self.max_streams, CONNECTIONS_LIMIT)?;
+        in_range(
+            "changes.max_streams_per_client",
+            self.max_streams_per_client,
+            CONNECTIONS_LIMIT,
+        )?;
+        if self.bookmark_interval.is_zero() {
+            return Err(invalid("changes.bookmark_interval", "must be positive"));
+        }
+        if self.max_lifetime.is_zero() {
+            return Err(invalid("changes.max_lifetime", "must be positive"));
+        }
+        if !(0.0..=0.5).contains(&self.lifetime_jitter) {
+            return Err(invalid("changes.lifetime_jitter", "must be in [0, 0.5]"));
+        }
+        in_range("changes.max_batch", self.max_batch, MAX_BATCH)
     }
 }
 
@@ -678,6 +710,8 @@ impl Settings {
             ("idempotency.ttl", self.idempotency.ttl),
             ("changes.history_age", self.changes.history_age),
             ("changes.watch_ttl", self.changes.watch_ttl),
+            ("changes.bookmark_interval", self.changes.bookmark_interval),
+            ("changes.max_lifetime", self.changes.max_lifetime),
         ];
         for (key, value) in table {
             at_most_max(key, value)?;
@@ -1006,6 +1040,25 @@ mod tests {
                 "changes.max_watch_sets_per_client",
             ),
             ("[changes]\nwatch_ttl = \"0s\"\n", "changes.watch_ttl"),
+            ("[changes]\nmax_streams = 0\n", "changes.max_streams"),
+            (
+                "[changes]\nmax_streams_per_client = 0\n",
+                "changes.max_streams_per_client",
+            ),
+            (
+                "[changes]\nbookmark_interval = \"0s\"\n",
+                "changes.bookmark_interval",
+            ),
+            ("[changes]\nmax_lifetime = \"0s\"\n", "changes.max_lifetime"),
+            (
+                "[changes]\nmax_lifetime = \"400d\"\n",
+                "changes.max_lifetime",
+            ),
+            (
+                "[changes]\nlifetime_jitter = 0.6\n",
+                "changes.lifetime_jitter",
+            ),
+            ("[changes]\nmax_batch = 0\n", "changes.max_batch"),
         ];
         for (patch, key) in table {
             let e = err_of(patch);

@@ -44,6 +44,7 @@ use crate::error::ApiError;
 
 mod body;
 mod events;
+mod feed;
 mod heygen;
 mod idempotent;
 mod jobs;
@@ -51,6 +52,7 @@ pub mod layers;
 mod ops;
 mod path;
 pub(crate) mod status;
+mod stream;
 mod watches;
 
 /// Builds the router for `state`.
@@ -64,6 +66,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/jobs/{id}/status", get(status::job_status))
         .route("/v1/jobs/{id}/events", get(events::events))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/v1/events", get(stream::events))
         .route("/v1/watches", post(watches::create))
         .route(
             "/v1/watches/{id}",

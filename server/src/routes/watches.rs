@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::body::optional_json_as;
+use super::feed::{enabled, watch_not_found};
 use super::jobs::client_of;
 use super::path::JobId;
 use crate::AppState;
@@ -44,30 +45,6 @@ pub(crate) struct ChangeWatch {
     add: Vec<String>,
     #[serde(default)]
     remove: Vec<String>,
-}
-
-/// `404` for every route of the change log when `changes.enabled` is off.
-pub(super) fn enabled(state: &AppState) -> Result<(), ApiError> {
-    if state.inner.settings.changes.enabled {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "this server has no change log routes (changes.enabled = false); poll the jobs",
-        ))
-    }
-}
-
-fn watch_not_found(id: &str) -> ApiError {
-    let shown: String = id.chars().take(64).collect();
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        format!(
-            "no watch set with id `{shown}` (unknown, deleted, or expired after changes.watch_ttl)"
-        ),
-    )
 }
 
 fn refused(why: Refused, max_jobs: usize) -> ApiError {

@@ -63,6 +63,8 @@ pub enum Channel {
     Sse,
     /// A webhook delivery.
     Webhook,
+    /// `GET /v1/events`, the multiplexed change stream.
+    Stream,
 }
 
 impl Channel {
@@ -74,6 +76,7 @@ impl Channel {
             Channel::LongPoll => "longpoll",
             Channel::Sse => "sse",
             Channel::Webhook => "webhook",
+            Channel::Stream => "stream",
         }
     }
 
@@ -84,6 +87,7 @@ impl Channel {
             Channel::LongPoll => 4,
             Channel::Sse => 8,
             Channel::Webhook => 16,
+            Channel::Stream => 32,
         }
     }
 }

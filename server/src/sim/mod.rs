@@ -12,6 +12,7 @@ pub mod idempotency;
 pub mod job;
 pub mod ratelimit;
 pub mod store;
+pub mod streams;
 mod timeline;
 pub mod watch;
 pub mod webhooks;

@@ -244,6 +244,12 @@ impl Lookup<'_> {
             .filter(|e| e.expires.is_none_or(|at| self.now < at))
             .map(|e| (Arc::clone(&e.job), e.client))
     }
+
+    /// The job held under this id, expired or not: a snapshot reports it as the change log
+    /// says (its `gone` comes when the sweeper forgets it).
+    pub fn held(&self, id: &str) -> Option<Arc<Job>> {
+        self.held.jobs.get(id).map(|e| Arc::clone(&e.job))
+    }
 }
 
 impl JobStore {

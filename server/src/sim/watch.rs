@@ -51,6 +51,14 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// The client whose request it is.
+    pub fn client(&self) -> ClientId {
+        match self {
+            Scope::Client(client) => *client,
+            Scope::Watch(Reading(set)) => set.client,
+        }
+    }
+
     /// Whether `change` is one to report.
     pub fn admits(&self, change: &Change) -> bool {
         match self {
@@ -299,9 +307,15 @@ impl WatchSet {
 
     /// The ids of its members.
     pub fn members(&self) -> Vec<String> {
+        self.members_with(|id| Some(id.to_owned()))
+    }
+
+    /// What `f` makes of each member's id, where it makes something.
+    pub fn members_with<T>(&self, f: impl FnMut(&str) -> Option<T>) -> Vec<T> {
         lock(&self.members)
             .keys()
-            .map(|id| id.to_string())
+            .map(|id| &**id)
+            .filter_map(f)
             .collect()
     }
 

@@ -14,5 +14,6 @@ mod limits;
 mod longpoll;
 mod metrics;
 mod sse;
+mod stream;
 mod watches;
 mod webhooks;
