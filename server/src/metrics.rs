@@ -190,6 +190,11 @@ impl Metrics {
         self.with(|| counter!("sim_change_bookmarks_total", "kind" => kind).increment(1));
     }
 
+    /// One `GET /v1/changes` answered: `changes` (with some), `empty`, `reset`.
+    pub fn changes_longpoll(&self, outcome: &'static str) {
+        self.with(|| counter!("sim_changes_longpolls_total", "outcome" => outcome).increment(1));
+    }
+
     /// Held long-polls.
     pub fn longpoll_waiters(&self, delta: f64) {
         self.with(|| gauge!("sim_longpoll_waiters").increment(delta));
@@ -304,6 +309,10 @@ fn describe_all() {
         "sim_change_bookmarks_total",
         "Bookmarks sent on change streams, by kind (idle, final)."
     );
+    describe_counter!(
+        "sim_changes_longpolls_total",
+        "GET /v1/changes answers, by outcome (changes, empty, reset)."
+    );
     describe_gauge!("sim_longpoll_waiters", "Long-poll requests being held.");
     describe_gauge!("sim_sse_streams", "Open Server-Sent Event streams.");
     describe_counter!("sim_faults_injected_total", "Faults injected, by kind.");
@@ -339,6 +348,9 @@ fn describe_all() {
     }
     for kind in ["idle", "final"] {
         counter!("sim_change_bookmarks_total", "kind" => kind).absolute(0);
+    }
+    for outcome in ["changes", "empty", "reset"] {
+        counter!("sim_changes_longpolls_total", "outcome" => outcome).absolute(0);
     }
 }
 

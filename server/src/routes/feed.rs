@@ -4,12 +4,14 @@
 use std::sync::Arc;
 
 use axum::http::{HeaderMap, StatusCode};
+use serde_json::{Value, json};
+use tokio::time::Instant;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::sim::changes::{Cursor, ReadLimits};
+use crate::sim::changes::{Change, ChangeKind, Cursor, ReadLimits};
 use crate::sim::client::ClientId;
-use crate::sim::job::Job;
+use crate::sim::job::{Channel, Job};
 use crate::sim::watch::Scope;
 
 /// How many changes a read may look at per change it may keep: a reader far behind, keeping
@@ -114,5 +116,44 @@ pub(super) fn snapshot(state: &AppState, scope: &Scope) -> (Cursor, Vec<Arc<Job>
     match scope.set() {
         None => store.client_jobs(scope.client()),
         Some(set) => store.at_head(|head, lookup| (head, set.members_with(|id| lookup.held(id)))),
+    }
+}
+
+/// A change as clients see it: its event name (`status` or `gone`) and data.
+pub(super) fn change_view(change: &Change) -> (&'static str, Value) {
+    match change.kind {
+        ChangeKind::Created | ChangeKind::Ended => (
+            "status",
+            serde_json::to_value(change.job.body()).unwrap_or(Value::Null),
+        ),
+        ChangeKind::Gone => ("gone", json!({ "id": change.job.id, "reason": "expired" })),
+    }
+}
+
+/// Counts a job status reported on `channel` (a terminal one, of `job`, also as detected).
+pub(super) fn count_reported(
+    state: &AppState,
+    channel: Channel,
+    result: &'static str,
+    job: Option<&Job>,
+) {
+    state
+        .inner
+        .metrics
+        .status_response(channel.as_str(), result);
+    if let Some(job) = job {
+        state.report_terminal(job, channel, Instant::now());
+    }
+}
+
+/// Counts a change reported on `channel` (see [`count_reported`]).
+pub(super) fn count_change(state: &AppState, channel: Channel, change: &Change) {
+    match change.kind {
+        ChangeKind::Created => count_reported(state, channel, change.job.state.as_str(), None),
+        ChangeKind::Ended => {
+            let job = state.inner.store.get(&change.job.id);
+            count_reported(state, channel, change.job.state.as_str(), job.as_deref());
+        }
+        ChangeKind::Gone => {}
     }
 }

@@ -43,6 +43,7 @@ use crate::AppState;
 use crate::error::ApiError;
 
 mod body;
+mod changes;
 mod events;
 mod feed;
 mod heygen;
@@ -67,6 +68,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/jobs/{id}/events", get(events::events))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/events", get(stream::events))
+        .route("/v1/changes", get(changes::changes))
         .route("/v1/watches", post(watches::create))
         .route(
             "/v1/watches/{id}",

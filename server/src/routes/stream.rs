@@ -40,11 +40,13 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::feed::{enabled, limits, resume_from, scope, snapshot};
+use super::feed::{
+    change_view, count_change, count_reported, enabled, limits, resume_from, scope, snapshot,
+};
 use super::jobs::client_of;
 use crate::AppState;
 use crate::error::ApiError;
-use crate::sim::changes::{Change, ChangeKind, Cursor, Read, ReadLimits};
+use crate::sim::changes::{Change, Cursor, Read, ReadLimits};
 use crate::sim::client::ClientId;
 use crate::sim::job::{Channel, Job};
 use crate::sim::streams::Full;
@@ -264,34 +266,14 @@ impl Feed {
         self.done |= end.is_some();
     }
 
-    /// Counts a status the stream reports, and a terminal one as detected.
-    fn reported(&self, job: Option<&Job>, result: &'static str) {
-        let state = self.state();
-        state
-            .inner
-            .metrics
-            .status_response(Channel::Stream.as_str(), result);
-        if let Some(job) = job {
-            state.report_terminal(job, Channel::Stream, Instant::now());
-        }
-    }
-
     fn change_event(&self, change: &Change) -> Event {
-        let id = Cursor::new(self.pos.epoch, change.offset);
-        match change.kind {
-            ChangeKind::Created | ChangeKind::Ended => {
-                let job = (change.kind == ChangeKind::Ended)
-                    .then(|| self.state().inner.store.get(&change.job.id))
-                    .flatten();
-                self.reported(job.as_deref(), change.job.state.as_str());
-                data_event("status", Some(id), &change.job.body())
-            }
-            ChangeKind::Gone => data_event(
-                "gone",
-                Some(id),
-                &json!({ "id": change.job.id, "reason": "expired" }),
-            ),
-        }
+        count_change(self.state(), Channel::Stream, change);
+        let (name, data) = change_view(change);
+        data_event(
+            name,
+            Some(Cursor::new(self.pos.epoch, change.offset)),
+            &data,
+        )
     }
 
     /// The next event to send, or `None` when the stream ends.
@@ -317,8 +299,12 @@ impl Feed {
                         snap.sent += 1;
                         let event = data_event("snapshot", None, &body);
                         let terminal = body.result != "pending";
-                        let result = body.result;
-                        self.reported(terminal.then_some(&*job), result);
+                        count_reported(
+                            self.state(),
+                            Channel::Stream,
+                            body.result,
+                            terminal.then_some(&*job),
+                        );
                         self.queue.push_back(event);
                     }
                     None => {

@@ -65,6 +65,8 @@ pub enum Channel {
     Webhook,
     /// `GET /v1/events`, the multiplexed change stream.
     Stream,
+    /// `GET /v1/changes`, its long-poll fallback.
+    Changes,
 }
 
 impl Channel {
@@ -77,6 +79,7 @@ impl Channel {
             Channel::Sse => "sse",
             Channel::Webhook => "webhook",
             Channel::Stream => "stream",
+            Channel::Changes => "changes",
         }
     }
 
@@ -88,6 +91,7 @@ impl Channel {
             Channel::Sse => 8,
             Channel::Webhook => 16,
             Channel::Stream => 32,
+            Channel::Changes => 64,
         }
     }
 }

@@ -4,6 +4,7 @@
 mod abuse;
 mod api;
 mod cancel;
+mod changes;
 mod cli;
 mod common;
 mod faults;
