@@ -69,6 +69,9 @@ impl Metrics {
                     Matcher::Full("sim_change_stream_jobs".into()),
                     SIZE_BUCKETS,
                 )
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full("sim_batch_read_size".into()), SIZE_BUCKETS)
             });
         // Only an empty bucket list fails, and ours are constants.
         #[allow(clippy::expect_used)]
@@ -195,6 +198,11 @@ impl Metrics {
         self.with(|| counter!("sim_changes_longpolls_total", "outcome" => outcome).increment(1));
     }
 
+    /// Jobs asked for by one batched status read.
+    pub fn batch_read(&self, n: usize) {
+        self.with(|| histogram!("sim_batch_read_size").record(n as f64));
+    }
+
     /// Held long-polls.
     pub fn longpoll_waiters(&self, delta: f64) {
         self.with(|| gauge!("sim_longpoll_waiters").increment(delta));
@@ -313,6 +321,10 @@ fn describe_all() {
         "sim_changes_longpolls_total",
         "GET /v1/changes answers, by outcome (changes, empty, reset)."
     );
+    describe_histogram!(
+        "sim_batch_read_size",
+        "Jobs asked for by one batched status read (GET /v1/jobs?ids=...)."
+    );
     describe_gauge!("sim_longpoll_waiters", "Long-poll requests being held.");
     describe_gauge!("sim_sse_streams", "Open Server-Sent Event streams.");
     describe_counter!("sim_faults_injected_total", "Faults injected, by kind.");
@@ -342,6 +354,7 @@ fn describe_all() {
     gauge!("sim_change_streams").set(0.0);
     // Counters and histograms the dashboards read exist from the start too.
     let _registered = histogram!("sim_change_stream_jobs");
+    let _registered = histogram!("sim_batch_read_size");
     counter!("sim_change_stream_resumes_total").absolute(0);
     for channel in ["stream", "changes"] {
         counter!("sim_change_resets_total", "channel" => channel).absolute(0);

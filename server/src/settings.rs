@@ -160,6 +160,8 @@ pub struct JobSettings {
     /// Longest `duration_ms` a client may ask for.
     #[serde(with = "humantime_serde")]
     pub max_duration: Duration,
+    /// Most ids in one batched status read (`GET /v1/jobs?ids=...`).
+    pub max_batch_ids: usize,
     /// Distribution of durations for jobs created without one.
     pub duration: DurationSettings,
 }
@@ -422,6 +424,10 @@ pub struct ChangeSettings {
     pub max_batch: usize,
 }
 
+/// Most ids `jobs.max_batch_ids` may allow in one batched read: a URL of this many ids is
+/// about 20 KiB, more than many proxies pass.
+pub const MAX_BATCH_IDS: usize = 1000;
+
 /// Most changes `changes.history` may retain.
 pub const MAX_HISTORY: usize = 10_000_000;
 
@@ -594,6 +600,7 @@ impl Settings {
         if self.jobs.max_jobs_per_client == 0 {
             return Err(invalid("jobs.max_jobs_per_client", "must be at least 1"));
         }
+        in_range("jobs.max_batch_ids", self.jobs.max_batch_ids, MAX_BATCH_IDS)?;
         if self.jobs.hang_ttl.is_zero() {
             return Err(invalid("jobs.hang_ttl", "must be positive"));
         }
@@ -1026,6 +1033,8 @@ mod tests {
                 "[idempotency]\nmax_key_len = 0\n",
                 "idempotency.max_key_len",
             ),
+            ("[jobs]\nmax_batch_ids = 0\n", "jobs.max_batch_ids"),
+            ("[jobs]\nmax_batch_ids = 1001\n", "jobs.max_batch_ids"),
             ("[changes]\nhistory = 0\n", "changes.history"),
             ("[changes]\nhistory = 20000000\n", "changes.history"),
             ("[changes]\nhistory_age = \"0s\"\n", "changes.history_age"),

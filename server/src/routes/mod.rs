@@ -42,6 +42,7 @@ use axum::routing::{get, post};
 use crate::AppState;
 use crate::error::ApiError;
 
+mod batch;
 mod body;
 mod changes;
 mod events;
@@ -62,7 +63,7 @@ pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .route("/status", get(status::legacy))
         .route("/v1/reset", post(jobs::reset))
-        .route("/v1/jobs", post(jobs::create))
+        .route("/v1/jobs", get(batch::read).post(jobs::create))
         .route("/v1/jobs/{id}", get(status::job_status))
         .route("/v1/jobs/{id}/status", get(status::job_status))
         .route("/v1/jobs/{id}/events", get(events::events))

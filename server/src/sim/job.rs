@@ -67,6 +67,8 @@ pub enum Channel {
     Stream,
     /// `GET /v1/changes`, its long-poll fallback.
     Changes,
+    /// `GET /v1/jobs?ids=...`, a batched status read.
+    Batch,
 }
 
 impl Channel {
@@ -80,6 +82,7 @@ impl Channel {
             Channel::Webhook => "webhook",
             Channel::Stream => "stream",
             Channel::Changes => "changes",
+            Channel::Batch => "batch",
         }
     }
 
@@ -92,6 +95,7 @@ impl Channel {
             Channel::Webhook => 16,
             Channel::Stream => 32,
             Channel::Changes => 64,
+            Channel::Batch => 128,
         }
     }
 }
