@@ -298,6 +298,8 @@ pub struct Faults {
     pub drop_rate: f64,
     /// Probability of a malformed body.
     pub malformed_rate: f64,
+    /// Probability that a held request (an event stream, a long-poll) gets nothing at all.
+    pub silent_rate: f64,
     /// Outage windows relative to start-up.
     pub outages: Vec<OutageWindow>,
     /// Seed of the fault dice.
@@ -853,6 +855,7 @@ impl Faults {
         probability("faults.throttle_rate", self.throttle_rate)?;
         probability("faults.drop_rate", self.drop_rate)?;
         probability("faults.malformed_rate", self.malformed_rate)?;
+        probability("faults.silent_rate", self.silent_rate)?;
         at_most_max("faults.latency", self.latency)?;
         at_most_max("faults.slow_tail_delay", self.slow_tail_delay)?;
         at_most_max("faults.throttle_retry_after", self.throttle_retry_after)?;
@@ -963,6 +966,7 @@ mod tests {
             ("[legacy]\noutcome = \"maybe\"\n", "legacy.outcome"),
             ("[longpoll]\nmax_wait = \"60s\"\n", "longpoll.max_wait"),
             ("[faults]\ndrop_rate = -0.1\n", "faults.drop_rate"),
+            ("[faults]\nsilent_rate = 2.0\n", "faults.silent_rate"),
             ("[server]\nbind = \"nowhere\"\n", "server.bind"),
             ("[hints]\neta_noise = 1.0\n", "hints.eta_noise"),
             ("[jobs]\nhang_ttl = \"0s\"\n", "jobs.hang_ttl"),

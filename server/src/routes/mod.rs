@@ -22,7 +22,9 @@
 //!    latency and held long-polls included, so no client can pin a task. An SSE stream's head
 //!    is sent at once; its body is bounded by its job and shutdown instead.
 //! 5. `faults` — injected latency, outages, errors, throttles, drops and malformed bodies
-//!    happen "in the network", before authentication, as they would in front of a real service.
+//!    happen "in the network", before authentication, as they would in front of a real service;
+//!    so does the `silent` fault of held requests (streams, long-polls), which keeps the
+//!    connection open and sends nothing.
 //! 6. `identify` — the client is the checked `X-Api-Key` (when `auth.api_key` is set and the
 //!    key matched) or else the peer's address (`sim::client`); never a header taken on trust.
 //! 7. `rate_limit` — per client, so it runs after the client is known.

@@ -33,7 +33,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
-use rand::Rng;
 use serde::Deserialize;
 use serde::Serialize;
 use serde_json::json;
@@ -49,9 +48,9 @@ use crate::error::ApiError;
 use crate::sim::changes::{Change, Cursor, Read, ReadLimits};
 use crate::sim::client::ClientId;
 use crate::sim::job::{Channel, Job};
-use crate::sim::streams::Full;
+use crate::sim::streams::{Full, lifetime};
 use crate::sim::watch::Scope;
-use crate::time::{later, scaled};
+use crate::time::later;
 
 /// Query of `GET /v1/events`.
 #[derive(Debug, Deserialize)]
@@ -181,7 +180,6 @@ impl Feed {
         let inner = &state.inner;
         let settings = &inner.settings.changes;
         let now = Instant::now();
-        let jitter = rand::rng().random_range(-1.0..=1.0) * settings.lifetime_jitter;
         let mut feed = Feed {
             head: inner.store.changes().subscribe(),
             closing: inner.closing.subscribe(),
@@ -190,7 +188,7 @@ impl Feed {
             snapshot: None,
             queue: VecDeque::new(),
             bookmark_at: later(now, settings.bookmark_interval),
-            ends_at: later(now, scaled(settings.max_lifetime, 1.0 + jitter)),
+            ends_at: later(now, lifetime(settings)),
             done: false,
             scope,
             slot,

@@ -7,9 +7,20 @@
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use rand::Rng;
 
 use super::client::ClientId;
 use crate::settings::ChangeSettings;
+use crate::time::scaled;
+
+/// How long one stream lives: `changes.max_lifetime`, give or take `changes.lifetime_jitter` of
+/// it, drawn anew for each stream so that streams opened together do not end together.
+pub fn lifetime(settings: &ChangeSettings) -> Duration {
+    let jitter = rand::rng().random_range(-1.0..=1.0) * settings.lifetime_jitter;
+    scaled(settings.max_lifetime, 1.0 + jitter)
+}
 
 /// Why a stream could not be opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -88,6 +99,19 @@ impl StreamSlots {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lifetimes_are_jittered_within_their_bounds() {
+        let mut s = crate::Settings::default().changes;
+        s.max_lifetime = Duration::from_secs(100);
+        s.lifetime_jitter = 0.1;
+        let drawn: Vec<_> = (0..200).map(|_| lifetime(&s)).collect();
+        let (lo, hi) = (Duration::from_secs(90), Duration::from_secs(110));
+        assert!(drawn.iter().all(|d| (lo..=hi).contains(d)), "{drawn:?}");
+        assert!(drawn.iter().any(|d| *d != drawn[0]), "jittered");
+        s.lifetime_jitter = 0.0;
+        assert_eq!(lifetime(&s), Duration::from_secs(100));
+    }
 
     #[test]
     fn slots_are_bounded_per_client_and_in_all_and_come_back() {

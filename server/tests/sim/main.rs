@@ -15,6 +15,7 @@ mod heygen;
 mod limits;
 mod longpoll;
 mod metrics;
+mod silent;
 mod sse;
 mod stream;
 mod watches;
