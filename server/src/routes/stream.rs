@@ -400,3 +400,70 @@ fn data_event(name: &'static str, id: Option<Cursor>, data: &impl Serialize) -> 
         .json_data(data)
         .unwrap_or_else(|_| Event::default().comment("unserializable"))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use futures_util::StreamExt;
+    use tower::ServiceExt;
+
+    use crate::sim::client::ClientId;
+    use crate::{AppState, JobSpec, Settings, app};
+
+    /// The names of the next `n` events of an event-stream body, read only when asked for: the
+    /// server cannot read ahead of this client.
+    async fn names(body: &mut axum::body::BodyDataStream, n: usize) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut text = String::new();
+        while names.len() < n {
+            let chunk = tokio::time::timeout(Duration::from_secs(5), body.next())
+                .await
+                .expect("an event")
+                .expect("the stream goes on")
+                .unwrap();
+            text.push_str(std::str::from_utf8(&chunk).unwrap());
+            while let Some(end) = text.find("\n\n") {
+                let block: String = text.drain(..end + 2).collect();
+                if let Some(name) = block.lines().find_map(|l| l.strip_prefix("event: ")) {
+                    names.push(name.to_owned());
+                }
+            }
+        }
+        names
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_falls_behind_the_history_gets_a_reset_and_a_new_snapshot() {
+        let mut settings = Settings::default();
+        settings.changes.history = 4;
+        let state = AppState::new(settings).unwrap();
+        // Requests without connection info are the `Unknown` client's.
+        let job = || JobSpec {
+            duration: Some(Duration::from_secs(3600)),
+            client: Some(ClientId::Unknown),
+            ..JobSpec::default()
+        };
+        state.create_job(job()).unwrap();
+        let request = Request::get("/v1/events").body(Body::empty()).unwrap();
+        let response = app(state.clone()).oneshot(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let mut body = response.into_body().into_data_stream();
+        assert_eq!(names(&mut body, 2).await, ["snapshot", "snapshot_end"]);
+        // More changes than the history holds, while the client reads nothing.
+        for _ in 0..6 {
+            state.create_job(job()).unwrap();
+        }
+        let mut want = vec!["reset".to_owned()];
+        want.extend(std::iter::repeat_n("snapshot".to_owned(), 7));
+        want.push("snapshot_end".to_owned());
+        assert_eq!(names(&mut body, 9).await, want);
+        let text = state.render_metrics();
+        assert!(
+            text.contains("sim_change_resets_total{channel=\"stream\"} 1"),
+            "{text}"
+        );
+    }
+}

@@ -178,8 +178,8 @@ impl LogMarks {
         Some(self.slot(mark).load(Ordering::Acquire)).filter(|o| *o != 0)
     }
 
-    /// Records where `mark`'s change was logged.
-    pub fn set(&self, mark: Mark, offset: u64) {
+    /// Records where `mark`'s change was logged (by the store, as it appends it).
+    pub(crate) fn set(&self, mark: Mark, offset: u64) {
         self.slot(mark).store(offset, Ordering::Release);
     }
 }

@@ -67,7 +67,7 @@ impl MemoryLog {
     }
 
     /// See [`super::ChangeLog::append`].
-    pub fn append(&self, kind: ChangeKind, job: JobRecord, now: Instant) -> u64 {
+    pub(crate) fn append(&self, kind: ChangeKind, job: JobRecord, now: Instant) -> u64 {
         let offset = {
             let mut ring = self.ring();
             ring.last = ring.last.saturating_add(1);

@@ -171,7 +171,7 @@ impl ChangeLog {
 
     /// Appends a change at `now` and returns its offset. The store calls it while holding its
     /// lock (see the module docs).
-    pub fn append(&self, kind: ChangeKind, job: JobRecord, now: Instant) -> u64 {
+    pub(crate) fn append(&self, kind: ChangeKind, job: JobRecord, now: Instant) -> u64 {
         match self {
             ChangeLog::Memory(log) => log.append(kind, job, now),
         }
