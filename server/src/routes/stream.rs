@@ -21,6 +21,10 @@
 //! only when the client has taken the previous events (the body is polled by hyper as the
 //! socket drains), so a slow client holds at most one batch; one that falls behind the
 //! retained history gets a reset, as a resume would.
+//!
+//! Every append wakes every open stream, and each filters what it reads by its scope: a cost of
+//! streams × changes, cheap to thousands of streams (a filter is a hash lookup). Past that, an
+//! index of streams by client and by job would wake only the ones a change concerns.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;

@@ -465,3 +465,71 @@ async fn shutdown_ends_a_stream_with_a_final_bookmark() {
     assert_eq!(evs.last().unwrap().data["end"], "shutdown");
     assert!(ended);
 }
+
+#[tokio::test]
+async fn a_job_forgotten_after_its_ttl_is_reported_gone_after_its_end() {
+    let server = spawn_with(|s| s.jobs.ttl = Duration::from_millis(300)).await;
+    let me = "127.0.0.2";
+    let mut stream = open(&server, me, "", None).await;
+    stream.until("snapshot_end", LONG).await;
+    let job = create_as(&server, me, json!({"duration_ms": 100})).await;
+    let evs = stream.until("gone", LONG).await;
+    let mine: Vec<(&str, &Value)> = evs
+        .iter()
+        .filter(|e| e.data["id"] == job.as_str())
+        .map(|e| (e.name.as_str(), &e.data))
+        .collect();
+    assert_eq!(mine.len(), 3, "{evs:#?}");
+    assert_eq!(
+        (mine[0].0, &mine[0].1["result"]),
+        ("status", &json!("pending"))
+    );
+    assert_eq!(
+        (mine[1].0, &mine[1].1["result"]),
+        ("status", &json!("completed"))
+    );
+    assert_eq!(mine[2], ("gone", &json!({"id": job, "reason": "expired"})));
+    let r = client_from(me)
+        .get(server.url(&format!("/v1/jobs/{job}/status")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "gone means gone");
+}
+
+#[tokio::test]
+async fn a_reset_of_the_legacy_job_is_reported_to_a_set_that_watches_it() {
+    let server = spawn_with(|s| s.legacy.delay = Duration::from_secs(3600)).await;
+    let me = "127.0.0.2";
+    let c = client_from(me);
+    let set: Value = c
+        .post(server.url("/v1/watches"))
+        .json(&json!({"jobs": ["legacy"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(set["jobs"][0]["result"], "pending");
+    let (id, cursor) = (set["id"].as_str().unwrap(), set["cursor"].as_str().unwrap());
+    // Joined at the set's cursor: nothing before it is reported again.
+    let mut stream = open(&server, me, &format!("?watch={id}&since={cursor}"), None).await;
+    let r = c
+        .post(server.url("/v1/reset"))
+        .json(&json!({"duration_ms": 0, "outcome": "error"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let first = stream.next(LONG).await.unwrap();
+    assert_eq!(
+        (first.name.as_str(), job_of(&first)),
+        ("status", ("legacy".into(), "pending".into()))
+    );
+    let second = stream.next(LONG).await.unwrap();
+    assert_eq!(
+        (second.name.as_str(), job_of(&second)),
+        ("status", ("legacy".into(), "error".into()))
+    );
+}
