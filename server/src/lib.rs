@@ -68,6 +68,8 @@ use sim::idempotency::Idempotency;
 use sim::job::{Job, State as JobState};
 use sim::ratelimit::RateLimiter;
 use sim::store::JobStore;
+use sim::streams::StreamSlots;
+use sim::watch::WatchSets;
 use sim::webhooks::Webhooks;
 
 /// Shared state of one simulator instance. Cheap to clone.
@@ -96,6 +98,10 @@ pub(crate) struct Inner {
     pub(crate) urls: UrlSigner,
     /// The `Idempotency-Key` table of creates.
     pub(crate) idempotency: Idempotency,
+    /// The watch sets of change streams.
+    pub(crate) watches: WatchSets,
+    /// Caps open change streams, per client and in all.
+    pub(crate) change_streams: StreamSlots,
     /// Caps concurrently held long-polls.
     pub(crate) longpoll_permits: Arc<Semaphore>,
     /// Caps concurrently open SSE streams.
@@ -123,6 +129,8 @@ impl AppState {
                 concurrency: ConcurrencyLimit::new(settings.heygen.max_concurrent_jobs),
                 urls: UrlSigner::new(&settings.heygen),
                 idempotency: Idempotency::new(&settings.idempotency),
+                watches: WatchSets::new(&settings.changes),
+                change_streams: StreamSlots::new(&settings.changes),
                 longpoll_permits: Arc::new(Semaphore::new(settings.longpoll.max_waiters)),
                 sse_permits: Arc::new(Semaphore::new(settings.sse.max_streams)),
                 closing: watch::channel(false).0,
@@ -262,16 +270,43 @@ impl AppState {
         let now = Instant::now();
         let report = self.inner.store.sweep(now);
         self.inner.concurrency.prune(now);
+        self.inner.watches.sweep(now);
         for state in &report.newly_finished {
             self.inner.metrics.jobs_finished(state.as_str(), 1);
         }
         self.inner.metrics.jobs_in_store(report.held);
+        self.inner
+            .metrics
+            .change_log(self.inner.store.changes().len());
         self.inner.metrics.upkeep();
+    }
+
+    /// Logs every job's natural end at its instant (a millisecond late at most): sleeps until
+    /// the store's next finish, or until a job is created that finishes sooner. Runs until the
+    /// task is aborted.
+    async fn finish_jobs(self) {
+        let store = &self.inner.store;
+        loop {
+            let report = store.finish_due(Instant::now());
+            for state in &report.newly_finished {
+                self.inner.metrics.jobs_finished(state.as_str(), 1);
+            }
+            let next = async {
+                match report.next {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = next => {}
+                () = store.finishes_moved().notified() => {}
+            }
+        }
     }
 }
 
-/// Serves `state` on `listener` until `shutdown` resolves, with the background tasks (sweeper,
-/// webhooks) running alongside.
+/// Serves `state` on `listener` until `shutdown` resolves, with the background tasks (the timer
+/// that logs each job's end, the sweeper, webhooks) running alongside.
 ///
 /// Each connection is bounded as `[server]` says: idle ones are closed after `idle_timeout`,
 /// a request head must arrive within `header_read_timeout` of its first byte, and at most
@@ -304,6 +339,7 @@ pub async fn run(
             }
         }
     });
+    let finisher = tokio::spawn(state.clone().finish_jobs());
     let webhooks = tokio::spawn(Webhooks::run(state.clone()));
     let closing = state.inner.closing.clone();
     serve::serve(listener, state, async move {
@@ -312,6 +348,7 @@ pub async fn run(
     })
     .await;
     sweeper.abort();
+    finisher.abort();
     webhooks.abort();
     Ok(())
 }

@@ -21,6 +21,10 @@ use metrics_exporter_prometheus::{
 const SECONDS_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
+/// Buckets of the jobs-per-stream and batch-size histograms.
+const SIZE_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
+];
 /// Buckets of the polls-per-job histogram.
 const POLLS_BUCKETS: &[f64] = &[
     1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0, 250.0,
@@ -59,6 +63,15 @@ impl Metrics {
                     Matcher::Full("sim_status_polls_per_job".into()),
                     POLLS_BUCKETS,
                 )
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("sim_change_stream_jobs".into()),
+                    SIZE_BUCKETS,
+                )
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full("sim_batch_read_size".into()), SIZE_BUCKETS)
             });
         // Only an empty bucket list fails, and ours are constants.
         #[allow(clippy::expect_used)]
@@ -148,6 +161,46 @@ impl Metrics {
     /// Completion → first report on `channel`.
     pub fn detection_delay(&self, channel: &'static str, delay: Duration) {
         self.with(|| histogram!("sim_detection_delay_seconds", "channel" => channel).record(delay));
+    }
+
+    /// Changes retained in the change log.
+    pub fn change_log(&self, n: usize) {
+        self.with(|| gauge!("sim_change_log_entries").set(n as f64));
+    }
+
+    /// Open change streams (`GET /v1/events`).
+    pub fn change_streams(&self, delta: f64) {
+        self.with(|| gauge!("sim_change_streams").increment(delta));
+    }
+
+    /// Jobs a change stream followed when it opened.
+    pub fn change_stream_jobs(&self, n: usize) {
+        self.with(|| histogram!("sim_change_stream_jobs").record(n as f64));
+    }
+
+    /// One change stream resumed inside the retained history.
+    pub fn change_stream_resumed(&self) {
+        self.with(|| counter!("sim_change_stream_resumes_total").increment(1));
+    }
+
+    /// One reset sent on `channel` (`stream` or `changes`).
+    pub fn change_reset(&self, channel: &'static str) {
+        self.with(|| counter!("sim_change_resets_total", "channel" => channel).increment(1));
+    }
+
+    /// One bookmark sent: `idle` (nothing else to send) or `final` (the stream then ends).
+    pub fn change_bookmark(&self, kind: &'static str) {
+        self.with(|| counter!("sim_change_bookmarks_total", "kind" => kind).increment(1));
+    }
+
+    /// One `GET /v1/changes` answered: `changes` (with some), `empty`, `reset`.
+    pub fn changes_longpoll(&self, outcome: &'static str) {
+        self.with(|| counter!("sim_changes_longpolls_total", "outcome" => outcome).increment(1));
+    }
+
+    /// Jobs asked for by one batched status read.
+    pub fn batch_read(&self, n: usize) {
+        self.with(|| histogram!("sim_batch_read_size").record(n as f64));
     }
 
     /// Held long-polls.
@@ -240,6 +293,38 @@ fn describe_all() {
         Unit::Seconds,
         "Time from a job's completion to the first answer on a channel that reported it."
     );
+    describe_gauge!(
+        "sim_change_log_entries",
+        "Changes retained in the change log (bounded by changes.history and history_age)."
+    );
+    describe_gauge!(
+        "sim_change_streams",
+        "Open change streams (GET /v1/events)."
+    );
+    describe_histogram!(
+        "sim_change_stream_jobs",
+        "Jobs a change stream followed when it opened (its watch set, or its client's jobs)."
+    );
+    describe_counter!(
+        "sim_change_stream_resumes_total",
+        "Change streams resumed from a cursor inside the retained history."
+    );
+    describe_counter!(
+        "sim_change_resets_total",
+        "Resets sent (a cursor the log cannot continue from), by channel (stream, changes)."
+    );
+    describe_counter!(
+        "sim_change_bookmarks_total",
+        "Bookmarks sent on change streams, by kind (idle, final)."
+    );
+    describe_counter!(
+        "sim_changes_longpolls_total",
+        "GET /v1/changes answers, by outcome (changes, empty, reset)."
+    );
+    describe_histogram!(
+        "sim_batch_read_size",
+        "Jobs asked for by one batched status read (GET /v1/jobs?ids=...)."
+    );
     describe_gauge!("sim_longpoll_waiters", "Long-poll requests being held.");
     describe_gauge!("sim_sse_streams", "Open Server-Sent Event streams.");
     describe_counter!("sim_faults_injected_total", "Faults injected, by kind.");
@@ -265,6 +350,21 @@ fn describe_all() {
     gauge!("sim_longpoll_waiters").set(0.0);
     gauge!("sim_sse_streams").set(0.0);
     gauge!("sim_jobs_in_store").set(0.0);
+    gauge!("sim_change_log_entries").set(0.0);
+    gauge!("sim_change_streams").set(0.0);
+    // Counters and histograms the dashboards read exist from the start too.
+    let _registered = histogram!("sim_change_stream_jobs");
+    let _registered = histogram!("sim_batch_read_size");
+    counter!("sim_change_stream_resumes_total").absolute(0);
+    for channel in ["stream", "changes"] {
+        counter!("sim_change_resets_total", "channel" => channel).absolute(0);
+    }
+    for kind in ["idle", "final"] {
+        counter!("sim_change_bookmarks_total", "kind" => kind).absolute(0);
+    }
+    for outcome in ["changes", "empty", "reset"] {
+        counter!("sim_changes_longpolls_total", "outcome" => outcome).absolute(0);
+    }
 }
 
 #[cfg(test)]

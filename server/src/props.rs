@@ -1,6 +1,7 @@
 //! Property tests of everything the simulator reads from a client: the `Prefer`,
-//! `If-None-Match`, `Last-Event-ID` and `Idempotency-Key` headers, the JSON bodies of the job,
-//! HeyGen and admin routes, and the app as a whole — any sequence of requests of any shape gets
+//! `If-None-Match`, `Last-Event-ID` and `Idempotency-Key` headers, cursors, the query strings of
+//! batched reads and the change routes, the JSON bodies of the job, watch set, HeyGen and admin
+//! routes, and the app as a whole — any sequence of requests of any shape gets
 //! an answer, every refusal in the documented JSON shape (with `"data": null` on `/v2`), and
 //! nothing panics.
 //!
@@ -23,6 +24,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use crate::routes::status::{none_match, prefer_wait};
+use crate::sim::changes::{Cursor, MAX_CURSOR_LEN};
 use crate::{AppState, JobSpec, Outcome, Settings, app};
 
 const ADMIN_TOKEN: &str = "admin-secret";
@@ -78,6 +80,8 @@ fn json_value() -> impl Strategy<Value = Value> {
             "http://127.0.0.1:9/hook",
             "http://example.com/hook",
             "https://videos.example/a.mp4",
+            "legacy",
+            "{done}",
             "url",
             "asset_id",
             "German (Germany)",
@@ -117,6 +121,9 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
             "video",
             "title",
             "callback_id",
+            "jobs",
+            "add",
+            "remove",
             "other",
         ],
         0..5,
@@ -145,15 +152,48 @@ struct Call {
     body: Vec<u8>,
 }
 
+/// A cursor as a client might send one in a query: the head, stale ones, and garbage
+/// (percent-encoded, as a client must to send it at all).
+fn cursor() -> impl Strategy<Value = String> {
+    let encoded = |text: String| url::form_urlencoded::byte_serialize(text.as_bytes()).collect();
+    prop_oneof![
+        prop::sample::select(vec![
+            "{head}",
+            "{epoch}:0",
+            "{epoch}:99999999",
+            "1:0",
+            "18446744073709551616:0",
+            "1:2:3",
+            "%FF",
+            "",
+        ])
+        .prop_map(str::to_owned),
+        "[0-9:]{0,24}".prop_map(encoded),
+        ".{0,12}".prop_map(encoded),
+    ]
+}
+
 fn call() -> impl Strategy<Value = Call> {
     let id = prop_oneof![
         Just("legacy".to_owned()),
         Just("{done}".to_owned()),
+        Just("{watch}".to_owned()),
         Just("%FF".to_owned()),
         "[a-zA-Z0-9%._-]{0,12}",
     ];
     let path = (
         prop::sample::select(vec![
+            "/v1/jobs?ids={id}",
+            "/v1/jobs?ids={id},{done},legacy",
+            "/v1/jobs?ids=",
+            "/v1/events",
+            "/v1/events?since={cursor}",
+            "/v1/events?watch={id}&since={cursor}",
+            "/v1/changes",
+            "/v1/changes?since={cursor}",
+            "/v1/changes?watch={id}&since={cursor}",
+            "/v1/watches",
+            "/v1/watches/{id}",
             "/status",
             "/status?job={id}",
             "/v1/jobs",
@@ -173,13 +213,17 @@ fn call() -> impl Strategy<Value = Call> {
             "/{id}",
         ]),
         id,
+        cursor(),
     )
-        .prop_map(|(template, id)| template.replace("{id}", &id));
+        .prop_map(|(template, id, cursor)| {
+            template.replace("{id}", &id).replace("{cursor}", &cursor)
+        });
     let method = prop::sample::select(vec![
         Method::GET,
         Method::GET,
         Method::POST,
         Method::PUT,
+        Method::PATCH,
         Method::DELETE,
     ]);
     let headers = (
@@ -234,6 +278,8 @@ fn settings() -> Settings {
     settings.longpoll.max_wait = Duration::from_secs(2);
     settings.server.request_timeout = Duration::from_secs(5);
     settings.sse.keepalive = Duration::from_secs(1);
+    settings.changes.bookmark_interval = Duration::from_secs(1);
+    settings.changes.max_lifetime = Duration::from_secs(5);
     settings.auth.admin_token = Some(ADMIN_TOKEN.to_owned());
     settings.rate_limit.enabled = true;
     settings
@@ -246,13 +292,27 @@ struct Answer {
     body: Vec<u8>,
 }
 
+/// What a call's placeholders stand for: `{done}` a finished job, `{watch}` the last watch set
+/// created in the sequence, `{head}` the change log's head and `{epoch}` its epoch.
+fn fill(text: &str, done: &str, watch: &str, state: &AppState) -> String {
+    let head = state.inner.store.changes().head();
+    text.replace("{done}", done)
+        .replace("{watch}", watch)
+        .replace("{head}", &head.to_string())
+        .replace("{epoch}", &head.epoch.to_string())
+}
+
 /// Sends `call` to the app; a stream is read for at most 64 frames (of virtual time).
-async fn send(router: &axum::Router, call: &Call, done: &str) -> Answer {
-    let uri = call.path.replace("{done}", done);
+async fn send(router: &axum::Router, call: &Call, fill: impl Fn(&str) -> String) -> Answer {
+    let uri = fill(&call.path);
+    let body = match std::str::from_utf8(&call.body) {
+        Ok(text) => fill(text).into_bytes(),
+        Err(_) => call.body.clone(),
+    };
     let mut request = Request::builder()
         .method(call.method.clone())
         .uri(uri)
-        .body(Body::from(call.body.clone()))
+        .body(Body::from(body))
         .unwrap();
     *request.headers_mut() = call.headers.clone();
     let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
@@ -300,9 +360,14 @@ fn exercise(
             })
             .unwrap();
         let router = app(state.clone());
+        let mut watch = String::from("w-none");
         for call in calls {
-            let answer = send(&router, call, &done).await;
+            let answer = send(&router, call, |text| fill(text, &done, &watch, &state)).await;
             check(call, &answer)?;
+            if call.path == "/v1/watches" && answer.status == StatusCode::CREATED {
+                let created: Value = serde_json::from_slice(&answer.body).unwrap();
+                watch = created["id"].as_str().unwrap().to_owned();
+            }
         }
         let most_per_call = state.settings().heygen.max_output_languages;
         prop_assert!(state.job_count() <= 2 + calls.len() * most_per_call);
@@ -359,6 +424,23 @@ proptest! {
 }
 
 proptest! {
+    #[test]
+    fn a_cursor_of_any_text_parses_or_is_refused_and_reads_back_as_written(
+        text in ".{0,48}",
+        digits in "[0-9:]{0,48}",
+        epoch in any::<u64>(),
+        offset in any::<u64>(),
+    ) {
+        for text in [&text, &digits] {
+            if let Ok(cursor) = text.parse::<Cursor>() {
+                prop_assert!(text.len() <= MAX_CURSOR_LEN);
+                prop_assert_eq!(cursor.to_string().parse::<Cursor>(), Ok(cursor));
+            }
+        }
+        let cursor = Cursor::new(epoch, offset);
+        prop_assert_eq!(cursor.to_string().parse::<Cursor>(), Ok(cursor));
+    }
+
     #[test]
     fn prefer_of_any_value_never_panics_and_reads_its_wait(
         headers in headers_named(&["prefer"]),
@@ -439,6 +521,84 @@ proptest! {
                 StatusCode::UNPROCESSABLE_ENTITY,
             ];
             prop_assert!(allowed.contains(&answer.status), "{} for {:?}", answer.status, String::from_utf8_lossy(&call.body));
+            Ok(())
+        })?;
+    }
+}
+
+/// A watch set body: lists of ids (some real, some not), or anything else.
+fn watch_body() -> impl Strategy<Value = Vec<u8>> {
+    let id = prop_oneof![
+        Just(Value::from("{done}")),
+        Just(Value::from("legacy")),
+        ".{0,70}".prop_map(Value::from),
+        json_value(),
+    ];
+    let ids = prop::collection::vec(id, 0..6).prop_map(Value::Array);
+    let doc = prop::collection::btree_map(
+        prop::sample::select(vec!["jobs", "add", "remove", "other"]),
+        prop_oneof![3 => ids, 1 => json_value()],
+        0..3,
+    )
+    .prop_map(|m| {
+        serde_json::to_vec(&Value::Object(
+            m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+        ))
+        .unwrap()
+    });
+    prop_oneof![4 => doc, 1 => body()]
+}
+
+proptest! {
+    // Each case starts a simulator: fewer cases, each a whole exchange.
+    #![proptest_config(cases(64))]
+
+    #[test]
+    fn any_watch_body_makes_or_changes_a_set_or_is_refused_as_documented(
+        create in watch_body(),
+        change in watch_body(),
+    ) {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        let calls = [
+            Call { method: Method::POST, path: "/v1/watches".into(), headers: headers.clone(), body: create },
+            Call { method: Method::PATCH, path: "/v1/watches/{watch}".into(), headers, body: change },
+            Call { method: Method::GET, path: "/v1/events?watch={watch}".into(), headers: HeaderMap::new(), body: Vec::new() },
+        ];
+        exercise(&calls, |call, answer| {
+            refusal_is_documented_json(call, answer)?;
+            let allowed = [
+                StatusCode::OK,
+                StatusCode::CREATED,
+                StatusCode::BAD_REQUEST,
+                StatusCode::NOT_FOUND,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ];
+            prop_assert!(allowed.contains(&answer.status), "{} for {:?}", answer.status, String::from_utf8_lossy(&call.body));
+            Ok(())
+        })?;
+    }
+
+    #[test]
+    fn any_cursor_on_the_change_routes_is_followed_reset_or_refused_as_documented(
+        since in cursor(),
+        last in header_value(),
+        stream in any::<bool>(),
+    ) {
+        let route = if stream { "/v1/events" } else { "/v1/changes" };
+        let mut headers = HeaderMap::new();
+        headers.insert("last-event-id", last);
+        let call = Call { method: Method::GET, path: format!("{route}?since={since}"), headers, body: Vec::new() };
+        exercise(&[call], |call, answer| {
+            refusal_is_documented_json(call, answer)?;
+            prop_assert!(
+                [StatusCode::OK, StatusCode::BAD_REQUEST].contains(&answer.status),
+                "{} for {:?}", answer.status, call
+            );
+            if answer.status == StatusCode::BAD_REQUEST {
+                let v: Value = serde_json::from_slice(&answer.body).unwrap();
+                prop_assert!(["invalid_cursor", "bad_request"].contains(&v["error"]["code"].as_str().unwrap_or("")), "{v}");
+            }
             Ok(())
         })?;
     }

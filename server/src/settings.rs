@@ -76,6 +76,8 @@ pub struct Settings {
     pub heygen: HeyGenSettings,
     /// `Idempotency-Key` on creates.
     pub idempotency: IdempotencySettings,
+    /// The change log and what reads it.
+    pub changes: ChangeSettings,
 }
 
 /// `[server]`
@@ -158,6 +160,8 @@ pub struct JobSettings {
     /// Longest `duration_ms` a client may ask for.
     #[serde(with = "humantime_serde")]
     pub max_duration: Duration,
+    /// Most ids in one batched status read (`GET /v1/jobs?ids=...`).
+    pub max_batch_ids: usize,
     /// Distribution of durations for jobs created without one.
     pub duration: DurationSettings,
 }
@@ -294,6 +298,8 @@ pub struct Faults {
     pub drop_rate: f64,
     /// Probability of a malformed body.
     pub malformed_rate: f64,
+    /// Probability that a held request (an event stream, a long-poll) gets nothing at all.
+    pub silent_rate: f64,
     /// Outage windows relative to start-up.
     pub outages: Vec<OutageWindow>,
     /// Seed of the fault dice.
@@ -382,6 +388,101 @@ pub struct IdempotencySettings {
     pub max_keys: usize,
     /// Longest key, in bytes.
     pub max_key_len: usize,
+}
+
+/// `[changes]`: the change log (every job's changes, each at a cursor) and what reads it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeSettings {
+    /// Serve `/v1/events`, `/v1/changes` and `/v1/watches`.
+    pub enabled: bool,
+    /// Most changes retained.
+    pub history: usize,
+    /// Changes older than this are dropped.
+    #[serde(with = "humantime_serde")]
+    pub history_age: Duration,
+    /// Most jobs in one watch set.
+    pub max_watch_jobs: usize,
+    /// Most watch sets held, all clients together.
+    pub max_watch_sets: usize,
+    /// Most watch sets one client may hold.
+    pub max_watch_sets_per_client: usize,
+    /// A watch set unused for this long is forgotten.
+    #[serde(with = "humantime_serde")]
+    pub watch_ttl: Duration,
+    /// Most change streams open at once.
+    pub max_streams: usize,
+    /// Most change streams one client may have open.
+    pub max_streams_per_client: usize,
+    /// A stream that sent nothing for this long sends a bookmark.
+    #[serde(with = "humantime_serde")]
+    pub bookmark_interval: Duration,
+    /// A stream ends (with a final bookmark) after about this long.
+    #[serde(with = "humantime_serde")]
+    pub max_lifetime: Duration,
+    /// Relative jitter of `max_lifetime`, in `[0, 0.5]`.
+    pub lifetime_jitter: f64,
+    /// Most changes one read returns (a `/v1/changes` answer, a stream's step).
+    pub max_batch: usize,
+}
+
+/// Most ids `jobs.max_batch_ids` may allow in one batched read: a URL of this many ids is
+/// about 20 KiB, more than many proxies pass.
+pub const MAX_BATCH_IDS: usize = 1000;
+
+/// Most changes `changes.history` may retain.
+pub const MAX_HISTORY: usize = 10_000_000;
+
+/// Most jobs `changes.max_watch_jobs` may allow in one watch set.
+pub const MAX_WATCH_JOBS: usize = 100_000;
+
+/// Most watch sets `changes.max_watch_sets` may allow.
+pub const MAX_WATCH_SETS: usize = 100_000;
+
+/// Most changes `changes.max_batch` may allow in one read.
+pub const MAX_BATCH: usize = 100_000;
+
+impl ChangeSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        in_range("changes.history", self.history, MAX_HISTORY)?;
+        if self.history_age.is_zero() {
+            return Err(invalid("changes.history_age", "must be positive"));
+        }
+        in_range(
+            "changes.max_watch_jobs",
+            self.max_watch_jobs,
+            MAX_WATCH_JOBS,
+        )?;
+        in_range(
+            "changes.max_watch_sets",
+            self.max_watch_sets,
+            MAX_WATCH_SETS,
+        )?;
+        in_range(
+            "changes.max_watch_sets_per_client",
+            self.max_watch_sets_per_client,
+            MAX_WATCH_SETS,
+        )?;
+        if self.watch_ttl.is_zero() {
+            return Err(invalid("changes.watch_ttl", "must be positive"));
+        }
+        in_range("changes.max_streams", self.max_streams, CONNECTIONS_LIMIT)?;
+        in_range(
+            "changes.max_streams_per_client",
+            self.max_streams_per_client,
+            CONNECTIONS_LIMIT,
+        )?;
+        if self.bookmark_interval.is_zero() {
+            return Err(invalid("changes.bookmark_interval", "must be positive"));
+        }
+        if self.max_lifetime.is_zero() {
+            return Err(invalid("changes.max_lifetime", "must be positive"));
+        }
+        if !(0.0..=0.5).contains(&self.lifetime_jitter) {
+            return Err(invalid("changes.lifetime_jitter", "must be in [0, 0.5]"));
+        }
+        in_range("changes.max_batch", self.max_batch, MAX_BATCH)
+    }
 }
 
 /// Most bytes `heygen.max_title_len`, `max_callback_id_len`, `max_language_len` and
@@ -501,6 +602,7 @@ impl Settings {
         if self.jobs.max_jobs_per_client == 0 {
             return Err(invalid("jobs.max_jobs_per_client", "must be at least 1"));
         }
+        in_range("jobs.max_batch_ids", self.jobs.max_batch_ids, MAX_BATCH_IDS)?;
         if self.jobs.hang_ttl.is_zero() {
             return Err(invalid("jobs.hang_ttl", "must be positive"));
         }
@@ -579,6 +681,7 @@ impl Settings {
         }
         self.heygen.validate()?;
         self.idempotency.validate()?;
+        self.changes.validate()?;
         if matches!(&self.auth.api_key, Some(k) if k.is_empty()) {
             return Err(invalid("auth.api_key", "must not be empty when set"));
         }
@@ -614,6 +717,10 @@ impl Settings {
             ("webhooks.timeout", self.webhooks.timeout),
             ("heygen.url_ttl", self.heygen.url_ttl),
             ("idempotency.ttl", self.idempotency.ttl),
+            ("changes.history_age", self.changes.history_age),
+            ("changes.watch_ttl", self.changes.watch_ttl),
+            ("changes.bookmark_interval", self.changes.bookmark_interval),
+            ("changes.max_lifetime", self.changes.max_lifetime),
         ];
         for (key, value) in table {
             at_most_max(key, value)?;
@@ -748,6 +855,7 @@ impl Faults {
         probability("faults.throttle_rate", self.throttle_rate)?;
         probability("faults.drop_rate", self.drop_rate)?;
         probability("faults.malformed_rate", self.malformed_rate)?;
+        probability("faults.silent_rate", self.silent_rate)?;
         at_most_max("faults.latency", self.latency)?;
         at_most_max("faults.slow_tail_delay", self.slow_tail_delay)?;
         at_most_max("faults.throttle_retry_after", self.throttle_retry_after)?;
@@ -858,6 +966,7 @@ mod tests {
             ("[legacy]\noutcome = \"maybe\"\n", "legacy.outcome"),
             ("[longpoll]\nmax_wait = \"60s\"\n", "longpoll.max_wait"),
             ("[faults]\ndrop_rate = -0.1\n", "faults.drop_rate"),
+            ("[faults]\nsilent_rate = 2.0\n", "faults.silent_rate"),
             ("[server]\nbind = \"nowhere\"\n", "server.bind"),
             ("[hints]\neta_noise = 1.0\n", "hints.eta_noise"),
             ("[jobs]\nhang_ttl = \"0s\"\n", "jobs.hang_ttl"),
@@ -928,6 +1037,41 @@ mod tests {
                 "[idempotency]\nmax_key_len = 0\n",
                 "idempotency.max_key_len",
             ),
+            ("[jobs]\nmax_batch_ids = 0\n", "jobs.max_batch_ids"),
+            ("[jobs]\nmax_batch_ids = 1001\n", "jobs.max_batch_ids"),
+            ("[changes]\nhistory = 0\n", "changes.history"),
+            ("[changes]\nhistory = 20000000\n", "changes.history"),
+            ("[changes]\nhistory_age = \"0s\"\n", "changes.history_age"),
+            ("[changes]\nhistory_age = \"400d\"\n", "changes.history_age"),
+            ("[changes]\nmax_watch_jobs = 0\n", "changes.max_watch_jobs"),
+            (
+                "[changes]\nmax_watch_sets = 200000\n",
+                "changes.max_watch_sets",
+            ),
+            (
+                "[changes]\nmax_watch_sets_per_client = 0\n",
+                "changes.max_watch_sets_per_client",
+            ),
+            ("[changes]\nwatch_ttl = \"0s\"\n", "changes.watch_ttl"),
+            ("[changes]\nmax_streams = 0\n", "changes.max_streams"),
+            (
+                "[changes]\nmax_streams_per_client = 0\n",
+                "changes.max_streams_per_client",
+            ),
+            (
+                "[changes]\nbookmark_interval = \"0s\"\n",
+                "changes.bookmark_interval",
+            ),
+            ("[changes]\nmax_lifetime = \"0s\"\n", "changes.max_lifetime"),
+            (
+                "[changes]\nmax_lifetime = \"400d\"\n",
+                "changes.max_lifetime",
+            ),
+            (
+                "[changes]\nlifetime_jitter = 0.6\n",
+                "changes.lifetime_jitter",
+            ),
+            ("[changes]\nmax_batch = 0\n", "changes.max_batch"),
         ];
         for (patch, key) in table {
             let e = err_of(patch);

@@ -171,6 +171,12 @@ async fn guarded(state: &AppState, mut req: Request, next: Next) -> Response {
     if let Some(response) = inject_faults(state).await {
         return response;
     }
+    if let Some(hold) = held(&req)
+        && state.inner.faults.roll_silent()
+    {
+        state.inner.metrics.fault("silent");
+        return silent(state, hold).await;
+    }
     let (client, authorized) = identify(state, &req);
     let headers = match rate_limit(state, client) {
         Ok(headers) => headers,
@@ -242,14 +248,9 @@ async fn inject_faults(state: &AppState) -> Option<Response> {
         )
         .with_retry_after(after)
         .into_response(),
-        Fault::Drop => {
-            // Headers may or may not reach the client; the body never completes and the
-            // connection is closed: what a client sees when a connection is cut mid-answer.
-            let broken = futures_util::stream::once(async {
-                Err::<Bytes, std::io::Error>(std::io::Error::other("injected connection drop"))
-            });
-            Response::new(Body::from_stream(broken))
-        }
+        // Headers may or may not reach the client; the body never completes and the
+        // connection is closed: what a client sees when a connection is cut mid-answer.
+        Fault::Drop => cut(),
         Fault::Malformed => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/json")],
@@ -258,6 +259,77 @@ async fn inject_faults(state: &AppState) -> Option<Response> {
             .into_response(),
     };
     Some(response)
+}
+
+/// What a held request is, for the `silent` fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    /// An event stream: `GET /v1/jobs/{id}/events`, `GET /v1/events`.
+    Stream,
+    /// A long-poll: `Prefer: wait` on a job's status or on `GET /v1/changes`.
+    Poll,
+}
+
+/// Whether `req` asks to be held, and how.
+fn held(req: &Request) -> Option<Hold> {
+    if req.method() != Method::GET {
+        return None;
+    }
+    match req.extensions().get::<MatchedPath>()?.as_str() {
+        "/v1/events" | "/v1/jobs/{id}/events" => Some(Hold::Stream),
+        "/v1/changes" | "/v1/jobs/{id}/status" | "/v1/jobs/{id}"
+            if super::status::prefer_wait(req.headers()).is_some() =>
+        {
+            Some(Hold::Poll)
+        }
+        _ => None,
+    }
+}
+
+/// The `silent` fault: the connection stays open and nothing comes. A stream gets its head and
+/// then not one byte until its lifetime (`changes.max_lifetime`, jittered) or shutdown ends it;
+/// a long-poll gets nothing until `server.request_timeout` answers it `503 timeout` (the
+/// caller's timeout), or shutdown cuts the connection.
+async fn silent(state: &AppState, hold: Hold) -> Response {
+    let mut closing = state.inner.closing.subscribe();
+    match hold {
+        Hold::Stream => {
+            let until = crate::time::later(
+                Instant::now(),
+                crate::sim::streams::lifetime(&state.inner.settings.changes),
+            );
+            let quiet = async move {
+                tokio::select! {
+                    _ = closing.wait_for(|c| *c) => {}
+                    () = tokio::time::sleep_until(until) => {}
+                }
+            };
+            let nothing = futures_util::StreamExt::filter_map(
+                futures_util::stream::once(quiet),
+                |()| async { None::<Result<Bytes, std::io::Error>> },
+            );
+            (
+                [
+                    (header::CONTENT_TYPE, "text/event-stream"),
+                    (header::CACHE_CONTROL, "no-cache"),
+                ],
+                Body::from_stream(nothing),
+            )
+                .into_response()
+        }
+        Hold::Poll => {
+            let _ = closing.wait_for(|c| *c).await;
+            cut()
+        }
+    }
+}
+
+/// An answer whose body never completes: the connection is cut mid-answer.
+fn cut() -> Response {
+    let broken = futures_util::stream::once(async {
+        Err::<Bytes, std::io::Error>(std::io::Error::other("connection cut"))
+    });
+    Response::new(Body::from_stream(broken))
 }
 
 /// Who sent `req` (see [`ClientId`]), and whether it may go on: with `auth.api_key` set, a

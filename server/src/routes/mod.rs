@@ -22,7 +22,9 @@
 //!    latency and held long-polls included, so no client can pin a task. An SSE stream's head
 //!    is sent at once; its body is bounded by its job and shutdown instead.
 //! 5. `faults` — injected latency, outages, errors, throttles, drops and malformed bodies
-//!    happen "in the network", before authentication, as they would in front of a real service.
+//!    happen "in the network", before authentication, as they would in front of a real service;
+//!    so does the `silent` fault of held requests (streams, long-polls), which keeps the
+//!    connection open and sends nothing.
 //! 6. `identify` — the client is the checked `X-Api-Key` (when `auth.api_key` is set and the
 //!    key matched) or else the peer's address (`sim::client`); never a header taken on trust.
 //! 7. `rate_limit` — per client, so it runs after the client is known.
@@ -42,8 +44,11 @@ use axum::routing::{get, post};
 use crate::AppState;
 use crate::error::ApiError;
 
+mod batch;
 mod body;
+mod changes;
 mod events;
+mod feed;
 mod heygen;
 mod idempotent;
 mod jobs;
@@ -51,6 +56,8 @@ pub mod layers;
 mod ops;
 mod path;
 pub(crate) mod status;
+mod stream;
+mod watches;
 
 /// Builds the router for `state`.
 pub fn app(state: AppState) -> Router {
@@ -58,11 +65,20 @@ pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .route("/status", get(status::legacy))
         .route("/v1/reset", post(jobs::reset))
-        .route("/v1/jobs", post(jobs::create))
+        .route("/v1/jobs", get(batch::read).post(jobs::create))
         .route("/v1/jobs/{id}", get(status::job_status))
         .route("/v1/jobs/{id}/status", get(status::job_status))
         .route("/v1/jobs/{id}/events", get(events::events))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/v1/events", get(stream::events))
+        .route("/v1/changes", get(changes::changes))
+        .route("/v1/watches", post(watches::create))
+        .route(
+            "/v1/watches/{id}",
+            get(watches::get)
+                .patch(watches::patch)
+                .delete(watches::delete),
+        )
         .route("/v2/video_translate", post(heygen::v2_create))
         .route("/v2/video_translate/{id}", get(heygen::v2_status))
         .route("/v3/video-translations", post(heygen::v3_create))

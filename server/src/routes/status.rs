@@ -151,10 +151,10 @@ pub(crate) async fn job_status(
 
 /// Counts a held request in `sim_longpoll_waiters` for as long as it lives, including when
 /// the client goes away and the handler is dropped mid-wait.
-struct Held<'a>(&'a AppState);
+pub(super) struct Held<'a>(&'a AppState);
 
 impl<'a> Held<'a> {
-    fn new(state: &'a AppState) -> Self {
+    pub(super) fn new(state: &'a AppState) -> Self {
         state.inner.metrics.longpoll_waiters(1.0);
         Held(state)
     }

@@ -142,6 +142,15 @@ impl FaultInjector {
     }
 }
 
+impl FaultInjector {
+    /// Decides whether a held request (a stream, a long-poll) that no other fault took goes
+    /// silent (`faults.silent_rate`).
+    pub fn roll_silent(&self) -> bool {
+        let p = self.current().silent_rate;
+        p > 0.0 && chance(&mut self.rng.lock().unwrap_or_else(|p| p.into_inner()), p)
+    }
+}
+
 fn chance(rng: &mut SmallRng, p: f64) -> bool {
     p > 0.0 && rng.random_bool(p.clamp(0.0, 1.0))
 }
@@ -189,6 +198,23 @@ mod tests {
         }
         assert!((1700..2300).contains(&errors), "{errors}");
         assert!((350..650).contains(&slow), "{slow}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silence_follows_its_rate() {
+        let never = injector(Faults::default());
+        assert!((0..1000).all(|_| !never.roll_silent()));
+        let always = injector(Faults {
+            silent_rate: 1.0,
+            ..Faults::default()
+        });
+        assert!((0..1000).all(|_| always.roll_silent()));
+        let half = injector(Faults {
+            silent_rate: 0.5,
+            ..Faults::default()
+        });
+        let silent = (0..10_000).filter(|_| half.roll_silent()).count();
+        assert!((4_500..5_500).contains(&silent), "{silent}");
     }
 
     #[tokio::test(start_paused = true)]

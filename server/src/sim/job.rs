@@ -63,6 +63,12 @@ pub enum Channel {
     Sse,
     /// A webhook delivery.
     Webhook,
+    /// `GET /v1/events`, the multiplexed change stream.
+    Stream,
+    /// `GET /v1/changes`, its long-poll fallback.
+    Changes,
+    /// `GET /v1/jobs?ids=...`, a batched status read.
+    Batch,
 }
 
 impl Channel {
@@ -74,6 +80,9 @@ impl Channel {
             Channel::LongPoll => "longpoll",
             Channel::Sse => "sse",
             Channel::Webhook => "webhook",
+            Channel::Stream => "stream",
+            Channel::Changes => "changes",
+            Channel::Batch => "batch",
         }
     }
 
@@ -84,6 +93,9 @@ impl Channel {
             Channel::LongPoll => 4,
             Channel::Sse => 8,
             Channel::Webhook => 16,
+            Channel::Stream => 32,
+            Channel::Changes => 64,
+            Channel::Batch => 128,
         }
     }
 }
@@ -126,6 +138,63 @@ pub struct Job {
     end: AtomicU64,
     /// Woken when the job is replaced (legacy reset), so held readers look again.
     pub changed: Notify,
+    /// Where its changes sit in the change log (see [`LogMarks`]).
+    pub marks: LogMarks,
+}
+
+/// Where a job's changes sit in the change log: the offset of its `created`, `ended` and
+/// `gone` changes in the log's epoch, `0` until logged. Written by the store while it holds
+/// its lock, when it appends the change, so that anyone who read the log's head under that
+/// lock can tell what the job looked like *as of* that head ([`Job::as_of`]).
+#[derive(Debug, Default)]
+pub struct LogMarks {
+    created: AtomicU64,
+    ended: AtomicU64,
+    gone: AtomicU64,
+}
+
+/// Which of a job's changes a [`LogMarks`] entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    /// Created (or, for the legacy job, re-created): pending.
+    Created,
+    /// Became terminal: completed, error or canceled.
+    Ended,
+    /// Forgotten after its TTL.
+    Gone,
+}
+
+impl LogMarks {
+    fn slot(&self, mark: Mark) -> &AtomicU64 {
+        match mark {
+            Mark::Created => &self.created,
+            Mark::Ended => &self.ended,
+            Mark::Gone => &self.gone,
+        }
+    }
+
+    /// The offset of `mark`'s change, if logged.
+    pub fn get(&self, mark: Mark) -> Option<u64> {
+        Some(self.slot(mark).load(Ordering::Acquire)).filter(|o| *o != 0)
+    }
+
+    /// Records where `mark`'s change was logged (by the store, as it appends it).
+    pub(crate) fn set(&self, mark: Mark, offset: u64) {
+        self.slot(mark).store(offset, Ordering::Release);
+    }
+}
+
+/// What a job looked like as of a position in the change log (see [`Job::as_of`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsOf {
+    /// Its creation was not logged yet: it did not exist then.
+    Unborn,
+    /// Created, not ended.
+    Pending,
+    /// Ended (how: [`Job::snapshot`] says, and it never changes).
+    Ended,
+    /// Forgotten.
+    Gone,
 }
 
 /// What a job looks like at one instant.
@@ -189,6 +258,16 @@ pub struct ErrorBody {
     pub message: &'static str,
 }
 
+impl ErrorBody {
+    /// The error of a job in `state`: set for `error` only.
+    pub fn of(state: State) -> Option<Self> {
+        matches!(state, State::Done(Outcome::Error)).then_some(ErrorBody {
+            code: "translation_failed",
+            message: "the video could not be translated (simulated failure)",
+        })
+    }
+}
+
 /// JSON body of `GET /v1/jobs/{id}/status` (and SSE/webhook payloads).
 #[derive(Debug, Serialize)]
 pub struct StatusBody<'a> {
@@ -249,6 +328,7 @@ impl Job {
             finish_counted: AtomicBool::new(false),
             end: AtomicU64::new(END_OPEN),
             changed: Notify::new(),
+            marks: LogMarks::default(),
         }
     }
 
@@ -375,6 +455,47 @@ impl Job {
         }
     }
 
+    /// What the job looked like as of `offset` in the change log: by the changes logged at or
+    /// before it, whatever the clock says now.
+    pub fn as_of(&self, offset: u64) -> AsOf {
+        let by = |mark| self.marks.get(mark).is_some_and(|at| at <= offset);
+        if by(Mark::Gone) {
+            AsOf::Gone
+        } else if by(Mark::Ended) {
+            AsOf::Ended
+        } else if by(Mark::Created) {
+            AsOf::Pending
+        } else {
+            AsOf::Unborn
+        }
+    }
+
+    /// The body of this job as the change log says it was as of `offset` (read at `now`):
+    /// `None` if it did not exist then or was already gone.
+    pub fn body_as_of(&self, offset: u64, now: Instant) -> Option<StatusBody<'_>> {
+        match self.as_of(offset) {
+            AsOf::Unborn | AsOf::Gone => None,
+            AsOf::Pending => Some(self.pending_body(now)),
+            AsOf::Ended => Some(self.body(&self.snapshot(now), false)),
+        }
+    }
+
+    /// The body of this job as pending at `now`, whatever the clock says: how a job whose end
+    /// is not logged yet is reported by a snapshot of the change log (progress stops short of
+    /// `1`; no estimate).
+    pub fn pending_body(&self, now: Instant) -> StatusBody<'_> {
+        let elapsed = now.saturating_duration_since(self.created);
+        StatusBody {
+            id: &self.id,
+            result: State::Pending.as_str(),
+            progress: self.progress_at(elapsed).min(0.999),
+            eta_ms: None,
+            created_at: rfc3339(self.created_wall),
+            completed_at: None,
+            error: None,
+        }
+    }
+
     /// Progress at `elapsed`, floored to a thousandth (0 for a hanging job).
     fn progress_at(&self, elapsed: Duration) -> f64 {
         if self.hang || self.duration.is_zero() {
@@ -438,10 +559,7 @@ impl Job {
             eta_ms: if with_eta { snap.eta.map(millis) } else { None },
             created_at: rfc3339(self.created_wall),
             completed_at: done.then(|| rfc3339(self.completed_wall())),
-            error: matches!(snap.state, State::Done(Outcome::Error)).then_some(ErrorBody {
-                code: "translation_failed",
-                message: "the video could not be translated (simulated failure)",
-            }),
+            error: ErrorBody::of(snap.state),
         }
     }
 

@@ -6,8 +6,13 @@
 //! without bound or fill it until a restart.
 //!
 //! Every job's expiry is known when it is created, so the store keeps two timelines beside the
-//! map: when each job finishes (for the finished-jobs count) and when each expires. The sweeper
-//! drains what is due, a batch per lock hold, touching only due jobs. A create that finds the
+//! map: when each job finishes and when each expires. A timer task drains the finishes as they
+//! fall due ([`JobStore::finish_due`], which logs each end in the change log and counts it), the
+//! sweeper the expiries, a batch per lock hold, touching only due jobs.
+//!
+//! The store also keeps the change log ([`super::changes`]): every change of a job is appended
+//! while the store's lock is held, so the log's head and the jobs held can be read together
+//! ([`JobStore::client_jobs`], [`JobStore::at_head`]). A create that finds the
 //! store (or its client's share, `jobs.max_jobs_per_client`) full looks at the soonest expiry
 //! only: if it is due, that job makes room; otherwise the refusal is immediate. No path scans
 //! the map while holding its lock, so a stream of refused creates costs the readers of other
@@ -24,9 +29,12 @@ use rand_distr::{Distribution, LogNormal};
 use tokio::time::Instant;
 use url::Url;
 
+use tokio::sync::Notify;
+
+use super::changes::{ChangeKind, ChangeLog, Cursor, JobRecord};
 use super::client::ClientId;
 use super::heygen::HeyGenJob;
-use super::job::{Cancel, Job, State};
+use super::job::{Cancel, Job, Mark, State};
 use super::timeline::Timeline;
 use crate::settings::{DurationKind, DurationSettings, Outcome, Settings};
 
@@ -76,12 +84,22 @@ pub enum Refused {
 /// What a sweep found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SweepReport {
-    /// Jobs that turned terminal since they were last looked at, and how they ended.
+    /// Jobs forgotten after their TTL that had not been counted as finished yet (their
+    /// finish came due in the same instant), and how they ended.
     pub newly_finished: Vec<State>,
     /// Jobs forgotten after their TTL.
     pub expired: usize,
     /// Jobs still held.
     pub held: usize,
+}
+
+/// What draining the due finishes found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FinishReport {
+    /// Jobs that turned terminal since they were last looked at, and how they ended.
+    pub newly_finished: Vec<State>,
+    /// When the next job finishes, if any is pending.
+    pub next: Option<Instant>,
 }
 
 /// All jobs, by id, bounded and expiring.
@@ -108,6 +126,11 @@ pub struct JobStore {
     /// Generation of the next legacy job: starts at the start-up wall clock in microseconds,
     /// so that neither a reset nor a restart repeats a version a client has seen.
     legacy_generation: AtomicU64,
+    /// Every change of every job, appended while `held` is locked.
+    changes: ChangeLog,
+    /// Woken when a job is created that finishes before every other pending one, so the timer
+    /// task draining the finishes re-arms.
+    finishes_moved: Notify,
 }
 
 #[derive(Debug, Default)]
@@ -118,9 +141,9 @@ struct Held {
     finishes: Timeline<Arc<Job>>,
     /// When each job is forgotten (the legacy job never is).
     expiries: Timeline<Arc<Job>>,
-    /// Jobs held per client; a client holding none has no entry, so this is never larger
-    /// than `jobs`.
-    per_client: HashMap<ClientId, usize>,
+    /// Jobs held per client, by id; a client holding none has no entry, so this is never
+    /// larger than `jobs`.
+    per_client: HashMap<ClientId, HashMap<String, Arc<Job>>>,
     /// Expiries looked at by creates that found the store full.
     examined: u64,
 }
@@ -135,35 +158,44 @@ struct Entry {
 }
 
 impl Held {
-    /// Whether `job` is the one held under its id (not one it replaced).
-    fn holds(&self, job: &Arc<Job>) -> bool {
+    /// Whose `job` is, if it is the one held under its id (`Some(None)`: the operator's).
+    fn owner(&self, job: &Arc<Job>) -> Option<Option<ClientId>> {
         self.jobs
             .get(&job.id)
-            .is_some_and(|e| Arc::ptr_eq(&e.job, job))
-    }
-
-    /// Forgets `job` if it is still the one held under its id.
-    fn forget(&mut self, job: &Arc<Job>) -> bool {
-        if !self.holds(job) {
-            return false;
-        }
-        if let Some(client) = self.jobs.remove(&job.id).and_then(|e| e.client) {
-            self.release(client);
-        }
-        true
+            .filter(|e| Arc::ptr_eq(&e.job, job))
+            .map(|e| e.client)
     }
 
     fn held_by(&self, client: ClientId) -> usize {
-        self.per_client.get(&client).copied().unwrap_or(0)
+        self.per_client.get(&client).map_or(0, HashMap::len)
     }
 
-    fn release(&mut self, client: ClientId) {
-        if let Some(n) = self.per_client.get_mut(&client) {
-            *n -= 1;
-            if *n == 0 {
+    fn release(&mut self, client: ClientId, id: &str) {
+        if let Some(jobs) = self.per_client.get_mut(&client) {
+            jobs.remove(id);
+            if jobs.is_empty() {
                 self.per_client.remove(&client);
             }
         }
+    }
+}
+
+/// What `job` looked like at `now`, as a change of `kind` reports it.
+fn record(job: &Job, client: Option<ClientId>, kind: ChangeKind, now: Instant) -> JobRecord {
+    let (state, progress) = match kind {
+        ChangeKind::Created => (State::Pending, 0.0),
+        ChangeKind::Ended | ChangeKind::Gone => {
+            let snap = job.snapshot(now);
+            (snap.state, snap.progress)
+        }
+    };
+    JobRecord {
+        id: job.id.clone(),
+        client,
+        state,
+        progress,
+        created: job.created_wall,
+        completed: state.is_terminal().then(|| job.completed_wall()),
     }
 }
 
@@ -195,12 +227,38 @@ pub fn sample_duration(d: &DurationSettings, rng: &mut impl Rng) -> Duration {
     }
 }
 
+/// Jobs by id, as [`JobStore::at_head`] lets its caller look them up.
+#[derive(Debug)]
+pub struct Lookup<'a> {
+    held: &'a Held,
+    now: Instant,
+}
+
+impl Lookup<'_> {
+    /// The job with this id, if held and not expired, and whose it is (`None`: the
+    /// operator's).
+    pub fn get(&self, id: &str) -> Option<(Arc<Job>, Option<ClientId>)> {
+        self.held
+            .jobs
+            .get(id)
+            .filter(|e| e.expires.is_none_or(|at| self.now < at))
+            .map(|e| (Arc::clone(&e.job), e.client))
+    }
+
+    /// The job held under this id, expired or not: a snapshot reports it as the change log
+    /// says (its `gone` comes when the sweeper forgets it).
+    pub fn held(&self, id: &str) -> Option<Arc<Job>> {
+        self.held.jobs.get(id).map(|e| Arc::clone(&e.job))
+    }
+}
+
 impl JobStore {
     /// An empty store configured by `settings`.
-    pub fn new(settings: &Settings, rng: SmallRng) -> Self {
+    pub fn new(settings: &Settings, mut rng: SmallRng) -> Self {
+        // A random epoch (never 0): a cursor of another run, or another simulator, is refused.
+        let epoch = rng.random_range(1..1u64 << 53);
         JobStore {
             held: Mutex::default(),
-            rng: Mutex::new(rng),
             max_jobs: settings.jobs.max_jobs,
             max_per_client: settings.jobs.max_jobs_per_client,
             ttl: settings.jobs.ttl,
@@ -213,7 +271,71 @@ impl JobStore {
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(0)),
             ),
+            changes: ChangeLog::memory(&settings.changes, epoch),
+            finishes_moved: Notify::new(),
+            rng: Mutex::new(rng),
         }
+    }
+
+    /// The change log.
+    pub fn changes(&self) -> &ChangeLog {
+        &self.changes
+    }
+
+    /// Logs `kind` for `job` (whose client is `client`) at `now` and marks it on the job. Takes
+    /// the held jobs to say that the caller holds their lock (see the module docs).
+    fn log(
+        &self,
+        _held: &mut Held,
+        job: &Job,
+        client: Option<ClientId>,
+        kind: ChangeKind,
+        now: Instant,
+    ) {
+        let offset = self
+            .changes
+            .append(kind, record(job, client, kind, now), now);
+        let mark = match kind {
+            ChangeKind::Created => Mark::Created,
+            ChangeKind::Ended => Mark::Ended,
+            ChangeKind::Gone => Mark::Gone,
+        };
+        job.marks.set(mark, offset);
+    }
+
+    /// Logs `job`'s end if it has ended by `now` and its end is not logged yet; returns how it
+    /// ended when this call logged it.
+    fn log_end(
+        &self,
+        held: &mut Held,
+        job: &Job,
+        client: Option<ClientId>,
+        now: Instant,
+    ) -> Option<State> {
+        if job.marks.get(Mark::Ended).is_some() {
+            return None;
+        }
+        let state = job.snapshot(now).state;
+        if !state.is_terminal() {
+            return None;
+        }
+        self.log(held, job, client, ChangeKind::Ended, now);
+        Some(state)
+    }
+
+    /// Forgets `job` if it is still the one held under its id, logging its end (if that was
+    /// not logged yet) and then that it is gone.
+    fn forget(&self, held: &mut Held, job: &Arc<Job>, now: Instant) -> bool {
+        let Some(client) = held.owner(job) else {
+            return false;
+        };
+        self.log_end(held, job, client, now);
+        self.log(held, job, client, ChangeKind::Gone, now);
+        held.jobs.remove(&job.id);
+        if let Some(client) = client {
+            held.release(client, &job.id);
+        }
+        true
     }
 
     /// Creates a job with a fresh id, for `spec.client` if set.
@@ -312,7 +434,11 @@ impl JobStore {
             (None, false) => Some(crate::time::later(job.completes_at(), self.ttl)),
         };
         if !job.hang {
-            held.finishes.push(job.completes_at(), Arc::clone(&job));
+            let at = job.completes_at();
+            if held.finishes.next_at().is_none_or(|next| at < next) {
+                self.finishes_moved.notify_one();
+            }
+            held.finishes.push(at, Arc::clone(&job));
         }
         if let Some(at) = expires {
             held.expiries.push(at, Arc::clone(&job));
@@ -323,14 +449,18 @@ impl JobStore {
             client: spec.client,
         };
         if let Some(client) = spec.client {
-            *held.per_client.entry(client).or_default() += 1;
+            held.per_client
+                .entry(client)
+                .or_default()
+                .insert(job.id.clone(), Arc::clone(&job));
         }
         if let Some(old) = held.jobs.insert(job.id.clone(), entry) {
             if let Some(client) = old.client {
-                held.release(client);
+                held.release(client, &old.job.id);
             }
             old.job.changed.notify_waiters();
         }
+        self.log(held, &job, spec.client, ChangeKind::Created, Instant::now());
         job
     }
 
@@ -368,7 +498,7 @@ impl JobStore {
             held.examined += 1;
             match held.expiries.pop_due(now) {
                 Some(job) => {
-                    held.forget(&job);
+                    self.forget(held, &job, now);
                 }
                 None => return Err(refused),
             }
@@ -389,7 +519,8 @@ impl JobStore {
     /// expired. A job this call canceled is forgotten `jobs.ttl` from now, unless it was due
     /// sooner. Returns the job, what the cancel found, and whose job it is.
     pub fn cancel(&self, id: &str, now: Instant) -> Option<(Arc<Job>, Cancel, Option<ClientId>)> {
-        let mut held = lock(&self.held);
+        let mut guard = lock(&self.held);
+        let held = &mut *guard;
         let entry = held
             .jobs
             .get_mut(id)
@@ -397,16 +528,46 @@ impl JobStore {
         let job = Arc::clone(&entry.job);
         let client = entry.client;
         let found = job.cancel(now);
-        if found == Cancel::Canceled
-            && let Some(old) = entry.expires
-        {
-            let at = crate::time::later(now, self.ttl);
-            if at < old {
-                entry.expires = Some(at);
-                held.expiries.push(at, Arc::clone(&job));
+        if found == Cancel::Canceled {
+            if let Some(old) = entry.expires {
+                let at = crate::time::later(now, self.ttl);
+                if at < old {
+                    entry.expires = Some(at);
+                    held.expiries.push(at, Arc::clone(&job));
+                }
             }
+            self.log_end(held, &job, client, now);
         }
         Some((job, found, client))
+    }
+
+    /// The log's head and the jobs `client` holds, read together: every change at or before
+    /// the head is marked on these jobs, and none after it is (see [`Job::as_of`]).
+    pub fn client_jobs(&self, client: ClientId) -> (Cursor, Vec<Arc<Job>>) {
+        let held = lock(&self.held);
+        let jobs = held
+            .per_client
+            .get(&client)
+            .map(|jobs| jobs.values().cloned().collect())
+            .unwrap_or_default();
+        (self.changes.head(), jobs)
+    }
+
+    /// Jobs `client` holds.
+    pub fn held_by(&self, client: ClientId) -> usize {
+        lock(&self.held).held_by(client)
+    }
+
+    /// Runs `f` with the log's head and a way to look jobs up, while no change can be
+    /// appended: what `f` records against the head (a watch set's additions) is exactly
+    /// before every later change.
+    pub fn at_head<T>(&self, f: impl FnOnce(Cursor, &Lookup<'_>) -> T) -> T {
+        let held = lock(&self.held);
+        let lookup = Lookup {
+            held: &held,
+            now: Instant::now(),
+        };
+        f(self.changes.head(), &lookup)
     }
 
     /// Expiries looked at, in all, by creates that found the store full.
@@ -424,11 +585,11 @@ impl JobStore {
         self.len() == 0
     }
 
-    /// Forgets expired jobs and reports the ones that turned terminal, touching only those,
-    /// a batch per hold of the lock. The legacy job never expires: `GET /status` always
-    /// answers. A hanging job never ends, and expires `jobs.hang_ttl` after its creation.
-    pub fn sweep(&self, now: Instant) -> SweepReport {
-        let mut report = SweepReport::default();
+    /// Logs the end of every job whose finish is due at `now` and reports the ones not
+    /// counted as finished before, touching only those, a batch per hold of the lock; and
+    /// when the next one is due. A timer task calls it at that instant (see `crate::run`).
+    pub fn finish_due(&self, now: Instant) -> FinishReport {
+        let mut report = FinishReport::default();
         loop {
             let mut held = lock(&self.held);
             let mut handled = 0;
@@ -437,21 +598,52 @@ impl JobStore {
                     break;
                 };
                 handled += 1;
-                if held.holds(&job) && job.take_finish() {
+                // A job replaced (the legacy job) or already forgotten is not followed.
+                let Some(client) = held.owner(&job) else {
+                    continue;
+                };
+                self.log_end(&mut held, &job, client, now);
+                if job.take_finish() {
                     report.newly_finished.push(job.snapshot(now).state);
                 }
             }
+            report.next = held.finishes.next_at();
+            if handled < SWEEP_BATCH {
+                return report;
+            }
+        }
+    }
+
+    /// Woken when a job is created that finishes before every other pending one: the task
+    /// waiting for the next finish must look again.
+    pub fn finishes_moved(&self) -> &Notify {
+        &self.finishes_moved
+    }
+
+    /// Forgets expired jobs (logging that they are gone), touching only those, a batch per
+    /// hold of the lock, and prunes the change log. The legacy job never expires: `GET
+    /// /status` always answers. A hanging job never ends, and expires `jobs.hang_ttl` after its
+    /// creation.
+    pub fn sweep(&self, now: Instant) -> SweepReport {
+        let mut report = SweepReport::default();
+        loop {
+            let mut held = lock(&self.held);
+            let mut handled = 0;
             while handled < SWEEP_BATCH {
                 let Some(job) = held.expiries.pop_due(now) else {
                     break;
                 };
                 handled += 1;
-                if held.forget(&job) {
+                if self.forget(&mut held, &job, now) {
                     report.expired += 1;
+                    if job.snapshot(now).state.is_terminal() && job.take_finish() {
+                        report.newly_finished.push(job.snapshot(now).state);
+                    }
                 }
             }
             report.held = held.jobs.len();
             if handled < SWEEP_BATCH {
+                self.changes.prune(now);
                 return report;
             }
         }
@@ -512,13 +704,15 @@ mod tests {
                 ..JobSpec::default()
             })
             .unwrap();
-        let r = store.sweep(Instant::now() + Duration::from_secs(2));
+        let r = store.finish_due(Instant::now() + Duration::from_secs(2));
         assert_eq!(r.newly_finished.len(), 2);
         assert!(r.newly_finished.contains(&State::Done(Outcome::Error)));
-        let r = store.sweep(Instant::now() + Duration::from_secs(3));
+        assert_eq!(r.next, None);
+        let r = store.finish_due(Instant::now() + Duration::from_secs(3));
         assert!(r.newly_finished.is_empty());
         let r = store.sweep(Instant::now() + Duration::from_secs(7));
         assert_eq!((r.expired, r.held), (1, 1), "legacy never expires");
+        assert!(r.newly_finished.is_empty(), "counted once");
     }
 
     #[tokio::test(start_paused = true)]
@@ -561,8 +755,10 @@ mod tests {
                 })
                 .unwrap();
         }
+        let r = store.finish_due(Instant::now());
+        assert_eq!((r.newly_finished.len(), r.next), (n, None));
         let r = store.sweep(Instant::now());
-        assert_eq!((r.newly_finished.len(), r.expired, r.held), (n, 0, n));
+        assert_eq!((r.newly_finished.len(), r.expired, r.held), (0, 0, n));
         let r = store.sweep(Instant::now() + Duration::from_secs(1));
         assert_eq!((r.newly_finished.len(), r.expired, r.held), (0, n, 0));
         let held = lock(&store.held);
@@ -684,8 +880,8 @@ mod tests {
             );
         }
         assert!(store.cancel("j-nope", Instant::now()).is_none());
-        // The sweeper reaches the short job's natural end and reports how it really ended.
-        let r = store.sweep(Instant::now() + Duration::from_secs(2));
+        // The timer reaches the short job's natural end and reports how it really ended.
+        let r = store.finish_due(Instant::now() + Duration::from_secs(2));
         assert_eq!(r.newly_finished, vec![State::Canceled]);
         tokio::time::advance(Duration::from_secs(4)).await;
         assert!(store.get(&long.id).is_some());
@@ -697,6 +893,177 @@ mod tests {
         assert!(store.cancel(&long.id, Instant::now()).is_none());
         let r = store.sweep(Instant::now());
         assert_eq!((r.expired, r.held), (2, 0));
+    }
+
+    /// Every change logged so far: (kind, job id, state), oldest first.
+    fn logged(store: &JobStore) -> Vec<(ChangeKind, String, State)> {
+        use crate::sim::changes::{Read, ReadLimits};
+        let start = Cursor::new(store.changes().head().epoch, 0);
+        let all = ReadLimits {
+            keep: usize::MAX,
+            scan: usize::MAX,
+        };
+        match store.changes().read(start, all, |_| true) {
+            Read::Changes { changes, .. } => changes
+                .iter()
+                .map(|c| (c.kind, c.job.id.clone(), c.job.state))
+                .collect(),
+            Read::Reset { .. } => panic!("the history starts at 1"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_change_is_logged_once_when_it_happens() {
+        use ChangeKind::{Created, Ended, Gone};
+        let mut s = Settings::default();
+        s.jobs.ttl = Duration::from_secs(5);
+        let store = JobStore::new(&s, SmallRng::seed_from_u64(1));
+        let spec = |secs, outcome| JobSpec {
+            duration: Some(Duration::from_secs(secs)),
+            outcome: Some(outcome),
+            client: Some(ClientId::ApiKey),
+            ..JobSpec::default()
+        };
+        let done = store.create(spec(1, Outcome::Error)).unwrap();
+        let canceled = store.create(spec(3, Outcome::Completed)).unwrap();
+        let pending = State::Pending;
+        assert_eq!(
+            logged(&store),
+            [
+                (Created, done.id.clone(), pending),
+                (Created, canceled.id.clone(), pending)
+            ]
+        );
+        // Nothing is logged before its instant, and each end once, whoever gets there first.
+        assert_eq!(
+            store.finish_due(Instant::now()).next,
+            Some(done.completes_at())
+        );
+        assert_eq!(logged(&store).len(), 2);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        store.cancel(&canceled.id, Instant::now()).unwrap();
+        store.cancel(&canceled.id, Instant::now()).unwrap();
+        let r = store.finish_due(Instant::now());
+        assert_eq!(r.newly_finished, [State::Done(Outcome::Error)]);
+        assert_eq!(r.next, Some(canceled.created + Duration::from_secs(3)));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        store.finish_due(Instant::now());
+        let ended = logged(&store)[2..].to_vec();
+        assert_eq!(
+            ended,
+            [
+                (Ended, canceled.id.clone(), State::Canceled),
+                (Ended, done.id.clone(), State::Done(Outcome::Error)),
+            ]
+        );
+        // Forgotten after the TTL: gone, once.
+        let r = store.sweep(Instant::now() + Duration::from_secs(10));
+        assert_eq!(r.expired, 2);
+        let gone: Vec<_> = logged(&store)[4..]
+            .iter()
+            .map(|c| (c.0, c.1.clone()))
+            .collect();
+        assert_eq!(gone, [(Gone, done.id.clone()), (Gone, canceled.id.clone())]);
+        // Marks say where each change sits.
+        assert_eq!(done.marks.get(Mark::Created), Some(1));
+        assert_eq!(done.marks.get(Mark::Ended), Some(4));
+        assert_eq!(done.marks.get(Mark::Gone), Some(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_job_forgotten_before_its_end_was_logged_is_logged_ended_then_gone() {
+        let mut s = Settings::default();
+        s.jobs.ttl = Duration::ZERO;
+        let store = JobStore::new(&s, SmallRng::seed_from_u64(1));
+        let job = store
+            .create(JobSpec {
+                duration: Some(Duration::from_secs(1)),
+                ..JobSpec::default()
+            })
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        // The sweeper gets there before the timer.
+        let r = store.sweep(Instant::now());
+        assert_eq!((r.expired, r.newly_finished.len()), (1, 1));
+        let kinds: Vec<_> = logged(&store).iter().map(|c| (c.0, c.2)).collect();
+        assert_eq!(
+            kinds,
+            [
+                (ChangeKind::Created, State::Pending),
+                (ChangeKind::Ended, State::Done(Outcome::Completed)),
+                (ChangeKind::Gone, State::Done(Outcome::Completed)),
+            ]
+        );
+        // The timer then finds nothing to log or count.
+        let r = store.finish_due(Instant::now());
+        assert!(r.newly_finished.is_empty());
+        assert_eq!(logged(&store).len(), 3);
+        assert_eq!(job.marks.get(Mark::Gone), Some(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reset_legacy_job_is_created_again_and_the_replaced_one_never_ends() {
+        let store = JobStore::new(&Settings::default(), SmallRng::seed_from_u64(1));
+        let spec = || JobSpec {
+            duration: Some(Duration::from_secs(1)),
+            ..JobSpec::default()
+        };
+        store.reset_legacy(spec()).unwrap();
+        store.reset_legacy(spec()).unwrap();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        store.finish_due(Instant::now());
+        let kinds: Vec<_> = logged(&store).iter().map(|c| (c.0, c.1.clone())).collect();
+        let legacy = || LEGACY_ID.to_string();
+        assert_eq!(
+            kinds,
+            [
+                (ChangeKind::Created, legacy()),
+                (ChangeKind::Created, legacy()),
+                (ChangeKind::Ended, legacy()),
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_snapshot_at_the_head_sees_each_job_as_the_log_does() {
+        use crate::sim::job::AsOf;
+        let store = JobStore::new(&Settings::default(), SmallRng::seed_from_u64(1));
+        let mine = ClientId::peer([192, 0, 2, 1].into());
+        let spec = |client, secs| JobSpec {
+            duration: Some(Duration::from_secs(secs)),
+            client,
+            ..JobSpec::default()
+        };
+        let short = store.create(spec(Some(mine), 1)).unwrap();
+        let long = store.create(spec(Some(mine), 60)).unwrap();
+        store.create(spec(None, 1)).unwrap();
+        store.create(spec(Some(ClientId::ApiKey), 1)).unwrap();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        // By the clock `short` has ended; the log does not say so yet.
+        let (head, jobs) = store.client_jobs(mine);
+        let mut ids: Vec<_> = jobs.iter().map(|j| j.id.clone()).collect();
+        ids.sort();
+        let mut want = vec![short.id.clone(), long.id.clone()];
+        want.sort();
+        assert_eq!(ids, want, "only the client's own jobs");
+        assert_eq!(short.as_of(head.offset), AsOf::Pending);
+        store.finish_due(Instant::now());
+        assert_eq!(
+            short.as_of(head.offset),
+            AsOf::Pending,
+            "as of the old head"
+        );
+        let (head, _) = store.client_jobs(mine);
+        assert_eq!(short.as_of(head.offset), AsOf::Ended);
+        assert_eq!(long.as_of(head.offset), AsOf::Pending);
+        assert_eq!(long.as_of(0), AsOf::Unborn);
+        let found = store.at_head(|_, lookup| {
+            (
+                lookup.get(&long.id).map(|(_, c)| c),
+                lookup.get("j-none").is_some(),
+            )
+        });
+        assert_eq!(found, (Some(Some(mine)), false));
     }
 
     #[test]

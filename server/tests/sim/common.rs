@@ -80,3 +80,92 @@ pub(crate) async fn status_json(server: &RunningServer, id: &str) -> Value {
         .await
         .unwrap()
 }
+
+/// One event of a Server-Sent Events stream.
+#[derive(Debug, Clone)]
+pub(crate) struct Ev {
+    /// `event:` (`message` when absent).
+    pub(crate) name: String,
+    /// `id:`, if the event had one.
+    pub(crate) id: Option<String>,
+    /// `data:`, as JSON.
+    pub(crate) data: Value,
+}
+
+/// Reads a Server-Sent Events stream event by event.
+pub(crate) struct SseReader {
+    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buf: String,
+    /// The stream ended (the server closed it).
+    pub(crate) ended: bool,
+}
+
+impl SseReader {
+    /// Reads the events of `r`, which must be a `200` event stream.
+    pub(crate) fn new(r: reqwest::Response) -> Self {
+        assert_eq!(r.status(), 200);
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/event-stream")
+        );
+        SseReader {
+            body: Box::pin(r.bytes_stream()),
+            buf: String::new(),
+            ended: false,
+        }
+    }
+
+    /// The next event within `within`: `None` when the stream ended or nothing came.
+    pub(crate) async fn next(&mut self, within: Duration) -> Option<Ev> {
+        use futures_util::StreamExt;
+        let until = tokio::time::Instant::now() + within;
+        loop {
+            while let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let (mut name, mut id, mut data) = (String::from("message"), None, String::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        name = v.trim().to_string();
+                    } else if let Some(v) = line.strip_prefix("id:") {
+                        id = Some(v.trim().to_string());
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim());
+                    }
+                }
+                if !data.is_empty() {
+                    let data = serde_json::from_str(&data).unwrap();
+                    return Some(Ev { name, id, data });
+                }
+            }
+            if self.ended {
+                return None;
+            }
+            match tokio::time::timeout_at(until, self.body.next()).await {
+                Ok(Some(Ok(chunk))) => self.buf.push_str(std::str::from_utf8(&chunk).unwrap()),
+                Ok(_) => self.ended = true,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Events until one named `name` (included), within `within` in all.
+    pub(crate) async fn until(&mut self, name: &str, within: Duration) -> Vec<Ev> {
+        let until = tokio::time::Instant::now() + within;
+        let mut out = Vec::new();
+        while let Some(ev) = self.next(until - tokio::time::Instant::now()).await {
+            let last = ev.name == name;
+            out.push(ev);
+            if last {
+                return out;
+            }
+        }
+        panic!("no `{name}` event within {within:?}; got {out:#?}");
+    }
+}
+
+/// The offset of a cursor `epoch:offset`.
+pub(crate) fn offset(cursor: &str) -> u64 {
+    cursor.split_once(':').unwrap().1.parse().unwrap()
+}

@@ -3,7 +3,9 @@
 
 mod abuse;
 mod api;
+mod batch;
 mod cancel;
+mod changes;
 mod cli;
 mod common;
 mod faults;
@@ -13,5 +15,8 @@ mod heygen;
 mod limits;
 mod longpoll;
 mod metrics;
+mod silent;
 mod sse;
+mod stream;
+mod watches;
 mod webhooks;

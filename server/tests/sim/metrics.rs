@@ -127,3 +127,37 @@ async fn metrics_can_be_disabled() {
     let r = client().get(server.url("/metrics")).send().await.unwrap();
     assert_eq!(r.status(), 404);
 }
+
+/// The series the dashboards' change-stream row reads exist before any stream, batch or
+/// long-poll was served, so panels show zero rather than "no data".
+#[tokio::test]
+async fn change_stream_series_exist_from_the_start() {
+    let server = spawn_with(|_| {}).await;
+    let text = client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // Retained changes (the legacy job's creation, at least) are counted by the sweeper.
+    assert!(sample(&text, "sim_change_log_entries").is_some(), "{text}");
+    for series in [
+        "sim_change_streams",
+        "sim_change_stream_jobs_count",
+        "sim_change_stream_jobs_bucket{le=\"+Inf\"}",
+        "sim_batch_read_size_count",
+        "sim_batch_read_size_bucket{le=\"+Inf\"}",
+        "sim_change_stream_resumes_total",
+        "sim_change_resets_total{channel=\"stream\"}",
+        "sim_change_resets_total{channel=\"changes\"}",
+        "sim_change_bookmarks_total{kind=\"idle\"}",
+        "sim_change_bookmarks_total{kind=\"final\"}",
+        "sim_changes_longpolls_total{outcome=\"changes\"}",
+        "sim_changes_longpolls_total{outcome=\"empty\"}",
+        "sim_changes_longpolls_total{outcome=\"reset\"}",
+    ] {
+        assert_eq!(sample(&text, series), Some(0.0), "{series} in {text}");
+    }
+}
