@@ -33,6 +33,10 @@ pub enum Error {
     /// message, fix the input and create a new job.
     #[error("{0}")]
     JobFailed(Box<JobFailed>),
+    /// The job was canceled before it finished (by whoever can cancel it on the service). It
+    /// will not finish: create a new job if its result is still needed.
+    #[error("{0}")]
+    JobCanceled(Box<JobCanceled>),
     /// The wait stopped before the job finished: the deadline passed or the poll budget ran
     /// out. The job may still finish; wait again with a longer deadline.
     #[error("{0}")]
@@ -82,7 +86,10 @@ impl Error {
             Error::UnexpectedResponse(e) => {
                 e.status == 429 || e.status == 408 || (500..600).contains(&e.status)
             }
-            Error::JobFailed(_) | Error::Config(_) | Error::SavedState(_) => false,
+            Error::JobFailed(_)
+            | Error::JobCanceled(_)
+            | Error::Config(_)
+            | Error::SavedState(_) => false,
         }
     }
 
@@ -111,9 +118,24 @@ impl Error {
     pub fn last_status(&self) -> Option<&JobStatus> {
         match self {
             Error::JobFailed(f) => Some(&f.status),
+            Error::JobCanceled(c) => Some(&c.status),
             Error::GaveUp(g) => g.last_status.as_ref(),
             Error::Unavailable(u) => u.last_status.as_ref(),
             Error::Stalled(s) => s.last_status.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// How the wait went, when the error ended a wait that got that far: the job failed or
+    /// was canceled, the wait gave up, the service was unavailable at the deadline, or a job
+    /// set stopped on a stall.
+    pub fn report(&self) -> Option<&WaitReport> {
+        match self {
+            Error::JobFailed(f) => Some(&f.report),
+            Error::JobCanceled(c) => Some(&c.report),
+            Error::GaveUp(g) => Some(&g.report),
+            Error::Unavailable(u) => u.report.as_ref(),
+            Error::Stalled(s) => Some(&s.report),
             _ => None,
         }
     }
@@ -163,6 +185,28 @@ impl fmt::Display for JobFailed {
         }
         f.write_str(
             "; the job itself failed, so waiting longer will not help: check its input and create a new job",
+        )
+    }
+}
+
+/// The job was canceled.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct JobCanceled {
+    /// The job, as the caller addressed it (id or status URL).
+    pub job: String,
+    /// The terminal status as reported.
+    pub status: JobStatus,
+    /// How the wait went.
+    pub report: WaitReport,
+}
+
+impl fmt::Display for JobCanceled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "job {} was canceled before it finished; it will not finish: create a new job if its result is still needed",
+            self.job
         )
     }
 }

@@ -95,11 +95,14 @@ pub mod wait;
 
 pub use client::{Client, ClientBuilder};
 pub use error::{
-    BoxError, ConfigError, Error, GaveUp, JobFailed, SavedStateError, Stalled, Unavailable,
-    UnexpectedResponse, Unreachable,
+    BoxError, ConfigError, Error, GaveUp, JobCanceled, JobFailed, SavedStateError, Stalled,
+    Unavailable, UnexpectedResponse, Unreachable,
 };
 pub use job::{CreatedJob, JobRef, JobRefKind};
-pub use model::{JobFailure, JobState, JobStatus, NewJob, Outcome, ParseError};
+pub use model::{
+    JobFailure, JobState, JobStatus, MAX_MESSAGE, MAX_RESULT_URL, MAX_WORD, NewJob, Outcome,
+    ParseError,
+};
 pub use wait::{Completion, Fallback, FallbackReason, Mechanism, WaitOptions, WaitReport, Watch};
 
 /// The README's examples, compiled as doctests.

@@ -6,6 +6,11 @@
 //! client works unchanged against the original `GET /status → {"result": ..}` server. Result
 //! strings are compared case-insensitively; one this version does not know becomes
 //! [`JobState::Unknown`] instead of an error or a panic.
+//!
+//! Every state is one of five canonical ones — queued, running, succeeded, failed, canceled
+//! ([`JobState::Queued`], [`JobState::Pending`], [`JobState::Completed`],
+//! [`JobState::Failed`], [`JobState::Canceled`]) — or [`JobState::Unknown`]; the word the
+//! service used is kept beside it ([`JobStatus::raw_state`]).
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
@@ -14,13 +19,25 @@ use serde::Deserialize;
 use serde_json::Value;
 
 /// One reading of a job's status.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// `Debug` shows the [`result_url`](Self::result_url) without its query: a signed URL is a
+/// credential for as long as it is valid.
+#[derive(Clone, PartialEq)]
 #[non_exhaustive]
 pub struct JobStatus {
     /// The job id, when the service reports it (the plain `/status` server does not).
     pub id: Option<String>,
-    /// Where the job is: pending, completed, failed, or a state this version does not know.
+    /// Where the job is: queued, running (`Pending`), completed, failed, canceled, or a state
+    /// this version does not know.
     pub state: JobState,
+    /// The word the service used for the state, as it wrote it (`"success"`, `"in_progress"`,
+    /// `"Pending "`), at most [`MAX_WORD`] bytes; `None` when the status was made in code.
+    pub raw_state: Option<String>,
+    /// Where the result is (a video URL), when the service says so. Such URLs are often
+    /// signed, and signed anew on every read: this crate never logs one in full, and a new
+    /// signature alone is not a change of status. At most [`MAX_RESULT_URL`] bytes (a longer
+    /// one is dropped).
+    pub result_url: Option<String>,
     /// Progress as a fraction between 0 and 1, when reported.
     ///
     /// Services report either scale, so the reported number is read by one rule: from 0 to 1
@@ -41,6 +58,8 @@ impl JobStatus {
         JobStatus {
             id: None,
             state,
+            raw_state: None,
+            result_url: None,
             progress: None,
             created_at: None,
             completed_at: None,
@@ -53,7 +72,7 @@ impl JobStatus {
         self
     }
 
-    /// `true` for `completed` and `error`: the job will not change any more.
+    /// `true` for completed, failed and canceled: the job will not change any more.
     pub fn is_terminal(&self) -> bool {
         self.state.is_terminal()
     }
@@ -87,12 +106,14 @@ impl JobStatus {
             None => return Err(ParseError("no `result` field".into())),
         };
         let state = match result.trim().to_ascii_lowercase().as_str() {
-            "pending" => JobState::Pending {
+            "queued" => JobState::Queued,
+            "pending" | "running" => JobState::Pending {
                 eta: raw.eta_ms.as_ref().and_then(duration_ms),
             },
             "completed" => JobState::Completed,
             "error" => JobState::Failed(JobFailure::from_value(raw.error.as_ref())),
-            _ => JobState::Unknown(result),
+            "canceled" | "cancelled" => JobState::Canceled,
+            _ => JobState::Unknown(bounded(&result, MAX_WORD)),
         };
         Ok(JobStatus {
             id: match raw.id {
@@ -100,6 +121,8 @@ impl JobStatus {
                 _ => None,
             },
             state,
+            raw_state: Some(bounded(&result, MAX_WORD)),
+            result_url: None,
             progress: raw
                 .progress
                 .as_ref()
@@ -111,11 +134,74 @@ impl JobStatus {
     }
 }
 
-/// Where a job is.
+impl fmt::Debug for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobStatus")
+            .field("id", &self.id)
+            .field("state", &self.state)
+            .field("raw_state", &self.raw_state)
+            .field(
+                "result_url",
+                &self.result_url.as_deref().map(crate::redact::without_query),
+            )
+            .field("progress", &self.progress)
+            .field("created_at", &self.created_at)
+            .field("completed_at", &self.completed_at)
+            .finish()
+    }
+}
+
+/// The longest state word kept ([`JobStatus::raw_state`], [`JobState::Unknown`]): a longer
+/// one is cut at a character boundary. No service names a state in more.
+pub const MAX_WORD: usize = 128;
+/// The longest result URL kept ([`JobStatus::result_url`]); a longer one is dropped.
+pub const MAX_RESULT_URL: usize = 16 * 1024;
+/// The longest failure message kept ([`JobFailure::message`]); a longer one is cut, ending
+/// with `…`.
+pub const MAX_MESSAGE: usize = 4 * 1024;
+
+/// At most `max` bytes of `text`, cut at a character boundary.
+pub(crate) fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+/// A failure message, cut to [`MAX_MESSAGE`] bytes (ending with `…` when cut).
+pub(crate) fn message(text: &str) -> String {
+    let mut kept = bounded(text, MAX_MESSAGE);
+    if kept.len() < text.len() {
+        kept.push('…');
+    }
+    kept
+}
+
+/// Where a job is: one of the five canonical states, or a word this version does not know.
+///
+/// | canonical | variant | terminal |
+/// | --- | --- | --- |
+/// | queued | [`Queued`](JobState::Queued) | no |
+/// | running | [`Pending`](JobState::Pending) | no |
+/// | succeeded | [`Completed`](JobState::Completed) | yes |
+/// | failed | [`Failed`](JobState::Failed) | yes |
+/// | canceled | [`Canceled`](JobState::Canceled) | yes |
+/// | *(none)* | [`Unknown`](JobState::Unknown) | no |
+///
+/// A service that does not tell queued from running (the simulator's `pending`) reports
+/// `Pending`: only [`is_terminal`](JobState::is_terminal) tells a caller whether to keep
+/// waiting.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum JobState {
-    /// Still running. `eta` is the service's (noisy) estimate of the time left.
+    /// Accepted, not started yet.
+    Queued,
+    /// Still running (or not yet known to have started). `eta` is the service's (noisy)
+    /// estimate of the time left.
     Pending {
         /// Estimated time left, when the service gives one (`eta_ms`).
         eta: Option<Duration>,
@@ -124,23 +210,47 @@ pub enum JobState {
     Completed,
     /// Finished with an error.
     Failed(JobFailure),
-    /// A result string this version does not know (kept verbatim).
+    /// Canceled before it finished: it will not finish.
+    Canceled,
+    /// A state word this version (or this client's profile) does not know, kept verbatim
+    /// (at most [`MAX_WORD`] bytes). Not terminal: a wait reads again, and ends with
+    /// [`Error::UnknownState`](crate::Error::UnknownState) when the word persists.
     Unknown(String),
 }
 
 impl JobState {
-    /// `true` for [`Completed`](JobState::Completed) and [`Failed`](JobState::Failed).
+    /// `true` for [`Completed`](JobState::Completed), [`Failed`](JobState::Failed) and
+    /// [`Canceled`](JobState::Canceled).
     pub fn is_terminal(&self) -> bool {
-        matches!(self, JobState::Completed | JobState::Failed(_))
+        matches!(
+            self,
+            JobState::Completed | JobState::Failed(_) | JobState::Canceled
+        )
     }
 
-    /// The wire name: `pending`, `completed`, `error`, or the unknown string.
+    /// The simulator's wire name: `queued`, `pending`, `completed`, `error`, `canceled`, or
+    /// the unknown word.
     pub fn as_str(&self) -> &str {
         match self {
+            JobState::Queued => "queued",
             JobState::Pending { .. } => "pending",
             JobState::Completed => "completed",
             JobState::Failed(_) => "error",
+            JobState::Canceled => "canceled",
             JobState::Unknown(s) => s,
+        }
+    }
+
+    /// The canonical name: `queued`, `running`, `succeeded`, `failed`, `canceled`, or
+    /// `unknown`.
+    pub fn canonical(&self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Pending { .. } => "running",
+            JobState::Completed => "succeeded",
+            JobState::Failed(_) => "failed",
+            JobState::Canceled => "canceled",
+            JobState::Unknown(_) => "unknown",
         }
     }
 }
@@ -154,7 +264,7 @@ impl fmt::Display for JobState {
                 (None, Some(message)) => write!(f, "error ({message})"),
                 (None, None) => f.write_str("error"),
             },
-            JobState::Unknown(s) => write!(f, "unknown result {s:?}"),
+            JobState::Unknown(s) => write!(f, "unknown state {s:?}"),
             other => f.write_str(other.as_str()),
         }
     }
@@ -179,8 +289,8 @@ impl JobFailure {
                 .map(str::to_owned)
         };
         JobFailure {
-            code: field("code"),
-            message: field("message"),
+            code: field("code").map(|code| bounded(&code, MAX_WORD)),
+            message: field("message").map(|m| message(&m)),
         }
     }
 }
@@ -324,15 +434,54 @@ mod tests {
                 r#"{"result":"error"}"#,
                 JobState::Failed(JobFailure::default()),
             ),
-            (
-                r#"{"result":"Cancelled"}"#,
-                JobState::Unknown("Cancelled".into()),
-            ),
+            (r#"{"result":"Cancelled"}"#, JobState::Canceled),
+            (r#"{"result":"canceled"}"#, JobState::Canceled),
+            (r#"{"result":"queued"}"#, JobState::Queued),
+            (r#"{"result":"paused"}"#, JobState::Unknown("paused".into())),
             (r#"{"result":""}"#, JobState::Unknown(String::new())),
         ];
         for (body, want) in table {
-            assert_eq!(parse(body).unwrap().state, want, "{body}");
+            let status = parse(body).unwrap();
+            assert_eq!(status.state, want, "{body}");
+            let word: serde_json::Value = serde_json::from_str(body).unwrap();
+            assert_eq!(
+                status.raw_state.as_deref(),
+                word["result"].as_str(),
+                "verbatim"
+            );
         }
+        assert!(parse(r#"{"result":"canceled"}"#).unwrap().is_terminal());
+        assert!(!parse(r#"{"result":"queued"}"#).unwrap().is_terminal());
+    }
+
+    #[test]
+    fn words_and_messages_are_kept_within_bounds() {
+        let long = "é".repeat(MAX_WORD);
+        let s = parse(&format!(r#"{{"result":"{long}"}}"#)).unwrap();
+        let JobState::Unknown(word) = &s.state else {
+            panic!("{:?}", s.state)
+        };
+        assert!(word.len() <= MAX_WORD && long.starts_with(word.as_str()));
+        assert_eq!(s.raw_state.as_deref(), Some(word.as_str()));
+        let message = "x".repeat(MAX_MESSAGE + 10);
+        let s = parse(&format!(
+            r#"{{"result":"error","error":{{"message":"{message}"}}}}"#
+        ))
+        .unwrap();
+        let JobState::Failed(failure) = s.state else {
+            panic!()
+        };
+        let kept = failure.message.unwrap();
+        assert!(kept.ends_with('…') && kept.len() <= MAX_MESSAGE + '…'.len_utf8());
+    }
+
+    #[test]
+    fn debug_never_shows_a_signed_url_in_full() {
+        let mut s = JobStatus::new(JobState::Completed);
+        s.result_url = Some("https://cdn.example/j.mp4?Expires=1&Key-Pair-Id=K&Policy=p".into());
+        let shown = format!("{s:?}");
+        assert!(shown.contains("https://cdn.example/j.mp4?***"), "{shown}");
+        assert!(!shown.contains("Policy"), "{shown}");
     }
 
     #[test]
@@ -376,7 +525,11 @@ mod tests {
         let s =
             parse(r#"{"result":"pending","progress":"half","eta_ms":-5,"created_at":42,"id":7}"#)
                 .unwrap();
-        assert_eq!(s, JobStatus::new(JobState::Pending { eta: None }));
+        assert_eq!(s.raw_state.as_deref(), Some("pending"));
+        assert_eq!(
+            (s.id, s.state, s.progress, s.created_at),
+            (None, JobState::Pending { eta: None }, None, None)
+        );
         for eta in ["1e300", "-1", "1e15", "\"soon\""] {
             let s = parse(&format!(r#"{{"result":"pending","eta_ms":{eta}}}"#)).unwrap();
             assert_eq!(s.eta(), None, "{eta}");

@@ -193,9 +193,11 @@ proptest! {
             (None, parsed) => prop_assert!(parsed.is_err(), "no string result must not parse"),
             (Some(word), Ok(status)) => {
                 let expected = match word.as_str() {
-                    "pending" => matches!(status.state, JobState::Pending { .. }),
+                    "queued" => status.state == JobState::Queued,
+                    "pending" | "running" => matches!(status.state, JobState::Pending { .. }),
                     "completed" => status.state == JobState::Completed,
                     "error" => matches!(status.state, JobState::Failed(_)),
+                    "canceled" | "cancelled" => status.state == JobState::Canceled,
                     _ => matches!(status.state, JobState::Unknown(_)),
                 };
                 prop_assert!(expected, "{word:?} read as {:?}", status.state);

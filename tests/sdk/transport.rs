@@ -196,12 +196,12 @@ async fn malformed_bodies_are_typed_errors() {
 
 #[tokio::test]
 async fn unknown_results_parse_and_stop_a_wait() {
-    let server = scripted(vec![], json(200, r#"{"result":"Cancelled"}"#)).await;
+    let server = scripted(vec![], json(200, r#"{"result":"Paused"}"#)).await;
     let status = quick().status(server.url("/status")).await.unwrap();
-    assert_eq!(status.state, JobState::Unknown("Cancelled".into()));
+    assert_eq!(status.state, JobState::Unknown("Paused".into()));
     let err = quick().wait(server.url("/status")).await.unwrap_err();
     assert!(matches!(err, Error::UnexpectedResponse(_)), "{err:?}");
-    assert!(err.to_string().contains("Cancelled"), "{err}");
+    assert!(err.to_string().contains("Paused"), "{err}");
 
     let server = scripted(vec![], json(200, r#"{"result":"PENDING"}"#)).await;
     let status = quick().status(server.url("/status")).await.unwrap();

@@ -209,6 +209,11 @@ fn each_answer_to_a_poll_has_one_decision() {
             Want::Done("error"),
         ),
         (
+            "canceled",
+            Box::new(|_| pending_with(JobStatus::new(JobState::Canceled), Meta::default())),
+            Want::Done("canceled"),
+        ),
+        (
             "unknown result",
             Box::new(|_| ReadOutcome::Unknown {
                 status: JobStatus::new(JobState::Unknown("cancelled".into())),
@@ -598,12 +603,20 @@ fn a_stream_ends_the_wait_with_its_terminal_event() {
         ending.lesson,
         Some(crate::poll::Sample::between(secs(2.95), secs(3.0)))
     );
-    // A result this version does not know ends it with an error.
+    // A canceled job ends it with its own outcome.
     let mut script = Script::new(None);
     script.step(0.0, Answer::Subscribed(Opened::Stream { attempts: 1 }));
     let step = script.step(
         1.0,
         Answer::Event(event("status", r#"{"result":"cancelled"}"#)),
+    );
+    assert_eq!(script.want(&step), Want::Done("canceled"));
+    // A result this version does not know ends it with an error.
+    let mut script = Script::new(None);
+    script.step(0.0, Answer::Subscribed(Opened::Stream { attempts: 1 }));
+    let step = script.step(
+        1.0,
+        Answer::Event(event("status", r#"{"result":"paused"}"#)),
     );
     assert_eq!(script.want(&step), Want::Done("error"));
 }
