@@ -52,11 +52,16 @@ pub enum Error {
     /// the service is back.
     #[error("{0}")]
     Unavailable(Box<Unavailable>),
+    /// The service kept reporting a state word the client's
+    /// [`Profile`](crate::Profile) does not map to any canonical state — as many times in a
+    /// row as the profile tolerates. The job may be fine: teach the profile the word (add it
+    /// to the right state's words), or use the profile that matches this API.
+    #[error("{0}")]
+    UnknownState(Box<UnknownState>),
     /// The service answered with something this client cannot use: a rejected request
     /// (`400`, `401`, `404`, `422`, …), a redirect this client does not follow, a body that
-    /// is not the documented JSON or is larger than the client reads, an answer that is not
-    /// valid HTTP (a garbled status line, too many headers), or a result string this version
-    /// does not know.
+    /// is not the documented JSON or is larger than the client reads, or an answer that is
+    /// not valid HTTP (a garbled status line, too many headers).
     #[error("{0}")]
     UnexpectedResponse(Box<UnexpectedResponse>),
     /// A setting given to the builder or to [`WaitOptions`](crate::WaitOptions) is invalid.
@@ -88,6 +93,7 @@ impl Error {
             }
             Error::JobFailed(_)
             | Error::JobCanceled(_)
+            | Error::UnknownState(_)
             | Error::Config(_)
             | Error::SavedState(_) => false,
         }
@@ -119,6 +125,7 @@ impl Error {
         match self {
             Error::JobFailed(f) => Some(&f.status),
             Error::JobCanceled(c) => Some(&c.status),
+            Error::UnknownState(u) => Some(&u.last_status),
             Error::GaveUp(g) => g.last_status.as_ref(),
             Error::Unavailable(u) => u.last_status.as_ref(),
             Error::Stalled(s) => s.last_status.as_ref(),
@@ -133,6 +140,7 @@ impl Error {
         match self {
             Error::JobFailed(f) => Some(&f.report),
             Error::JobCanceled(c) => Some(&c.report),
+            Error::UnknownState(u) => Some(&u.report),
             Error::GaveUp(g) => Some(&g.report),
             Error::Unavailable(u) => u.report.as_ref(),
             Error::Stalled(s) => Some(&s.report),
@@ -207,6 +215,34 @@ impl fmt::Display for JobCanceled {
             f,
             "job {} was canceled before it finished; it will not finish: create a new job if its result is still needed",
             self.job
+        )
+    }
+}
+
+/// The service kept reporting a state word the profile does not know.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct UnknownState {
+    /// The job, as the caller addressed it (id or status URL).
+    pub job: String,
+    /// The word, verbatim (at most [`MAX_WORD`](crate::MAX_WORD) bytes).
+    pub word: String,
+    /// How many answers in a row reported an unknown word.
+    pub in_a_row: u32,
+    /// The profile that did not know it.
+    pub profile: String,
+    /// The last status, with the word as its [`JobState::Unknown`](crate::JobState::Unknown).
+    pub last_status: JobStatus,
+    /// How the wait went.
+    pub report: WaitReport,
+}
+
+impl fmt::Display for UnknownState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "job {} reported the state {:?} {} time(s) in a row, which the profile `{}` does not map to queued, running, succeeded, failed or canceled. The job may be fine: add the word to the right state's words in the profile, or use the profile that matches this API",
+            self.job, self.word, self.in_a_row, self.profile
         )
     }
 }

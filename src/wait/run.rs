@@ -21,6 +21,7 @@ use crate::job::ChangeFilter;
 use crate::job::JobRef;
 use crate::model::JobStatus;
 use crate::poll::{LearnedDurations, PollPolicy};
+use crate::profile::Profile;
 use crate::transport::sse;
 
 /// What the loop needs besides the source and the policy.
@@ -28,6 +29,8 @@ use crate::transport::sse;
 pub(crate) struct WaitPlan {
     /// The job as the caller named it.
     pub(crate) job: String,
+    /// The job API's dialect.
+    pub(crate) profile: Profile,
     pub(crate) deadline: Option<Duration>,
     /// `Prefer: wait` to ask for.
     pub(crate) hold: Duration,
@@ -46,10 +49,11 @@ pub(crate) async fn wait_for<W: Wire>(
     observer: &mut (dyn FnMut(&JobStatus) + Send + Sync),
 ) -> Result<Completion, Error> {
     options.validate()?;
-    let endpoints = job.resolve(context.base_url.as_ref())?;
+    let endpoints = job.resolve(context.base_url.as_ref(), &context.profile)?;
     let source = HttpSource {
         wire: &context.wire,
         endpoints: &endpoints,
+        profile: &context.profile,
         capabilities: &context.capabilities,
         sse: options.sse,
         long_poll: options.long_poll,
@@ -57,6 +61,7 @@ pub(crate) async fn wait_for<W: Wire>(
     let policy = options.composed_policy();
     let plan = WaitPlan {
         job: endpoints.label.clone(),
+        profile: context.profile.clone(),
         deadline: options.deadline,
         hold: options.long_poll_hold,
         created: job.created(),
@@ -151,6 +156,7 @@ impl<S: Source> Driver<'_, S> {
     fn take(&mut self, answer: Answer) -> Decision {
         let parts = Parts {
             job: &self.plan.job,
+            profile: &self.plan.profile,
             policy: self.policy,
             learned: self.plan.learned.as_ref(),
             random: (self.plan.random)(),

@@ -134,6 +134,7 @@ impl Wire for Script {
         &self,
         url: &Url,
         request: ReadRequest,
+        _profile: &crate::Profile,
     ) -> impl Future<Output = Reading> + Send + 'static {
         let kind = if request.hold.is_some() {
             "long_poll"
@@ -191,6 +192,7 @@ fn event_stream(events: Vec<(Duration, SseEvent)>) -> EventStream {
 pub(crate) fn context(script: Script, budget: RequestBudget) -> Context<Script> {
     Context {
         wire: script,
+        profile: crate::Profile::simulator(),
         base_url: Some("http://script:8080/".parse().unwrap()),
         capabilities: Capabilities::default(),
         learned: LearnedDurations::default(),
@@ -234,6 +236,7 @@ pub(crate) fn pending_with(
             etag: etag.map(str::to_owned),
             retry_after: retry_after.map(secs),
             applied_hold: None,
+            pause: None,
         },
     }
 }

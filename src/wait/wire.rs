@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::source::{ReadRequest, Reading, Subscribed};
+use crate::profile::Profile;
 use crate::transport::answer::{failed, interpret, refusal};
 use crate::transport::signals::Signals;
 use crate::transport::{ReadOptions, Transport};
@@ -23,11 +24,12 @@ const STREAM_WITHOUT_DEADLINE: Duration = Duration::from_secs(24 * 3600);
 
 /// Status reads and event streams.
 pub(crate) trait Wire: Send + Sync + 'static {
-    /// One status read of `url`.
+    /// One status read of `url`, its answer read by `profile`.
     fn read(
         &self,
         url: &Url,
         request: ReadRequest,
+        profile: &Profile,
     ) -> impl Future<Output = Reading> + Send + 'static;
 
     /// Opens the event stream at `url`, resuming after `last_event_id`; it lives until the
@@ -45,8 +47,9 @@ impl Wire for Transport {
         &self,
         url: &Url,
         request: ReadRequest,
+        profile: &Profile,
     ) -> impl Future<Output = Reading> + Send + 'static {
-        let (transport, url) = (self.clone(), url.clone());
+        let (transport, url, profile) = (self.clone(), url.clone(), profile.clone());
         async move {
             let options = ReadOptions {
                 etag: request.etag,
@@ -58,7 +61,7 @@ impl Wire for Transport {
                     signals: Some(Signals::read(exchange.status, &exchange.headers)),
                     attempts: exchange.attempts,
                     hedges: exchange.hedges,
-                    outcome: interpret(exchange),
+                    outcome: interpret(exchange, &profile),
                 },
                 Err(failure) => {
                     let answered = transport.answered(&url);

@@ -191,6 +191,7 @@ impl<W: Wire> Scheduler<W> {
         };
         let parts = Parts {
             job: &job.endpoints.label,
+            profile: &self.ctx.profile,
             policy: self.policy.as_ref(),
             learned: Some(&self.ctx.learned),
             random: rand::random::<f64>(),

@@ -19,7 +19,7 @@ pub(crate) struct Ending {
     /// What the caller gets.
     pub(crate) result: Result<Completion, Error>,
     /// How it ended, as a metric label: `completed`, `failed`, `canceled`, `gave_up`,
-    /// `unavailable`, `error`, `stalled`.
+    /// `unavailable`, `unknown_state`, `error`, `stalled`.
     pub(crate) outcome: &'static str,
     /// How the wait went (also when the error carries no report).
     pub(crate) report: WaitReport,
