@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use crate::model::JobStatus;
 use crate::poll::GiveUpReason;
-use crate::wait::WaitReport;
+use crate::wait::{RemoteCancel, WaitReport};
 
 /// A boxed error from a layer below this crate (HTTP client, JSON parser).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -259,6 +259,10 @@ pub struct GaveUp {
     pub last_status: Option<JobStatus>,
     /// How the wait went: elapsed time, request count, mechanism.
     pub report: WaitReport,
+    /// What became of the job when the wait was asked to cancel it on giving up
+    /// ([`WaitOptions::cancel_on_give_up`](crate::WaitOptions::cancel_on_give_up)); `None`
+    /// when it was not asked.
+    pub remote_cancel: Option<RemoteCancel>,
 }
 
 impl GaveUp {
@@ -287,9 +291,18 @@ impl fmt::Display for GaveUp {
             Some(status) => write!(f, "; last status: {}", status.state)?,
             None => f.write_str("; no status was received")?,
         }
-        f.write_str(
-            ". The job may still finish: wait again, with a longer deadline or a larger poll budget",
-        )
+        match &self.remote_cancel {
+            Some(RemoteCancel::Canceled) => f.write_str(
+                "; the job was canceled on the service, so it will not finish: create a new job to try again",
+            ),
+            Some(other) => write!(
+                f,
+                "; {other}. The job may still finish: wait again, with a longer deadline or a larger poll budget"
+            ),
+            None => f.write_str(
+                ". The job may still finish: wait again, with a longer deadline or a larger poll budget",
+            ),
+        }
     }
 }
 

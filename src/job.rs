@@ -144,18 +144,19 @@ impl JobRef {
             }
         };
         let origin = status.origin().ascii_serialization();
-        let (events, capability_key) = match &found {
+        let (events, cancel, capability_key) = match &found {
             Some((id, base)) => {
                 let at = |template: &Option<Template>| {
                     template.as_ref().and_then(|t| t.resolve(base, id).ok())
                 };
                 (
                     at(&layout.events),
+                    at(&layout.cancel),
                     // Servers differ per route, not per job: the route is the template.
                     format!("{origin}/{}", layout.status.as_str()),
                 )
             }
-            None => (None, format!("{origin}{}", status.path())),
+            None => (None, None, format!("{origin}{}", status.path())),
         };
         let events = match &self.events_url {
             Some(raw) => Some(status.join(raw).map_err(|e| {
@@ -171,6 +172,7 @@ impl JobRef {
             capability_key,
             status,
             events,
+            cancel,
         })
     }
 }
@@ -259,6 +261,8 @@ pub(crate) struct Endpoints {
     pub(crate) label: String,
     pub(crate) status: Url,
     pub(crate) events: Option<Url>,
+    /// Where to cancel the job, when the profile can and the job's id is known.
+    pub(crate) cancel: Option<Url>,
     /// Servers differ per route: the capability memory is keyed by origin and route shape.
     pub(crate) capability_key: String,
 }
@@ -324,7 +328,7 @@ mod tests {
             .resolve(None, &sim())
             .unwrap();
         assert_eq!(e.status.as_str(), "http://h:1/status");
-        assert!(e.events.is_none());
+        assert!(e.events.is_none() && e.cancel.is_none());
         assert_eq!(e.capability_key, "http://h:1/status");
 
         let e = JobRef::from("HTTPS://h/status?job=7")
@@ -355,6 +359,8 @@ mod tests {
     #[test]
     fn each_profile_lays_out_its_own_urls() {
         let base = Url::parse("http://h:1/").unwrap();
+        let e = JobRef::id("j-9").resolve(Some(&base), &sim()).unwrap();
+        assert_eq!(e.cancel.unwrap().as_str(), "http://h:1/v1/jobs/j-9/cancel");
         let e = JobRef::from("http://h:1/api/v1/jobs/j-9/status")
             .resolve(None, &sim())
             .unwrap();
@@ -362,14 +368,34 @@ mod tests {
             e.events.unwrap().as_str(),
             "http://h:1/api/v1/jobs/j-9/events"
         );
+        assert_eq!(
+            e.cancel.unwrap().as_str(),
+            "http://h:1/api/v1/jobs/j-9/cancel"
+        );
+        assert!(
+            JobRef::from("http://h:1/status")
+                .resolve(None, &sim())
+                .unwrap()
+                .cancel
+                .is_none(),
+            "no id, no cancel"
+        );
         let v2 = Profile::builtin("heygen-v2").unwrap();
         let e = JobRef::id("j-1").resolve(Some(&base), &v2).unwrap();
         assert_eq!(e.status.as_str(), "http://h:1/v2/video_translate/j-1");
-        assert!(e.events.is_none());
+        assert!(e.events.is_none() && e.cancel.is_none());
         assert_eq!(e.capability_key, "http://h:1/v2/video_translate/{id}");
         let result = Profile::builtin("result").unwrap();
         let e = JobRef::id("j 2").resolve(Some(&base), &result).unwrap();
         assert_eq!(e.status.as_str(), "http://h:1/status?job=j%202");
+        let replicate = Profile::builtin("replicate").unwrap();
+        let e = JobRef::from("https://api.replicate.com/v1/predictions/p-1")
+            .resolve(None, &replicate)
+            .unwrap();
+        assert_eq!(
+            e.cancel.unwrap().as_str(),
+            "https://api.replicate.com/v1/predictions/p-1/cancel"
+        );
     }
 
     #[test]

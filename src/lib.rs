@@ -106,7 +106,9 @@ pub use model::{
     Outcome, ParseError,
 };
 pub use profile::Profile;
-pub use wait::{Completion, Fallback, FallbackReason, Mechanism, WaitOptions, WaitReport, Watch};
+pub use wait::{
+    Completion, Fallback, FallbackReason, Mechanism, RemoteCancel, WaitOptions, WaitReport, Watch,
+};
 
 /// The README's examples, compiled as doctests.
 #[cfg(doctest)]

@@ -20,7 +20,7 @@
 //! | `base_url` | the API's public base, when the client has none | `"https://api.heygen.com"` |
 //! | `status` | the status URL, relative to the base, `{id}` where the id goes | `"/v2/video_translate/{id}"` |
 //! | `events`, `long_poll` | Server-Sent Events (a URL template) and `Prefer: wait` long-poll, when the API has them | — (it polls) |
-//! | `cancel` | a URL to `POST` to cancel a job | — |
+//! | `cancel` | a URL to `POST` to cancel a job ([`WaitOptions::cancel_on_give_up`]) | — |
 //! | `fields.*` | JSON pointers (RFC 6901): `state`, `id`, `result_url`, `error_message`, `error_code`, `progress`, `eta_ms`, `created_at`, `completed_at` | `state = "/data/status"`, `result_url = "/data/url"` |
 //! | `states.*` | the words of each canonical state — `queued`, `running`, `succeeded`, `failed`, `canceled` — compared without case and surrounding spaces | `succeeded = ["success"]` |
 //! | `status_codes` | HTTP statuses that are states (`"202" = "running"`, `"200" = "succeeded"`); they win over the body | — |
@@ -41,6 +41,7 @@
 //! exactly `"{name}"` takes the parameter `name` ([`CreateRequest::param`](crate::CreateRequest::param)),
 //! `"{name?}"` leaves the field out without it.
 //!
+//! [`WaitOptions::cancel_on_give_up`]: crate::WaitOptions::cancel_on_give_up
 //! [`Error::Config`]: crate::Error::Config
 //! [`Error::UnknownState`]: crate::Error::UnknownState
 //! [`Client::status`]: crate::Client::status
@@ -363,7 +364,9 @@ impl Profile {
         self.0.create.is_some()
     }
 
-    /// Whether the profile can cancel jobs.
+    /// Whether the profile can cancel jobs (see [`WaitOptions::cancel_on_give_up`]).
+    ///
+    /// [`WaitOptions::cancel_on_give_up`]: crate::WaitOptions::cancel_on_give_up
     pub fn can_cancel(&self) -> bool {
         self.0.cancel.is_some()
     }

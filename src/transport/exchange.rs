@@ -166,6 +166,11 @@ fn source_chain_has_timeout(error: &reqwest_middleware::Error) -> bool {
 }
 
 impl Exchange {
+    /// The `error.code` of the answer's JSON error body, when it has one.
+    pub(crate) fn error_code(&self) -> Option<String> {
+        error_body(&self.body).and_then(|(code, _)| code)
+    }
+
     /// The answer as an error: `Unreachable` for `5xx`/`408`/`429` (the service is there but
     /// not serving), `UnexpectedResponse` for everything else.
     pub(crate) fn into_error(self, message: Option<String>) -> Error {

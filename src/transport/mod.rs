@@ -143,6 +143,8 @@ pub enum RequestKind {
     Events,
     /// Job creation.
     Create,
+    /// Canceling a job (a wait that gave up, when asked to).
+    Cancel,
 }
 
 impl RequestKind {
@@ -162,6 +164,7 @@ impl RequestKind {
             RequestKind::LongPoll => "long_poll",
             RequestKind::Events => "events",
             RequestKind::Create => "create",
+            RequestKind::Cancel => "cancel",
         }
     }
 
@@ -401,6 +404,23 @@ impl Transport {
             .json(body)
             .with_extension(RequestKind::Create)
             .with_extension(attempts.clone());
+        finish(url, request.send().await, &attempts).await
+    }
+}
+
+impl Transport {
+    /// Cancels a job: one `POST` without a body, through the stack that does not retry,
+    /// answered within `within` or cut (a throttled answer is not waited out past it).
+    pub(crate) async fn cancel(&self, url: &Url, within: Duration) -> Result<Exchange, Failure> {
+        let attempts = Attempts::default();
+        let request = self
+            .writes
+            .post(url.clone())
+            .header(ACCEPT, "application/json")
+            .with_extension(RequestKind::Cancel)
+            .with_extension(Deadline(Instant::now() + within))
+            .with_extension(attempts.clone())
+            .timeout(within);
         finish(url, request.send().await, &attempts).await
     }
 }

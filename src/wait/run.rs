@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
+use std::future::Future;
+
 use futures_util::StreamExt;
+use futures_util::future::Either;
 use tokio::time::Instant;
 use tracing::Instrument;
 use tracing::field::Empty;
@@ -14,11 +17,11 @@ use super::ledger::{
 };
 use super::source::Source;
 use super::wire::Wire;
-use super::{Completion, WaitOptions};
+use super::{Completion, RemoteCancel, WaitOptions};
 use crate::context::Context;
 use crate::error::Error;
 use crate::job::ChangeFilter;
-use crate::job::JobRef;
+use crate::job::{Endpoints, JobRef};
 use crate::model::JobStatus;
 use crate::poll::{LearnedDurations, PollPolicy};
 use crate::profile::Profile;
@@ -68,7 +71,25 @@ pub(crate) async fn wait_for<W: Wire>(
         learned: Some(context.learned.clone()),
         random: rand::random::<f64>,
     };
-    run(&source, &plan, policy.as_ref(), observer).await
+    match run(&source, &plan, policy.as_ref(), observer).await {
+        Err(Error::GaveUp(mut gave_up)) if options.cancel_on_give_up => {
+            gave_up.remote_cancel = Some(cancel_job(&context.wire, &endpoints).await);
+            Err(Error::GaveUp(gave_up))
+        }
+        other => other,
+    }
+}
+
+/// Cancels a job whose wait gave up, on its cancel endpoint, within
+/// [`CANCEL_BOUND`](super::CANCEL_BOUND): both drivers' one way of doing it.
+pub(crate) fn cancel_job<W: Wire>(
+    wire: &W,
+    endpoints: &Endpoints,
+) -> impl Future<Output = RemoteCancel> + Send + 'static {
+    match &endpoints.cancel {
+        Some(url) => Either::Left(wire.cancel(url, super::CANCEL_BOUND)),
+        None => Either::Right(std::future::ready(RemoteCancel::Unsupported)),
+    }
 }
 
 /// Waits until the job is terminal, the policy gives up, or the deadline passes.

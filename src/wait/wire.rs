@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use url::Url;
 
+use super::RemoteCancel;
 use super::source::{ReadRequest, Reading, Subscribed};
 use crate::profile::Profile;
 use crate::transport::answer::{failed, interpret, refusal};
@@ -31,6 +32,13 @@ pub(crate) trait Wire: Send + Sync + 'static {
         request: ReadRequest,
         profile: &Profile,
     ) -> impl Future<Output = Reading> + Send + 'static;
+
+    /// Cancels the job at `url` (its cancel endpoint), within `within`.
+    fn cancel(
+        &self,
+        url: &Url,
+        within: Duration,
+    ) -> impl Future<Output = RemoteCancel> + Send + 'static;
 
     /// Opens the event stream at `url`, resuming after `last_event_id`; it lives until the
     /// `deadline` (and a request timeout past it: the driver cuts it there) or the job ends.
@@ -73,6 +81,34 @@ impl Wire for Transport {
                     }
                 }
             }
+        }
+    }
+
+    fn cancel(
+        &self,
+        url: &Url,
+        within: Duration,
+    ) -> impl Future<Output = RemoteCancel> + Send + 'static {
+        let (transport, url) = (self.clone(), url.clone());
+        async move {
+            let within = within.min(transport.request_timeout);
+            let answer = tokio::time::timeout(within, transport.cancel(&url, within)).await;
+            let outcome = match answer {
+                Ok(Ok(exchange)) if exchange.status.is_success() => RemoteCancel::Canceled,
+                Ok(Ok(exchange)) => RemoteCancel::Refused {
+                    status: exchange.status.as_u16(),
+                    code: exchange
+                        .error_code()
+                        .map(|c| crate::model::bounded(&c, crate::MAX_WORD)),
+                },
+                Ok(Err(_)) | Err(_) => RemoteCancel::NoAnswer,
+            };
+            tracing::info!(
+                url = %crate::redact::redact(url.as_str()),
+                outcome = outcome.as_str(),
+                "canceling the job on the service"
+            );
+            outcome
         }
     }
 

@@ -160,6 +160,7 @@ impl Ledger {
                 reason,
                 last_status: self.last.clone(),
                 report: report.clone(),
+                remote_cancel: None,
             }))),
             outcome: "gave_up",
             report,
