@@ -509,7 +509,8 @@ pub struct UnexpectedResponse {
     pub code: Option<String>,
     /// What was wrong, in words.
     pub message: String,
-    /// The first bytes of the body, for diagnosis (at most 256 characters).
+    /// The first bytes of the body, for diagnosis (at most 256 characters), with URLs'
+    /// credentials masked as everywhere else (`?sig=***`).
     pub body_excerpt: String,
     /// The server's `Retry-After`, when it sent one.
     pub retry_after: Option<Duration>,

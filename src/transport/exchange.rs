@@ -212,7 +212,8 @@ impl Exchange {
                         .unwrap_or("unrecognised status")
                         .to_owned()
                 }),
-            body_excerpt: excerpt(&self.body, 256),
+            // A body can hold a signed URL (a result, a redirect target): masked like any.
+            body_excerpt: redact(&excerpt(&self.body, 256)).into_owned(),
             retry_after: headers::retry_after(&self.headers),
             auth_challenge: matches!(status, 401 | 403)
                 .then(|| headers::auth_schemes(&self.headers))
