@@ -449,7 +449,8 @@ async fn tasks() -> (String, Arc<Mutex<u32>>) {
             ("stuck", _) => json!({"task": {"phase": "PAUSED"}}),
             _ => return StatusCode::NOT_FOUND.into_response(),
         };
-        axum::Json(body).into_response()
+        // The time left, as the simulator says it: the wait looks again soon.
+        ([("retry-after-ms", "200")], axum::Json(body)).into_response()
     }
     let hits = Arc::new(Mutex::new(0));
     let app = axum::Router::new()

@@ -33,6 +33,12 @@ fn deadline(secs: u64) -> WaitOptions {
     WaitOptions::new().deadline(Duration::from_secs(secs))
 }
 
+/// A wait that polls every 250 ms: where the schedule is not what a test is about, the cold
+/// start's first pause (seconds) is not waited out.
+fn brisk() -> WaitOptions {
+    deadline(20).policy(Fixed::new(Duration::from_millis(250)))
+}
+
 fn created(server: &translation_sim::RunningServer) -> f64 {
     metric(
         &server.state().render_metrics(),
@@ -103,7 +109,7 @@ async fn a_failed_heygen_job_surfaces_its_message() {
             .param("duration_ms", 300)
             .param("outcome", "error");
         let jobs = client.create(&request).await.unwrap();
-        match client.wait_with(&jobs[0], &deadline(20)).await {
+        match client.wait_with(&jobs[0], &brisk()).await {
             Err(Error::JobFailed(failed)) => {
                 let message = failed.message.as_deref().unwrap_or_default();
                 assert!(!message.is_empty(), "{profile}: {failed:?}");
@@ -202,7 +208,7 @@ async fn at_the_running_job_limit_creation_waits_its_turn_and_nothing_is_lost() 
     );
     assert!(throttled >= 1.0, "a create met the limit");
     for job in &jobs {
-        let done = client.wait_with(job, &deadline(20)).await.unwrap();
+        let done = client.wait_with(job, &brisk()).await.unwrap();
         assert_eq!(done.status.state, JobState::Completed);
     }
 }
@@ -212,7 +218,7 @@ async fn the_original_status_shape_is_read_by_the_result_profile() {
     let server = sim(|_| {}).await;
     let client = client_for(&server, "result");
     let id = job(&server, 600);
-    let done = client.wait_with(id.as_str(), &deadline(20)).await.unwrap();
+    let done = client.wait_with(id.as_str(), &brisk()).await.unwrap();
     assert_eq!(done.status.raw_state.as_deref(), Some("completed"));
     assert_eq!(
         done.status.progress, None,
@@ -221,7 +227,7 @@ async fn the_original_status_shape_is_read_by_the_result_profile() {
     assert!(done.report.fallbacks.is_empty(), "no stream, no long-poll");
     let failed = job_ending(&server, 300, translation_sim::Outcome::Error);
     let err = client
-        .wait_with(failed.as_str(), &deadline(20))
+        .wait_with(failed.as_str(), &brisk())
         .await
         .unwrap_err();
     assert!(matches!(err, Error::JobFailed(_)), "{err:?}");
@@ -229,7 +235,7 @@ async fn the_original_status_shape_is_read_by_the_result_profile() {
     let canceled = job(&server, 60_000);
     server.state().cancel_job(&canceled).unwrap();
     let err = client
-        .wait_with(canceled.as_str(), &deadline(20))
+        .wait_with(canceled.as_str(), &brisk())
         .await
         .unwrap_err();
     assert!(matches!(err, Error::JobCanceled(_)), "{err:?}");
@@ -323,7 +329,7 @@ async fn a_profile_from_a_file_reads_a_made_up_api() {
         .api_key("s3cret")
         .build()
         .unwrap();
-    let seen: Vec<_> = client.watch_with("slow", deadline(20)).collect().await;
+    let seen: Vec<_> = client.watch_with("slow", brisk()).collect().await;
     let last = seen.last().unwrap().as_ref().unwrap();
     assert_eq!(last.state, JobState::Completed);
     assert_eq!(
@@ -339,7 +345,7 @@ async fn a_profile_from_a_file_reads_a_made_up_api() {
     // A word the profile does not know: a typed error naming it, after the profile's limit of
     // two in a row — two requests, not a poll for ever.
     let before = server.hits.lock().unwrap().len();
-    let err = client.wait_with("stuck", &deadline(20)).await.unwrap_err();
+    let err = client.wait_with("stuck", &brisk()).await.unwrap_err();
     match &err {
         Error::UnknownState(u) => {
             assert_eq!((u.word.as_str(), u.in_a_row), ("PAUSED", 2));
@@ -350,7 +356,7 @@ async fn a_profile_from_a_file_reads_a_made_up_api() {
     }
     assert_eq!(server.hits.lock().unwrap().len() - before, 2);
 
-    let err = client.wait_with("broken", &deadline(20)).await.unwrap_err();
+    let err = client.wait_with("broken", &brisk()).await.unwrap_err();
     let Error::JobFailed(failed) = err else {
         panic!("{err:?}")
     };
@@ -439,7 +445,7 @@ async fn the_hint_a_profile_names_is_honoured_and_a_status_code_can_be_the_state
         .profile(coded)
         .build()
         .unwrap();
-    let done = client.wait_with("e-1", &deadline(20)).await.unwrap();
+    let done = client.wait_with("e-1", &brisk()).await.unwrap();
     assert_eq!(
         done.status.result_url.as_deref(),
         Some("https://files.example/e.ndjson")
