@@ -150,13 +150,13 @@ fn place(doc: &mut Value, pointer: &str, value: Value) {
 
 /// The state pointer of a profile (every built-in has one).
 fn state_pointer(profile: &Profile) -> String {
-    let toml: toml::Table = toml::from_str(&profile.to_toml()).unwrap();
+    let toml: toml::Table = toml::from_str(&profile.to_toml().unwrap()).unwrap();
     toml["fields"]["state"].as_str().unwrap().to_owned()
 }
 
 /// Every word a profile maps, with its state.
 fn synonyms(profile: &Profile) -> Vec<(Canonical, String)> {
-    let toml: toml::Table = toml::from_str(&profile.to_toml()).unwrap();
+    let toml: toml::Table = toml::from_str(&profile.to_toml().unwrap()).unwrap();
     let mut out = Vec::new();
     for state in Canonical::ALL {
         let words = toml
@@ -537,7 +537,7 @@ proptest! {
         let status = profile.decode(200, &serde_json::to_vec(&doc).unwrap()).unwrap();
         prop_assert_eq!(canonical_of(&status.state), Some(*state), "{:?}", word);
         // Whatever else is in the document, in any field, reading never fails on it.
-        let toml: toml::Table = toml::from_str(&profile.to_toml()).unwrap();
+        let toml: toml::Table = toml::from_str(&profile.to_toml().unwrap()).unwrap();
         let progress_at = toml["fields"]["progress"].as_str().unwrap().to_owned();
         // (Unless one pointer is inside the other: then one value overwrites the other.)
         let nested = pointer.starts_with(&format!("{progress_at}/"))
@@ -560,7 +560,7 @@ proptest! {
             // Near misses of a real profile: a built-in with a line cut or doubled.
             (any::<prop::sample::Index>(), any::<prop::sample::Index>(), any::<bool>()).prop_map(|(p, l, double)| {
                 let names = Profile::builtin_names();
-                let toml = Profile::builtin(names[p.index(names.len())]).unwrap().to_toml();
+                let toml = Profile::builtin(names[p.index(names.len())]).unwrap().to_toml().unwrap();
                 let mut lines: Vec<&str> = toml.lines().collect();
                 let at = l.index(lines.len());
                 if double { lines.insert(at, lines[at]); } else { lines.remove(at); }

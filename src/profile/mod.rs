@@ -382,9 +382,16 @@ impl Profile {
         self.0.decode(http_status, body)
     }
 
-    /// The profile as TOML, as [`from_toml_str`](Self::from_toml_str) reads it back.
-    pub fn to_toml(&self) -> String {
-        toml::to_string(&self.0.spec).unwrap_or_default()
+    /// The profile as TOML, as [`from_toml_str`](Self::from_toml_str) reads it back; an
+    /// [`Error::Config`] for a profile TOML cannot hold (a `null` in a creation body: write it
+    /// as JSON instead, with `serde_json`).
+    pub fn to_toml(&self) -> Result<String, Error> {
+        toml::to_string(&self.0.spec).map_err(|e| {
+            Error::config(
+                "profile",
+                format!("cannot be written as TOML ({e}): write it as JSON"),
+            )
+        })
     }
 
     /// The progress a progress event reports, as a fraction.
