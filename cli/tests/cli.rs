@@ -561,4 +561,5 @@ async fn a_profile_file_reads_a_made_up_api_with_a_key_from_the_environment() {
             .contains("UNSET_KEY"),
         "{out:?}"
     );
+    std::fs::remove_dir_all(std::path::Path::new(&file).parent().unwrap()).unwrap();
 }

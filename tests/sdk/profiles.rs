@@ -322,7 +322,9 @@ fn profile_file(name: &str, text: &str) -> std::path::PathBuf {
 #[tokio::test]
 async fn a_profile_from_a_file_reads_a_made_up_api() {
     let server = tasks().await;
-    let profile = Profile::from_file(profile_file("tasks.toml", TASKS_PROFILE)).unwrap();
+    let path = profile_file("tasks.toml", TASKS_PROFILE);
+    let profile = Profile::from_file(&path).unwrap();
+    std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     let client = Client::builder()
         .base_url(&server.url)
         .profile(profile)
