@@ -12,8 +12,8 @@
 # cached until Cargo.toml or Cargo.lock change, then the real sources) -> `runtime` (Debian
 # slim, non-root, the two binaries, config/ and a health check).
 #
-# cargo-chef rather than hand-written stub sources: the workspace has three members (the SDK at
-# the root, server/, loadtest/) and explicit targets ([[test]], later [[bench]] and examples)
+# cargo-chef rather than hand-written stub sources: the workspace has four members (the SDK at
+# the root, server/, loadtest/, cli/) and explicit targets ([[test]], later [[bench]] and examples)
 # whose paths must exist for Cargo to read a manifest; the recipe follows the manifests as they
 # change, and cargo-chef makes sure the placeholder crates are rebuilt from the real sources.
 

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use crate::model::JobStatus;
 use crate::poll::GiveUpReason;
-use crate::wait::WaitReport;
+use crate::wait::{RemoteCancel, WaitReport};
 
 /// A boxed error from a layer below this crate (HTTP client, JSON parser).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -33,6 +33,10 @@ pub enum Error {
     /// message, fix the input and create a new job.
     #[error("{0}")]
     JobFailed(Box<JobFailed>),
+    /// The job was canceled before it finished (by whoever can cancel it on the service). It
+    /// will not finish: create a new job if its result is still needed.
+    #[error("{0}")]
+    JobCanceled(Box<JobCanceled>),
     /// The wait stopped before the job finished: the deadline passed or the poll budget ran
     /// out. The job may still finish; wait again with a longer deadline.
     #[error("{0}")]
@@ -48,11 +52,16 @@ pub enum Error {
     /// the service is back.
     #[error("{0}")]
     Unavailable(Box<Unavailable>),
+    /// The service kept reporting a state word the client's
+    /// [`Profile`](crate::Profile) does not map to any canonical state — as many times in a
+    /// row as the profile tolerates. The job may be fine: teach the profile the word (add it
+    /// to the right state's words), or use the profile that matches this API.
+    #[error("{0}")]
+    UnknownState(Box<UnknownState>),
     /// The service answered with something this client cannot use: a rejected request
     /// (`400`, `401`, `404`, `422`, …), a redirect this client does not follow, a body that
-    /// is not the documented JSON or is larger than the client reads, an answer that is not
-    /// valid HTTP (a garbled status line, too many headers), or a result string this version
-    /// does not know.
+    /// is not the documented JSON or is larger than the client reads, or an answer that is
+    /// not valid HTTP (a garbled status line, too many headers).
     #[error("{0}")]
     UnexpectedResponse(Box<UnexpectedResponse>),
     /// A setting given to the builder or to [`WaitOptions`](crate::WaitOptions) is invalid.
@@ -82,7 +91,11 @@ impl Error {
             Error::UnexpectedResponse(e) => {
                 e.status == 429 || e.status == 408 || (500..600).contains(&e.status)
             }
-            Error::JobFailed(_) | Error::Config(_) | Error::SavedState(_) => false,
+            Error::JobFailed(_)
+            | Error::JobCanceled(_)
+            | Error::UnknownState(_)
+            | Error::Config(_)
+            | Error::SavedState(_) => false,
         }
     }
 
@@ -111,9 +124,26 @@ impl Error {
     pub fn last_status(&self) -> Option<&JobStatus> {
         match self {
             Error::JobFailed(f) => Some(&f.status),
+            Error::JobCanceled(c) => Some(&c.status),
+            Error::UnknownState(u) => Some(&u.last_status),
             Error::GaveUp(g) => g.last_status.as_ref(),
             Error::Unavailable(u) => u.last_status.as_ref(),
             Error::Stalled(s) => s.last_status.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// How the wait went, when the error ended a wait that got that far: the job failed or
+    /// was canceled, the wait gave up, the service was unavailable at the deadline, or a job
+    /// set stopped on a stall.
+    pub fn report(&self) -> Option<&WaitReport> {
+        match self {
+            Error::JobFailed(f) => Some(&f.report),
+            Error::JobCanceled(c) => Some(&c.report),
+            Error::UnknownState(u) => Some(&u.report),
+            Error::GaveUp(g) => Some(&g.report),
+            Error::Unavailable(u) => u.report.as_ref(),
+            Error::Stalled(s) => Some(&s.report),
             _ => None,
         }
     }
@@ -167,6 +197,56 @@ impl fmt::Display for JobFailed {
     }
 }
 
+/// The job was canceled.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct JobCanceled {
+    /// The job, as the caller addressed it (id or status URL).
+    pub job: String,
+    /// The terminal status as reported.
+    pub status: JobStatus,
+    /// How the wait went.
+    pub report: WaitReport,
+}
+
+impl fmt::Display for JobCanceled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "job {} was canceled before it finished; it will not finish: create a new job if its result is still needed",
+            self.job
+        )
+    }
+}
+
+/// The service kept reporting a state word the profile does not know.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct UnknownState {
+    /// The job, as the caller addressed it (id or status URL).
+    pub job: String,
+    /// The word, verbatim (at most [`MAX_WORD`](crate::MAX_WORD) bytes).
+    pub word: String,
+    /// How many answers in a row reported an unknown word.
+    pub in_a_row: u32,
+    /// The profile that did not know it.
+    pub profile: String,
+    /// The last status, with the word as its [`JobState::Unknown`](crate::JobState::Unknown).
+    pub last_status: JobStatus,
+    /// How the wait went.
+    pub report: WaitReport,
+}
+
+impl fmt::Display for UnknownState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "job {} reported the state {:?} {} time(s) in a row, which the profile `{}` does not map to queued, running, succeeded, failed or canceled. The job may be fine: add the word to the right state's words in the profile, or use the profile that matches this API",
+            self.job, self.word, self.in_a_row, self.profile
+        )
+    }
+}
+
 /// The wait stopped before the job finished.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -179,6 +259,10 @@ pub struct GaveUp {
     pub last_status: Option<JobStatus>,
     /// How the wait went: elapsed time, request count, mechanism.
     pub report: WaitReport,
+    /// What became of the job when the wait was asked to cancel it on giving up
+    /// ([`WaitOptions::cancel_on_give_up`](crate::WaitOptions::cancel_on_give_up)); `None`
+    /// when it was not asked.
+    pub remote_cancel: Option<RemoteCancel>,
 }
 
 impl GaveUp {
@@ -207,9 +291,18 @@ impl fmt::Display for GaveUp {
             Some(status) => write!(f, "; last status: {}", status.state)?,
             None => f.write_str("; no status was received")?,
         }
-        f.write_str(
-            ". The job may still finish: wait again, with a longer deadline or a larger poll budget",
-        )
+        match &self.remote_cancel {
+            Some(RemoteCancel::Canceled) => f.write_str(
+                "; the job was canceled on the service, so it will not finish: create a new job to try again",
+            ),
+            Some(other) => write!(
+                f,
+                "; {other}. The job may still finish: wait again, with a longer deadline or a larger poll budget"
+            ),
+            None => f.write_str(
+                ". The job may still finish: wait again, with a longer deadline or a larger poll budget",
+            ),
+        }
     }
 }
 
@@ -416,7 +509,8 @@ pub struct UnexpectedResponse {
     pub code: Option<String>,
     /// What was wrong, in words.
     pub message: String,
-    /// The first bytes of the body, for diagnosis (at most 256 characters).
+    /// The first bytes of the body, for diagnosis (at most 256 characters), with URLs'
+    /// credentials masked as everywhere else (`?sig=***`).
     pub body_excerpt: String,
     /// The server's `Retry-After`, when it sent one.
     pub retry_after: Option<Duration>,

@@ -1,9 +1,10 @@
 //! How a caller names a job: by id, or by the full URL of its status.
 //!
-//! An id resolves against the client's base URL to `/v1/jobs/{id}/status` (and
-//! `/v1/jobs/{id}/events` for Server-Sent Events). A full URL is used as given, so the client
-//! works against the original exercise's `GET /status` server unchanged; when such a URL has
-//! the v1 shape, its events URL is derived from it.
+//! An id resolves against the client's base URL by the client's [`Profile`]: with the
+//! default one, to `/v1/jobs/{id}/status` (and `/v1/jobs/{id}/events` for Server-Sent
+//! Events). A full URL is used as given, so the client works against the original exercise's
+//! `GET /status` server unchanged; when such a URL has the profile's status shape, the job's
+//! id is read from it, and with it its events and cancel URLs.
 
 use std::fmt;
 
@@ -12,6 +13,7 @@ use url::Url;
 
 use crate::error::Error;
 use crate::model::JobStatus;
+use crate::profile::{Profile, Template};
 use crate::redact::redact;
 
 /// A job, addressed by id or by status URL.
@@ -97,9 +99,15 @@ impl JobRef {
         self.created
     }
 
-    /// Resolves to the URLs to use.
-    pub(crate) fn resolve(&self, base: Option<&Url>) -> Result<Endpoints, Error> {
-        let (status, derived_events, route) = match &self.target {
+    /// Resolves to the URLs to use, as `profile` lays them out.
+    pub(crate) fn resolve(
+        &self,
+        base: Option<&Url>,
+        profile: &Profile,
+    ) -> Result<Endpoints, Error> {
+        let layout = profile.compiled();
+        // The job's id, and the base its URLs hang from, when they are known.
+        let (status, found) = match &self.target {
             Target::Id(id) => {
                 if id.is_empty() {
                     return Err(Error::config("job", "a job id must not be empty"));
@@ -112,9 +120,8 @@ impl JobRef {
                         ),
                     )
                 })?;
-                let status = job_url(base, id, "status")?;
-                let events = job_url(base, id, "events")?;
-                (status, Some(events), Route::V1)
+                let status = layout.status.resolve(base, id)?;
+                (status, Some((id.clone(), base.clone())))
             }
             Target::Url(raw) => {
                 let status = Url::parse(raw).map_err(|e| {
@@ -132,14 +139,24 @@ impl JobRef {
                         ),
                     ));
                 }
-                let v1 = v1_events_url(&status);
-                let route = if v1.is_some() {
-                    Route::V1
-                } else {
-                    Route::Path(status.path().to_owned())
-                };
-                (status, v1, route)
+                let found = layout.status.extract(&status);
+                (status, found)
             }
+        };
+        let origin = status.origin().ascii_serialization();
+        let (events, cancel, capability_key) = match &found {
+            Some((id, base)) => {
+                let at = |template: &Option<Template>| {
+                    template.as_ref().and_then(|t| t.resolve(base, id).ok())
+                };
+                (
+                    at(&layout.events),
+                    at(&layout.cancel),
+                    // Servers differ per route, not per job: the route is the template.
+                    format!("{origin}/{}", layout.status.as_str()),
+                )
+            }
+            None => (None, None, format!("{origin}{}", status.path())),
         };
         let events = match &self.events_url {
             Some(raw) => Some(status.join(raw).map_err(|e| {
@@ -148,59 +165,15 @@ impl JobRef {
                     format!("{:?} is not a valid events URL: {e}", redact(raw)),
                 )
             })?),
-            None => derived_events,
+            None => events,
         };
-        let origin = status.origin().ascii_serialization();
         Ok(Endpoints {
             label: redact(&self.to_string()).into_owned(),
-            capability_key: match route {
-                Route::V1 => format!("{origin}/v1/jobs"),
-                Route::Path(path) => format!("{origin}{path}"),
-            },
+            capability_key,
             status,
             events,
+            cancel,
         })
-    }
-}
-
-enum Route {
-    V1,
-    Path(String),
-}
-
-fn job_url(base: &Url, id: &str, leaf: &str) -> Result<Url, Error> {
-    let mut url = base.clone();
-    {
-        let mut segments = url.path_segments_mut().map_err(|()| {
-            Error::config(
-                "base_url",
-                format!(
-                    "{} cannot be a base for job URLs: use an http(s) URL",
-                    redact(base.as_str())
-                ),
-            )
-        })?;
-        segments.pop_if_empty().extend(["v1", "jobs", id, leaf]);
-    }
-    Ok(url)
-}
-
-/// `…/v1/jobs/{id}/status` → `…/v1/jobs/{id}/events`.
-fn v1_events_url(status: &Url) -> Option<Url> {
-    let segments: Vec<&str> = status.path_segments()?.collect();
-    let n = segments.len();
-    if n >= 4
-        && segments[n - 4] == "v1"
-        && segments[n - 3] == "jobs"
-        && !segments[n - 2].is_empty()
-        && segments[n - 1] == "status"
-    {
-        let mut events = status.clone();
-        events.set_query(None);
-        events.path_segments_mut().ok()?.pop().push("events");
-        Some(events)
-    } else {
-        None
     }
 }
 
@@ -288,6 +261,8 @@ pub(crate) struct Endpoints {
     pub(crate) label: String,
     pub(crate) status: Url,
     pub(crate) events: Option<Url>,
+    /// Where to cancel the job, when the profile can and the job's id is known.
+    pub(crate) cancel: Option<Url>,
     /// Servers differ per route: the capability memory is keyed by origin and route shape.
     pub(crate) capability_key: String,
 }
@@ -300,6 +275,7 @@ pub(crate) struct ChangeFilter {
 
 impl ChangeFilter {
     /// `true` when `status` differs from the last one accepted (state, or progress by ≥ 0.1 %).
+    /// Nothing else counts: a result URL signed anew on every read is the same status.
     pub(crate) fn accept(&mut self, status: &JobStatus) -> bool {
         let key = (
             status.state.to_string(),
@@ -319,55 +295,107 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    fn sim() -> Profile {
+        Profile::simulator()
+    }
+
     #[test]
     fn ids_resolve_against_the_base() {
         let base = Url::parse("http://h:1/api/").unwrap();
-        let e = JobRef::id("a b/c").resolve(Some(&base)).unwrap();
+        let e = JobRef::id("a b/c").resolve(Some(&base), &sim()).unwrap();
         assert_eq!(e.status.as_str(), "http://h:1/api/v1/jobs/a%20b%2Fc/status");
         assert_eq!(
             e.events.unwrap().as_str(),
             "http://h:1/api/v1/jobs/a%20b%2Fc/events"
         );
-        assert_eq!(e.capability_key, "http://h:1/v1/jobs");
+        assert_eq!(e.capability_key, "http://h:1/v1/jobs/{id}/status");
 
         let base = Url::parse("http://h:1").unwrap();
-        let e = JobRef::from("j-1").resolve(Some(&base)).unwrap();
+        let e = JobRef::from("j-1").resolve(Some(&base), &sim()).unwrap();
         assert_eq!(e.status.as_str(), "http://h:1/v1/jobs/j-1/status");
     }
 
     #[test]
     fn ids_need_a_base() {
-        let err = JobRef::id("j").resolve(None).unwrap_err();
+        let err = JobRef::id("j").resolve(None, &sim()).unwrap_err();
         assert!(err.to_string().contains("base_url"), "{err}");
-        assert!(JobRef::id("").resolve(None).is_err());
+        assert!(JobRef::id("").resolve(None, &sim()).is_err());
     }
 
     #[test]
     fn urls_are_used_as_given() {
-        let e = JobRef::from("http://h:1/status").resolve(None).unwrap();
+        let e = JobRef::from("http://h:1/status")
+            .resolve(None, &sim())
+            .unwrap();
         assert_eq!(e.status.as_str(), "http://h:1/status");
-        assert!(e.events.is_none());
+        assert!(e.events.is_none() && e.cancel.is_none());
         assert_eq!(e.capability_key, "http://h:1/status");
 
         let e = JobRef::from("HTTPS://h/status?job=7")
-            .resolve(None)
+            .resolve(None, &sim())
             .unwrap();
         assert_eq!(e.status.as_str(), "https://h/status?job=7");
         assert!(e.events.is_none());
 
         let e = JobRef::from("http://h/v1/jobs/j-9/status?x=1")
-            .resolve(None)
+            .resolve(None, &sim())
             .unwrap();
         assert_eq!(e.events.unwrap().as_str(), "http://h/v1/jobs/j-9/events");
 
         let e = JobRef::status_url("http://h/v1/jobs/j-9/status")
             .with_events_url("/elsewhere")
-            .resolve(None)
+            .resolve(None, &sim())
             .unwrap();
         assert_eq!(e.events.unwrap().as_str(), "http://h/elsewhere");
 
-        assert!(JobRef::from("http://").resolve(None).is_err());
-        assert!(JobRef::status_url("ftp://h/status").resolve(None).is_err());
+        assert!(JobRef::from("http://").resolve(None, &sim()).is_err());
+        assert!(
+            JobRef::status_url("ftp://h/status")
+                .resolve(None, &sim())
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn each_profile_lays_out_its_own_urls() {
+        let base = Url::parse("http://h:1/").unwrap();
+        let e = JobRef::id("j-9").resolve(Some(&base), &sim()).unwrap();
+        assert_eq!(e.cancel.unwrap().as_str(), "http://h:1/v1/jobs/j-9/cancel");
+        let e = JobRef::from("http://h:1/api/v1/jobs/j-9/status")
+            .resolve(None, &sim())
+            .unwrap();
+        assert_eq!(
+            e.events.unwrap().as_str(),
+            "http://h:1/api/v1/jobs/j-9/events"
+        );
+        assert_eq!(
+            e.cancel.unwrap().as_str(),
+            "http://h:1/api/v1/jobs/j-9/cancel"
+        );
+        assert!(
+            JobRef::from("http://h:1/status")
+                .resolve(None, &sim())
+                .unwrap()
+                .cancel
+                .is_none(),
+            "no id, no cancel"
+        );
+        let v2 = Profile::builtin("heygen-v2").unwrap();
+        let e = JobRef::id("j-1").resolve(Some(&base), &v2).unwrap();
+        assert_eq!(e.status.as_str(), "http://h:1/v2/video_translate/j-1");
+        assert!(e.events.is_none() && e.cancel.is_none());
+        assert_eq!(e.capability_key, "http://h:1/v2/video_translate/{id}");
+        let result = Profile::builtin("result").unwrap();
+        let e = JobRef::id("j 2").resolve(Some(&base), &result).unwrap();
+        assert_eq!(e.status.as_str(), "http://h:1/status?job=j%202");
+        let replicate = Profile::builtin("replicate").unwrap();
+        let e = JobRef::from("https://api.replicate.com/v1/predictions/p-1")
+            .resolve(None, &replicate)
+            .unwrap();
+        assert_eq!(
+            e.cancel.unwrap().as_str(),
+            "https://api.replicate.com/v1/predictions/p-1/cancel"
+        );
     }
 
     #[test]
@@ -378,6 +406,10 @@ mod tests {
         assert!(!f.accept(&pending));
         assert!(f.accept(&pending.clone().with_progress(0.5)));
         assert!(!f.accept(&pending.clone().with_progress(0.5)));
-        assert!(f.accept(&JobStatus::new(crate::JobState::Completed)));
+        let mut done = JobStatus::new(crate::JobState::Completed);
+        done.result_url = Some("https://cdn/x.mp4?sig=1".into());
+        assert!(f.accept(&done));
+        done.result_url = Some("https://cdn/x.mp4?sig=2".into());
+        assert!(!f.accept(&done), "a new signature is not a change");
     }
 }

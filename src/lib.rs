@@ -38,7 +38,8 @@
 //! | --- | --- | --- |
 //! | [`Client`], [`ClientBuilder`] | `client/` | `status` (one read), `wait`/`wait_with`, `watch` (a stream of changes), `create_job`, `job_set`/`restore_job_set`; the builder checks every setting |
 //! | [`JobRef`], [`CreatedJob`] | `job.rs` | naming a job: by id or by status URL |
-//! | [`JobStatus`], [`JobState`], [`NewJob`] | `model.rs` | what the service says, parsed leniently |
+//! | [`JobStatus`], [`JobState`], [`NewJob`], [`CreateRequest`] | `model.rs` | what the service says: five canonical states, the service's own word, the result URL |
+//! | [`Profile`] | `profile/` | a job API's dialect as data — status URL, JSON pointers, state words, hints, auth, creation; built-ins for the simulator, `{"result"}`, HeyGen v2/v3, Replicate, OpenAI videos — read by one function, [`Profile::decode`] ([`profile`]) |
 //! | [`wait`] | `wait/` | one job's wait: mechanism negotiation, [`WaitOptions`], [`WaitReport`], [`Watch`]. Inside: the per-job state machine both drivers hold (`ledger/`), the single wait's driver (`run.rs`), the network they read through (`wire.rs`, `http_source.rs`) |
 //! | [`jobset`] | `jobset/` | many jobs at once: the other driver, one scheduler over every job's state machine (`scheduler/`), a shared request budget (`budget.rs`), durable state (`saved.rs`), stall detection ([`Client::job_set`]) |
 //! | *(internal)* | `context.rs` | what both drivers receive from the client: the network, the base URL, what each route supports, learned durations, the budget |
@@ -86,6 +87,7 @@ mod model;
 #[cfg(test)]
 mod parity;
 pub mod poll;
+pub mod profile;
 #[cfg(test)]
 mod props;
 mod redact;
@@ -95,12 +97,18 @@ pub mod wait;
 
 pub use client::{Client, ClientBuilder};
 pub use error::{
-    BoxError, ConfigError, Error, GaveUp, JobFailed, SavedStateError, Stalled, Unavailable,
-    UnexpectedResponse, Unreachable,
+    BoxError, ConfigError, Error, GaveUp, JobCanceled, JobFailed, SavedStateError, Stalled,
+    Unavailable, UnexpectedResponse, UnknownState, Unreachable,
 };
 pub use job::{CreatedJob, JobRef, JobRefKind};
-pub use model::{JobFailure, JobState, JobStatus, NewJob, Outcome, ParseError};
-pub use wait::{Completion, Fallback, FallbackReason, Mechanism, WaitOptions, WaitReport, Watch};
+pub use model::{
+    CreateRequest, JobFailure, JobState, JobStatus, MAX_MESSAGE, MAX_RESULT_URL, MAX_WORD, NewJob,
+    Outcome, ParseError,
+};
+pub use profile::Profile;
+pub use wait::{
+    Completion, Fallback, FallbackReason, Mechanism, RemoteCancel, WaitOptions, WaitReport, Watch,
+};
 
 /// The README's examples, compiled as doctests.
 #[cfg(doctest)]

@@ -6,21 +6,37 @@
 //! client works unchanged against the original `GET /status → {"result": ..}` server. Result
 //! strings are compared case-insensitively; one this version does not know becomes
 //! [`JobState::Unknown`] instead of an error or a panic.
+//!
+//! Every state is one of five canonical ones — queued, running, succeeded, failed, canceled
+//! ([`JobState::Queued`], [`JobState::Pending`], [`JobState::Completed`],
+//! [`JobState::Failed`], [`JobState::Canceled`]) — or [`JobState::Unknown`]; the word the
+//! service used is kept beside it ([`JobStatus::raw_state`]).
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use serde::Deserialize;
 use serde_json::Value;
 
 /// One reading of a job's status.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// `Debug` shows the [`result_url`](Self::result_url) without its query: a signed URL is a
+/// credential for as long as it is valid.
+#[derive(Clone, PartialEq)]
 #[non_exhaustive]
 pub struct JobStatus {
     /// The job id, when the service reports it (the plain `/status` server does not).
     pub id: Option<String>,
-    /// Where the job is: pending, completed, failed, or a state this version does not know.
+    /// Where the job is: queued, running (`Pending`), completed, failed, canceled, or a state
+    /// this version does not know.
     pub state: JobState,
+    /// The word the service used for the state, as it wrote it (`"success"`, `"in_progress"`,
+    /// `"Pending "`), at most [`MAX_WORD`] bytes; `None` when the status was made in code.
+    pub raw_state: Option<String>,
+    /// Where the result is (a video URL), when the service says so. Such URLs are often
+    /// signed, and signed anew on every read: this crate never logs one in full, and a new
+    /// signature alone is not a change of status. At most [`MAX_RESULT_URL`] bytes (a longer
+    /// one is dropped).
+    pub result_url: Option<String>,
     /// Progress as a fraction between 0 and 1, when reported.
     ///
     /// Services report either scale, so the reported number is read by one rule: from 0 to 1
@@ -41,6 +57,8 @@ impl JobStatus {
         JobStatus {
             id: None,
             state,
+            raw_state: None,
+            result_url: None,
             progress: None,
             created_at: None,
             completed_at: None,
@@ -53,7 +71,7 @@ impl JobStatus {
         self
     }
 
-    /// `true` for `completed` and `error`: the job will not change any more.
+    /// `true` for completed, failed and canceled: the job will not change any more.
     pub fn is_terminal(&self) -> bool {
         self.state.is_terminal()
     }
@@ -73,49 +91,81 @@ impl JobStatus {
         }
     }
 
-    /// Parses a status body (`{"result": .., ...}`).
+    /// Parses a status body of the simulator's dialect (`{"result": .., ...}`): the default
+    /// [`Profile`](crate::Profile)'s [`decode`](crate::Profile::decode).
     pub fn from_json(body: &[u8]) -> Result<JobStatus, ParseError> {
-        let raw: RawStatus =
-            serde_json::from_slice(body).map_err(|e| ParseError(format!("not JSON: {e}")))?;
-        let result = match raw.result {
-            Some(Value::String(s)) => s,
-            Some(other) => {
-                return Err(ParseError(format!(
-                    "`result` must be a string, got {other}"
-                )));
-            }
-            None => return Err(ParseError("no `result` field".into())),
-        };
-        let state = match result.trim().to_ascii_lowercase().as_str() {
-            "pending" => JobState::Pending {
-                eta: raw.eta_ms.as_ref().and_then(duration_ms),
-            },
-            "completed" => JobState::Completed,
-            "error" => JobState::Failed(JobFailure::from_value(raw.error.as_ref())),
-            _ => JobState::Unknown(result),
-        };
-        Ok(JobStatus {
-            id: match raw.id {
-                Some(Value::String(s)) => Some(s),
-                _ => None,
-            },
-            state,
-            progress: raw
-                .progress
-                .as_ref()
-                .and_then(Value::as_f64)
-                .and_then(fraction),
-            created_at: raw.created_at.as_ref().and_then(timestamp),
-            completed_at: raw.completed_at.as_ref().and_then(timestamp),
-        })
+        crate::Profile::simulator().decode(200, body)
     }
 }
 
-/// Where a job is.
+impl fmt::Debug for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobStatus")
+            .field("id", &self.id)
+            .field("state", &self.state)
+            .field("raw_state", &self.raw_state)
+            .field(
+                "result_url",
+                &self.result_url.as_deref().map(crate::redact::without_query),
+            )
+            .field("progress", &self.progress)
+            .field("created_at", &self.created_at)
+            .field("completed_at", &self.completed_at)
+            .finish()
+    }
+}
+
+/// The longest state word kept ([`JobStatus::raw_state`], [`JobState::Unknown`]): a longer
+/// one is cut at a character boundary. No service names a state in more.
+pub const MAX_WORD: usize = 128;
+/// The longest result URL kept ([`JobStatus::result_url`]); a longer one is dropped.
+pub const MAX_RESULT_URL: usize = 16 * 1024;
+/// The longest failure message kept ([`JobFailure::message`]); a longer one is cut, ending
+/// with `…`.
+pub const MAX_MESSAGE: usize = 4 * 1024;
+
+/// At most `max` bytes of `text`, cut at a character boundary.
+pub(crate) fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+/// A failure message, cut to [`MAX_MESSAGE`] bytes (ending with `…` when cut).
+pub(crate) fn message(text: &str) -> String {
+    let mut kept = bounded(text, MAX_MESSAGE);
+    if kept.len() < text.len() {
+        kept.push('…');
+    }
+    kept
+}
+
+/// Where a job is: one of the five canonical states, or a word this version does not know.
+///
+/// | canonical | variant | terminal |
+/// | --- | --- | --- |
+/// | queued | [`Queued`](JobState::Queued) | no |
+/// | running | [`Pending`](JobState::Pending) | no |
+/// | succeeded | [`Completed`](JobState::Completed) | yes |
+/// | failed | [`Failed`](JobState::Failed) | yes |
+/// | canceled | [`Canceled`](JobState::Canceled) | yes |
+/// | *(none)* | [`Unknown`](JobState::Unknown) | no |
+///
+/// A service that does not tell queued from running (the simulator's `pending`) reports
+/// `Pending`: only [`is_terminal`](JobState::is_terminal) tells a caller whether to keep
+/// waiting.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum JobState {
-    /// Still running. `eta` is the service's (noisy) estimate of the time left.
+    /// Accepted, not started yet.
+    Queued,
+    /// Still running (or not yet known to have started). `eta` is the service's (noisy)
+    /// estimate of the time left.
     Pending {
         /// Estimated time left, when the service gives one (`eta_ms`).
         eta: Option<Duration>,
@@ -124,23 +174,47 @@ pub enum JobState {
     Completed,
     /// Finished with an error.
     Failed(JobFailure),
-    /// A result string this version does not know (kept verbatim).
+    /// Canceled before it finished: it will not finish.
+    Canceled,
+    /// A state word this version (or this client's profile) does not know, kept verbatim
+    /// (at most [`MAX_WORD`] bytes). Not terminal: a wait reads again, and ends with
+    /// [`Error::UnknownState`](crate::Error::UnknownState) when the word persists.
     Unknown(String),
 }
 
 impl JobState {
-    /// `true` for [`Completed`](JobState::Completed) and [`Failed`](JobState::Failed).
+    /// `true` for [`Completed`](JobState::Completed), [`Failed`](JobState::Failed) and
+    /// [`Canceled`](JobState::Canceled).
     pub fn is_terminal(&self) -> bool {
-        matches!(self, JobState::Completed | JobState::Failed(_))
+        matches!(
+            self,
+            JobState::Completed | JobState::Failed(_) | JobState::Canceled
+        )
     }
 
-    /// The wire name: `pending`, `completed`, `error`, or the unknown string.
+    /// The simulator's wire name: `queued`, `pending`, `completed`, `error`, `canceled`, or
+    /// the unknown word.
     pub fn as_str(&self) -> &str {
         match self {
+            JobState::Queued => "queued",
             JobState::Pending { .. } => "pending",
             JobState::Completed => "completed",
             JobState::Failed(_) => "error",
+            JobState::Canceled => "canceled",
             JobState::Unknown(s) => s,
+        }
+    }
+
+    /// The canonical name: `queued`, `running`, `succeeded`, `failed`, `canceled`, or
+    /// `unknown`.
+    pub fn canonical(&self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Pending { .. } => "running",
+            JobState::Completed => "succeeded",
+            JobState::Failed(_) => "failed",
+            JobState::Canceled => "canceled",
+            JobState::Unknown(_) => "unknown",
         }
     }
 }
@@ -154,7 +228,7 @@ impl fmt::Display for JobState {
                 (None, Some(message)) => write!(f, "error ({message})"),
                 (None, None) => f.write_str("error"),
             },
-            JobState::Unknown(s) => write!(f, "unknown result {s:?}"),
+            JobState::Unknown(s) => write!(f, "unknown state {s:?}"),
             other => f.write_str(other.as_str()),
         }
     }
@@ -170,67 +244,10 @@ pub struct JobFailure {
     pub message: Option<String>,
 }
 
-impl JobFailure {
-    fn from_value(value: Option<&Value>) -> Self {
-        let field = |name: &str| {
-            value
-                .and_then(|v| v.get(name))
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        };
-        JobFailure {
-            code: field("code"),
-            message: field("message"),
-        }
-    }
-}
-
 /// A body that is not a status document.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct ParseError(pub(crate) String);
-
-#[derive(Deserialize)]
-struct RawStatus {
-    id: Option<Value>,
-    result: Option<Value>,
-    progress: Option<Value>,
-    eta_ms: Option<Value>,
-    created_at: Option<Value>,
-    completed_at: Option<Value>,
-    error: Option<Value>,
-}
-
-/// A reported progress as a fraction, by the rule on [`JobStatus::progress`]: `[0, 1]` is a
-/// fraction, `(1, 100]` a percentage, anything else no reading.
-fn fraction(reported: f64) -> Option<f64> {
-    match reported {
-        p if (0.0..=1.0).contains(&p) => Some(p),
-        p if p > 1.0 && p <= 100.0 => Some(p / 100.0),
-        _ => None,
-    }
-}
-
-/// The progress an event reports (its `progress` field, with or without a `result`), as a
-/// fraction.
-pub(crate) fn progress_of(data: &str) -> Option<f64> {
-    serde_json::from_str::<Value>(data)
-        .ok()?
-        .get("progress")?
-        .as_f64()
-        .and_then(fraction)
-}
-
-fn duration_ms(value: &Value) -> Option<Duration> {
-    let ms = value.as_f64()?;
-    (0.0..1e15)
-        .contains(&ms)
-        .then(|| crate::poll::seconds(ms / 1000.0))
-}
-
-fn timestamp(value: &Value) -> Option<SystemTime> {
-    humantime::parse_rfc3339_weak(value.as_str()?.trim_end_matches('Z')).ok()
-}
 
 /// What a new job should do (the simulator's `POST /v1/jobs` body). Every field is optional.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -284,6 +301,77 @@ impl NewJob {
     }
 }
 
+/// What to create with [`Client::create`](crate::Client::create), in any dialect whose
+/// profile describes creation: the parameters its body template takes (or a whole body), and
+/// an `Idempotency-Key`.
+///
+/// ```
+/// use translation_status::CreateRequest;
+/// let request = CreateRequest::new()
+///     .param("video_url", "https://example.com/talk.mp4")
+///     .param("languages", ["German (Germany)", "Japanese (Japan)"].as_slice())
+///     .param("title", "Launch");
+/// # let _ = request;
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct CreateRequest {
+    pub(crate) params: serde_json::Map<String, Value>,
+    pub(crate) body: Option<Value>,
+    pub(crate) idempotency_key: Option<String>,
+}
+
+impl CreateRequest {
+    /// No parameters yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets a parameter of the profile's body template (`"{name}"` there is replaced by
+    /// `value`; the built-in HeyGen templates take `video_url`, `language` (v2), `languages`
+    /// (v3), and optionally `title`, `callback_id`, `callback_url`).
+    pub fn param(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.params.insert(name.into(), value.into());
+        self
+    }
+
+    /// Sends this body as it is, instead of the profile's template.
+    pub fn body(mut self, body: Value) -> Self {
+        self.body = Some(body);
+        self
+    }
+
+    /// The `Idempotency-Key` to send: 1 to 255 characters of `A-Z a-z 0-9 _ : . -`. Without
+    /// one, a key is made up for each call when the profile's API honours keys.
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// The key to send: the caller's (checked), or a fresh one when the API replays keyed
+    /// creations (`honoured`), or none.
+    pub(crate) fn key(&self, honoured: bool) -> Result<Option<String>, crate::Error> {
+        match &self.idempotency_key {
+            Some(key) => {
+                let fine = (1..=255).contains(&key.len())
+                    && key
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '.' | '-'));
+                if fine {
+                    Ok(Some(key.clone()))
+                } else {
+                    Err(crate::Error::config(
+                        "idempotency_key",
+                        "use 1 to 255 characters of A-Z a-z 0-9 _ : . -",
+                    ))
+                }
+            }
+            None if honoured => Ok(Some(format!("ts-{:032x}", rand::random::<u128>()))),
+            None => Ok(None),
+        }
+    }
+}
+
 /// How a job ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -324,15 +412,54 @@ mod tests {
                 r#"{"result":"error"}"#,
                 JobState::Failed(JobFailure::default()),
             ),
-            (
-                r#"{"result":"Cancelled"}"#,
-                JobState::Unknown("Cancelled".into()),
-            ),
+            (r#"{"result":"Cancelled"}"#, JobState::Canceled),
+            (r#"{"result":"canceled"}"#, JobState::Canceled),
+            (r#"{"result":"queued"}"#, JobState::Queued),
+            (r#"{"result":"paused"}"#, JobState::Unknown("paused".into())),
             (r#"{"result":""}"#, JobState::Unknown(String::new())),
         ];
         for (body, want) in table {
-            assert_eq!(parse(body).unwrap().state, want, "{body}");
+            let status = parse(body).unwrap();
+            assert_eq!(status.state, want, "{body}");
+            let word: serde_json::Value = serde_json::from_str(body).unwrap();
+            assert_eq!(
+                status.raw_state.as_deref(),
+                word["result"].as_str(),
+                "verbatim"
+            );
         }
+        assert!(parse(r#"{"result":"canceled"}"#).unwrap().is_terminal());
+        assert!(!parse(r#"{"result":"queued"}"#).unwrap().is_terminal());
+    }
+
+    #[test]
+    fn words_and_messages_are_kept_within_bounds() {
+        let long = "é".repeat(MAX_WORD);
+        let s = parse(&format!(r#"{{"result":"{long}"}}"#)).unwrap();
+        let JobState::Unknown(word) = &s.state else {
+            panic!("{:?}", s.state)
+        };
+        assert!(word.len() <= MAX_WORD && long.starts_with(word.as_str()));
+        assert_eq!(s.raw_state.as_deref(), Some(word.as_str()));
+        let message = "x".repeat(MAX_MESSAGE + 10);
+        let s = parse(&format!(
+            r#"{{"result":"error","error":{{"message":"{message}"}}}}"#
+        ))
+        .unwrap();
+        let JobState::Failed(failure) = s.state else {
+            panic!()
+        };
+        let kept = failure.message.unwrap();
+        assert!(kept.ends_with('…') && kept.len() <= MAX_MESSAGE + '…'.len_utf8());
+    }
+
+    #[test]
+    fn debug_never_shows_a_signed_url_in_full() {
+        let mut s = JobStatus::new(JobState::Completed);
+        s.result_url = Some("https://cdn.example/j.mp4?Expires=1&Key-Pair-Id=K&Policy=p".into());
+        let shown = format!("{s:?}");
+        assert!(shown.contains("https://cdn.example/j.mp4?***"), "{shown}");
+        assert!(!shown.contains("Policy"), "{shown}");
     }
 
     #[test]
@@ -373,10 +500,15 @@ mod tests {
 
     #[test]
     fn optional_fields_of_the_wrong_type_are_ignored() {
-        let s =
-            parse(r#"{"result":"pending","progress":"half","eta_ms":-5,"created_at":42,"id":7}"#)
-                .unwrap();
-        assert_eq!(s, JobStatus::new(JobState::Pending { eta: None }));
+        let s = parse(
+            r#"{"result":"pending","progress":"half","eta_ms":-5,"created_at":true,"id":[7]}"#,
+        )
+        .unwrap();
+        assert_eq!(s.raw_state.as_deref(), Some("pending"));
+        assert_eq!(
+            (s.id, s.state, s.progress, s.created_at),
+            (None, JobState::Pending { eta: None }, None, None)
+        );
         for eta in ["1e300", "-1", "1e15", "\"soon\""] {
             let s = parse(&format!(r#"{{"result":"pending","eta_ms":{eta}}}"#)).unwrap();
             assert_eq!(s.eta(), None, "{eta}");
@@ -410,6 +542,7 @@ mod tests {
             }
         }
         // A progress event carries the same field, read by the same rule.
+        let progress_of = |data: &str| crate::Profile::simulator().progress_of(data);
         assert_eq!(progress_of(r#"{"progress":43}"#), Some(0.43));
         assert_eq!(
             progress_of(r#"{"progress":0.5,"result":"pending"}"#),

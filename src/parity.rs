@@ -400,3 +400,71 @@ async fn the_cases_show_what_they_claim() {
     );
     assert_eq!(summary.elapsed_ms, Some(5000));
 }
+
+/// A wait that gives up cancels its job when asked: both drivers send one cancel at the
+/// deadline and report what became of the job; a job whose id is not known is not canceled.
+#[tokio::test(start_paused = true)]
+async fn a_wait_that_gives_up_cancels_its_job_in_both_drivers() {
+    use crate::wait::RemoteCancel;
+    let options = polling(1.0).deadline(secs(2.5)).cancel_on_give_up(true);
+    let remote = |result: &Result<Completion, Error>| match result {
+        Err(Error::GaveUp(g)) => g.remote_cancel.clone(),
+        other => panic!("{other:?}"),
+    };
+    let script = || Script::new(vec![], vec![]).on_cancel(secs(0.3), RemoteCancel::Canceled);
+    let started = Instant::now();
+    let (result, sent) = alone(script(), &options, false).await;
+    assert_eq!(remote(&result), Some(RemoteCancel::Canceled));
+    assert!(
+        result
+            .as_ref()
+            .unwrap_err()
+            .to_string()
+            .contains("will not finish")
+    );
+    // It ended when the cancel came back: after the deadline, by the cancel's round trip.
+    assert_eq!(started.elapsed(), secs(2.8));
+    let last = sent.last().unwrap();
+    assert_eq!(
+        (last.kind, last.path.as_str(), last.at_ms),
+        ("cancel", "/v1/jobs/j-1/cancel", 2500)
+    );
+    let (in_set, set_sent) = in_a_set(script(), &options, false).await;
+    assert_eq!(remote(&in_set), Some(RemoteCancel::Canceled));
+    assert_eq!(
+        set_sent.last().map(|s| (s.kind, s.at_ms)),
+        Some(("cancel", 2500))
+    );
+    assert_eq!(set_sent.iter().filter(|s| s.kind == "cancel").count(), 1);
+
+    // Refused (the job finished meanwhile), in a set too.
+    let refused = RemoteCancel::Refused {
+        status: 409,
+        code: Some("job_finished".into()),
+    };
+    let script = Script::new(vec![], vec![]).on_cancel(secs(0.0), refused.clone());
+    let (result, _) = in_a_set(script, &options, false).await;
+    assert_eq!(remote(&result), Some(refused));
+
+    // Not asked: nothing sent, nothing reported.
+    let (result, sent) = alone(
+        Script::new(vec![], vec![]),
+        &polling(1.0).deadline(secs(2.5)),
+        false,
+    )
+    .await;
+    assert_eq!(remote(&result), None);
+    assert!(sent.iter().all(|s| s.kind != "cancel"));
+
+    // A job addressed by a status URL the profile cannot read an id from: nothing to cancel.
+    let ctx = context(Script::new(vec![], vec![]));
+    let result = crate::wait::wait_for(
+        &ctx,
+        JobRef::status_url("http://script:8080/status"),
+        &options,
+        &mut |_| {},
+    )
+    .await;
+    assert_eq!(remote(&result), Some(RemoteCancel::Unsupported));
+    assert!(ctx.wire.sent().iter().all(|s| s.kind != "cancel"));
+}

@@ -1,6 +1,7 @@
 //! Property tests of every parser that reads bytes from the other side of the wire: the status
-//! document, the event-stream decoder, the hint and rate-limit headers, the whole "what does
-//! this answer mean" step, and the redaction of URLs a server hands back (`Location`).
+//! document (through every built-in profile and generated ones), the profile loader itself,
+//! the event-stream decoder, the hint and rate-limit headers, the whole "what does this answer
+//! mean" step, and the redaction of URLs a server hands back (`Location`).
 //!
 //! Each runs a few hundred generated cases (`PROPTEST_CASES` raises it for a longer run) and
 //! checks two things: nothing panics or grows past its bound, and what can be read is read
@@ -16,7 +17,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
-use crate::model::{JobState, JobStatus, progress_of};
+use crate::model::{JobState, JobStatus, MAX_RESULT_URL, MAX_WORD};
+use crate::profile::{Canonical, Profile, ProgressScale};
 use crate::transport::answer::{ReadOutcome, interpret};
 use crate::transport::headers::{applied_wait, auth_schemes, retry_after};
 use crate::transport::signals::Signals;
@@ -121,6 +123,103 @@ fn status_document() -> impl Strategy<Value = Value> {
         })
 }
 
+/// The built-in profiles.
+fn builtins() -> Vec<Profile> {
+    Profile::builtin_names()
+        .into_iter()
+        .map(|name| Profile::builtin(name).unwrap())
+        .collect()
+}
+
+/// `doc` with `value` at the JSON pointer `pointer`, objects made on the way.
+fn place(doc: &mut Value, pointer: &str, value: Value) {
+    let mut at = doc;
+    for raw in pointer.split('/').skip(1) {
+        let key = raw.replace("~1", "/").replace("~0", "~");
+        if !at.is_object() {
+            *at = Value::Object(serde_json::Map::new());
+        }
+        at = at
+            .as_object_mut()
+            .unwrap()
+            .entry(key)
+            .or_insert(Value::Null);
+    }
+    *at = value;
+}
+
+/// The state pointer of a profile (every built-in has one).
+fn state_pointer(profile: &Profile) -> String {
+    let toml: toml::Table = toml::from_str(&profile.to_toml().unwrap()).unwrap();
+    toml["fields"]["state"].as_str().unwrap().to_owned()
+}
+
+/// Every word a profile maps, with its state.
+fn synonyms(profile: &Profile) -> Vec<(Canonical, String)> {
+    let toml: toml::Table = toml::from_str(&profile.to_toml().unwrap()).unwrap();
+    let mut out = Vec::new();
+    for state in Canonical::ALL {
+        let words = toml
+            .get("states")
+            .and_then(|s| s.get(state.as_str()))
+            .and_then(|w| w.as_array())
+            .cloned()
+            .unwrap_or_default();
+        out.extend(
+            words
+                .iter()
+                .map(|w| (state, w.as_str().unwrap().to_owned())),
+        );
+    }
+    out
+}
+
+fn canonical_of(state: &JobState) -> Option<Canonical> {
+    match state {
+        JobState::Queued => Some(Canonical::Queued),
+        JobState::Pending { .. } => Some(Canonical::Running),
+        JobState::Completed => Some(Canonical::Succeeded),
+        JobState::Failed(_) => Some(Canonical::Failed),
+        JobState::Canceled => Some(Canonical::Canceled),
+        _ => None,
+    }
+}
+
+/// A word a profile could map: short, with the odd space, case and non-ASCII letter.
+fn word() -> impl Strategy<Value = String> {
+    "[A-Za-z_][A-Za-z0-9_ é-]{0,12}"
+}
+
+/// A profile made up: a state pointer, a few words per state (none twice), a progress pointer
+/// and scale, and a result URL pointer.
+fn made_up_profile() -> impl Strategy<Value = Profile> {
+    (
+        "(/[a-z_]{1,6}){1,3}",
+        prop::collection::vec((0usize..5, word()), 1..10),
+        "(/[a-z_]{1,6}){1,2}",
+        prop::sample::select(vec![
+            ProgressScale::Auto,
+            ProgressScale::Fraction,
+            ProgressScale::Percent,
+        ]),
+        "(/[a-z0-9_]{1,6}){1,3}",
+    )
+        .prop_filter_map("distinct words", |(state, words, progress, scale, url)| {
+            let mut builder = Profile::builder("made-up", "/jobs/{id}")
+                .state(state)
+                .progress(progress, scale)
+                .result_url(url);
+            let mut seen = std::collections::HashSet::new();
+            for (i, w) in words {
+                if !seen.insert(w.trim().to_lowercase()) {
+                    return None;
+                }
+                builder = builder.words(Canonical::ALL[i], [w]);
+            }
+            builder.build().ok()
+        })
+}
+
 /// Feeds `chunks` one after the other; the events, and whether a limit was broken.
 fn decode(decoder: &mut Decoder, chunks: &[&[u8]]) -> (Vec<SseEvent>, Option<Oversized>) {
     let mut events = Vec::new();
@@ -181,7 +280,7 @@ proptest! {
     #[test]
     fn a_status_body_of_any_bytes_never_panics(body in prop::collection::vec(any::<u8>(), 0..256)) {
         let _ = JobStatus::from_json(&body);
-        let _ = progress_of(&String::from_utf8_lossy(&body));
+        let _ = crate::Profile::simulator().progress_of(&String::from_utf8_lossy(&body));
     }
 
     #[test]
@@ -193,9 +292,11 @@ proptest! {
             (None, parsed) => prop_assert!(parsed.is_err(), "no string result must not parse"),
             (Some(word), Ok(status)) => {
                 let expected = match word.as_str() {
-                    "pending" => matches!(status.state, JobState::Pending { .. }),
+                    "queued" => status.state == JobState::Queued,
+                    "pending" | "running" => matches!(status.state, JobState::Pending { .. }),
                     "completed" => status.state == JobState::Completed,
                     "error" => matches!(status.state, JobState::Failed(_)),
+                    "canceled" | "cancelled" => status.state == JobState::Canceled,
                     _ => matches!(status.state, JobState::Unknown(_)),
                 };
                 prop_assert!(expected, "{word:?} read as {:?}", status.state);
@@ -332,7 +433,7 @@ proptest! {
     ) {
         let status = StatusCode::from_u16(code).unwrap();
         let parses = JobStatus::from_json(&body).is_ok();
-        match interpret(exchange(status, headers, body)) {
+        match interpret(exchange(status, headers, body), &crate::Profile::simulator()) {
             ReadOutcome::NotModified { .. } => prop_assert_eq!(code, 304),
             ReadOutcome::Status { status: job, .. } => {
                 prop_assert!(status.is_success());
@@ -365,6 +466,128 @@ proptest! {
         prop_assert!(!shown.contains(&password), "{shown}");
         prop_assert!(!shown.contains(&format!("={token}")), "{shown}");
         prop_assert!(shown.contains(&host), "the host stays readable: {shown}");
+    }
+
+    #[test]
+    fn any_answer_through_any_builtin_profile_never_panics(
+        code in prop::sample::select(vec![200u16, 201, 202, 206, 299]),
+        body in prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..256),
+            json_value().prop_map(|v| serde_json::to_vec(&v).unwrap()),
+            (json_value(), json_value()).prop_map(|(state, data)| {
+                serde_json::to_vec(&json!({"status": state, "result": state, "data": {
+                    "status": state, "url": data, "video_url": data, "message": data,
+                    "failure_message": data, "created_at": data, "completed_at": data},
+                    "progress": data, "output": data, "error": data, "id": data})).unwrap()
+            }),
+        ],
+    ) {
+        for profile in builtins() {
+            if let Ok(status) = profile.decode(code, &body) {
+                prop_assert!(status.raw_state.as_ref().is_none_or(|w| w.len() <= MAX_WORD));
+                if let JobState::Unknown(word) = &status.state {
+                    prop_assert!(word.len() <= MAX_WORD);
+                }
+                prop_assert!(status.result_url.as_ref().is_none_or(|u| u.len() <= MAX_RESULT_URL));
+                if let Some(p) = status.progress {
+                    prop_assert!((0.0..=1.0).contains(&p), "{}: progress {p}", profile.name());
+                }
+            }
+            let _ = profile.progress_of(&String::from_utf8_lossy(&body));
+        }
+    }
+
+    #[test]
+    fn every_builtin_synonym_maps_as_declared(
+        pick in any::<prop::sample::Index>(),
+        upper in prop::collection::vec(any::<bool>(), 16),
+        pad in prop::sample::select(vec!["", " ", "  ", "\t"]),
+        extra in json_value(),
+    ) {
+        for profile in builtins() {
+            let words = synonyms(&profile);
+            let (state, word) = &words[pick.index(words.len())];
+            // Any case, any surrounding spaces.
+            let written: String = word
+                .chars()
+                .zip(upper.iter().cycle())
+                .map(|(c, up)| if *up { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() })
+                .collect();
+            let written = format!("{pad}{written}{pad}");
+            let mut doc = json!({"noise": extra});
+            place(&mut doc, &state_pointer(&profile), Value::from(written.clone()));
+            let status = profile.decode(200, &serde_json::to_vec(&doc).unwrap()).unwrap();
+            prop_assert_eq!(canonical_of(&status.state), Some(*state), "{}: {:?}", profile.name(), written);
+            prop_assert_eq!(status.raw_state.as_deref(), Some(written.as_str()));
+        }
+    }
+
+    #[test]
+    fn a_made_up_profile_maps_its_words_and_reads_any_document(
+        profile in made_up_profile(),
+        pick in any::<prop::sample::Index>(),
+        body in json_value(),
+        progress in prop::num::f64::ANY,
+    ) {
+        let words = synonyms(&profile);
+        let (state, word) = &words[pick.index(words.len())];
+        let pointer = state_pointer(&profile);
+        let mut doc = body.clone();
+        place(&mut doc, &pointer, Value::from(word.to_uppercase()));
+        let status = profile.decode(200, &serde_json::to_vec(&doc).unwrap()).unwrap();
+        prop_assert_eq!(canonical_of(&status.state), Some(*state), "{:?}", word);
+        // Whatever else is in the document, in any field, reading never fails on it.
+        let toml: toml::Table = toml::from_str(&profile.to_toml().unwrap()).unwrap();
+        let progress_at = toml["fields"]["progress"].as_str().unwrap().to_owned();
+        // (Unless one pointer is inside the other: then one value overwrites the other.)
+        let nested = pointer.starts_with(&format!("{progress_at}/"))
+            || progress_at.starts_with(&format!("{pointer}/"))
+            || pointer == progress_at;
+        if !nested {
+            place(&mut doc, &progress_at, Value::from(progress));
+            let status = profile.decode(200, &serde_json::to_vec(&doc).unwrap()).unwrap();
+            if let Some(p) = status.progress {
+                prop_assert!((0.0..=1.0).contains(&p), "{progress} read as {p}");
+            }
+        }
+        let _ = profile.decode(200, &serde_json::to_vec(&body).unwrap());
+    }
+
+    #[test]
+    fn the_profile_loader_never_panics_on_any_text(
+        text in prop_oneof![
+            "\\PC{0,256}",
+            // Near misses of a real profile: a built-in with a line cut or doubled.
+            (any::<prop::sample::Index>(), any::<prop::sample::Index>(), any::<bool>()).prop_map(|(p, l, double)| {
+                let names = Profile::builtin_names();
+                let toml = Profile::builtin(names[p.index(names.len())]).unwrap().to_toml().unwrap();
+                let mut lines: Vec<&str> = toml.lines().collect();
+                let at = l.index(lines.len());
+                if double { lines.insert(at, lines[at]); } else { lines.remove(at); }
+                lines.join("\n")
+            }),
+        ],
+    ) {
+        let _ = Profile::from_toml_str(&text);
+        let _ = Profile::from_json_str(&text);
+    }
+
+    #[test]
+    fn the_profile_loader_never_panics_on_any_json(value in json_value(), builtin in any::<prop::sample::Index>()) {
+        let _ = Profile::from_json_str(&value.to_string());
+        // A built-in with one field replaced by anything.
+        let names = Profile::builtin_names();
+        let profile = Profile::builtin(names[builtin.index(names.len())]).unwrap();
+        let mut spec = serde_json::to_value(&profile).unwrap();
+        for field in ["status", "fields", "states", "hints", "auth", "create", "unknown_limit", "status_codes"] {
+            let mut changed = spec.clone();
+            changed[field] = value.clone();
+            if let Ok(loaded) = Profile::from_json_str(&changed.to_string()) {
+                let _ = loaded.decode(200, br#"{"status": "x", "result": "y"}"#);
+            }
+        }
+        spec["name"] = value;
+        let _ = Profile::from_json_str(&spec.to_string());
     }
 
     #[test]

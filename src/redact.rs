@@ -56,6 +56,18 @@ pub(crate) fn url(url: &Url) -> Option<Url> {
     }
 }
 
+/// A URL shown without its query and fragment (`https://host/path?***`), user-info masked:
+/// for URLs whose query is a signature, whatever its parameters are called (a signed result
+/// URL). Text that is not a URL is masked whole.
+pub(crate) fn without_query(text: &str) -> String {
+    let shown = redact(text);
+    match shown.find(['?', '#']) {
+        Some(at) => format!("{}?{MASK}", &shown[..at]),
+        None if shown.contains("://") => shown.into_owned(),
+        None => MASK.to_owned(),
+    }
+}
+
 /// Whether the URL carries user-info (credentials reqwest sends as HTTP Basic).
 pub(crate) fn has_userinfo(url: &Url) -> bool {
     !url.username().is_empty() || url.password().is_some()
@@ -170,6 +182,22 @@ mod tests {
             assert_eq!(redact(raw), want, "{raw}");
         }
         assert!(matches!(redact("http://h/status?job=1"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn a_signed_url_is_shown_without_its_query() {
+        let table = [
+            (
+                "https://cdn.example/v/j-1.mp4?Expires=1&nonce=2&Signature=abc",
+                "https://cdn.example/v/j-1.mp4?***",
+            ),
+            ("https://u:p@h/x#frag", "https://***@h/x?***"),
+            ("https://h/x.mp4", "https://h/x.mp4"),
+            ("not a url", "***"),
+        ];
+        for (raw, want) in table {
+            assert_eq!(without_query(raw), want, "{raw}");
+        }
     }
 
     #[test]

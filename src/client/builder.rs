@@ -11,6 +11,7 @@ use crate::context::Context;
 use crate::error::Error;
 use crate::jobset::{RequestBudget, SharedBudget};
 use crate::poll::LearnedDurations;
+use crate::profile::{Auth, Profile};
 use crate::redact::redact;
 use crate::transport::{BreakerConfig, HedgeConfig, Transport, TransportConfig};
 use crate::wait::{Capabilities, WaitOptions};
@@ -34,6 +35,7 @@ pub struct ClientBuilder {
     hedge: Option<HedgeConfig>,
     breaker: Option<BreakerConfig>,
     budget: RequestBudget,
+    profile: Profile,
 }
 
 impl Default for ClientBuilder {
@@ -55,13 +57,15 @@ impl Default for ClientBuilder {
             hedge: Some(HedgeConfig::default()),
             breaker: Some(BreakerConfig::default()),
             budget: RequestBudget::default(),
+            profile: Profile::simulator(),
         }
     }
 }
 
 impl ClientBuilder {
     /// The service's base URL (`http://host:port`); job ids resolve against it. Optional
-    /// when every job is addressed by its full status URL. User-info in it
+    /// when every job is addressed by its full status URL, or when the
+    /// [`profile`](Self::profile) names the API's public base (HeyGen's, Replicate's, …). User-info in it
     /// (`http://user:pass@host`) is sent as HTTP Basic authentication, and shows as `***` in
     /// errors, logs and `Debug`.
     pub fn base_url(mut self, url: impl Into<String>) -> Self {
@@ -69,9 +73,21 @@ impl ClientBuilder {
         self
     }
 
-    /// The API key, sent as `X-Api-Key`.
+    /// The API key, sent as the [`profile`](Self::profile) says: by default (and for the
+    /// HeyGen profiles) as `X-Api-Key`; as `Authorization: Bearer <key>` for Replicate and
+    /// OpenAI; as HTTP Basic when the key is `user:password` and the profile says `basic`.
+    /// It is never printed: `Debug`, errors and logs show `<redacted>` or nothing.
     pub fn api_key(mut self, key: impl Into<String>) -> Self {
         self.api_key = Some(key.into());
+        self
+    }
+
+    /// The job API's dialect (default [`Profile::simulator`]): where a job's status is, what
+    /// its words mean, how to authenticate, which hints to honour, whether it streams or
+    /// holds requests, how to create and cancel jobs. Every reader of this client —
+    /// [`Client::status`], waits, [`Client::watch`], job sets — reads through it.
+    pub fn profile(mut self, profile: Profile) -> Self {
+        self.profile = profile;
         self
     }
 
@@ -193,9 +209,9 @@ impl ClientBuilder {
 
     /// Checks every setting and builds the client. Sends nothing.
     pub fn build(self) -> Result<Client, Error> {
-        let base_url = match &self.base_url {
-            Some(raw) => Some(parse_base(raw)?),
-            None => None,
+        let base_url = match (self.base_url.as_deref(), self.profile.base_url()) {
+            (Some(raw), _) | (None, Some(raw)) => Some(parse_base(raw)?),
+            (None, None) => None,
         };
         positive("request_timeout", self.request_timeout)?;
         positive("connect_timeout", self.connect_timeout)?;
@@ -250,6 +266,22 @@ impl ClientBuilder {
             breaker.validate()?;
         }
         self.budget.validate()?;
+        let auth = self.profile.compiled().auth.clone();
+        if self.api_key.is_some() && auth == Auth::None {
+            return Err(Error::config(
+                "api_key",
+                format!(
+                    "the profile `{}` sends no credentials (auth scheme \"none\"): leave the key unset, or use a profile that says how to send it",
+                    self.profile.name()
+                ),
+            ));
+        }
+        if auth == Auth::Basic && self.api_key.as_ref().is_some_and(|k| !k.contains(':')) {
+            return Err(Error::config(
+                "api_key",
+                "the profile sends HTTP Basic authentication: give the key as user:password",
+            ));
+        }
         let transport = Transport::new(&TransportConfig {
             request_timeout: self.request_timeout,
             connect_timeout: self.connect_timeout,
@@ -259,6 +291,7 @@ impl ClientBuilder {
             max_throttle_waits: self.max_throttle_waits,
             max_throttle_delay: self.max_throttle_delay,
             api_key: self.api_key,
+            auth,
             user_agent: self.user_agent,
             follow_redirects: self.follow_redirects,
             max_body: self.max_body,
@@ -269,6 +302,7 @@ impl ClientBuilder {
             inner: Arc::new(Inner {
                 context: Arc::new(Context {
                     wire: transport,
+                    profile: self.profile,
                     base_url,
                     capabilities: Capabilities::default(),
                     learned: self.learned.unwrap_or_default(),
@@ -284,6 +318,7 @@ impl fmt::Debug for ClientBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientBuilder")
             .field("base_url", &self.base_url.as_deref().map(redact))
+            .field("profile", &self.profile.name())
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("request_timeout", &self.request_timeout)
             .field("max_retries", &self.max_retries)

@@ -14,11 +14,15 @@ use crate::context::Context;
 use crate::error::Error;
 use crate::job::{CreatedJob, JobRef};
 use crate::jobset::{JobSet, JobSetOptions, SavedJobSet};
-use crate::model::{JobStatus, NewJob};
+use crate::model::{CreateRequest, JobStatus, NewJob};
 use crate::poll::LearnedDurations;
+use crate::profile::Profile;
 use crate::redact::redact;
 use crate::transport::{ReadOptions, same_origin};
 use crate::wait::{Completion, WaitOptions, Watch, wait_for};
+
+/// The most jobs one creation answer is read for.
+const MAX_CREATED: usize = 64;
 
 /// A client of the translation service. Cheap to clone: clones share the connection pool,
 /// the learned job durations, what is known about the server, and the per-host circuit
@@ -47,9 +51,10 @@ impl Client {
         Client::builder().base_url(base_url).build()
     }
 
-    /// Reads a job's status once (through the transport's retries).
+    /// Reads a job's status once (through the transport's retries), as the client's
+    /// [`Profile`] reads it.
     ///
-    /// A job that ended in `error` is `Ok`; so is a result string this version does not know
+    /// A job that failed or was canceled is `Ok`; so is a state word the profile does not know
     /// ([`JobState::Unknown`](crate::JobState::Unknown)). While the host's circuit breaker is
     /// open nothing is sent: this fails at once with [`Error::Unavailable`], whose
     /// [`retry_after`](Error::retry_after) says when to try again — or with
@@ -57,13 +62,14 @@ impl Client {
     pub async fn status(&self, job: impl Into<JobRef>) -> Result<JobStatus, Error> {
         let job = job.into();
         let context = &self.inner.context;
-        let endpoints = job.resolve(context.base_url.as_ref())?;
+        let endpoints = job.resolve(context.base_url.as_ref(), &context.profile)?;
         let exchange = context
             .wire
             .read(&endpoints.status, &ReadOptions::default())
             .await
             .map_err(crate::transport::Failure::into_error)?;
-        crate::transport::answer::interpret(exchange).into_status(&endpoints.status)
+        crate::transport::answer::interpret(exchange, &context.profile)
+            .into_status(&endpoints.status)
     }
 
     /// Waits for the job with the client's default [`WaitOptions`].
@@ -114,8 +120,10 @@ impl Client {
         wait_for(&self.inner.context, job, options, observer).await
     }
 
-    /// Creates a job (`POST /v1/jobs`). Not retried on failure — a retried creation could
-    /// create two jobs — except after an explicit `429`/`503` with `Retry-After`.
+    /// Creates a job in the simulator's dialect (`POST /v1/jobs`, whatever the client's
+    /// profile). Sent with a fresh `Idempotency-Key`, which the simulator honours (a repeat
+    /// replays the first answer), so a failed attempt is retried like a status read without
+    /// creating two jobs; a `429`/`503` with `Retry-After` is waited out.
     ///
     /// The `status_url` and `events_url` of the answer are used only when they are on the base
     /// URL's origin (scheme, host and port): the API key goes with every request, so a server
@@ -132,9 +140,10 @@ impl Client {
         let url = base
             .join("v1/jobs")
             .map_err(|e| Error::config("base_url", e.to_string()))?;
+        let key = CreateRequest::new().key(true)?;
         let exchange = context
             .wire
-            .post_json(&url, &job.to_json())
+            .post_json(&url, &job.to_json(), key.as_deref(), true)
             .await
             .map_err(crate::transport::Failure::into_error)?;
         if !exchange.status.is_success() {
@@ -172,7 +181,7 @@ impl Client {
         let status_url = match absolute("status_url") {
             Some(url) => url,
             None => JobRef::id(id.as_str())
-                .resolve(Some(base))?
+                .resolve(Some(base), &Profile::simulator())?
                 .status
                 .to_string(),
         };
@@ -184,6 +193,85 @@ impl Client {
             status_url,
             received,
         })
+    }
+
+    /// The profile this client reads job statuses with.
+    pub fn profile(&self) -> &Profile {
+        &self.inner.context.profile
+    }
+
+    /// Creates one or more jobs as the client's [`Profile`] describes creation: `POST` to its
+    /// `create.url` with its body template filled from the request's parameters (or the
+    /// request's own body), and the new jobs' ids read where its `create.ids` points — one
+    /// for most APIs, one per output language for HeyGen v3 — in order.
+    ///
+    /// When the API honours `Idempotency-Key` (the profile says so: the simulator's, HeyGen
+    /// v3's), a key is sent — the request's, or a fresh one — and a failed attempt is retried
+    /// like a status read, with the same key: a repeat replays the first answer instead of
+    /// creating again. Otherwise the creation is sent once (and resent only after an explicit
+    /// `429`/`503` with `Retry-After`, which every API refuses without creating anything).
+    /// A `429` at the API's limit on running jobs is waited out by its `Retry-After` the same
+    /// way (see [`ClientBuilder::throttle`]).
+    ///
+    /// [`Error::Config`] when the profile has no `create`, a template parameter is missing,
+    /// or there is no base URL; [`Error::UnexpectedResponse`] when the answer is refused or
+    /// has no id where the profile says.
+    pub async fn create(&self, request: &CreateRequest) -> Result<Vec<CreatedJob>, Error> {
+        let context = &self.inner.context;
+        let profile = &context.profile;
+        let Some(create) = &profile.compiled().create else {
+            return Err(Error::config(
+                "profile",
+                format!(
+                    "the profile `{}` does not say how to create jobs (no `create`)",
+                    profile.name()
+                ),
+            ));
+        };
+        let base = context.base_url.as_ref().ok_or_else(|| {
+            Error::config(
+                "base_url",
+                "creating a job needs a base URL: set ClientBuilder::base_url",
+            )
+        })?;
+        let url = create.url.url(base)?;
+        let body = match &request.body {
+            Some(body) => body.clone(),
+            None => create.body(&request.params)?,
+        };
+        let key = request.key(create.idempotency_key)?;
+        let exchange = context
+            .wire
+            .post_json(&url, &body, key.as_deref(), create.idempotency_key)
+            .await
+            .map_err(crate::transport::Failure::into_error)?;
+        if !exchange.status.is_success() {
+            return Err(exchange.into_error(None));
+        }
+        let received = Instant::now();
+        let ids = serde_json::from_slice::<serde_json::Value>(&exchange.body)
+            .ok()
+            .and_then(|answer| create.ids(&answer, MAX_CREATED));
+        let Some(ids) = ids else {
+            let message = format!(
+                "the creation answer has no job id at {:?} (the profile's create.ids)",
+                create.ids
+            );
+            return Err(exchange.into_error(Some(message)));
+        };
+        tracing::debug!(profile = profile.name(), jobs = ids.len(), "jobs created");
+        ids.into_iter()
+            .map(|id| {
+                let endpoints = JobRef::id(id.as_str()).resolve(Some(base), profile)?;
+                Ok(CreatedJob {
+                    status_url: endpoints.status.into(),
+                    events_url: endpoints.events.map(Into::into),
+                    created_at: None,
+                    id,
+                    received,
+                })
+            })
+            .collect()
     }
 
     /// What this client has learned about job durations.
@@ -226,6 +314,7 @@ impl fmt::Debug for Client {
                     .as_ref()
                     .map(|u| redact(u.as_str())),
             )
+            .field("profile", &self.inner.context.profile.name())
             .field("request_timeout", &self.inner.context.wire.request_timeout)
             .field("defaults", &self.inner.defaults)
             .field("learned", &self.inner.context.learned)

@@ -32,6 +32,8 @@ pub struct JobSetHandle {
     pub(super) commands: mpsc::UnboundedSender<Command>,
     pub(super) shared: Arc<Shared>,
     pub(super) base_url: Option<Url>,
+    /// How the client's jobs are laid out.
+    pub(super) profile: crate::Profile,
     pub(super) deadline: Option<Duration>,
 }
 
@@ -54,7 +56,7 @@ impl JobSetHandle {
         if self.shared.closed.load(Ordering::SeqCst) {
             return Err(gone());
         }
-        let endpoints = job.resolve(self.base_url.as_ref())?;
+        let endpoints = job.resolve(self.base_url.as_ref(), &self.profile)?;
         let key = JobKey(self.shared.next_key.fetch_add(1, Ordering::Relaxed));
         let tracked = Tracked::new(key, endpoints, deadline, job.created(), Clocks::now());
         self.shared.tracked.fetch_add(1, Ordering::SeqCst);

@@ -240,6 +240,7 @@ impl JobSet {
             let _ = commands.send(Command::Add(Box::new(job)));
         }
         let base_url = ctx.base_url.clone();
+        let profile = ctx.profile.clone();
         let deadline = options.wait.deadline;
         let scheduler = Scheduler::new(ctx, options, sender, Arc::clone(&shared));
         let task = runtime.spawn(
@@ -252,6 +253,7 @@ impl JobSet {
                 commands,
                 shared,
                 base_url,
+                profile,
                 deadline,
             },
             messages,
@@ -269,6 +271,7 @@ impl JobSet {
         let jobs = saved::restore(
             saved,
             ctx.base_url.as_ref(),
+            &ctx.profile,
             options.max_saved_age,
             &Clocks::now(),
         )?;

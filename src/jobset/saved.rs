@@ -195,7 +195,12 @@ pub(crate) fn save_job(job: &Tracked, clocks: &Clocks) -> SavedJob {
         requests,
         retries,
         hedges,
-        last_status: job.ledger.last().map(status_json),
+        // A word the profile did not know is not saved: the restored wait reads afresh.
+        last_status: job
+            .ledger
+            .last()
+            .filter(|s| !matches!(s.state, JobState::Unknown(_)))
+            .map(status_json),
         unchanged_since: Some(stamp(clocks.wall(job.stall.since))),
         stalled: job.stall.reported,
     }
@@ -229,6 +234,7 @@ fn status_json(status: &JobStatus) -> serde_json::Value {
 pub(crate) fn restore(
     saved: &SavedJobSet,
     base: Option<&url::Url>,
+    profile: &crate::Profile,
     max_age: Duration,
     clocks: &Clocks,
 ) -> Result<Vec<Tracked>, Error> {
@@ -274,7 +280,7 @@ pub(crate) fn restore(
         if job.key >= MAX_KEY {
             return Err(bad(Some(job.key), "the key is out of range"));
         }
-        jobs.push(restore_job(job, base, clocks)?);
+        jobs.push(restore_job(job, base, profile, clocks)?);
     }
     Ok(jobs)
 }
@@ -282,6 +288,7 @@ pub(crate) fn restore(
 fn restore_job(
     saved: &SavedJob,
     base: Option<&url::Url>,
+    profile: &crate::Profile,
     clocks: &Clocks,
 ) -> Result<Tracked, Error> {
     let key = Some(saved.key);
@@ -289,7 +296,7 @@ fn restore_job(
     if let Some(events) = &saved.events_url {
         job = job.with_events_url(events.clone());
     }
-    let mut endpoints = job.resolve(base).map_err(|e| match e {
+    let mut endpoints = job.resolve(base, profile).map_err(|e| match e {
         Error::Config(c) => bad(key, c.problem),
         other => bad(key, other.to_string()),
     })?;
@@ -390,7 +397,13 @@ mod tests {
     }
 
     fn problem(saved: &SavedJobSet, clocks: &Clocks) -> String {
-        match restore(saved, None, Duration::from_secs(3600), clocks) {
+        match restore(
+            saved,
+            None,
+            &crate::Profile::simulator(),
+            Duration::from_secs(3600),
+            clocks,
+        ) {
             Err(Error::SavedState(e)) => e.to_string(),
             other => panic!("expected a saved-state error, got {other:?}"),
         }
@@ -403,7 +416,14 @@ mod tests {
         let text = saved.to_json().unwrap();
         let back = SavedJobSet::from_json(&text).unwrap();
         assert_eq!(back, saved);
-        let jobs = restore(&back, None, Duration::from_secs(3600), &clocks).unwrap();
+        let jobs = restore(
+            &back,
+            None,
+            &crate::Profile::simulator(),
+            Duration::from_secs(3600),
+            &clocks,
+        )
+        .unwrap();
         let job = &jobs[0];
         assert_eq!(job.key, JobKey(3));
         assert_eq!(job.endpoints.label, "j-1");
@@ -502,7 +522,14 @@ mod tests {
         let clocks = Clocks::now();
         let mut saved = sample(&clocks);
         saved.jobs[0].deadline = Some(stamp(far));
-        let jobs = restore(&saved, None, Duration::from_secs(3600), &clocks).unwrap();
+        let jobs = restore(
+            &saved,
+            None,
+            &crate::Profile::simulator(),
+            Duration::from_secs(3600),
+            &clocks,
+        )
+        .unwrap();
         assert!(jobs[0].ledger.deadline().is_some_and(|d| d > clocks.now));
     }
 
@@ -525,8 +552,21 @@ mod tests {
         }
         for candidate in &damaged {
             if let Ok(saved) = SavedJobSet::from_json(candidate) {
-                let _ = restore(&saved, None, Duration::from_secs(3600), &clocks);
-                let jobs = restore(&saved, None, Duration::MAX, &clocks).unwrap_or_default();
+                let _ = restore(
+                    &saved,
+                    None,
+                    &crate::Profile::simulator(),
+                    Duration::from_secs(3600),
+                    &clocks,
+                );
+                let jobs = restore(
+                    &saved,
+                    None,
+                    &crate::Profile::simulator(),
+                    Duration::MAX,
+                    &clocks,
+                )
+                .unwrap_or_default();
                 for job in &jobs {
                     save_job(job, &clocks);
                 }

@@ -7,9 +7,12 @@
 //! reader goes through it — [`Client::status`](crate::Client::status), the single wait, the
 //! job set — so each answer is decided once, in one place:
 //!
+//! A status document is read by the client's [`Profile`] ([`Profile::decode`]), and its
+//! hint headers are the ones the profile names: this is where every dialect plugs in, once.
+//!
 //! | answer | outcome |
 //! | --- | --- |
-//! | `2xx` with a status document | [`ReadOutcome::Status`] ([`ReadOutcome::Unknown`] for a result this version does not know) |
+//! | `2xx` with a status document (or a `2xx` the profile maps to a state) | [`ReadOutcome::Status`] ([`ReadOutcome::Unknown`] for a state word the profile does not know) |
 //! | `2xx` that is not a status document | [`ReadOutcome::Malformed`] |
 //! | `304` | [`ReadOutcome::NotModified`] |
 //! | `429` (with or without `Retry-After`), `503` + `Retry-After` | [`ReadOutcome::Throttled`] ([`throttled`]) |
@@ -27,8 +30,9 @@ use url::Url;
 
 use super::classify::{Classification, classify};
 use super::{Exchange, Failure, Subscription, headers, hosts};
-use crate::error::{Error, UnexpectedResponse, excerpt};
+use crate::error::{Error, UnexpectedResponse};
 use crate::model::{JobState, JobStatus};
+use crate::profile::Profile;
 use crate::redact::redact;
 use crate::wait::FallbackReason;
 
@@ -36,7 +40,12 @@ use crate::wait::FallbackReason;
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Meta {
     pub(crate) etag: Option<String>,
+    /// The time left the server estimates (`Retry-After`, `retry-after-ms` for the simulator):
+    /// a window around the job's end, not a promise.
     pub(crate) retry_after: Option<Duration>,
+    /// The pause the server asks for before the next poll (`openai-poll-after-ms`): no poll
+    /// goes out sooner.
+    pub(crate) pause: Option<Duration>,
     pub(crate) applied_hold: Option<Duration>,
 }
 
@@ -55,10 +64,10 @@ pub(crate) enum ReadOutcome {
         retry_after: Option<Duration>,
         error: Error,
     },
-    /// A result string this version does not know.
+    /// A state word the profile does not know: not terminal, counted by the wait.
     Unknown {
         status: JobStatus,
-        error: Error,
+        meta: Meta,
     },
     /// A body that is not a status document, or an answer that is not usable HTTP.
     Malformed(Error),
@@ -115,24 +124,20 @@ pub(crate) fn throttled(status: StatusCode, headers: &HeaderMap) -> Option<Optio
     }
 }
 
-/// What a status answer means.
-pub(crate) fn interpret(exchange: Exchange) -> ReadOutcome {
+/// What a status answer means, read by `profile`.
+pub(crate) fn interpret(exchange: Exchange, profile: &Profile) -> ReadOutcome {
+    let (retry_after, pause) = profile.hints(&exchange.headers);
     let meta = Meta {
         etag: headers::etag(&exchange.headers),
-        retry_after: headers::retry_after(&exchange.headers),
+        retry_after,
+        pause,
         applied_hold: headers::applied_wait(&exchange.headers),
     };
     match exchange.status {
         StatusCode::NOT_MODIFIED => ReadOutcome::NotModified { meta },
-        status if status.is_success() => match JobStatus::from_json(&exchange.body) {
+        status if status.is_success() => match profile.decode(status.as_u16(), &exchange.body) {
             Ok(job) => match &job.state {
-                JobState::Unknown(result) => {
-                    let message = unknown_message(result);
-                    ReadOutcome::Unknown {
-                        status: job,
-                        error: exchange.into_error(Some(message)),
-                    }
-                }
+                JobState::Unknown(_) => ReadOutcome::Unknown { status: job, meta },
                 _ => ReadOutcome::Status { status: job, meta },
             },
             Err(e) => ReadOutcome::Malformed(
@@ -197,26 +202,6 @@ pub(crate) fn refusal(url: &Url, subscription: Subscription) -> Result<FallbackR
         429 | 503 => Ok(FallbackReason::Refused),
         _ => Ok(FallbackReason::Unreachable),
     }
-}
-
-/// A status event whose result this version does not know: the wait cannot go on.
-pub(crate) fn unknown_event(job: &str, result: &str, data: &str) -> Error {
-    Error::UnexpectedResponse(Box::new(UnexpectedResponse {
-        url: format!("{job} (event stream)"),
-        status: 200,
-        code: None,
-        message: unknown_message(result),
-        body_excerpt: excerpt(data.as_bytes(), 256),
-        retry_after: None,
-        auth_challenge: None,
-        url_credentials: false,
-    }))
-}
-
-fn unknown_message(result: &str) -> String {
-    format!(
-        "the job reports result {result:?}, which this version does not know (expected pending, completed or error)"
-    )
 }
 
 #[cfg(test)]

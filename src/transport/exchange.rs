@@ -166,6 +166,11 @@ fn source_chain_has_timeout(error: &reqwest_middleware::Error) -> bool {
 }
 
 impl Exchange {
+    /// The `error.code` of the answer's JSON error body, when it has one.
+    pub(crate) fn error_code(&self) -> Option<String> {
+        error_body(&self.body).and_then(|(code, _)| code)
+    }
+
     /// The answer as an error: `Unreachable` for `5xx`/`408`/`429` (the service is there but
     /// not serving), `UnexpectedResponse` for everything else.
     pub(crate) fn into_error(self, message: Option<String>) -> Error {
@@ -207,7 +212,8 @@ impl Exchange {
                         .unwrap_or("unrecognised status")
                         .to_owned()
                 }),
-            body_excerpt: excerpt(&self.body, 256),
+            // A body can hold a signed URL (a result, a redirect target): masked like any.
+            body_excerpt: redact(&excerpt(&self.body, 256)).into_owned(),
             retry_after: headers::retry_after(&self.headers),
             auth_challenge: matches!(status, 401 | 403)
                 .then(|| headers::auth_schemes(&self.headers))

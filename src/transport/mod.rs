@@ -40,7 +40,11 @@
 //! Every layer is a [`reqwest_middleware::Middleware`]. Status reads go through every layer;
 //! job creation (a POST) skips the retry and hedge layers, because a retried POST can create
 //! two jobs — it is only resent when the server explicitly throttled it — but shares the
-//! breaker.
+//! breaker. A creation that carries an `Idempotency-Key` the API honours (the simulator's,
+//! HeyGen v3's: a repeat replays the first answer instead of creating again) is safe to
+//! retry, and goes through the retry layer like a read (the hedge layer never duplicates
+//! anything but a status read). The key is the same on every attempt, throttled resends
+//! included.
 //!
 //! Retries here are *not* polls: they are short (100 ms to 1 s, three at most by default),
 //! always jittered, and happen inside one poll. No pause in this stack is shorter than
@@ -118,6 +122,7 @@ pub(crate) use redirect::MAX_HOPS as MAX_REDIRECT_HOPS;
 pub(crate) use redirect::same_origin;
 
 use crate::error::Error;
+use crate::profile::Auth;
 use attempts::{AttemptLayer, Attempts};
 use breaker::{BreakerLayer, Breakers};
 use hedge::HedgeLayer;
@@ -138,6 +143,8 @@ pub enum RequestKind {
     Events,
     /// Job creation.
     Create,
+    /// Canceling a job (a wait that gave up, when asked to).
+    Cancel,
 }
 
 impl RequestKind {
@@ -157,6 +164,7 @@ impl RequestKind {
             RequestKind::LongPoll => "long_poll",
             RequestKind::Events => "events",
             RequestKind::Create => "create",
+            RequestKind::Cancel => "cancel",
         }
     }
 
@@ -180,6 +188,8 @@ pub(crate) struct TransportConfig {
     pub(crate) max_throttle_waits: u32,
     pub(crate) max_throttle_delay: Duration,
     pub(crate) api_key: Option<String>,
+    /// How the API key is sent (the profile's scheme).
+    pub(crate) auth: Auth,
     pub(crate) user_agent: String,
     /// Redirects followed within the request's origin (0: none).
     pub(crate) follow_redirects: u32,
@@ -194,9 +204,9 @@ pub(crate) struct TransportConfig {
 /// The two stacks over one connection pool.
 #[derive(Debug, Clone)]
 pub(crate) struct Transport {
-    /// Idempotent reads: every layer.
+    /// Idempotent requests — reads, and creations under an idempotency key: every layer.
     reads: ClientWithMiddleware,
-    /// Creation: no transient retries.
+    /// Creation without an idempotency key: no transient retries.
     writes: ClientWithMiddleware,
     /// The per-host circuit breakers of both stacks.
     breakers: Option<Arc<Breakers>>,
@@ -216,11 +226,8 @@ impl Transport {
     pub(crate) fn new(config: &TransportConfig) -> Result<Self, Error> {
         let mut default_headers = HeaderMap::new();
         if let Some(key) = &config.api_key {
-            let mut value = HeaderValue::from_str(key).map_err(|_| {
-                Error::config("api_key", "must be visible ASCII (it is sent as a header)")
-            })?;
-            value.set_sensitive(true);
-            default_headers.insert(HeaderName::from_static("x-api-key"), value);
+            let (name, value) = credentials(&config.auth, key)?;
+            default_headers.insert(name, value);
         }
         let http = reqwest::Client::builder()
             .user_agent(config.user_agent.clone())
@@ -373,22 +380,77 @@ impl Transport {
         }
     }
 
-    /// Posts JSON (not retried unless throttled).
+    /// Posts JSON: with an `Idempotency-Key` the API honours (`key`, `replayed: true`),
+    /// retried like a read; otherwise not retried unless throttled.
     pub(crate) async fn post_json(
         &self,
         url: &Url,
         body: &serde_json::Value,
+        key: Option<&str>,
+        replayed: bool,
     ) -> Result<Exchange, Failure> {
         let attempts = Attempts::default();
-        let request = self
-            .writes
-            .post(url.clone())
+        let stack = if key.is_some() && replayed {
+            &self.reads
+        } else {
+            &self.writes
+        };
+        let mut request = stack.post(url.clone());
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        let request = request
             .header(ACCEPT, "application/json")
             .json(body)
             .with_extension(RequestKind::Create)
             .with_extension(attempts.clone());
         finish(url, request.send().await, &attempts).await
     }
+}
+
+impl Transport {
+    /// Cancels a job: one `POST` without a body, through the stack that does not retry,
+    /// answered within `within` or cut (a throttled answer is not waited out past it).
+    pub(crate) async fn cancel(&self, url: &Url, within: Duration) -> Result<Exchange, Failure> {
+        let attempts = Attempts::default();
+        let request = self
+            .writes
+            .post(url.clone())
+            .header(ACCEPT, "application/json")
+            .with_extension(RequestKind::Cancel)
+            .with_extension(Deadline(Instant::now() + within))
+            .with_extension(attempts.clone())
+            .timeout(within);
+        finish(url, request.send().await, &attempts).await
+    }
+}
+
+/// The header that carries `key`, as `auth` says, marked sensitive (never printed by `Debug`
+/// of a request).
+fn credentials(auth: &Auth, key: &str) -> Result<(HeaderName, HeaderValue), Error> {
+    use base64::Engine;
+    let (name, text) = match auth {
+        Auth::Header(name) => (name.clone(), key.to_owned()),
+        Auth::Bearer => (http::header::AUTHORIZATION, format!("Bearer {key}")),
+        Auth::Basic => (
+            http::header::AUTHORIZATION,
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(key)
+            ),
+        ),
+        // The builder refuses a key for a profile that sends none.
+        Auth::None => {
+            return Err(Error::config(
+                "api_key",
+                "this profile sends no credentials",
+            ));
+        }
+    };
+    let mut value = HeaderValue::from_str(&text)
+        .map_err(|_| Error::config("api_key", "must be visible ASCII (it is sent as a header)"))?;
+    value.set_sensitive(true);
+    Ok((name, value))
 }
 
 /// The most of a refused event-stream subscription's body that is read.

@@ -7,11 +7,13 @@ use super::capabilities::Capabilities;
 use super::source::{Fact, ReadRequest, Reading, Source, Subscribed};
 use super::wire::Wire;
 use crate::job::Endpoints;
+use crate::profile::Profile;
 
 #[derive(Debug)]
 pub(crate) struct HttpSource<'a, W> {
     pub(crate) wire: &'a W,
     pub(crate) endpoints: &'a Endpoints,
+    pub(crate) profile: &'a Profile,
     pub(crate) capabilities: &'a Capabilities,
     /// Whether to offer SSE/long-poll at all (the wait options).
     pub(crate) sse: bool,
@@ -26,7 +28,9 @@ impl<W: Wire> Source for HttpSource<'_, W> {
     }
 
     fn long_poll_available(&self) -> bool {
-        self.long_poll && self.capabilities.long_poll(&self.endpoints.capability_key)
+        self.long_poll
+            && self.profile.long_poll()
+            && self.capabilities.long_poll(&self.endpoints.capability_key)
     }
 
     fn learned(&self, fact: Fact) {
@@ -35,7 +39,9 @@ impl<W: Wire> Source for HttpSource<'_, W> {
     }
 
     async fn read(&self, request: ReadRequest) -> Reading {
-        self.wire.read(&self.endpoints.status, request).await
+        self.wire
+            .read(&self.endpoints.status, request, self.profile)
+            .await
     }
 
     async fn subscribe(

@@ -72,9 +72,9 @@ use crate::poll::Basis;
 
 pub(crate) use capabilities::Capabilities;
 pub use options::WaitOptions;
-pub(crate) use run::wait_for;
 #[cfg(test)]
 pub(crate) use run::{WaitPlan, run};
+pub(crate) use run::{cancel_job, wait_for};
 pub use watch::Watch;
 pub(crate) use wire::Wire;
 
@@ -194,6 +194,68 @@ pub struct WaitReport {
     pub detection_delay: Option<Duration>,
     /// Mechanisms given up along the way, in order.
     pub fallbacks: Vec<Fallback>,
+}
+
+/// The longest a wait that gives up spends canceling its job on the service
+/// ([`WaitOptions::cancel_on_give_up`]): one `POST`, cut after this (or after the request
+/// timeout, if shorter). A wait that cancels ends at most this long after its deadline.
+pub const CANCEL_BOUND: Duration = Duration::from_secs(2);
+
+/// What became of the job when a wait that gave up canceled it on the service
+/// ([`WaitOptions::cancel_on_give_up`]), as [`GaveUp::remote_cancel`](crate::GaveUp::remote_cancel)
+/// reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RemoteCancel {
+    /// The service canceled the job (a `2xx` to the cancel request): it will not finish.
+    Canceled,
+    /// The service refused to cancel it: `409` when it finished meanwhile (the simulator's
+    /// `job_finished`: read its status), `404` when it is gone, …
+    Refused {
+        /// The HTTP status of the refusal.
+        status: u16,
+        /// The `error.code` of its body, when there was one.
+        code: Option<String>,
+    },
+    /// No answer within [`CANCEL_BOUND`] (or the service could not be reached): the job may
+    /// still be running.
+    NoAnswer,
+    /// Nothing was sent: the client's profile has no cancel endpoint, or the job was
+    /// addressed by a status URL whose id the profile cannot read.
+    Unsupported,
+}
+
+impl RemoteCancel {
+    /// A short, stable name: `canceled`, `refused`, `no_answer`, `unsupported`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RemoteCancel::Canceled => "canceled",
+            RemoteCancel::Refused { .. } => "refused",
+            RemoteCancel::NoAnswer => "no_answer",
+            RemoteCancel::Unsupported => "unsupported",
+        }
+    }
+}
+
+impl fmt::Display for RemoteCancel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RemoteCancel::Canceled => f.write_str("the job was canceled on the service"),
+            RemoteCancel::Refused { status, code } => {
+                write!(f, "the service refused to cancel the job (HTTP {status}")?;
+                if let Some(code) = code {
+                    write!(f, ", {code}")?;
+                }
+                f.write_str(")")
+            }
+            RemoteCancel::NoAnswer => {
+                f.write_str("the cancel request got no answer in time: the job may still run")
+            }
+            RemoteCancel::Unsupported => f.write_str(
+                "the job could not be canceled (the profile has no cancel endpoint, or the job's id is not known)",
+            ),
+        }
+    }
 }
 
 /// A job that completed.

@@ -20,6 +20,7 @@ pub struct WaitOptions {
     pub(crate) sse: bool,
     pub(crate) long_poll: bool,
     pub(crate) long_poll_hold: Duration,
+    pub(crate) cancel_on_give_up: bool,
 }
 
 impl Default for WaitOptions {
@@ -31,6 +32,7 @@ impl Default for WaitOptions {
             sse: true,
             long_poll: true,
             long_poll_hold: Duration::from_secs(30),
+            cancel_on_give_up: false,
         }
     }
 }
@@ -99,6 +101,21 @@ impl WaitOptions {
         self
     }
 
+    /// Cancels the job on the service when the wait gives up (its deadline or poll budget):
+    /// the caller will not wait for it any longer, so it need not keep running — HeyGen-style
+    /// APIs count running jobs against a limit, and some bill for them. Off by default.
+    ///
+    /// Only when the client's [`Profile`](crate::Profile) has a cancel endpoint (the
+    /// simulator's `POST /v1/jobs/{id}/cancel`, Replicate's) and the job's id is known. One
+    /// request, not retried, bounded by [`CANCEL_BOUND`](crate::wait::CANCEL_BOUND) (or the
+    /// request timeout, if shorter): the wait ends at most that long after its deadline. How
+    /// it went is in [`GaveUp::remote_cancel`](crate::GaveUp::remote_cancel). A job set does
+    /// the same for each job that gives up.
+    pub fn cancel_on_give_up(mut self, enabled: bool) -> Self {
+        self.cancel_on_give_up = enabled;
+        self
+    }
+
     /// The policy with the options' limits around it: the poll budget. (The deadline is the
     /// wait's own, exact, and needs no decorator.)
     pub(crate) fn composed_policy(&self) -> Arc<dyn PollPolicy> {
@@ -134,6 +151,7 @@ impl fmt::Debug for WaitOptions {
             .field("sse", &self.sse)
             .field("long_poll", &self.long_poll)
             .field("long_poll_hold", &self.long_poll_hold)
+            .field("cancel_on_give_up", &self.cancel_on_give_up)
             .finish()
     }
 }

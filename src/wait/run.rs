@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
+use std::future::Future;
+
 use futures_util::StreamExt;
+use futures_util::future::Either;
 use tokio::time::Instant;
 use tracing::Instrument;
 use tracing::field::Empty;
@@ -14,13 +17,14 @@ use super::ledger::{
 };
 use super::source::Source;
 use super::wire::Wire;
-use super::{Completion, WaitOptions};
+use super::{Completion, RemoteCancel, WaitOptions};
 use crate::context::Context;
 use crate::error::Error;
 use crate::job::ChangeFilter;
-use crate::job::JobRef;
+use crate::job::{Endpoints, JobRef};
 use crate::model::JobStatus;
 use crate::poll::{LearnedDurations, PollPolicy};
+use crate::profile::Profile;
 use crate::transport::sse;
 
 /// What the loop needs besides the source and the policy.
@@ -28,6 +32,8 @@ use crate::transport::sse;
 pub(crate) struct WaitPlan {
     /// The job as the caller named it.
     pub(crate) job: String,
+    /// The job API's dialect.
+    pub(crate) profile: Profile,
     pub(crate) deadline: Option<Duration>,
     /// `Prefer: wait` to ask for.
     pub(crate) hold: Duration,
@@ -46,10 +52,11 @@ pub(crate) async fn wait_for<W: Wire>(
     observer: &mut (dyn FnMut(&JobStatus) + Send + Sync),
 ) -> Result<Completion, Error> {
     options.validate()?;
-    let endpoints = job.resolve(context.base_url.as_ref())?;
+    let endpoints = job.resolve(context.base_url.as_ref(), &context.profile)?;
     let source = HttpSource {
         wire: &context.wire,
         endpoints: &endpoints,
+        profile: &context.profile,
         capabilities: &context.capabilities,
         sse: options.sse,
         long_poll: options.long_poll,
@@ -57,13 +64,32 @@ pub(crate) async fn wait_for<W: Wire>(
     let policy = options.composed_policy();
     let plan = WaitPlan {
         job: endpoints.label.clone(),
+        profile: context.profile.clone(),
         deadline: options.deadline,
         hold: options.long_poll_hold,
         created: job.created(),
         learned: Some(context.learned.clone()),
         random: rand::random::<f64>,
     };
-    run(&source, &plan, policy.as_ref(), observer).await
+    match run(&source, &plan, policy.as_ref(), observer).await {
+        Err(Error::GaveUp(mut gave_up)) if options.cancel_on_give_up => {
+            gave_up.remote_cancel = Some(cancel_job(&context.wire, &endpoints).await);
+            Err(Error::GaveUp(gave_up))
+        }
+        other => other,
+    }
+}
+
+/// Cancels a job whose wait gave up, on its cancel endpoint, within
+/// [`CANCEL_BOUND`](super::CANCEL_BOUND): both drivers' one way of doing it.
+pub(crate) fn cancel_job<W: Wire>(
+    wire: &W,
+    endpoints: &Endpoints,
+) -> impl Future<Output = RemoteCancel> + Send + 'static {
+    match &endpoints.cancel {
+        Some(url) => Either::Left(wire.cancel(url, super::CANCEL_BOUND)),
+        None => Either::Right(std::future::ready(RemoteCancel::Unsupported)),
+    }
 }
 
 /// Waits until the job is terminal, the policy gives up, or the deadline passes.
@@ -151,6 +177,7 @@ impl<S: Source> Driver<'_, S> {
     fn take(&mut self, answer: Answer) -> Decision {
         let parts = Parts {
             job: &self.plan.job,
+            profile: &self.plan.profile,
             policy: self.policy,
             learned: self.plan.learned.as_ref(),
             random: (self.plan.random)(),

@@ -15,7 +15,7 @@ use url::Url;
 
 use super::source::{ReadRequest, Reading, Subscribed};
 use super::wire::Wire;
-use super::{Capabilities, FallbackReason};
+use super::{Capabilities, FallbackReason, RemoteCancel};
 use crate::context::Context;
 use crate::error::{Error, Unavailable, UnexpectedResponse, Unreachable};
 use crate::jobset::{RequestBudget, SharedBudget};
@@ -76,7 +76,7 @@ pub(crate) struct Sent {
     pub(crate) at_ms: u64,
     /// The URL's path.
     pub(crate) path: String,
-    /// `status`, `long_poll` or `events`.
+    /// `status`, `long_poll`, `events` or `cancel`.
     pub(crate) kind: &'static str,
     pub(crate) etag: Option<String>,
     pub(crate) hold_s: Option<u64>,
@@ -86,6 +86,8 @@ struct State {
     start: Instant,
     reads: VecDeque<Reply>,
     streams: VecDeque<StreamReply>,
+    /// How a cancel is answered: after how long, with what.
+    cancel: (Duration, RemoteCancel),
     sent: Vec<Sent>,
 }
 
@@ -107,8 +109,15 @@ impl Script {
             start: Instant::now(),
             reads: reads.into(),
             streams: streams.into(),
+            cancel: (Duration::ZERO, RemoteCancel::Canceled),
             sent: Vec::new(),
         })))
+    }
+
+    /// Answers a cancel with `outcome` after `after` (by default at once, canceled).
+    pub(crate) fn on_cancel(self, after: Duration, outcome: RemoteCancel) -> Self {
+        self.0.lock().unwrap().cancel = (after, outcome);
+        self
     }
 
     /// Everything sent so far.
@@ -134,6 +143,7 @@ impl Wire for Script {
         &self,
         url: &Url,
         request: ReadRequest,
+        _profile: &crate::Profile,
     ) -> impl Future<Output = Reading> + Send + 'static {
         let kind = if request.hold.is_some() {
             "long_poll"
@@ -146,6 +156,19 @@ impl Wire for Script {
         async move {
             tokio::time::sleep(reply.after).await;
             (reply.make)()
+        }
+    }
+
+    fn cancel(
+        &self,
+        url: &Url,
+        _within: Duration,
+    ) -> impl Future<Output = RemoteCancel> + Send + 'static {
+        self.log(url, "cancel", None);
+        let (after, outcome) = self.0.lock().unwrap().cancel.clone();
+        async move {
+            tokio::time::sleep(after).await;
+            outcome
         }
     }
 
@@ -191,6 +214,7 @@ fn event_stream(events: Vec<(Duration, SseEvent)>) -> EventStream {
 pub(crate) fn context(script: Script, budget: RequestBudget) -> Context<Script> {
     Context {
         wire: script,
+        profile: crate::Profile::simulator(),
         base_url: Some("http://script:8080/".parse().unwrap()),
         capabilities: Capabilities::default(),
         learned: LearnedDurations::default(),
@@ -234,6 +258,7 @@ pub(crate) fn pending_with(
             etag: etag.map(str::to_owned),
             retry_after: retry_after.map(secs),
             applied_hold: None,
+            pause: None,
         },
     }
 }

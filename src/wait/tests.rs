@@ -195,6 +195,7 @@ impl Source for Fake {
 fn plan(deadline: Option<f64>) -> WaitPlan {
     WaitPlan {
         job: "j-test".into(),
+        profile: crate::Profile::simulator(),
         deadline: deadline.map(secs),
         hold: secs(30.0),
         created: None,
@@ -469,14 +470,18 @@ async fn fatal_answers_end_the_wait_at_once() {
     assert_eq!(err.http_status(), Some(404));
     assert_eq!(fake.read_times(), vec![0.0]);
 
-    let fake = Fake::new(5.0).then(|| ReadOutcome::Unknown {
-        status: JobStatus::new(JobState::Unknown("cancelled".into())),
-        error: unexpected(200),
-    });
+    // An unknown word is not fatal at once: it ends the wait after the profile's limit in a
+    // row (three for the simulator's), never polling for ever.
+    let unknown = || ReadOutcome::Unknown {
+        status: JobStatus::new(JobState::Unknown("paused".into())),
+        meta: crate::transport::answer::Meta::default(),
+    };
+    let fake = Fake::new(5.0).then(unknown).then(unknown).then(unknown);
     let err = wait(&fake, &plan(None), &Adaptive::new())
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::UnexpectedResponse(_)), "{err:?}");
+    assert!(matches!(err, Error::UnknownState(_)), "{err:?}");
+    assert_eq!(fake.read_times().len(), 3);
 }
 
 #[tokio::test(start_paused = true)]

@@ -17,8 +17,9 @@ type WaitFuture = Pin<Box<dyn Future<Output = Result<Completion, Error>> + Send>
 /// Distinct status changes of one job, ending with its terminal status.
 ///
 /// Made by [`Client::watch`](crate::Client::watch). Each item is a status that differs from
-/// the previous one (state, or progress by at least 0.1 %). A job that ends in `error` ends
-/// the stream with that status (`Ok`); an `Err` item means the wait itself failed (gave up,
+/// the previous one (state, or progress by at least 0.1 %; a result URL signed anew is no
+/// change). A job that fails or is canceled ends the stream with that status (`Ok`); an
+/// `Err` item means the wait itself failed (gave up,
 /// the service unavailable until the deadline or unreachable, unexpected answer) and is
 /// always the last item. The wait runs only while the
 /// stream is polled; dropping the stream cancels it, requests in flight included.
@@ -51,7 +52,8 @@ impl Watch {
         self.completion.as_ref()
     }
 
-    /// How the wait went, once it has ended with the job completed, failed, or given up.
+    /// How the wait went, once it has ended with the job completed, failed or canceled, or
+    /// given up (see [`Error::report`]).
     pub fn report(&self) -> Option<&WaitReport> {
         self.report.as_ref()
     }
@@ -72,7 +74,7 @@ impl Stream for Watch {
                         self.completion = Some(completion);
                         None
                     }
-                    Some(Err(Error::JobFailed(_))) | None => None,
+                    Some(Err(Error::JobFailed(_) | Error::JobCanceled(_))) | None => None,
                     Some(Err(error)) => Some(Err(error)),
                 });
             };
@@ -80,10 +82,7 @@ impl Stream for Watch {
                 Poll::Ready(result) => {
                     self.report = match &result {
                         Ok(done) => Some(done.report.clone()),
-                        Err(Error::JobFailed(failed)) => Some(failed.report.clone()),
-                        Err(Error::GaveUp(gave_up)) => Some(gave_up.report.clone()),
-                        Err(Error::Unavailable(down)) => down.report.clone(),
-                        Err(_) => None,
+                        Err(error) => error.report().cloned(),
                     };
                     // Dropping the future drops the sender: the channel drains, then ends.
                     self.wait = None;

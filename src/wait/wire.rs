@@ -13,7 +13,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 use url::Url;
 
+use super::RemoteCancel;
 use super::source::{ReadRequest, Reading, Subscribed};
+use crate::profile::Profile;
 use crate::transport::answer::{failed, interpret, refusal};
 use crate::transport::signals::Signals;
 use crate::transport::{ReadOptions, Transport};
@@ -23,12 +25,20 @@ const STREAM_WITHOUT_DEADLINE: Duration = Duration::from_secs(24 * 3600);
 
 /// Status reads and event streams.
 pub(crate) trait Wire: Send + Sync + 'static {
-    /// One status read of `url`.
+    /// One status read of `url`, its answer read by `profile`.
     fn read(
         &self,
         url: &Url,
         request: ReadRequest,
+        profile: &Profile,
     ) -> impl Future<Output = Reading> + Send + 'static;
+
+    /// Cancels the job at `url` (its cancel endpoint), within `within`.
+    fn cancel(
+        &self,
+        url: &Url,
+        within: Duration,
+    ) -> impl Future<Output = RemoteCancel> + Send + 'static;
 
     /// Opens the event stream at `url`, resuming after `last_event_id`; it lives until the
     /// `deadline` (and a request timeout past it: the driver cuts it there) or the job ends.
@@ -45,8 +55,9 @@ impl Wire for Transport {
         &self,
         url: &Url,
         request: ReadRequest,
+        profile: &Profile,
     ) -> impl Future<Output = Reading> + Send + 'static {
-        let (transport, url) = (self.clone(), url.clone());
+        let (transport, url, profile) = (self.clone(), url.clone(), profile.clone());
         async move {
             let options = ReadOptions {
                 etag: request.etag,
@@ -58,7 +69,7 @@ impl Wire for Transport {
                     signals: Some(Signals::read(exchange.status, &exchange.headers)),
                     attempts: exchange.attempts,
                     hedges: exchange.hedges,
-                    outcome: interpret(exchange),
+                    outcome: interpret(exchange, &profile),
                 },
                 Err(failure) => {
                     let answered = transport.answered(&url);
@@ -70,6 +81,34 @@ impl Wire for Transport {
                     }
                 }
             }
+        }
+    }
+
+    fn cancel(
+        &self,
+        url: &Url,
+        within: Duration,
+    ) -> impl Future<Output = RemoteCancel> + Send + 'static {
+        let (transport, url) = (self.clone(), url.clone());
+        async move {
+            let within = within.min(transport.request_timeout);
+            let answer = tokio::time::timeout(within, transport.cancel(&url, within)).await;
+            let outcome = match answer {
+                Ok(Ok(exchange)) if exchange.status.is_success() => RemoteCancel::Canceled,
+                Ok(Ok(exchange)) => RemoteCancel::Refused {
+                    status: exchange.status.as_u16(),
+                    code: exchange
+                        .error_code()
+                        .map(|c| crate::model::bounded(&c, crate::MAX_WORD)),
+                },
+                Ok(Err(_)) | Err(_) => RemoteCancel::NoAnswer,
+            };
+            tracing::info!(
+                url = %crate::redact::redact(url.as_str()),
+                outcome = outcome.as_str(),
+                "canceling the job on the service"
+            );
+            outcome
         }
     }
 

@@ -160,3 +160,37 @@ async fn the_legacy_job_of_the_original_exercise() {
     assert_eq!(done.status.state, JobState::Completed);
     assert!(done.report.requests <= 2, "{:?}", done.report);
 }
+
+#[tokio::test]
+async fn a_canceled_job_ends_a_wait_with_its_own_error() {
+    let server = sim(|_| {}).await;
+    let client = client(&server);
+    let id = job(&server, 60_000);
+    let waiting = tokio::spawn({
+        let client = client.clone();
+        let id = id.clone();
+        async move {
+            let options = WaitOptions::new().deadline(Duration::from_secs(20));
+            client.wait_with(id.as_str(), &options).await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(server.state().cancel_job(&id).is_some());
+    match waiting.await.unwrap() {
+        Err(Error::JobCanceled(canceled)) => {
+            assert_eq!(canceled.status.state, JobState::Canceled);
+            assert_eq!(canceled.status.raw_state.as_deref(), Some("canceled"));
+            assert!(canceled.report.requests >= 1);
+            assert!(canceled.to_string().contains("canceled"), "{canceled}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A single read says so too, and a watch ends with the canceled status.
+    let status = client.status(id.as_str()).await.unwrap();
+    assert_eq!(status.state, JobState::Canceled);
+    let seen: Vec<_> = client.watch(id.as_str()).collect().await;
+    assert!(
+        matches!(seen.as_slice(), [Ok(s)] if s.state == JobState::Canceled),
+        "{seen:?}"
+    );
+}

@@ -128,3 +128,91 @@ async fn a_poll_budget_gives_up_with_the_count() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_wait_that_gives_up_cancels_its_job_when_asked_and_only_a_little_late() {
+    use translation_status::RemoteCancel;
+    use translation_status::wait::CANCEL_BOUND;
+
+    let server = sim(|_| {}).await;
+    let client = client(&server);
+    let stuck = server
+        .state()
+        .create_job(translation_sim::JobSpec {
+            hang: true,
+            ..translation_sim::JobSpec::default()
+        })
+        .unwrap();
+    let options = WaitOptions::new()
+        .deadline(Duration::from_millis(800))
+        .cancel_on_give_up(true);
+    let started = Instant::now();
+    let err = client
+        .wait_with(stuck.as_str(), &options)
+        .await
+        .unwrap_err();
+    let elapsed = started.elapsed();
+    let Error::GaveUp(g) = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(g.remote_cancel, Some(RemoteCancel::Canceled));
+    assert!(err.to_string().contains("canceled on the service"), "{err}");
+    assert!(
+        elapsed < Duration::from_millis(800) + CANCEL_BOUND,
+        "{elapsed:?}"
+    );
+    // Canceled, sticky: the service says so to every reader.
+    let status = client.status(stuck.as_str()).await.unwrap();
+    assert_eq!(status.state, JobState::Canceled);
+    eventually(&server, "the cancel counted", |text| {
+        metric(text, "sim_jobs_finished_total", &[("outcome", "canceled")]) >= 1.0
+    })
+    .await;
+
+    // A service that never answers the cancel: the wait still ends within the bound.
+    let (url, cancels) = silent_cancel().await;
+    let client = translation_status::Client::new(&url).unwrap();
+    let started = Instant::now();
+    let err = client.wait_with("j-1", &options).await.unwrap_err();
+    let elapsed = started.elapsed();
+    let Error::GaveUp(g) = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(g.remote_cancel, Some(RemoteCancel::NoAnswer));
+    assert_eq!(*cancels.lock().unwrap(), 1, "one request, not retried");
+    assert!(
+        elapsed >= Duration::from_millis(800) + CANCEL_BOUND - Duration::from_millis(100),
+        "it did wait for an answer: {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_millis(800) + CANCEL_BOUND + Duration::from_secs(2),
+        "{elapsed:?}"
+    );
+}
+
+/// Pending for ever on `GET /v1/jobs/{id}/status`; a cancel is counted and never answered.
+async fn silent_cancel() -> (String, std::sync::Arc<std::sync::Mutex<u32>>) {
+    use axum::routing::{get, post};
+    use std::sync::{Arc, Mutex};
+    let cancels = Arc::new(Mutex::new(0));
+    let counted = Arc::clone(&cancels);
+    let app = axum::Router::new()
+        .route(
+            "/v1/jobs/{id}/status",
+            get(|| async { axum::Json(serde_json::json!({"result": "pending"})) }),
+        )
+        .route(
+            "/v1/jobs/{id}/cancel",
+            post(move || {
+                *counted.lock().unwrap() += 1;
+                async {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    "late"
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, cancels)
+}

@@ -793,3 +793,18 @@ async fn a_host_that_never_answered_is_unreachable_even_with_its_breaker_open() 
         assert!(matches!(err, Error::Unreachable(_)), "{job}: {err:?}");
     }
 }
+
+#[tokio::test]
+async fn a_signed_url_in_an_unusable_body_is_masked_in_the_error() {
+    use crate::support::{json, scripted};
+    let body = r#"{"data": {"url": "https://cdn.example/v.mp4?Expires=1&sig=0ddba11"}}"#;
+    let server = scripted(vec![], json(200, body)).await;
+    let client = translation_status::Client::builder()
+        .max_retries(0)
+        .build()
+        .unwrap();
+    let err = client.status(server.url("/status")).await.unwrap_err();
+    let shown = format!("{err} {err:?}");
+    assert!(shown.contains("sig=***"), "{shown}");
+    assert!(!shown.contains("0ddba11"), "{shown}");
+}

@@ -15,6 +15,7 @@ mod hostile;
 mod jobset;
 mod mechanisms;
 mod observability;
+mod profiles;
 mod resilience;
 mod support;
 mod transport;

@@ -195,13 +195,19 @@ async fn malformed_bodies_are_typed_errors() {
 }
 
 #[tokio::test]
-async fn unknown_results_parse_and_stop_a_wait() {
-    let server = scripted(vec![], json(200, r#"{"result":"Cancelled"}"#)).await;
+async fn unknown_results_parse_and_stop_a_wait_after_a_few_in_a_row() {
+    let server = scripted(vec![], json(200, r#"{"result":"Paused"}"#)).await;
     let status = quick().status(server.url("/status")).await.unwrap();
-    assert_eq!(status.state, JobState::Unknown("Cancelled".into()));
+    assert_eq!(status.state, JobState::Unknown("Paused".into()));
+    let before = server.count();
     let err = quick().wait(server.url("/status")).await.unwrap_err();
-    assert!(matches!(err, Error::UnexpectedResponse(_)), "{err:?}");
-    assert!(err.to_string().contains("Cancelled"), "{err}");
+    let Error::UnknownState(unknown) = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!((unknown.word.as_str(), unknown.in_a_row), ("Paused", 3));
+    assert_eq!(server.count() - before, 3, "bounded: the profile's limit");
+    assert!(err.to_string().contains("\"Paused\""), "{err}");
+    assert!(!err.is_retryable());
 
     let server = scripted(vec![], json(200, r#"{"result":"PENDING"}"#)).await;
     let status = quick().status(server.url("/status")).await.unwrap();

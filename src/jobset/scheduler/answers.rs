@@ -56,6 +56,21 @@ impl<W: Wire> Scheduler<W> {
                 sent,
                 result,
             } => self.subscribed(key, generation, sent, result),
+            Done::Canceled {
+                key,
+                job,
+                mut result,
+                outcome,
+            } => {
+                if let Err(Error::GaveUp(gave_up)) = &mut result {
+                    gave_up.remote_cancel = Some(outcome);
+                }
+                self.send(Message::Event(Box::new(JobEvent::Finished {
+                    key,
+                    job,
+                    result,
+                })));
+            }
         }
     }
 
@@ -191,6 +206,7 @@ impl<W: Wire> Scheduler<W> {
         };
         let parts = Parts {
             job: &job.endpoints.label,
+            profile: &self.ctx.profile,
             policy: self.policy.as_ref(),
             learned: Some(&self.ctx.learned),
             random: rand::random::<f64>(),

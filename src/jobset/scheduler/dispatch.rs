@@ -52,6 +52,7 @@ impl<W: Wire> Scheduler<W> {
             stream: free && wait.sse && job.endpoints.events.is_some() && capabilities.sse(route),
             hold: free
                 && wait.long_poll
+                && self.ctx.profile.long_poll()
                 && job.ledger.last().is_some()
                 && capabilities.long_poll(route),
             max_hold: wait.long_poll_hold,
@@ -73,7 +74,11 @@ impl<W: Wire> Scheduler<W> {
                 // The scheduler waits out throttling itself, with every other job: the
                 // transport hands a throttled answer back at once.
                 request.deadline = Some(now);
-                let (read, handle) = abortable(self.ctx.wire.read(&job.endpoints.status, request));
+                let read = self
+                    .ctx
+                    .wire
+                    .read(&job.endpoints.status, request, &self.ctx.profile);
+                let (read, handle) = abortable(read);
                 job.abort = Some(handle);
                 job.stage = match look {
                     Look::Hold(_) => Stage::Holding,

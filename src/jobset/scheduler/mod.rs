@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use futures_util::StreamExt;
 use futures_util::future::{Aborted, BoxFuture};
 use futures_util::stream::{BoxStream, FuturesUnordered, SelectAll};
@@ -31,13 +32,14 @@ use super::saved::{Clocks, SavedJob, SavedJobSet, save_job, saved_set};
 use super::tracked::{Stage, Tracked};
 use super::{JobEvent, JobKey, JobSetOptions, Shared};
 use crate::context::Context;
+use crate::error::Error;
 use crate::poll::{MIN_PAUSE, PollPolicy};
 use crate::telemetry;
 use crate::transport::signals::Signals;
 use crate::transport::sse::{SseEvent, StreamError};
-use crate::wait::Wire;
 use crate::wait::ledger::{Ending, Look, STREAM_IDLE};
 use crate::wait::source::{Reading, Subscribed};
+use crate::wait::{Completion, RemoteCancel, Wire, cancel_job};
 
 /// How often the stall bound is recomputed from learned durations.
 const BOUND_REFRESH: Duration = Duration::from_secs(1);
@@ -62,6 +64,8 @@ pub(crate) enum Message {
 }
 
 /// An operation that came back.
+// Each is made once when its operation ends and handled at once: its size does not add up.
+#[allow(clippy::large_enum_variant)]
 enum Done {
     Read {
         key: JobKey,
@@ -75,6 +79,14 @@ enum Done {
         generation: u32,
         sent: Instant,
         result: Result<(Subscribed, Option<Signals>), Aborted>,
+    },
+    /// A job that gave up was canceled on the service (as the options ask): its ending goes
+    /// to the stream now, with what became of the job.
+    Canceled {
+        key: JobKey,
+        job: String,
+        result: Result<Completion, Error>,
+        outcome: RemoteCancel,
     },
 }
 
@@ -304,12 +316,30 @@ impl<W: Wire> Scheduler<W> {
 
     // ----- Endings -----------------------------------------------------------------------
 
-    /// The job's wait ended: recorded, and reported to the stream.
+    /// The job's wait ended: recorded, and reported to the stream — once its job is canceled
+    /// on the service, when it gave up and the options ask for that.
     fn finish(&mut self, key: JobKey, ending: Ending) {
         let Some(job) = self.remove(key) else {
             return;
         };
         ending.record(Some(&self.ctx.learned));
+        if self.options.wait.cancel_on_give_up && matches!(ending.result, Err(Error::GaveUp(_))) {
+            let cancel = cancel_job(&self.ctx.wire, &job.endpoints);
+            let label = job.endpoints.label.clone();
+            let result = ending.result;
+            self.in_flight.push(
+                async move {
+                    Done::Canceled {
+                        key,
+                        job: label,
+                        result,
+                        outcome: cancel.await,
+                    }
+                }
+                .boxed(),
+            );
+            return;
+        }
         let report = &ending.report;
         tracing::debug!(
             job = %job.endpoints.label,

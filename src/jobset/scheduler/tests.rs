@@ -247,6 +247,7 @@ async fn a_jobs_first_look_in_a_set_is_never_held() {
         status: JobStatus::new(state),
         meta: Meta {
             applied_hold: Some(secs(1.0)),
+            pause: None,
             ..Meta::default()
         },
     };

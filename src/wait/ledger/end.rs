@@ -5,7 +5,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{Clocks, Ledger};
-use crate::error::{BoxError, Error, GaveUp, JobFailed, Unavailable};
+use crate::error::{BoxError, Error, GaveUp, JobCanceled, JobFailed, Unavailable};
 use crate::model::{JobState, JobStatus};
 use crate::poll::learned::Evidence;
 use crate::poll::{GiveUpReason, LearnedDurations, Sample};
@@ -18,8 +18,8 @@ use crate::wait::{Completion, Mechanism, WaitReport};
 pub(crate) struct Ending {
     /// What the caller gets.
     pub(crate) result: Result<Completion, Error>,
-    /// How it ended, as a metric label: `completed`, `failed`, `gave_up`, `unavailable`,
-    /// `error`, `stalled`.
+    /// How it ended, as a metric label: `completed`, `failed`, `canceled`, `gave_up`,
+    /// `unavailable`, `unknown_state`, `error`, `stalled`.
     pub(crate) outcome: &'static str,
     /// How the wait went (also when the error carries no report).
     pub(crate) report: WaitReport,
@@ -75,7 +75,7 @@ impl Ledger {
     }
 
     /// The job is terminal (`prompt`: pushed by a stream or a held read, so it ended moments
-    /// before): the completion, or the job's failure.
+    /// before): the completion, or the job's failure or cancellation.
     pub(super) fn finish(
         &mut self,
         job: &str,
@@ -101,6 +101,14 @@ impl Ledger {
                     report: report.clone(),
                 }))),
                 "failed",
+            ),
+            JobState::Canceled => (
+                Err(Error::JobCanceled(Box::new(JobCanceled {
+                    job: job.to_owned(),
+                    status,
+                    report: report.clone(),
+                }))),
+                "canceled",
             ),
             _ => (
                 Ok(Completion {
@@ -152,6 +160,7 @@ impl Ledger {
                 reason,
                 last_status: self.last.clone(),
                 report: report.clone(),
+                remote_cancel: None,
             }))),
             outcome: "gave_up",
             report,

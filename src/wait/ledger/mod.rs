@@ -46,6 +46,7 @@ pub(crate) use crate::clock::Clocks;
 use crate::error::Error;
 use crate::model::JobStatus;
 use crate::poll::{Basis, Estimate, LearnedDurations, PollPolicy, ProgressReading};
+use crate::profile::Profile;
 use crate::transport::sse::SseEvent;
 pub(crate) use end::Ending;
 
@@ -123,6 +124,8 @@ pub(crate) struct Offer {
 pub(crate) struct Parts<'a> {
     /// The job as the caller named it (errors and logs).
     pub(crate) job: &'a str,
+    /// The job API's dialect: how events read, how many unknown words in a row to bear.
+    pub(crate) profile: &'a Profile,
     pub(crate) policy: &'a dyn PollPolicy,
     /// Job durations learned so far, for the policy (`None`: nothing learned, nothing told).
     pub(crate) learned: Option<&'a LearnedDurations>,
@@ -133,6 +136,8 @@ pub(crate) struct Parts<'a> {
 }
 
 /// What came back.
+// One answer exists per step, moved once into it and never stored: its size does not add up.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum Answer {
     /// A status read came back: the look it answers, sent at `sent`.
@@ -334,6 +339,9 @@ pub(crate) struct Ledger {
     eta: Option<Estimate>,
     /// The latest `Retry-After` on a pending answer, at the age it was seen.
     retry_after: Option<Estimate>,
+    /// The pause the latest answer asked for before the next poll (a profile's `pause`
+    /// hint): the next poll is not sooner.
+    pause: Option<Duration>,
     /// Progress readings so far.
     progress: Option<ProgressReading>,
     /// When the last request that saw the job pending was sent.
@@ -350,6 +358,8 @@ pub(crate) struct Ledger {
     current: Mechanism,
     /// Unreadable answers in a row.
     malformed: u8,
+    /// Answers in a row whose state word the profile does not know.
+    unknown: u32,
     stream: StreamMemory,
 }
 
@@ -371,6 +381,7 @@ impl Ledger {
             etag: None,
             eta: None,
             retry_after: None,
+            pause: None,
             progress: None,
             last_pending: None,
             fallbacks: Vec::new(),
@@ -379,6 +390,7 @@ impl Ledger {
             basis: Basis::Initial,
             current: Mechanism::Polling(Basis::Initial),
             malformed: 0,
+            unknown: 0,
             stream: StreamMemory {
                 refused: false,
                 breaks: 0,

@@ -126,6 +126,7 @@ impl Ledger {
 
     pub(super) fn absorb_hints(&mut self, meta: &Meta, received: Instant) {
         self.keep_tag(meta);
+        self.pause = meta.pause;
         if let Some(hint) = meta.retry_after {
             self.retry_after = Some(Estimate::new(self.age_at(received), hint));
         }

@@ -9,9 +9,10 @@ use super::{
     Answer, Break, Clocks, Decision, Ending, Fact, Ledger, Look, MAX_MALFORMED, MAX_RECONNECT,
     MAX_STREAM_BREAKS, NEVER, Opened, Parts, Pause, STEP, Step, THROTTLE_PAUSE,
 };
-use crate::model::{self, JobState, JobStatus};
-use crate::poll::{GiveUpReason, MIN_PAUSE, PollDecision};
-use crate::transport::answer::{Meta, ReadOutcome, unknown_event};
+use crate::error::{Error, UnknownState};
+use crate::model::{JobState, JobStatus};
+use crate::poll::{Basis, GiveUpReason, MIN_PAUSE, PollDecision};
+use crate::transport::answer::{Meta, ReadOutcome};
 use crate::transport::sse::SseEvent;
 use crate::wait::source::Reading;
 use crate::wait::{FallbackReason, Mechanism};
@@ -60,7 +61,7 @@ impl Ledger {
         let mut forced: Option<(Duration, Pause)> = None;
         let mut trusted_hold = false;
         match outcome {
-            ReadOutcome::Status { status, meta } => {
+            ReadOutcome::Status { status, meta } | ReadOutcome::Unknown { status, meta } => {
                 self.malformed = 0;
                 self.status_works(&mut step);
                 let held = hold.is_some() && meta.applied_hold.is_some();
@@ -68,6 +69,10 @@ impl Ledger {
                 step.seen = true;
                 if status.is_terminal() {
                     let ending = self.finish(parts.job, status, mechanism, at, held);
+                    step.decision = Decision::Finish(Box::new(ending));
+                    return step;
+                }
+                if let Some(ending) = self.count_unknown(&status, at.now, parts) {
                     step.decision = Decision::Finish(Box::new(ending));
                     return step;
                 }
@@ -81,6 +86,14 @@ impl Ledger {
             }
             ReadOutcome::NotModified { meta } => {
                 self.malformed = 0;
+                // Unchanged is the same word again: an unknown one is counted again, or a
+                // server with entity tags would be polled for ever.
+                if let Some(last) = self.last.clone()
+                    && let Some(ending) = self.count_unknown(&last, now, parts)
+                {
+                    step.decision = Decision::Finish(Box::new(ending));
+                    return step;
+                }
                 let held = hold.is_some() && meta.applied_hold.is_some();
                 if hold.is_some() {
                     self.note_long_poll(parts.job, held, &mut step);
@@ -122,7 +135,7 @@ impl Ledger {
                 }
                 self.note_down(error, host, resume_at);
             }
-            ReadOutcome::Unknown { error, .. } | ReadOutcome::Failed(error) => {
+            ReadOutcome::Failed(error) => {
                 step.decision = Decision::Finish(Box::new(self.fail(error, now)));
                 return step;
             }
@@ -134,6 +147,42 @@ impl Ledger {
             self.schedule(forced, trusted_hold, sent, now, parts)
         };
         step
+    }
+
+    /// A reading of the job: an unknown state word is counted (any other resets the count),
+    /// and ends the wait once the profile's limit of them in a row is reached.
+    fn count_unknown(
+        &mut self,
+        status: &JobStatus,
+        now: Instant,
+        parts: &Parts<'_>,
+    ) -> Option<Ending> {
+        let JobState::Unknown(word) = &status.state else {
+            self.unknown = 0;
+            return None;
+        };
+        self.unknown = self.unknown.saturating_add(1);
+        let limit = parts.profile.unknown_limit();
+        if self.unknown < limit {
+            tracing::debug!(
+                job = parts.job,
+                word = %word,
+                in_a_row = self.unknown,
+                limit,
+                "a state word the profile does not know; reading again"
+            );
+            return None;
+        }
+        self.last = Some(status.clone());
+        let error = Error::UnknownState(Box::new(UnknownState {
+            job: parts.job.to_owned(),
+            word: word.clone(),
+            in_a_row: self.unknown,
+            profile: parts.profile.name().to_owned(),
+            last_status: status.clone(),
+            report: self.report(now, None),
+        }));
+        Some(self.ending(Err(error), "unknown_state", now))
     }
 
     /// The mechanism of a read that came back (held or not).
@@ -177,6 +226,12 @@ impl Ledger {
                 MIN_PAUSE.saturating_sub(now.saturating_duration_since(sent)),
                 Pause::Reissue,
             ),
+            // The server asked for a longer pause than the policy's: its hint sets the pace.
+            None if self.pause.is_some_and(|pause| pause > after) => {
+                self.basis = Basis::Hints;
+                let pause = self.pause.unwrap_or(after);
+                (pause.max(MIN_PAUSE), Pause::Policy(Basis::Hints))
+            }
             None => (after.max(MIN_PAUSE), Pause::Policy(basis)),
         };
         self.sleep(now, after, pause)
@@ -250,14 +305,14 @@ impl Ledger {
             self.stream.reconnect = retry.clamp(MIN_PAUSE, MAX_RECONNECT);
         }
         let status = match event.event.as_str() {
-            "status" | "message" => match JobStatus::from_json(event.data.as_bytes()) {
+            "status" | "message" => match parts.profile.decode(200, event.data.as_bytes()) {
                 Ok(status) => status,
                 Err(e) => {
                     tracing::debug!(job = parts.job, error = %e, "unreadable status event");
                     return self.broke(Break::Failed, at.now, parts);
                 }
             },
-            "progress" => match (model::progress_of(&event.data), &self.last) {
+            "progress" => match (parts.profile.progress_of(&event.data), &self.last) {
                 (Some(p), Some(last)) if !last.is_terminal() => last.clone().with_progress(p),
                 _ => return Step::new(Decision::Listen),
             },
@@ -270,9 +325,8 @@ impl Ledger {
             step.decision = Decision::Finish(Box::new(ending));
             return step;
         }
-        if let JobState::Unknown(result) = &status.state {
-            let error = unknown_event(parts.job, result, &event.data);
-            return finished(self.fail(error, at.now));
+        if let Some(ending) = self.count_unknown(&status, at.now, parts) {
+            return finished(ending);
         }
         self.current = Mechanism::Sse;
         self.observe(&status, at, &Meta::default());

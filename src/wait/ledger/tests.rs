@@ -61,8 +61,10 @@ impl Script {
     }
 
     fn step(&mut self, t: f64, answer: Answer) -> Step {
+        let profile = crate::Profile::simulator();
         let parts = Parts {
             job: "j-1",
+            profile: &profile,
             policy: &self.policy,
             learned: None,
             random: 0.5,
@@ -124,6 +126,13 @@ fn pending() -> ReadOutcome {
 
 fn pending_with(status: JobStatus, meta: Meta) -> ReadOutcome {
     ReadOutcome::Status { status, meta }
+}
+
+fn unknown(word: &str) -> ReadOutcome {
+    ReadOutcome::Unknown {
+        status: JobStatus::new(JobState::Unknown(word.into())),
+        meta: Meta::default(),
+    }
 }
 
 fn done() -> ReadOutcome {
@@ -209,12 +218,14 @@ fn each_answer_to_a_poll_has_one_decision() {
             Want::Done("error"),
         ),
         (
-            "unknown result",
-            Box::new(|_| ReadOutcome::Unknown {
-                status: JobStatus::new(JobState::Unknown("cancelled".into())),
-                error: unexpected(200),
-            }),
-            Want::Done("error"),
+            "canceled",
+            Box::new(|_| pending_with(JobStatus::new(JobState::Canceled), Meta::default())),
+            Want::Done("canceled"),
+        ),
+        (
+            "an unknown word: not terminal, the policy's schedule",
+            Box::new(|_| unknown("paused")),
+            Want::Sleep(2.0, Pause::Policy(Basis::Fixed)),
         ),
     ];
     for (name, outcome, want) in table {
@@ -384,6 +395,7 @@ fn the_next_look_is_the_best_on_offer() {
 fn held_reads() {
     let meta = |applied: Option<f64>| Meta {
         applied_hold: applied.map(secs),
+        pause: None,
         ..Meta::default()
     };
     let mut script = Script::new(None);
@@ -598,14 +610,25 @@ fn a_stream_ends_the_wait_with_its_terminal_event() {
         ending.lesson,
         Some(crate::poll::Sample::between(secs(2.95), secs(3.0)))
     );
-    // A result this version does not know ends it with an error.
+    // A canceled job ends it with its own outcome.
     let mut script = Script::new(None);
     script.step(0.0, Answer::Subscribed(Opened::Stream { attempts: 1 }));
     let step = script.step(
         1.0,
         Answer::Event(event("status", r#"{"result":"cancelled"}"#)),
     );
-    assert_eq!(script.want(&step), Want::Done("error"));
+    assert_eq!(script.want(&step), Want::Done("canceled"));
+    // A word the profile does not know keeps the stream open, counted: the profile's limit
+    // in a row ends the wait.
+    let mut script = Script::new(None);
+    script.step(0.0, Answer::Subscribed(Opened::Stream { attempts: 1 }));
+    let paused = || Answer::Event(event("status", r#"{"result":"paused"}"#));
+    for t in [1.0, 2.0] {
+        let step = script.step(t, paused());
+        assert_eq!(script.want(&step), Want::Listen);
+    }
+    let step = script.step(3.0, paused());
+    assert_eq!(script.want(&step), Want::Done("unknown_state"));
 }
 
 #[test]
@@ -683,4 +706,70 @@ fn what_a_wait_teaches() {
     let mut script = Script::new(None);
     let ending = Script::ending(script.look(0.0, 0.0, done()));
     assert_eq!(ending.lesson, None);
+}
+
+#[test]
+fn an_unknown_word_ends_the_wait_after_the_profiles_limit_in_a_row() {
+    // The simulator's profile bears three in a row; a known word in between resets the count.
+    let mut script = Script::new(None);
+    let step = script.look(0.0, 0.0, unknown("paused"));
+    assert_eq!(
+        script.want(&step),
+        Want::Sleep(2.0, Pause::Policy(Basis::Fixed))
+    );
+    script.look(2.0, 0.0, unknown("paused"));
+    script.look(4.0, 0.0, pending());
+    script.look(6.0, 0.0, unknown("paused"));
+    script.look(8.0, 0.0, unknown("paused"));
+    let step = script.look(10.0, 0.0, unknown("Paused"));
+    assert_eq!(script.want(&step), Want::Done("unknown_state"));
+    let ending = Script::ending(step);
+    match ending.result {
+        Err(Error::UnknownState(u)) => {
+            assert_eq!((u.word.as_str(), u.in_a_row), ("Paused", 3));
+            assert_eq!(u.profile, "simulator");
+            assert_eq!(u.report.requests, 6);
+            assert!(u.to_string().contains("\"Paused\""), "{u}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A `304` repeats the unknown word it confirms: it counts, or entity tags would poll for
+    // ever.
+    let mut script = Script::new(None);
+    script.look(0.0, 0.0, unknown("paused"));
+    let not_modified = || ReadOutcome::NotModified {
+        meta: Meta::default(),
+    };
+    script.look(2.0, 0.0, not_modified());
+    let step = script.look(4.0, 0.0, not_modified());
+    assert_eq!(script.want(&step), Want::Done("unknown_state"));
+}
+
+#[test]
+fn a_pause_the_server_asks_for_is_a_floor_on_the_next_poll() {
+    let paused = |pause: f64| {
+        pending_with(
+            JobStatus::new(JobState::Pending { eta: None }),
+            Meta {
+                pause: Some(secs(pause)),
+                ..Meta::default()
+            },
+        )
+    };
+    // Longer than the policy's 2 s: the server's pace, reported as a hint.
+    let mut script = Script::new(None);
+    let step = script.look(0.0, 0.0, paused(3.0));
+    assert_eq!(
+        script.want(&step),
+        Want::Sleep(3.0, Pause::Policy(Basis::Hints))
+    );
+    let ending = Script::ending(script.look(3.0, 0.0, done()));
+    assert_eq!(ending.report.mechanism, Mechanism::Polling(Basis::Hints));
+    // Shorter: the policy's schedule stands.
+    let mut script = Script::new(None);
+    let step = script.look(0.0, 0.0, paused(1.0));
+    assert_eq!(
+        script.want(&step),
+        Want::Sleep(2.0, Pause::Policy(Basis::Fixed))
+    );
 }
