@@ -34,6 +34,8 @@ pub struct ClientBuilder {
     max_body: usize,
     hedge: Option<HedgeConfig>,
     breaker: Option<BreakerConfig>,
+    /// Whether `breaker` is the caller's, not the default.
+    breaker_chosen: bool,
     budget: RequestBudget,
     profile: Profile,
 }
@@ -56,6 +58,7 @@ impl Default for ClientBuilder {
             max_body: crate::transport::DEFAULT_MAX_BODY,
             hedge: Some(HedgeConfig::default()),
             breaker: Some(BreakerConfig::default()),
+            breaker_chosen: false,
             budget: RequestBudget::default(),
             profile: Profile::simulator(),
         }
@@ -105,6 +108,10 @@ impl ClientBuilder {
     }
 
     /// Transport retries of one failed request (default 3, at most 10; 0 disables them).
+    /// The circuit breaker counts each attempt, so its
+    /// [`consecutive_failures`](crate::transport::BreakerConfig::consecutive_failures) must be
+    /// above `max_retries + 1`: the default breaker is raised to that on its own, one set
+    /// with [`circuit_breaker`](Self::circuit_breaker) is checked by [`build`](Self::build).
     pub fn max_retries(mut self, retries: u32) -> Self {
         self.max_retries = retries;
         self
@@ -190,6 +197,7 @@ impl ClientBuilder {
     /// fast.
     pub fn circuit_breaker(mut self, config: BreakerConfig) -> Self {
         self.breaker = Some(config);
+        self.breaker_chosen = true;
         self
     }
 
@@ -262,8 +270,23 @@ impl ClientBuilder {
         if let Some(hedge) = &self.hedge {
             hedge.validate()?;
         }
-        if let Some(breaker) = &self.breaker {
+        let attempts = self.max_retries + 1;
+        let mut breaker = self.breaker;
+        if let Some(breaker) = &mut breaker {
             breaker.validate()?;
+            if !self.breaker_chosen {
+                // The default breaker makes room for however many retries were asked for.
+                breaker.consecutive_failures = breaker.consecutive_failures.max(attempts + 1);
+            }
+            if breaker.consecutive_failures <= attempts {
+                return Err(Error::config(
+                    "circuit_breaker",
+                    format!(
+                        "consecutive_failures ({}) is not above one read's attempts (max_retries {} + 1): a single failed poll and its own retries would open the breaker. Raise consecutive_failures above {attempts}, or lower max_retries",
+                        breaker.consecutive_failures, self.max_retries
+                    ),
+                ));
+            }
         }
         self.budget.validate()?;
         let auth = self.profile.compiled().auth.clone();
@@ -296,7 +319,7 @@ impl ClientBuilder {
             follow_redirects: self.follow_redirects,
             max_body: self.max_body,
             hedge: self.hedge,
-            breaker: self.breaker,
+            breaker,
         })?;
         Ok(Client {
             inner: Arc::new(Inner {
@@ -381,6 +404,43 @@ mod tests {
             Err(Error::Config(c)) => c.setting,
             other => panic!("expected a configuration error, got {other:?}"),
         }
+    }
+
+    /// One read's own retries must not be able to open the breaker: the pair is refused,
+    /// and fewer retries (or no breaker) make the same threshold fine.
+    #[test]
+    fn a_breaker_that_one_read_could_trip_is_refused() {
+        use crate::transport::BreakerConfig;
+        // The default breaker makes room for the retries asked for.
+        assert!(Client::builder().max_retries(10).build().is_ok());
+        let tight = BreakerConfig::new().consecutive_failures(4);
+        let Err(Error::Config(c)) = Client::builder().circuit_breaker(tight).build() else {
+            panic!("4 failures with 3 retries (4 attempts per read) was accepted");
+        };
+        assert_eq!(c.setting, "circuit_breaker");
+        assert!(c.problem.contains("max_retries 3 + 1"), "{}", c.problem);
+        assert!(
+            Client::builder()
+                .circuit_breaker(tight)
+                .max_retries(2)
+                .build()
+                .is_ok()
+        );
+        assert!(
+            Client::builder()
+                .circuit_breaker(BreakerConfig::new().consecutive_failures(1))
+                .max_retries(0)
+                .build()
+                .is_err(),
+            "one attempt per read and a breaker that opens on one failure"
+        );
+        assert!(
+            Client::builder()
+                .circuit_breaker(BreakerConfig::new().consecutive_failures(2))
+                .max_retries(0)
+                .build()
+                .is_ok()
+        );
     }
 
     #[test]

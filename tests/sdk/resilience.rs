@@ -315,6 +315,7 @@ async fn answers_the_caller_does_not_like_are_not_failures() {
     let not_found = json(404, r#"{"error":{"code":"not_found","message":"no job"}}"#);
     let server = scripted(vec![not_found; 10], json(200, r#"{"result":"error"}"#)).await;
     let client = Client::builder()
+        .max_retries(0)
         .circuit_breaker(BreakerConfig::new().consecutive_failures(2))
         .build()
         .unwrap();
@@ -334,7 +335,8 @@ async fn answers_the_caller_does_not_like_are_not_failures() {
     let server = sim(|_| {}).await;
     let client = Client::builder()
         .base_url(server.base_url())
-        .circuit_breaker(BreakerConfig::new().consecutive_failures(1))
+        .max_retries(0)
+        .circuit_breaker(BreakerConfig::new().consecutive_failures(2))
         .build()
         .unwrap();
     let failed = job_ending(&server, 0, Outcome::Error);

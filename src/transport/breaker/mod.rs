@@ -66,6 +66,15 @@ pub(crate) use layer::{BreakerHandle, BreakerLayer, Breakers};
 /// 20 attempts in the last 10 s failed; stay open 1 s, doubling with each failed probe up to
 /// 30 s; one probe in half-open.
 ///
+/// **With retries.** The breaker counts *attempts*, and one read makes up to
+/// [`max_retries`](crate::ClientBuilder::max_retries)` + 1` of them (4 by default). So
+/// `consecutive_failures` must be above that, or a single failed read — one poll and its own
+/// retries — would open the breaker by itself. The default breaker is raised above it on its
+/// own; for one given to [`ClientBuilder::circuit_breaker`](crate::ClientBuilder::circuit_breaker),
+/// [`ClientBuilder::build`](crate::ClientBuilder::build) refuses such a pair with
+/// [`Error::Config`](crate::Error::Config). Lower `max_retries` when the breaker should open
+/// sooner.
+///
 /// ```
 /// use std::time::Duration;
 /// use translation_status::Client;
@@ -112,7 +121,8 @@ impl BreakerConfig {
         Self::default()
     }
 
-    /// Opens after this many failed attempts in a row (default 5).
+    /// Opens after this many failed attempts in a row (default 5). Must be above one read's
+    /// attempts, [`max_retries`](crate::ClientBuilder::max_retries)` + 1`: see above.
     pub fn consecutive_failures(mut self, failures: u32) -> Self {
         self.consecutive_failures = failures;
         self
