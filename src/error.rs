@@ -390,23 +390,53 @@ pub struct Unreachable {
     pub timed_out: bool,
     /// The underlying error, when the failure happened below HTTP.
     pub source: Option<BoxError>,
+    /// A job creation that was sent once and not retried: without an `Idempotency-Key` the
+    /// API honours, a retry could create a second job (the first may exist already).
+    pub creation_not_retried: bool,
 }
 
 impl fmt::Display for Unreachable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "could not reach the translation service at {} after {} attempt(s)",
-            self.url, self.attempts
-        )?;
-        match (self.status, &self.source) {
-            (Some(status), _) => write!(f, ": it kept answering HTTP {status}")?,
-            (None, Some(source)) => write!(f, ": {}", chain(source.as_ref()))?,
-            (None, None) => {}
+        match self.status {
+            // It answered: the URL and the network are fine, the service is failing.
+            Some(status) => write!(
+                f,
+                "the translation service at {} answered HTTP {status} to {} attempt(s): it is reachable but failing",
+                self.url, self.attempts
+            )?,
+            None => {
+                write!(
+                    f,
+                    "could not reach the translation service at {} after {} attempt(s)",
+                    self.url, self.attempts
+                )?;
+                if let Some(source) = &self.source {
+                    write!(f, ": {}", chain(source.as_ref()))?;
+                }
+            }
         }
-        f.write_str(
-            ". Check the base URL, the network and the service's health, then try again later",
-        )
+        if self.creation_not_retried {
+            f.write_str(
+                ". A job creation is not retried without an idempotency key, because the job may already exist: give it one (NewJob::idempotency_key, CreateRequest::idempotency_key) and retry with the same key",
+            )
+        } else if self.status.is_some() {
+            f.write_str(". Try again later")
+        } else {
+            f.write_str(
+                ". Check the base URL, the network and the service's health, then try again later",
+            )
+        }
+    }
+}
+
+impl Error {
+    /// Marks a failed job creation that was not retried (see
+    /// [`Unreachable::creation_not_retried`]).
+    pub(crate) fn creation_not_retried(mut self) -> Self {
+        if let Error::Unreachable(u) = &mut self {
+            u.creation_not_retried = true;
+        }
+        self
     }
 }
 

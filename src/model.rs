@@ -259,6 +259,9 @@ pub struct NewJob {
     pub outcome: Option<Outcome>,
     /// A URL the service will POST the terminal status to.
     pub callback_url: Option<String>,
+    /// The `Idempotency-Key` to send (see [`NewJob::idempotency_key`]); a fresh one per call
+    /// when unset.
+    pub idempotency_key: Option<String>,
 }
 
 impl NewJob {
@@ -282,6 +285,15 @@ impl NewJob {
     /// Sets the webhook target.
     pub fn callback_url(mut self, url: impl Into<String>) -> Self {
         self.callback_url = Some(url.into());
+        self
+    }
+
+    /// The `Idempotency-Key` to send: 1 to 255 characters of `A-Z a-z 0-9 _ : . -`. Each
+    /// [`Client::create_job`](crate::Client::create_job) call retries under its own key
+    /// anyway; give one to make *your* retries of a failed call safe too — a repeat with the
+    /// same key replays the first answer instead of creating a second job.
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
         self
     }
 
@@ -351,24 +363,33 @@ impl CreateRequest {
     /// The key to send: the caller's (checked), or a fresh one when the API replays keyed
     /// creations (`honoured`), or none.
     pub(crate) fn key(&self, honoured: bool) -> Result<Option<String>, crate::Error> {
-        match &self.idempotency_key {
-            Some(key) => {
-                let fine = (1..=255).contains(&key.len())
-                    && key
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '.' | '-'));
-                if fine {
-                    Ok(Some(key.clone()))
-                } else {
-                    Err(crate::Error::config(
-                        "idempotency_key",
-                        "use 1 to 255 characters of A-Z a-z 0-9 _ : . -",
-                    ))
-                }
+        idempotency_key(self.idempotency_key.as_deref(), honoured)
+    }
+}
+
+/// The `Idempotency-Key` of a creation: `given` (checked), or a fresh one when the API replays
+/// keyed creations (`honoured`), or none.
+pub(crate) fn idempotency_key(
+    given: Option<&str>,
+    honoured: bool,
+) -> Result<Option<String>, crate::Error> {
+    match given {
+        Some(key) => {
+            let fine = (1..=255).contains(&key.len())
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '.' | '-'));
+            if fine {
+                Ok(Some(key.to_owned()))
+            } else {
+                Err(crate::Error::config(
+                    "idempotency_key",
+                    "use 1 to 255 characters of A-Z a-z 0-9 _ : . -",
+                ))
             }
-            None if honoured => Ok(Some(format!("ts-{:032x}", rand::random::<u128>()))),
-            None => Ok(None),
         }
+        None if honoured => Ok(Some(format!("ts-{:032x}", rand::random::<u128>()))),
+        None => Ok(None),
     }
 }
 

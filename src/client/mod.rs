@@ -121,9 +121,11 @@ impl Client {
     }
 
     /// Creates a job in the simulator's dialect (`POST /v1/jobs`, whatever the client's
-    /// profile). Sent with a fresh `Idempotency-Key`, which the simulator honours (a repeat
+    /// profile). Sent with an `Idempotency-Key` — the job's
+    /// ([`NewJob::idempotency_key`]) or a fresh one — which the simulator honours (a repeat
     /// replays the first answer), so a failed attempt is retried like a status read without
-    /// creating two jobs; a `429`/`503` with `Retry-After` is waited out.
+    /// creating two jobs; a `429`/`503` with `Retry-After` is waited out. To retry a failed
+    /// call yourself, give the job a key and keep it.
     ///
     /// The `status_url` and `events_url` of the answer are used only when they are on the base
     /// URL's origin (scheme, host and port): the API key goes with every request, so a server
@@ -140,7 +142,7 @@ impl Client {
         let url = base
             .join("v1/jobs")
             .map_err(|e| Error::config("base_url", e.to_string()))?;
-        let key = CreateRequest::new().key(true)?;
+        let key = crate::model::idempotency_key(job.idempotency_key.as_deref(), true)?;
         let exchange = context
             .wire
             .post_json(&url, &job.to_json(), key.as_deref(), true)
@@ -209,7 +211,9 @@ impl Client {
     /// v3's), a key is sent — the request's, or a fresh one — and a failed attempt is retried
     /// like a status read, with the same key: a repeat replays the first answer instead of
     /// creating again. Otherwise the creation is sent once (and resent only after an explicit
-    /// `429`/`503` with `Retry-After`, which every API refuses without creating anything).
+    /// `429`/`503` with `Retry-After`, which every API refuses without creating anything), and
+    /// a failure says so ([`Unreachable::creation_not_retried`](crate::Unreachable::creation_not_retried)):
+    /// the job may exist, so retry only where you can tell.
     /// A `429` at the API's limit on running jobs is waited out by its `Retry-After` the same
     /// way (see [`ClientBuilder::throttle`]).
     ///
@@ -240,13 +244,22 @@ impl Client {
             None => create.body(&request.params)?,
         };
         let key = request.key(create.idempotency_key)?;
+        // Only a keyed creation the API replays is retried; say so when one failed unretried.
+        let retried = key.is_some() && create.idempotency_key;
+        let unretried = |error: Error| {
+            if retried {
+                error
+            } else {
+                error.creation_not_retried()
+            }
+        };
         let exchange = context
             .wire
             .post_json(&url, &body, key.as_deref(), create.idempotency_key)
             .await
-            .map_err(crate::transport::Failure::into_error)?;
+            .map_err(|failure| unretried(failure.into_error()))?;
         if !exchange.status.is_success() {
-            return Err(exchange.into_error(None));
+            return Err(unretried(exchange.into_error(None)));
         }
         let received = Instant::now();
         let ids = serde_json::from_slice::<serde_json::Value>(&exchange.body)

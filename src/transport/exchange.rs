@@ -127,6 +127,7 @@ impl Failure {
                 status: None,
                 timed_out: false,
                 source: Some(Box::new(open.clone())),
+                creation_not_retried: false,
             }));
         }
         if let Some(unusable) = classify::unusable(&self.error) {
@@ -148,6 +149,7 @@ impl Failure {
             status: None,
             timed_out,
             source: Some(Box::new(self.error)),
+            creation_not_retried: false,
         }))
     }
 }
@@ -188,6 +190,7 @@ impl Exchange {
                 status: Some(status),
                 timed_out: status == 408,
                 source: None,
+                creation_not_retried: false,
             }));
         }
         let (code, server_message) = code_and_message.unwrap_or_default();

@@ -309,6 +309,7 @@ pub(crate) fn failed(answered: bool) -> ReadOutcome {
             status: Some(503),
             timed_out: false,
             source: None,
+            creation_not_retried: false,
         })),
         host: "script:8080".into(),
         resume_at: None,

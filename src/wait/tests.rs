@@ -588,6 +588,7 @@ fn failed_read(answered: bool) -> ReadOutcome {
             status: Some(503),
             timed_out: false,
             source: None,
+            creation_not_retried: false,
         })),
         host: "fake:8080".into(),
         resume_at: None,

@@ -3,9 +3,11 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use translation_status::{Client, Error, JobRef, JobState, NewJob, Outcome, WaitOptions};
+use translation_status::{
+    Client, CreateRequest, Error, JobRef, JobState, NewJob, Outcome, Profile, WaitOptions,
+};
 
-use crate::support::{client, job, sim};
+use crate::support::{client, job, json, scripted, sim};
 
 #[tokio::test]
 async fn status_reads_the_typed_state() {
@@ -193,4 +195,93 @@ async fn a_canceled_job_ends_a_wait_with_its_own_error() {
         matches!(seen.as_slice(), [Ok(s)] if s.state == JobState::Canceled),
         "{seen:?}"
     );
+}
+
+/// The `Idempotency-Key` header of each request a stand-in saw.
+fn keys(server: &crate::support::Scripted) -> Vec<Option<String>> {
+    server
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|seen| {
+            seen.head.lines().find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("idempotency-key")
+                    .then(|| value.trim().to_owned())
+            })
+        })
+        .collect()
+}
+
+/// A server that answers `500` to a creation is reachable: the error says it is failing, not
+/// that the URL may be wrong. A keyed creation is retried under one key; one the API cannot
+/// replay is sent once, and the error says why and what to do.
+#[tokio::test]
+async fn a_failed_creation_says_whether_it_was_retried_and_how_to_retry_safely() {
+    let failing = json(500, r#"{"error":{"code":"internal","message":"boom"}}"#);
+
+    // The simulator's dialect honours keys: retried, every attempt under the same key.
+    let server = scripted(vec![], failing.clone()).await;
+    let client = Client::builder()
+        .base_url(server.url(""))
+        .retry_backoff(Duration::from_millis(100), Duration::from_millis(100))
+        .without_circuit_breaker()
+        .build()
+        .unwrap();
+    let err = client.create_job(&NewJob::new()).await.unwrap_err();
+    let Error::Unreachable(u) = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(u.status, Some(500));
+    assert!(!u.creation_not_retried);
+    assert_eq!(server.count(), 4, "the first try and three retries");
+    let sent = keys(&server);
+    assert!(sent[0].is_some(), "{sent:?}");
+    assert!(sent.iter().all(|k| k == &sent[0]), "one key: {sent:?}");
+    let text = err.to_string();
+    assert!(text.contains("answered HTTP 500"), "{text}");
+    assert!(text.contains("reachable but failing"), "{text}");
+    assert!(!text.contains("Check the base URL"), "{text}");
+
+    // The caller's own key goes out, so the caller's retry is safe too.
+    let keyed = NewJob::new().idempotency_key("order-17");
+    let _ = client.create_job(&keyed).await.unwrap_err();
+    let _ = client.create_job(&keyed).await.unwrap_err();
+    let sent = keys(&server);
+    assert_eq!(sent.len(), 12);
+    assert!(
+        sent[4..].iter().all(|k| k.as_deref() == Some("order-17")),
+        "{sent:?}"
+    );
+    assert!(matches!(
+        client
+            .create_job(&NewJob::new().idempotency_key("no spaces"))
+            .await,
+        Err(Error::Config(_))
+    ));
+
+    // HeyGen v2 creations take no key: sent once, and the error says why.
+    let server = scripted(vec![], failing).await;
+    let client = Client::builder()
+        .base_url(server.url(""))
+        .profile(Profile::builtin("heygen-v2").unwrap())
+        .api_key("secret-key-123")
+        .without_circuit_breaker()
+        .build()
+        .unwrap();
+    let request = CreateRequest::new()
+        .param("video_url", "https://example.com/a.mp4")
+        .param("language", "German");
+    let err = client.create(&request).await.unwrap_err();
+    let Error::Unreachable(u) = &err else {
+        panic!("{err:?}")
+    };
+    assert!(u.creation_not_retried);
+    assert_eq!(server.count(), 1, "sent once");
+    assert_eq!(keys(&server), vec![None]);
+    let text = err.to_string();
+    assert!(text.contains("not retried without an idempotency key"), "{text}");
+    assert!(text.contains("may already exist"), "{text}");
+    assert!(!format!("{err:?}").contains("secret-key-123"));
 }
