@@ -26,7 +26,11 @@ use crate::wait::{RemoteCancel, WaitReport};
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Everything that can go wrong while reading or waiting for a job.
-#[derive(Debug, thiserror::Error)]
+///
+/// `{:?}` is one line: the variant and the message with its causes — never a source's own
+/// `Debug`, which for some layers below (middleware errors) carries a backtrace under
+/// `RUST_BACKTRACE=1`. `{:#?}` shows the variant's payload field by field.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The job reached its `error` state. Waiting longer will not change that: inspect the
@@ -77,6 +81,28 @@ pub enum Error {
     /// version, or is too old to trust. Start the waits afresh.
     #[error("{0}")]
     SavedState(SavedStateError),
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (name, payload): (&str, &dyn fmt::Debug) = match self {
+            Error::JobFailed(e) => ("JobFailed", e),
+            Error::JobCanceled(e) => ("JobCanceled", e),
+            Error::GaveUp(e) => ("GaveUp", e),
+            Error::Unreachable(e) => ("Unreachable", e),
+            Error::Unavailable(e) => ("Unavailable", e),
+            Error::UnknownState(e) => ("UnknownState", e),
+            Error::UnexpectedResponse(e) => ("UnexpectedResponse", e),
+            Error::Config(e) => ("Config", e),
+            Error::Stalled(e) => ("Stalled", e),
+            Error::SavedState(e) => ("SavedState", e),
+        };
+        if f.alternate() {
+            f.debug_tuple(name).field(payload).finish()
+        } else {
+            write!(f, "{name}({:?})", chain(self))
+        }
+    }
 }
 
 impl Error {
@@ -665,6 +691,49 @@ pub(crate) fn excerpt(body: &[u8], max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A source whose own `Debug` is long (as a middleware error's is, with a backtrace).
+    #[derive(Debug)]
+    struct Verbose;
+
+    impl fmt::Display for Verbose {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("connection refused")
+        }
+    }
+
+    impl std::error::Error for Verbose {}
+
+    #[test]
+    fn debug_is_one_line_of_the_message_and_its_causes() {
+        let error = Error::Unreachable(Box::new(Unreachable {
+            url: "http://host/status".into(),
+            attempts: 2,
+            status: None,
+            timed_out: false,
+            source: Some(Box::new(Verbose)),
+            creation_not_retried: false,
+        }));
+        let short = format!("{error:?}");
+        assert!(
+            short.starts_with("Unreachable(\"could not reach"),
+            "{short}"
+        );
+        assert!(short.contains("connection refused"), "{short}");
+        assert!(
+            !short.contains("Verbose"),
+            "a source's own Debug is not used: {short}"
+        );
+        assert!(!short.contains('\n'), "{short}");
+        let long = format!("{error:#?}");
+        assert!(long.contains("attempts: 2"), "{long}");
+        assert!(long.contains("Verbose"), "{long}");
+        let config = Error::config("base_url", "is not a URL");
+        assert_eq!(
+            format!("{config:?}"),
+            format!("Config({:?})", config.to_string())
+        );
+    }
 
     #[test]
     fn excerpt_truncates_on_characters() {

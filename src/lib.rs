@@ -52,7 +52,9 @@
 //!
 //! | feature | default | what it does |
 //! | --- | --- | --- |
-//! | *(none)* | — | Everything above is always built; TLS is rustls. There are no optional features yet, and any added later will be additive. |
+//! | `otel` | off | Propagates W3C trace context (`traceparent`) from the current `tracing` span on every request, through the application's OpenTelemetry propagator (adds `opentelemetry` and `tracing-opentelemetry`). |
+//!
+//! Everything else is always built; TLS is rustls. Features are additive.
 //!
 //! Behaviour that is on by default is switched on the [`ClientBuilder`], not by features:
 //!
@@ -109,6 +111,31 @@ pub use profile::Profile;
 pub use wait::{
     Completion, Fallback, FallbackReason, Mechanism, RemoteCancel, WaitOptions, WaitReport, Watch,
 };
+
+/// The crate docs' feature table names every feature `Cargo.toml` declares.
+#[cfg(test)]
+#[test]
+fn every_feature_is_in_the_feature_table() {
+    let manifest = include_str!("../Cargo.toml");
+    let docs = include_str!("lib.rs");
+    let features = manifest
+        .split("\n[features]\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n[").next())
+        .unwrap_or_default();
+    let names: Vec<&str> = features
+        .lines()
+        .filter_map(|line| line.split_once(" = ").map(|(name, _)| name.trim()))
+        .filter(|name| *name != "default")
+        .collect();
+    assert!(!names.is_empty(), "no [features] found");
+    for name in names {
+        assert!(
+            docs.contains(&format!("//! | `{name}` |")),
+            "feature `{name}` is missing from the crate docs' feature table"
+        );
+    }
+}
 
 /// The README's examples, compiled as doctests.
 #[cfg(doctest)]

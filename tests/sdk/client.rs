@@ -281,7 +281,10 @@ async fn a_failed_creation_says_whether_it_was_retried_and_how_to_retry_safely()
     assert_eq!(server.count(), 1, "sent once");
     assert_eq!(keys(&server), vec![None]);
     let text = err.to_string();
-    assert!(text.contains("not retried without an idempotency key"), "{text}");
+    assert!(
+        text.contains("not retried without an idempotency key"),
+        "{text}"
+    );
     assert!(text.contains("may already exist"), "{text}");
     assert!(!format!("{err:?}").contains("secret-key-123"));
 }
