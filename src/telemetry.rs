@@ -2,9 +2,39 @@
 //!
 //! Everything goes through the [`metrics`] facade: with no recorder installed the calls cost
 //! next to nothing, and this library never installs one (nor a `tracing` subscriber) — that
-//! is the application's choice. Histograms are recorded in seconds (or counts); give them
-//! buckets in the exporter. An application that exports metrics calls [`describe_metrics`]
-//! once, after installing its recorder, so that the exposition carries their help text.
+//! is the application's choice. An application that exports metrics calls
+//! [`describe_metrics`] once, after installing its recorder, so that the exposition carries
+//! their help text.
+//!
+//! Histograms are recorded in seconds or in counts, and one set of buckets cannot serve both
+//! (request counts in seconds buckets all land in the last one). [`HISTOGRAM_BUCKETS`] gives
+//! every histogram its own. With `metrics-exporter-prometheus`:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+//! use translation_status::telemetry;
+//!
+//! # async fn setup() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut builder = PrometheusBuilder::new();
+//! for &(name, buckets) in telemetry::HISTOGRAM_BUCKETS {
+//!     builder = builder.set_buckets_for_metric(Matcher::Full(name.into()), buckets)?;
+//! }
+//! let handle = builder.install_recorder()?;
+//! telemetry::describe_metrics();
+//! // Upkeep: the exporter drains histogram samples into buckets when it renders or on
+//! // `run_upkeep`; run it now and then, or a quiet scrape interval lets them pile up.
+//! let upkeep = handle.clone();
+//! tokio::spawn(async move {
+//!     loop {
+//!         tokio::time::sleep(Duration::from_secs(5)).await;
+//!         upkeep.run_upkeep();
+//!     }
+//! });
+//! // Serve `handle.render()` on your `/metrics` route.
+//! # Ok(())
+//! # }
+//! ```
 
 use std::time::Duration;
 
@@ -59,6 +89,36 @@ pub const BUDGET_ADJUSTMENTS_TOTAL: &str = "translation_status_budget_adjustment
 pub const BUDGET_PAUSE_SECONDS: &str = "translation_status_budget_pause_seconds";
 /// Jobs reported as stalled.
 pub const STALLS_TOTAL: &str = "translation_status_stalls_total";
+
+/// Buckets for request latencies, in seconds: 1 ms to a minute (a held long-poll counts its
+/// hold).
+pub const REQUEST_SECONDS_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+/// Buckets for detection delays, in seconds: 1 ms (a pushed result) to two minutes (a slow
+/// poll of a long job).
+pub const DETECTION_SECONDS_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+/// Buckets for whole waits, in seconds: a second to two hours (translations take minutes,
+/// some more than half an hour).
+pub const WAIT_SECONDS_BUCKETS: &[f64] = &[
+    0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0,
+];
+/// Buckets for counts of requests per wait: 1 (one stream, or one long-poll) to 100.
+pub const COUNT_BUCKETS: &[f64] = &[
+    1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0,
+];
+
+/// Every histogram this crate records, with the buckets that suit it: give each to the
+/// exporter (see the [module docs](self) for the recipe).
+pub const HISTOGRAM_BUCKETS: &[(&str, &[f64])] = &[
+    (REQUEST_DURATION_SECONDS, REQUEST_SECONDS_BUCKETS),
+    (POLLS_PER_WAIT, COUNT_BUCKETS),
+    (WAIT_DURATION_SECONDS, WAIT_SECONDS_BUCKETS),
+    (DETECTION_DELAY_SECONDS, DETECTION_SECONDS_BUCKETS),
+    (BUDGET_PAUSE_SECONDS, REQUEST_SECONDS_BUCKETS),
+];
 
 /// Describes every `translation_status_*` metric (help text and unit) to the installed
 /// recorder.
@@ -271,9 +331,9 @@ mod tests {
 
     use super::*;
 
-    /// Keeps the name of every metric described to it.
+    /// Keeps the name of every metric described to it, and of every histogram.
     #[derive(Default)]
-    struct Described(Mutex<Vec<(String, String)>>);
+    struct Described(Mutex<Vec<(String, String)>>, Mutex<Vec<String>>);
 
     impl Described {
         fn add(&self, key: KeyName, text: SharedString) {
@@ -290,6 +350,7 @@ mod tests {
             self.add(key, text);
         }
         fn describe_histogram(&self, key: KeyName, _: Option<Unit>, text: SharedString) {
+            self.1.lock().unwrap().push(key.as_str().to_owned());
             self.add(key, text);
         }
         fn register_counter(&self, _: &Key, _: &Metadata<'_>) -> Counter {
@@ -322,5 +383,25 @@ mod tests {
             assert!(!found[0].1.is_empty(), "{name}");
         }
         assert_eq!(described.len(), declared.len(), "{described:?}");
+    }
+
+    /// Every histogram has buckets of its own, sorted and positive; nothing else has any.
+    #[test]
+    fn every_histogram_has_buckets() {
+        let recorder = Described::default();
+        metrics::with_local_recorder(&recorder, describe_metrics);
+        let mut histograms = recorder.1.into_inner().unwrap();
+        histograms.sort();
+        let mut bucketed: Vec<String> = HISTOGRAM_BUCKETS
+            .iter()
+            .map(|(name, _)| (*name).to_owned())
+            .collect();
+        bucketed.sort();
+        assert_eq!(histograms, bucketed);
+        for (name, buckets) in HISTOGRAM_BUCKETS {
+            assert!(buckets.len() >= 8, "{name}");
+            assert!(buckets.windows(2).all(|w| w[0] < w[1]), "{name}");
+            assert!(buckets[0] > 0.0, "{name}");
+        }
     }
 }

@@ -6,23 +6,27 @@ use std::time::Duration;
 
 use anyhow::Context;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use translation_status::telemetry;
 
 /// Installs the process-wide recorder, with explicit buckets so every histogram is exported as
-/// a Prometheus histogram, and describes the harness's and the SDK's metrics.
+/// a Prometheus histogram — the SDK's from [`telemetry::HISTOGRAM_BUCKETS`], the harness's
+/// seconds and counts from the same sets — and describes the harness's and the SDK's metrics.
 pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
-    let seconds = [
-        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-    ];
-    let counts = [
-        1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0,
-    ];
-    let handle = PrometheusBuilder::new()
-        .set_buckets(&counts)?
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)?
+    // The SDK's own histograms first, by full name, as its telemetry docs show.
+    let mut builder = PrometheusBuilder::new();
+    for &(name, buckets) in telemetry::HISTOGRAM_BUCKETS {
+        builder = builder.set_buckets_for_metric(Matcher::Full(name.into()), buckets)?;
+    }
+    let handle = builder
+        .set_buckets(telemetry::COUNT_BUCKETS)?
+        .set_buckets_for_metric(
+            Matcher::Suffix("_seconds".into()),
+            telemetry::REQUEST_SECONDS_BUCKETS,
+        )?
         .install_recorder()
         .context("installing the metrics recorder")?;
     crate::describe_metrics();
-    translation_status::telemetry::describe_metrics();
+    telemetry::describe_metrics();
     Ok(handle)
 }
 

@@ -281,3 +281,60 @@ fn every_metric_is_described_and_documented() {
         );
     }
 }
+
+/// The telemetry docs' recipe: with [`telemetry::HISTOGRAM_BUCKETS`] given to the Prometheus
+/// exporter, request counts land in count buckets and latencies in seconds buckets — not
+/// counts in seconds buckets, all of them in the last one.
+#[test]
+fn the_documented_buckets_put_counts_and_seconds_each_in_their_own() {
+    let mut builder = metrics_exporter_prometheus::PrometheusBuilder::new();
+    for &(name, buckets) in telemetry::HISTOGRAM_BUCKETS {
+        builder = builder
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full(name.into()),
+                buckets,
+            )
+            .unwrap();
+    }
+    let recorder = builder.build_recorder();
+    let handle = recorder.handle();
+    metrics::with_local_recorder(&recorder, || {
+        runtime().block_on(async {
+            let server = sim(|s| s.sse.enabled = false).await;
+            let client = client(&server);
+            let options = WaitOptions::new().long_poll(false);
+            client
+                .wait_with(job(&server, 600).as_str(), &options)
+                .await
+                .unwrap();
+        });
+    });
+    handle.run_upkeep();
+    let text = handle.render();
+    let bucket = |name: &str, le: &str| {
+        text.lines().any(|line| {
+            line.starts_with(&format!("{name}_bucket{{")) && line.contains(&format!("le=\"{le}\""))
+        })
+    };
+    // Polls per wait: counts, from 1 up; no millisecond buckets.
+    assert!(bucket(telemetry::POLLS_PER_WAIT, "1"), "{text}");
+    assert!(bucket(telemetry::POLLS_PER_WAIT, "100"), "{text}");
+    assert!(!bucket(telemetry::POLLS_PER_WAIT, "0.005"), "{text}");
+    // Request latency: seconds, from a millisecond.
+    assert!(
+        bucket(telemetry::REQUEST_DURATION_SECONDS, "0.001"),
+        "{text}"
+    );
+    // Whole waits: up to two hours.
+    assert!(bucket(telemetry::WAIT_DURATION_SECONDS, "7200"), "{text}");
+    // The wait's polls are counted where a count belongs: at most a handful for 0.6 s.
+    let polls_le_10 = text
+        .lines()
+        .find(|l| {
+            l.starts_with(&format!("{}_bucket{{", telemetry::POLLS_PER_WAIT))
+                && l.contains("le=\"10\"")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok());
+    assert_eq!(polls_le_10, Some(1.0), "{text}");
+}
