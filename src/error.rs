@@ -19,8 +19,31 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::model::JobStatus;
-use crate::poll::GiveUpReason;
 use crate::wait::{RemoteCancel, WaitReport};
+
+/// Why a wait stopped before the job finished ([`GaveUp::reason`]); also what a
+/// [`PollPolicy`](crate::poll::PollPolicy) returns to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum GiveUpReason {
+    /// The deadline came: the wait's last look (sent to be answered by the deadline) saw the
+    /// job pending, or whatever was still out was cut at the deadline.
+    Deadline,
+    /// The poll budget was spent.
+    MaxPolls,
+    /// The policy decided to stop.
+    Policy,
+}
+
+impl fmt::Display for GiveUpReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            GiveUpReason::Deadline => "the deadline passed",
+            GiveUpReason::MaxPolls => "the poll budget was spent",
+            GiveUpReason::Policy => "the poll policy stopped",
+        })
+    }
+}
 
 /// A boxed error from a layer below this crate (HTTP client, JSON parser).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

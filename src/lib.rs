@@ -99,8 +99,8 @@ pub mod wait;
 
 pub use client::{Client, ClientBuilder};
 pub use error::{
-    BoxError, ConfigError, Error, GaveUp, JobCanceled, JobFailed, SavedStateError, Stalled,
-    Unavailable, UnexpectedResponse, UnknownState, Unreachable,
+    BoxError, ConfigError, Error, GaveUp, GiveUpReason, JobCanceled, JobFailed, SavedStateError,
+    Stalled, Unavailable, UnexpectedResponse, UnknownState, Unreachable,
 };
 pub use job::{CreatedJob, JobRef, JobRefKind};
 pub use model::{

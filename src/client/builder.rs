@@ -137,8 +137,8 @@ impl ClientBuilder {
     }
 
     /// The options [`Client::wait`] and [`Client::watch`] use.
-    pub fn wait_options(mut self, options: WaitOptions) -> Self {
-        self.defaults = options;
+    pub fn wait_options(mut self, options: impl Into<WaitOptions>) -> Self {
+        self.defaults = options.into();
         self
     }
 

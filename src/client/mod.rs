@@ -80,16 +80,35 @@ impl Client {
     /// breaker is open and resumes after. Dropping the future cancels the wait and every
     /// request in flight.
     pub async fn wait(&self, job: impl Into<JobRef>) -> Result<Completion, Error> {
-        self.wait_with(job, &self.inner.defaults).await
+        self.wait_observed(job.into(), &self.inner.defaults, &mut |_| {})
+            .await
     }
 
     /// Waits for the job with the given options.
+    ///
+    /// Like every method here that takes options, it takes them by value
+    /// (`impl Into<WaitOptions>`); a reference works too, and is cloned (cheaply: the policy
+    /// is shared).
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use translation_status::{Client, WaitOptions};
+    /// # async fn run(client: Client) -> Result<(), translation_status::Error> {
+    /// let options = WaitOptions::new().deadline(Duration::from_secs(600));
+    /// client.wait_with("j-1", &options).await?; // borrowed, cloned
+    /// let watch = client.watch_with("j-2", &options);
+    /// client.wait_with("j-3", options).await?; // moved
+    /// # drop(watch);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn wait_with(
         &self,
         job: impl Into<JobRef>,
-        options: &WaitOptions,
+        options: impl Into<WaitOptions>,
     ) -> Result<Completion, Error> {
-        self.wait_observed(job.into(), options, &mut |_| {}).await
+        self.wait_observed(job.into(), &options.into(), &mut |_| {})
+            .await
     }
 
     /// A stream of the job's distinct status changes, ending with its terminal status.
@@ -98,7 +117,8 @@ impl Client {
     }
 
     /// Like [`watch`](Self::watch), with the given options.
-    pub fn watch_with(&self, job: impl Into<JobRef>, options: WaitOptions) -> Watch {
+    pub fn watch_with(&self, job: impl Into<JobRef>, options: impl Into<WaitOptions>) -> Watch {
+        let options = options.into();
         let (tx, rx) = mpsc::unbounded_channel();
         let client = self.clone();
         let job = job.into();
@@ -299,8 +319,13 @@ impl Client {
 
     /// Waits for many jobs at once under this client's request budget (see
     /// [`jobset`](crate::jobset)). Needs a Tokio runtime: the set runs one task.
-    pub fn job_set(&self, options: JobSetOptions) -> Result<JobSet, Error> {
-        JobSet::start(Arc::clone(&self.inner.context), options, Vec::new(), &[])
+    pub fn job_set(&self, options: impl Into<JobSetOptions>) -> Result<JobSet, Error> {
+        JobSet::start(
+            Arc::clone(&self.inner.context),
+            options.into(),
+            Vec::new(),
+            &[],
+        )
     }
 
     /// Rebuilds a job set from a state saved by [`JobSet::export`], with the original
@@ -309,9 +334,9 @@ impl Client {
     pub fn restore_job_set(
         &self,
         saved: &SavedJobSet,
-        options: JobSetOptions,
+        options: impl Into<JobSetOptions>,
     ) -> Result<JobSet, Error> {
-        JobSet::restore(Arc::clone(&self.inner.context), saved, options)
+        JobSet::restore(Arc::clone(&self.inner.context), saved, options.into())
     }
 }
 

@@ -47,7 +47,8 @@ impl JobSetOptions {
     /// Every job's wait settings at once. Note that [`WaitOptions::new`]'s policy has no
     /// jitter: give it one ([`FLEET_JITTER`]) so that jobs added together do not poll
     /// together.
-    pub fn wait_options(self, options: WaitOptions) -> Self {
+    pub fn wait_options(self, options: impl Into<WaitOptions>) -> Self {
+        let options = options.into();
         self.per_job(|_| options)
     }
 
@@ -158,6 +159,13 @@ impl JobSetOptions {
             return Err(Error::config("max_in_flight", "must be at least 1"));
         }
         self.stall.validate()
+    }
+}
+
+/// Options are taken by value; a reference is cloned.
+impl From<&JobSetOptions> for JobSetOptions {
+    fn from(options: &JobSetOptions) -> Self {
+        options.clone()
     }
 }
 

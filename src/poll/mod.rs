@@ -60,6 +60,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Defined beside the errors ([`GaveUp`](crate::GaveUp) carries it); here for policies that
+/// stop.
+pub use crate::error::GiveUpReason;
 pub use adaptive::Adaptive;
 pub use fixed::{Exponential, Fixed};
 pub use jitter::{FLEET_JITTER, WithJitter};
@@ -142,29 +145,6 @@ impl Basis {
             Basis::Exponential => "exponential",
             Basis::Custom => "custom",
         }
-    }
-}
-
-/// Why a wait stopped before the job finished.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum GiveUpReason {
-    /// The deadline came: the wait's last look (sent to be answered by the deadline) saw the
-    /// job pending, or whatever was still out was cut at the deadline.
-    Deadline,
-    /// The poll budget was spent.
-    MaxPolls,
-    /// The policy decided to stop.
-    Policy,
-}
-
-impl fmt::Display for GiveUpReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            GiveUpReason::Deadline => "the deadline passed",
-            GiveUpReason::MaxPolls => "the poll budget was spent",
-            GiveUpReason::Policy => "the poll policy stopped",
-        })
     }
 }
 

@@ -23,6 +23,13 @@ pub struct WaitOptions {
     pub(crate) cancel_on_give_up: bool,
 }
 
+/// Options are taken by value; a reference is cloned (the policy is shared, not copied).
+impl From<&WaitOptions> for WaitOptions {
+    fn from(options: &WaitOptions) -> Self {
+        options.clone()
+    }
+}
+
 impl Default for WaitOptions {
     fn default() -> Self {
         WaitOptions {
@@ -48,7 +55,7 @@ impl WaitOptions {
     ///
     /// * A request still out at the deadline (a slow poll, a held long-poll, an event stream)
     ///   is cut there, and the wait ends with [`Error::GaveUp`] (reason
-    ///   [`Deadline`](crate::poll::GiveUpReason::Deadline)), or [`Error::Unavailable`] when the
+    ///   [`Deadline`](crate::GiveUpReason::Deadline)), or [`Error::Unavailable`] when the
     ///   service was failing at its last look.
     /// * While polling, the last look goes out early enough to be answered by the deadline:
     ///   twice the round trip of the wait's latest plain read ahead of it, at least 100 ms and
@@ -69,7 +76,7 @@ impl WaitOptions {
     }
 
     /// Gives up after this many status requests (at least 1), with
-    /// [`GiveUpReason::MaxPolls`](crate::poll::GiveUpReason::MaxPolls). In a job set it
+    /// [`GiveUpReason::MaxPolls`](crate::GiveUpReason::MaxPolls). In a job set it
     /// applies to each job.
     pub fn max_polls(mut self, max_polls: u32) -> Self {
         self.max_polls = Some(max_polls);

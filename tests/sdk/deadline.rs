@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use tokio::time::Instant;
-use translation_status::poll::GiveUpReason;
+use translation_status::GiveUpReason;
 use translation_status::{Error, JobState, WaitOptions};
 
 use crate::support::{client, eventually, job, metric, sim};

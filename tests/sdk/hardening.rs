@@ -11,8 +11,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use translation_sim::{RunningServer, Settings};
+use translation_status::GiveUpReason;
 use translation_status::jobset::{JobSetOptions, RequestBudget};
-use translation_status::poll::{Fixed, GiveUpReason};
+use translation_status::poll::Fixed;
 use translation_status::{Client, Error, FallbackReason, Mechanism, WaitOptions};
 
 use crate::support::{job, metric, sim};
