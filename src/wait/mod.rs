@@ -187,6 +187,11 @@ pub struct WaitReport {
     /// server's access log shows for it (less any the network lost before they arrived, and
     /// any attempt still out when a read was cut at the deadline).
     pub hedges: u32,
+    /// Pauses the poll policy ([`WaitOptions::policy`]) chose between plain polls. `0` when
+    /// push mechanisms carried the wait — an event stream, or long-polls the server held,
+    /// which go out again at once — or the server's hints set every pause: the policy was
+    /// never consulted for its timing.
+    pub policy_pauses: u32,
     /// From the start of the wait to its end.
     pub elapsed: Duration,
     /// From the job's `completed_at` to the moment the client learned it, when the server

@@ -84,6 +84,14 @@ impl WaitOptions {
     }
 
     /// Decides when to poll when neither SSE nor long-poll is at work.
+    ///
+    /// **The policy decides *when to poll*; push mechanisms replace polling.** While an
+    /// event stream is open, or the server holds long-polls (each goes out again as soon as
+    /// the last one answers), the policy is not consulted, and a server's hint that asks for
+    /// a longer pause wins over it. To make a custom policy govern every request, turn the
+    /// push mechanisms off: `.sse(false).long_poll(false)`.
+    /// [`WaitReport::policy_pauses`](crate::WaitReport::policy_pauses) counts the pauses it
+    /// actually chose — `0` tells you it did nothing.
     pub fn policy(mut self, policy: impl PollPolicy + 'static) -> Self {
         self.policy = Arc::new(policy);
         self

@@ -276,3 +276,51 @@ async fn a_job_failure_is_a_typed_error_with_the_message() {
         assert!(status.is_terminal());
     }
 }
+
+/// A custom policy decides when to poll; push mechanisms replace polling. The report says
+/// which: `policy_pauses` is 0 while a stream or held long-polls carry the wait, and counts
+/// the policy's pauses once both are off.
+#[tokio::test]
+async fn the_report_says_whether_the_policy_set_the_pace() {
+    let server = sim(|_| {}).await;
+    let client = client(&server);
+    let every_100ms = || translation_status::poll::Fixed::new(Duration::from_millis(100));
+
+    let streamed = WaitOptions::new().policy(every_100ms());
+    let done = client
+        .wait_with(job(&server, 800).as_str(), &streamed)
+        .await
+        .unwrap();
+    assert_eq!(done.report.mechanism, Mechanism::Sse);
+    assert_eq!(done.report.policy_pauses, 0, "{:?}", done.report);
+
+    let held = WaitOptions::new().sse(false).policy(every_100ms());
+    let done = client
+        .wait_with(job(&server, 800).as_str(), &held)
+        .await
+        .unwrap();
+    assert_eq!(done.report.mechanism, Mechanism::LongPoll);
+    assert_eq!(done.report.policy_pauses, 0, "{:?}", done.report);
+
+    let polled = WaitOptions::new()
+        .sse(false)
+        .long_poll(false)
+        .policy(every_100ms());
+    let done = client
+        .wait_with(job(&server, 800).as_str(), &polled)
+        .await
+        .unwrap();
+    assert!(
+        matches!(done.report.mechanism, Mechanism::Polling(_)),
+        "{:?}",
+        done.report
+    );
+    // Every pause between two polls was the policy's: about 8 in 0.8 s at 100 ms.
+    assert!(done.report.policy_pauses >= 4, "{:?}", done.report);
+    assert_eq!(
+        done.report.policy_pauses,
+        done.report.requests - 1,
+        "{:?}",
+        done.report
+    );
+}

@@ -53,6 +53,7 @@ impl Ledger {
             requests: self.requests,
             retries: self.retries,
             hedges: self.hedges,
+            policy_pauses: self.policy_pauses,
             elapsed: now.saturating_duration_since(self.start),
             detection_delay,
             fallbacks: self.fallbacks.clone(),

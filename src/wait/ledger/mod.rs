@@ -328,6 +328,8 @@ pub(crate) struct Ledger {
     retries: u32,
     /// Duplicates of slow reads.
     hedges: u32,
+    /// Pauses the poll policy chose.
+    policy_pauses: u32,
     /// How long the latest plain read took, from sending to its answer: it places the last
     /// look ahead of the deadline.
     round_trip: Option<Duration>,
@@ -376,6 +378,7 @@ impl Ledger {
             requests: 0,
             retries: 0,
             hedges: 0,
+            policy_pauses: 0,
             round_trip: None,
             last: None,
             etag: None,

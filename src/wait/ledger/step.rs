@@ -232,7 +232,10 @@ impl Ledger {
                 let pause = self.pause.unwrap_or(after);
                 (pause.max(MIN_PAUSE), Pause::Policy(Basis::Hints))
             }
-            None => (after.max(MIN_PAUSE), Pause::Policy(basis)),
+            None => {
+                self.policy_pauses += 1;
+                (after.max(MIN_PAUSE), Pause::Policy(basis))
+            }
         };
         self.sleep(now, after, pause)
     }
