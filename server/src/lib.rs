@@ -156,6 +156,7 @@ impl AppState {
         if state.inner.redis.is_some() {
             return Ok(state);
         }
+        state.inner.metrics.store_up(true);
         state.reset_legacy(None, None).map_err(|StoreFull| {
             Error::Config(settings::ConfigError::Invalid {
                 key: "jobs.max_jobs",

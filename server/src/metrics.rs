@@ -379,10 +379,14 @@ fn describe_all() {
     gauge!("sim_jobs_in_store").set(0.0);
     gauge!("sim_change_log_entries").set(0.0);
     gauge!("sim_change_streams").set(0.0);
+    // Down until the store is known to answer (the memory store at once, Redis once followed).
+    gauge!("sim_store_up").set(0.0);
     // Counters and histograms the dashboards read exist from the start too.
     let _registered = histogram!("sim_change_stream_jobs");
     let _registered = histogram!("sim_batch_read_size");
     counter!("sim_change_stream_resumes_total").absolute(0);
+    counter!("sim_store_reconnects_total").absolute(0);
+    counter!("sim_store_unavailable_total").absolute(0);
     for channel in ["stream", "changes"] {
         counter!("sim_change_resets_total", "channel" => channel).absolute(0);
     }
