@@ -4,8 +4,8 @@
 //! answer. Each test starts its own `redis-server` (see `translation_sim::redis_server`) and
 //! fails, naming the fix, when it is not installed.
 //!
-//! Latencies are asserted with generous bounds (a busy CI machine) and printed: the measured
-//! numbers are in `docs/scale-out.md`, from `loadtest scale-out`.
+//! Latencies are asserted with generous bounds (a busy CI machine; a few milliseconds is what
+//! they measure) and printed; `docs/scale-out.md` has the measured cost of the Redis store.
 
 use std::time::{Duration, SystemTime};
 
@@ -16,7 +16,7 @@ use translation_sim::{RunningServer, Settings};
 use crate::common::{SseReader, client, error_code, spawn_with};
 
 /// A generous bound on "within milliseconds of its end" on a busy machine.
-const PROMPT: Duration = Duration::from_millis(1500);
+const PROMPT: Duration = Duration::from_millis(100);
 
 async fn redis(persistence: Persistence) -> RedisServer {
     RedisServer::start(persistence)
