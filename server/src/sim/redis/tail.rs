@@ -73,6 +73,8 @@ pub(crate) async fn run(state: AppState) {
     loop {
         let stop = follow(&state, redis, &mut place).await;
         if redis.is_live() {
+            // It was following: the backoff starts over from its floor.
+            pause = settings.reconnect_min;
             state.inner.metrics.store_up(false);
             state.inner.metrics.store_reconnect();
             tracing::warn!(?stop, "lost the shared store; reconnecting");
