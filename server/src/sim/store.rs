@@ -22,7 +22,7 @@
 //!
 //! With the Redis backend (`sim::redis`) the store is this replica's copy of the jobs in Redis:
 //! nothing is created, canceled or forgotten here. The task that tails the shared change log
-//! applies each entry ([`JobStore::apply`]) — the job and the change together, under the lock,
+//! applies each entry (`JobStore::apply`) — the job and the change together, under the lock,
 //! at the log's own offset — so every read above (a status, a snapshot at the head, a watch
 //! set's addition) works on the copy as it does on a store of its own. The timelines stay
 //! empty: Redis keeps when each job ends and expires, and its scripts decide.

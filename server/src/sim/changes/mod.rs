@@ -31,7 +31,7 @@
 //! there is. A log shared by replicas (the Redis backend, `sim::redis`) is a Redis Stream whose
 //! entry `N-0` is the change at offset `N`, in an epoch kept beside it; each replica keeps a
 //! copy of its retained history in its own [`MemoryLog`], appended by the one task that tails
-//! the Stream ([`ChangeLog::append_at`]) at the Stream's offsets and epoch, so a cursor of one
+//! the Stream (`ChangeLog::append_at`) at the Stream's offsets and epoch, so a cursor of one
 //! replica is a cursor of every other. Readers are the same either way: read after a cursor,
 //! and wait for the head to change — a wake-up that is only a hint, since every reader re-reads
 //! from its cursor.

@@ -15,7 +15,7 @@
 //!   set changes and fault settings go through it too, so that every replica sees them in the
 //!   log's order. The Stream is bounded by `changes.history` (`MAXLEN`) and
 //!   `changes.history_age` (trimmed by the sweeper); jobs live in hashes with their TTL.
-//! * **Each replica keeps a copy and reads from it.** One task per replica ([`tail`]) tails the
+//! * **Each replica keeps a copy and reads from it.** One task per replica (`tail`) tails the
 //!   Stream with a blocking `XREAD` on a connection of its own and applies each entry to the
 //!   replica's in-memory store, its watch sets and its faults. Status reads, snapshots, change
 //!   streams and long-polls are answered from that copy, as with the memory backend, and are
