@@ -429,7 +429,8 @@ pub struct ChangeSettings {
 }
 
 /// `[store]`: where the jobs, the change log and the limits every replica must agree on live.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Its `Debug` masks a password in `redis_url`.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSettings {
     /// `memory` (this process only) or `redis` (shared by every replica on the same Redis).
@@ -450,6 +451,34 @@ pub struct StoreSettings {
     /// Longest pause between two attempts to reconnect.
     #[serde(with = "humantime_serde")]
     pub reconnect_max: Duration,
+}
+
+impl std::fmt::Debug for StoreSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreSettings")
+            .field("backend", &self.backend)
+            .field("redis_url", &masked_url(&self.redis_url))
+            .field("redis_prefix", &self.redis_prefix)
+            .field("redis_timeout", &self.redis_timeout)
+            .field("retry_after", &self.retry_after)
+            .field("reconnect_min", &self.reconnect_min)
+            .field("reconnect_max", &self.reconnect_max)
+            .finish()
+    }
+}
+
+/// `url` with its password, if any, replaced by `***` (and as a placeholder if it does not
+/// parse, since it may hold one anyway).
+fn masked_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
+            }
+            parsed.to_string()
+        }
+        Err(_) => "<not a URL>".to_owned(),
+    }
 }
 
 /// Names of the store backends.
@@ -995,6 +1024,17 @@ fn probability(key: &'static str, p: f64) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_store_settings_never_show_a_redis_password() {
+        let mut store = Settings::default().store;
+        store.redis_url = "redis://:hunter2@db.internal:6379/1".into();
+        let shown = format!("{store:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("db.internal:6379/1"), "{shown}");
+        store.redis_url = "not a url hunter2".into();
+        assert!(!format!("{store:?}").contains("hunter2"));
+    }
 
     #[test]
     fn embedded_defaults_parse_and_validate() {
