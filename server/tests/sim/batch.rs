@@ -74,7 +74,8 @@ async fn a_batch_answers_each_job_as_its_own_read_and_lists_the_unknown() {
 #[tokio::test]
 async fn a_batch_whose_jobs_did_not_change_is_not_modified() {
     let server = spawn_with(|_| {}).await;
-    let soon = create(&server, json!({"duration_ms": 400})).await;
+    // Long enough that the first reads all happen before it ends, on a loaded machine too.
+    let soon = create(&server, json!({"duration_ms": 2000})).await;
     let later = create(&server, json!({"duration_ms": 60_000})).await;
     let url = server.url(&format!("/v1/jobs?ids={soon},{later}"));
     let first = client().get(&url).send().await.unwrap();
@@ -97,7 +98,7 @@ async fn a_batch_whose_jobs_did_not_change_is_not_modified() {
         .unwrap();
     assert_eq!(other.status(), 200);
     // Once a job ends, the tag moves.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     let moved = client()
         .get(&url)
         .header("if-none-match", etag.clone())

@@ -57,7 +57,13 @@ async fn a_long_poll_holds_until_a_change_it_follows_and_answers_it() {
     let server = spawn_with(|_| {}).await;
     let me = "127.0.0.2";
     let start = head(&server, me).await;
-    let job = create_as(&server, me, json!({"duration_ms": 400, "outcome": "error"})).await;
+    // Long enough that the first read sees only its creation, on a loaded machine too.
+    let job = create_as(
+        &server,
+        me,
+        json!({"duration_ms": 2000, "outcome": "error"}),
+    )
+    .await;
     // The creation is a change: answered at once.
     let r = changes(&server, me, &format!("?since={start}"), Some(10)).await;
     assert_eq!(r.headers()["preference-applied"], "wait=10");

@@ -334,7 +334,8 @@ async fn another_clients_jobs_never_appear() {
 
 #[tokio::test]
 async fn a_stream_on_a_watch_set_follows_the_set_as_it_changes() {
-    let server = spawn_with(|_| {}).await;
+    // The legacy job is in the set: it must not end before the changes this test expects.
+    let server = spawn_with(|s| s.legacy.delay = Duration::from_secs(60)).await;
     let me = "127.0.0.2";
     let a = create_as(&server, me, json!({"duration_ms": 60_000})).await;
     let b = create_as(&server, me, json!({"duration_ms": 60_000})).await;
