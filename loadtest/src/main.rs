@@ -58,6 +58,17 @@ enum Command {
         #[arg(long)]
         target: Option<String>,
     },
+    /// The cost of the Redis store: job status reads and creates on an in-memory simulator and
+    /// on one with `store.backend = "redis"` (a private redis-server on loopback), same run,
+    /// same client; prints each one's throughput and the ratio redis / memory.
+    Backends {
+        /// Concurrent connections.
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        /// How long to drive each kind of request, both simulators together.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+    },
     /// Hold many idle connections: `/healthz` latency meanwhile, and how soon the server closes
     /// them all by itself. Exits non-zero if one stays open or `/healthz` fails.
     Idle {
@@ -90,9 +101,11 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// Simulator base URL; default: one embedded simulator per strategy on loopback.
-    #[arg(long)]
-    target: Option<String>,
+    /// Simulator base URL, or several comma-separated (replicas on one shared store): jobs are
+    /// created on one and waited for on the next, and the report counts each one's requests.
+    /// Default: one embedded simulator per strategy on loopback.
+    #[arg(long = "target", value_delimiter = ',', value_name = "URL[,URL...]")]
+    targets: Vec<String>,
     /// Jobs per strategy.
     #[arg(long, default_value_t = 200)]
     jobs: usize,
@@ -186,8 +199,8 @@ impl RunArgs {
             time_scale: self.time_scale,
             faults: self.faults,
             seed: self.seed,
-            parallel: self.target.is_none() && !self.sequential,
-            target: self.target.clone(),
+            parallel: self.targets.is_empty() && !self.sequential,
+            targets: self.targets.clone(),
             strategies: if self.strategies.is_empty() {
                 Strategy::ALL.to_vec()
             } else {
@@ -225,6 +238,10 @@ async fn main() -> anyhow::Result<()> {
             duration,
             target,
         } => throughput(connections, duration, target).await,
+        Command::Backends {
+            connections,
+            duration,
+        } => backends(connections, duration).await,
         Command::Traffic {
             target,
             rate,
@@ -275,7 +292,7 @@ async fn demo(out: PathBuf) -> anyhow::Result<()> {
         time_scale: 1.0,
         faults: FaultProfile::None,
         seed: 42,
-        target: None,
+        targets: Vec::new(),
         strategies: Strategy::DEMO.to_vec(),
         parallel: true,
         deadline: Duration::from_secs(120),
@@ -297,7 +314,7 @@ async fn chaos(jobs: usize, time_scale: f64, out: &std::path::Path) -> anyhow::R
         time_scale,
         faults: FaultProfile::Chaos,
         seed: 7,
-        target: None,
+        targets: Vec::new(),
         strategies: vec![
             Strategy::Naive1s,
             Strategy::OursPlain,
@@ -421,6 +438,92 @@ async fn idle(
     Ok(())
 }
 
+async fn backends(connections: usize, duration: Duration) -> anyhow::Result<()> {
+    use translation_sim::redis_server::{Persistence, RedisServer};
+    use translation_sim::settings::StoreBackend;
+    anyhow::ensure!(connections > 0, "--connections must be at least 1");
+    let redis = RedisServer::start(Persistence::None)
+        .await
+        .context("starting a private redis-server")?;
+    let sim = |backend: StoreBackend| {
+        let mut s = translation_sim::Settings::default();
+        s.server.bind = "127.0.0.1:0".parse().expect("a socket address");
+        s.store.backend = backend;
+        s.store.redis_url = redis.url();
+        // Room for every create of the run, forgotten soon after they end.
+        s.jobs.max_jobs = 1_000_000;
+        s.jobs.max_jobs_per_client = 1_000_000;
+        s.jobs.ttl = Duration::from_secs(5);
+        translation_sim::spawn(s)
+    };
+    let memory = sim(StoreBackend::Memory).await?;
+    let shared = sim(StoreBackend::Redis).await?;
+    let job = |server: &translation_sim::RunningServer| {
+        server.state().create_job(translation_sim::JobSpec {
+            duration: Some(Duration::from_secs(3600)),
+            ..translation_sim::JobSpec::default()
+        })
+    };
+    let memory_job = job(&memory).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // The Redis simulator's job is created through its API (in-process creation is the
+    // memory store's); both are read by the same path.
+    let http = reqwest::Client::new();
+    let created: serde_json::Value = http
+        .post(shared.url("/v1/jobs"))
+        .json(&serde_json::json!({"duration_ms": 3_600_000}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let shared_job = created["id"].as_str().context("a job id")?.to_string();
+    eprintln!(
+        "memory at {}, redis at {} (redis-server on port {}), {connections} connections, \
+         {duration:?} per kind of request",
+        memory.base_url(),
+        shared.base_url(),
+        redis.port()
+    );
+    let reads = (
+        loadtest::throughput::compare_pair(
+            (
+                &format!("{}/v1/jobs/{memory_job}", memory.base_url()),
+                &format!("{}/v1/jobs/{shared_job}", shared.base_url()),
+            ),
+            "/status",
+            None,
+            connections,
+            duration,
+        )
+        .await?,
+        "GET /v1/jobs/{id}/status",
+    );
+    let creates = (
+        loadtest::throughput::compare_pair(
+            (&memory.base_url(), &shared.base_url()),
+            "/v1/jobs",
+            Some(r#"{"duration_ms":1000}"#),
+            connections,
+            duration,
+        )
+        .await?,
+        "POST /v1/jobs",
+    );
+    for (pair, what) in [&reads, &creates] {
+        println!("{what}");
+        for (name, t) in [("memory", &pair.first), ("redis", &pair.second)] {
+            println!(
+                "  {name:<7} {:>9.0} req/s   p50 {:>6.2} ms   p99 {:>6.2} ms   errors {}",
+                t.rps, t.latency_ms.p50, t.latency_ms.p99, t.errors
+            );
+        }
+        println!("  ratio redis/memory: {:.2}", pair.ratio);
+    }
+    shared.shutdown().await;
+    memory.shutdown().await;
+    Ok(())
+}
+
 async fn traffic(target: String, rate: f64, duration: Duration) -> anyhow::Result<()> {
     anyhow::ensure!(rate > 0.0, "--rate must be positive");
     let until = (!duration.is_zero()).then(|| tokio::time::Instant::now() + duration);
@@ -443,7 +546,7 @@ async fn traffic(target: String, rate: f64, duration: Duration) -> anyhow::Resul
             time_scale: 1.0,
             faults: FaultProfile::None,
             seed: round,
-            target: Some(target.clone()),
+            targets: vec![target.clone()],
             strategies: vec![
                 Strategy::Naive1s,
                 Strategy::Exponential,

@@ -46,6 +46,19 @@ pub struct StrategyResult {
     pub peak_rps: f64,
     /// Mean requests per second, from the first second with a request to the last.
     pub mean_rps: f64,
+    /// HTTP requests each target answered while this strategy ran (`sim_http_requests_total`),
+    /// in the order of `--target`: how a run spread over several replicas shared its load.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub requests_by_target: Vec<TargetRequests>,
+}
+
+/// The HTTP requests one target answered during a strategy's run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TargetRequests {
+    /// The target's base URL.
+    pub target: String,
+    /// Requests it answered (every route).
+    pub requests: f64,
 }
 
 /// A whole run.
@@ -105,6 +118,21 @@ impl Report {
                 s.mean_rps,
                 s.wall_time_ms as f64 / 1000.0,
             ));
+        }
+        if self
+            .strategies
+            .iter()
+            .any(|s| s.requests_by_target.len() > 1)
+        {
+            out.push_str("\nRequests answered per target:\n\n");
+            for s in &self.strategies {
+                let each: Vec<String> = s
+                    .requests_by_target
+                    .iter()
+                    .map(|t| format!("{} {:.0}", t.target, t.requests))
+                    .collect();
+                out.push_str(&format!("- {}: {}\n", s.name, each.join(", ")));
+            }
         }
         out
     }

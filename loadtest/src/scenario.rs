@@ -20,7 +20,7 @@ use translation_sim::{Faults, OutageWindow, RunningServer, Settings};
 use translation_status::poll::{LearnedDurations, Sample};
 use translation_status::{Client, Error, JobRef, NewJob, Outcome};
 
-use crate::report::{RequestStats, StrategyResult};
+use crate::report::{RequestStats, StrategyResult, TargetRequests};
 use crate::stats::{Summary, peak_and_mean};
 use crate::strategy::{ServerProfile, Strategy};
 
@@ -161,8 +161,10 @@ pub struct Scenario {
     pub faults: FaultProfile,
     /// Seed of job durations, outcomes, arrivals and fault dice.
     pub seed: u64,
-    /// External simulator base URL; `None` = one embedded simulator per strategy.
-    pub target: Option<String>,
+    /// External simulator base URLs (replicas of one simulator); empty = one embedded
+    /// simulator per strategy. With several, job `i` is created on target `i mod n` and waited
+    /// for, and its truth read, on target `i + 1 mod n`: every read crosses replicas.
+    pub targets: Vec<String>,
     /// Strategies.
     pub strategies: Vec<Strategy>,
     /// Run the strategies at the same time (the default for embedded simulators, one each);
@@ -260,32 +262,26 @@ impl Scenario {
         plans: Arc<Vec<Plan>>,
         bars: &MultiProgress,
     ) -> anyhow::Result<StrategyResult> {
-        let server = match &self.target {
-            Some(_) => None,
-            None => Some(self.embedded(strategy).await?),
+        let server = match self.targets.is_empty() {
+            false => None,
+            true => Some(self.embedded(strategy).await?),
         };
-        let base = match (&self.target, &server) {
-            (Some(t), _) => t.trim_end_matches('/').to_string(),
-            (None, Some(s)) => s.base_url(),
-            (None, None) => anyhow::bail!("no server"),
+        let bases: Vec<String> = match &server {
+            Some(s) => vec![s.base_url()],
+            None => self
+                .targets
+                .iter()
+                .map(|t| t.trim_end_matches('/').to_string())
+                .collect(),
         };
-        let mut builder = Client::builder()
-            .base_url(&base)
-            .user_agent(format!("loadtest/{}", strategy.name()))
-            .wait_options(strategy.options(self.time_scale, self.deadline));
-        if strategy.oracle() {
-            let learned = LearnedDurations::new(1024);
-            let mut rng = SmallRng::seed_from_u64(self.seed ^ 0x5eed);
-            for _ in 0..1000 {
-                let ms = self.durations.sample(&mut rng) * self.time_scale;
-                learned.record(Sample::exact(Duration::from_secs_f64(ms.max(0.0) / 1000.0)));
-            }
-            builder = builder.learned_durations(learned);
+        let mut clients = Vec::with_capacity(bases.len());
+        for base in &bases {
+            clients.push(self.client(strategy, base)?);
         }
-        let client = builder.build()?;
         let truth = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()?;
+        let targets = Arc::new(Targets { bases, clients });
         if strategy.warm_up() {
             // Learn from a first batch of 120 jobs, waited for the same way but not measured.
             let warm: Vec<Plan> = self
@@ -297,20 +293,50 @@ impl Scenario {
                 })
                 .collect();
             let hidden = MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::hidden());
-            self.batch(strategy, &client, &truth, &base, Arc::new(warm), &hidden)
+            self.batch(strategy, &targets, &truth, Arc::new(warm), &hidden)
                 .await?;
         }
-        let sampler = RateSampler::start(server.as_ref(), &truth, &base);
+        let before = requests_by_target(server.as_ref(), &truth, &targets.bases).await;
+        let sampler = RateSampler::start(server.as_ref(), &truth, &targets.bases);
         let started = Instant::now();
-        let observed = self
-            .batch(strategy, &client, &truth, &base, plans, bars)
-            .await?;
+        let observed = self.batch(strategy, &targets, &truth, plans, bars).await?;
         let wall = started.elapsed();
         let per_second = sampler.stop().await;
+        let after = requests_by_target(server.as_ref(), &truth, &targets.bases).await;
         if let Some(s) = server {
             s.shutdown().await;
         }
-        Ok(summarise(strategy, &observed, wall, &per_second))
+        let mut row = summarise(strategy, &observed, wall, &per_second);
+        if !self.targets.is_empty() {
+            row.requests_by_target = targets
+                .bases
+                .iter()
+                .zip(after.iter().zip(&before))
+                .map(|(target, (a, b))| TargetRequests {
+                    target: target.clone(),
+                    requests: (a - b).max(0.0),
+                })
+                .collect();
+        }
+        Ok(row)
+    }
+
+    /// The SDK client of `strategy` on `base`.
+    fn client(&self, strategy: Strategy, base: &str) -> anyhow::Result<Client> {
+        let mut builder = Client::builder()
+            .base_url(base)
+            .user_agent(format!("loadtest/{}", strategy.name()))
+            .wait_options(strategy.options(self.time_scale, self.deadline));
+        if strategy.oracle() {
+            let learned = LearnedDurations::new(1024);
+            let mut rng = SmallRng::seed_from_u64(self.seed ^ 0x5eed);
+            for _ in 0..1000 {
+                let ms = self.durations.sample(&mut rng) * self.time_scale;
+                learned.record(Sample::exact(Duration::from_secs_f64(ms.max(0.0) / 1000.0)));
+            }
+            builder = builder.learned_durations(learned);
+        }
+        Ok(builder.build()?)
     }
 
     fn plans_with_seed(&self, seed: u64, jobs: usize) -> Vec<Plan> {
@@ -346,9 +372,8 @@ impl Scenario {
     async fn batch(
         &self,
         strategy: Strategy,
-        client: &Client,
+        targets: &Arc<Targets>,
         truth: &reqwest::Client,
-        base: &str,
         plans: Arc<Vec<Plan>>,
         bars: &MultiProgress,
     ) -> anyhow::Result<Vec<Observed>> {
@@ -361,18 +386,17 @@ impl Scenario {
         let gate = Arc::new(Semaphore::new(self.concurrency));
         let started = Instant::now();
         let mut tasks = Vec::with_capacity(plans.len());
-        for plan in plans.iter().copied() {
-            let (client, truth, base, gate, bar) = (
-                client.clone(),
+        for (i, plan) in plans.iter().copied().enumerate() {
+            let (targets, truth, gate, bar) = (
+                Arc::clone(targets),
                 truth.clone(),
-                base.to_string(),
                 Arc::clone(&gate),
                 bar.clone(),
             );
             tasks.push(tokio::spawn(async move {
                 tokio::time::sleep_until(started + plan.at).await;
                 let _permit = gate.acquire_owned().await;
-                let observed = wait_one(strategy, &client, &truth, &base, plan).await;
+                let observed = wait_one(strategy, &targets, i, &truth, plan).await;
                 bar.inc(1);
                 observed
             }));
@@ -386,13 +410,23 @@ impl Scenario {
     }
 }
 
+/// The targets of a run, and a client of the strategy on each.
+#[derive(Debug)]
+struct Targets {
+    bases: Vec<String>,
+    clients: Vec<Client>,
+}
+
 async fn wait_one(
     strategy: Strategy,
-    client: &Client,
+    targets: &Targets,
+    i: usize,
     truth: &reqwest::Client,
-    base: &str,
     plan: Plan,
 ) -> anyhow::Result<Observed> {
+    let n = targets.bases.len().max(1);
+    let (client, reader) = (&targets.clients[i % n], &targets.clients[(i + 1) % n]);
+    let base = targets.bases[(i + 1) % n].as_str();
     // Creation is not idempotent, so the SDK never retries it; the harness does, because an
     // injected fault answers before the handler runs (a duplicate job would only be ignored).
     let new = NewJob::new().duration(plan.duration).outcome(plan.outcome);
@@ -415,9 +449,11 @@ async fn wait_one(
     let job: JobRef = match strategy.server() {
         ServerProfile::Plain => JobRef::status_url(format!("{base}/status?job={}", created.id))
             .with_created_at(Instant::now()),
-        _ => created.job(),
+        _ if n == 1 => created.job(),
+        // Read where it was not created: its URLs on the reading target.
+        _ => JobRef::id(created.id.clone()).with_created_at(Instant::now()),
     };
-    let result = client.wait(job).await;
+    let result = reader.wait(job).await;
     let learned_at = SystemTime::now();
     let (requests, mechanism, said, gave_up) = match &result {
         Ok(c) => (
@@ -553,6 +589,7 @@ fn summarise(
         wall_time_ms: wall.as_millis() as u64,
         peak_rps,
         mean_rps,
+        requests_by_target: Vec::new(),
     }
 }
 
@@ -563,20 +600,17 @@ struct RateSampler {
 }
 
 impl RateSampler {
-    fn start(server: Option<&RunningServer>, http: &reqwest::Client, base: &str) -> Self {
+    fn start(server: Option<&RunningServer>, http: &reqwest::Client, bases: &[String]) -> Self {
         let (stop, mut stopped) = tokio::sync::oneshot::channel();
         let state = server.map(|s| s.state().clone());
-        let (http, url) = (http.clone(), format!("{base}/metrics"));
+        let (http, bases) = (http.clone(), bases.to_vec());
         let task = tokio::spawn(async move {
             let read = || async {
-                let text = match &state {
-                    Some(s) => s.render_metrics(),
-                    None => match http.get(&url).send().await {
-                        Ok(r) => r.text().await.unwrap_or_default(),
-                        Err(_) => String::new(),
-                    },
-                };
-                status_answers(&text)
+                let mut sum = 0.0;
+                for text in metrics_of(state.as_ref(), &http, &bases).await {
+                    sum += status_answers(&text);
+                }
+                sum
             };
             let mut last = read().await;
             let mut rates = Vec::new();
@@ -605,11 +639,53 @@ impl RateSampler {
     }
 }
 
+/// The Prometheus text of the embedded simulator, or of each target (empty where it cannot
+/// be read).
+async fn metrics_of(
+    state: Option<&translation_sim::AppState>,
+    http: &reqwest::Client,
+    bases: &[String],
+) -> Vec<String> {
+    if let Some(s) = state {
+        return vec![s.render_metrics()];
+    }
+    let mut texts = Vec::with_capacity(bases.len());
+    for base in bases {
+        texts.push(match http.get(format!("{base}/metrics")).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        });
+    }
+    texts
+}
+
+/// Each target's count of HTTP requests answered, in the order of `bases`.
+async fn requests_by_target(
+    server: Option<&RunningServer>,
+    http: &reqwest::Client,
+    bases: &[String],
+) -> Vec<f64> {
+    let state = server.map(|s| s.state().clone());
+    metrics_of(state.as_ref(), http, bases)
+        .await
+        .iter()
+        .map(|text| sum_of(text, "sim_http_requests_total"))
+        .collect()
+}
+
 /// Sum of `sim_status_responses_total` over every label set.
 pub fn status_answers(prometheus_text: &str) -> f64 {
+    sum_of(prometheus_text, "sim_status_responses_total")
+}
+
+/// Sum of the samples of `metric` over every label set.
+fn sum_of(prometheus_text: &str, metric: &str) -> f64 {
     prometheus_text
         .lines()
-        .filter(|l| l.starts_with("sim_status_responses_total"))
+        .filter(|l| {
+            l.strip_prefix(metric)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -640,7 +716,7 @@ mod tests {
             time_scale: 0.1,
             faults: FaultProfile::None,
             seed: 9,
-            target: None,
+            targets: Vec::new(),
             strategies: vec![],
             parallel: true,
             deadline: Duration::from_secs(60),

@@ -113,6 +113,16 @@ pub async fn drive(
 }
 
 async fn drive_raw(url: &str, connections: usize, duration: Duration) -> anyhow::Result<Raw> {
+    drive_requests(url, None, connections, duration).await
+}
+
+/// Drives `url` like [`drive_raw`]: `GET`, or `POST` of `body` (JSON) when there is one.
+async fn drive_requests(
+    url: &str,
+    body: Option<&'static str>,
+    connections: usize,
+    duration: Duration,
+) -> anyhow::Result<Raw> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(connections)
         .timeout(Duration::from_secs(10))
@@ -128,7 +138,14 @@ async fn drive_raw(url: &str, connections: usize, duration: Duration) -> anyhow:
             let mut errors = 0u64;
             while Instant::now() < until {
                 let t = Instant::now();
-                let ok = match client.get(&url).send().await {
+                let request = match body {
+                    Some(body) => client
+                        .post(&url)
+                        .header(reqwest::header::CONTENT_TYPE, "application/json")
+                        .body(body),
+                    None => client.get(&url),
+                };
+                let ok = match request.send().await {
                     Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
                     Err(_) => false,
                 };
@@ -176,6 +193,46 @@ pub async fn compare(
     Ok(Comparison {
         simulator,
         bare,
+        ratio,
+    })
+}
+
+/// One request measured on two simulators: the same run, alternating halves (A B B A).
+#[derive(Debug, Clone, Serialize)]
+pub struct Pair {
+    /// The first simulator (the in-memory store).
+    pub first: Throughput,
+    /// The second (the Redis store).
+    pub second: Throughput,
+    /// `second.rps / first.rps`.
+    pub ratio: f64,
+}
+
+/// Measures `path` (a `GET`, or a `POST` of `body`) on the simulators at `first` and `second`
+/// (base URLs), alternating halves (A B B A) so that neither gets the warmer part of the run.
+pub async fn compare_pair(
+    (first, second): (&str, &str),
+    path: &str,
+    body: Option<&'static str>,
+    connections: usize,
+    duration: Duration,
+) -> anyhow::Result<Pair> {
+    let half = duration / 2;
+    let (a_url, b_url) = (format!("{first}{path}"), format!("{second}{path}"));
+    let a1 = drive_requests(&a_url, body, connections, half).await?;
+    let b1 = drive_requests(&b_url, body, connections, half).await?;
+    let b2 = drive_requests(&b_url, body, connections, half).await?;
+    let a2 = drive_requests(&a_url, body, connections, half).await?;
+    let first = a1.add(a2).summary(first);
+    let second = b1.add(b2).summary(second);
+    let ratio = if first.rps > 0.0 {
+        second.rps / first.rps
+    } else {
+        0.0
+    };
+    Ok(Pair {
+        first,
+        second,
         ratio,
     })
 }

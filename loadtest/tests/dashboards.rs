@@ -98,7 +98,7 @@ async fn every_dashboard_metric_exists_in_real_scrapes() {
         time_scale: 0.1,
         faults: FaultProfile::None,
         seed: 11,
-        target: Some(server.base_url()),
+        targets: vec![server.base_url()],
         strategies: vec![
             Strategy::Naive1s,
             Strategy::OursPlain,

@@ -47,7 +47,7 @@ async fn report_counts_match_the_simulators_metrics() {
         time_scale: 0.05, // jobs of 30..60 ms; naive polls every 50 ms
         faults: FaultProfile::None,
         seed: 5,
-        target: Some(server.base_url()),
+        targets: vec![server.base_url()],
         strategies: strategies.clone(),
         parallel: false,
         deadline: Duration::from_secs(30),

@@ -87,6 +87,17 @@ impl ApiError {
         )
     }
 
+    /// `503 store_unavailable`: the shared store (Redis) cannot be reached; retry after
+    /// `retry_after` (`store.retry_after`).
+    pub fn unavailable(retry_after: Duration) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the simulator's shared store cannot be reached; retry after the Retry-After delay",
+        )
+        .with_retry_after(retry_after)
+    }
+
     /// 400 with a message.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)

@@ -28,6 +28,10 @@
 //! | [`metrics`] | the per-instance Prometheus registry |
 //! | [`error`] | the JSON error answer and start-up errors |
 //! | [`telemetry`] | logging and optional OTLP trace export for the binaries |
+//! | [`redis_server`] | a private `redis-server` for tests and measurements of the Redis backend |
+//!
+//! With `store.backend = "redis"` several instances share their jobs, change log and limits
+//! through one Redis (`sim::redis`, `docs/scale-out.md`); the in-memory store is the default.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -43,10 +47,12 @@ use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+mod backend;
 pub mod error;
 pub mod metrics;
 #[cfg(test)]
 mod props;
+pub mod redis_server;
 pub mod routes;
 mod serve;
 pub mod settings;
@@ -67,6 +73,7 @@ use sim::heygen::UrlSigner;
 use sim::idempotency::Idempotency;
 use sim::job::{Job, State as JobState};
 use sim::ratelimit::RateLimiter;
+use sim::redis::Redis;
 use sim::store::JobStore;
 use sim::streams::StreamSlots;
 use sim::watch::WatchSets;
@@ -108,12 +115,20 @@ pub(crate) struct Inner {
     pub(crate) sse_permits: Arc<Semaphore>,
     /// Flips to true when the server shuts down, so held requests and streams end.
     pub(crate) closing: watch::Sender<bool>,
+    /// The shared store, with `store.backend = "redis"`: `store` is then this replica's copy.
+    pub(crate) redis: Option<Redis>,
 }
 
 impl AppState {
-    /// Validates `settings` and builds the state, with the legacy job created now.
+    /// Validates `settings` and builds the state, with the legacy job created now. With
+    /// `store.backend = "redis"` it must be called inside a Tokio runtime; the legacy job is
+    /// then created in Redis, if no replica did, once [`run`] follows the shared store.
     pub fn new(settings: Settings) -> Result<Self, Error> {
         settings.validate()?;
+        let redis = match settings.store.backend {
+            settings::StoreBackend::Memory => None,
+            settings::StoreBackend::Redis => Some(Redis::new(&settings)?),
+        };
         let now = Instant::now();
         let store = JobStore::new(&settings, SmallRng::from_rng(&mut rand::rng()));
         let state = AppState {
@@ -134,9 +149,14 @@ impl AppState {
                 longpoll_permits: Arc::new(Semaphore::new(settings.longpoll.max_waiters)),
                 sse_permits: Arc::new(Semaphore::new(settings.sse.max_streams)),
                 closing: watch::channel(false).0,
+                redis,
                 settings,
             }),
         };
+        if state.inner.redis.is_some() {
+            return Ok(state);
+        }
+        state.inner.metrics.store_up(true);
         state.reset_legacy(None, None).map_err(|StoreFull| {
             Error::Config(settings::ConfigError::Invalid {
                 key: "jobs.max_jobs",
@@ -151,7 +171,8 @@ impl AppState {
         &self.inner.settings
     }
 
-    /// Creates a job, as `POST /v1/jobs` would; returns its id.
+    /// Creates a job, as `POST /v1/jobs` would; returns its id. In this instance's own store:
+    /// with the Redis backend it is refused (`Refused::Shared`); create through the API.
     pub fn create_job(&self, spec: JobSpec) -> Result<String, Refused> {
         self.create(spec).map(|job| job.id.clone())
     }
@@ -164,6 +185,9 @@ impl AppState {
     /// Creates one job per spec, all or none, for the first spec's client (see
     /// [`JobStore::create_many`]).
     pub(crate) fn create_many(&self, specs: Vec<JobSpec>) -> Result<Vec<Arc<Job>>, Refused> {
+        if self.inner.redis.is_some() {
+            return Err(Refused::Shared);
+        }
         let jobs = self.inner.store.create_many(specs)?;
         for job in &jobs {
             self.inner.metrics.job_created();
@@ -174,12 +198,16 @@ impl AppState {
         Ok(jobs)
     }
 
-    /// Re-creates the legacy job now; unset fields come from `[legacy]`.
+    /// Re-creates the legacy job now; unset fields come from `[legacy]`. In this instance's own
+    /// store: with the Redis backend it is refused; use `POST /v1/reset`.
     pub fn reset_legacy(
         &self,
         duration: Option<Duration>,
         outcome: Option<Outcome>,
     ) -> Result<String, StoreFull> {
+        if self.inner.redis.is_some() {
+            return Err(StoreFull);
+        }
         let legacy = &self.inner.settings.legacy;
         let job = self.inner.store.reset_legacy(JobSpec {
             duration: Some(duration.unwrap_or(legacy.delay)),
@@ -190,7 +218,8 @@ impl AppState {
         Ok(job.id.clone())
     }
 
-    /// Replaces the injected faults.
+    /// Replaces the injected faults of this instance (with the Redis backend, of this replica
+    /// only: `PUT /admin/faults` sets them for every replica).
     pub fn set_faults(&self, faults: Faults) -> Result<(), ConfigError> {
         faults.validate()?;
         self.inner.faults.set(faults);
@@ -202,7 +231,8 @@ impl AppState {
         (*self.inner.faults.current()).clone()
     }
 
-    /// Starts an outage of `length` now: every API request answers `503 outage` until it ends.
+    /// Starts an outage of `length` now: every API request answers `503 outage` until it ends
+    /// (with the Redis backend, on this replica only: `POST /admin/outage` reaches every one).
     pub fn start_outage(&self, length: Duration) {
         self.inner.faults.start_outage(Instant::now(), length);
     }
@@ -212,20 +242,31 @@ impl AppState {
         self.inner.metrics.render()
     }
 
-    /// Jobs held in the store.
+    /// Jobs held in the store (with the Redis backend, in this replica's copy).
     pub fn job_count(&self) -> usize {
         self.inner.store.len()
+    }
+
+    /// Resolves when this instance can serve: at once with the memory backend; with the Redis
+    /// backend once it follows the shared store ([`run`] must be running).
+    pub async fn ready(&self) {
+        if let Some(redis) = &self.inner.redis {
+            redis.until_live().await;
+        }
     }
 
     /// Cancels the job with this id now (`POST /v1/jobs/{id}/cancel`): see [`Cancel`] for what
     /// the answer means. A job this call canceled wakes its held long-polls and streams at once,
     /// is counted as finished (`canceled`), and has its webhook sent now. `None` for an unknown
-    /// or expired job.
+    /// or expired job (and, with the Redis backend, always: cancel through the API).
     pub fn cancel_job(&self, id: &str) -> Option<Cancel> {
         self.cancel(id).map(|(_, found)| found)
     }
 
     pub(crate) fn cancel(&self, id: &str) -> Option<(Arc<Job>, Cancel)> {
+        if self.inner.redis.is_some() {
+            return None;
+        }
         let (job, found, client) = self.inner.store.cancel(id, Instant::now())?;
         if found == Cancel::Canceled {
             job.changed.notify_waiters();
@@ -322,35 +363,73 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let sweeper = tokio::spawn({
-        let state = state.clone();
-        let every = state
-            .inner
-            .settings
-            .jobs
-            .ttl
-            .clamp(Duration::from_millis(100), Duration::from_secs(1));
-        async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
+    let every = state
+        .inner
+        .settings
+        .jobs
+        .ttl
+        .clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let mut tasks = Background(vec![tokio::spawn(Webhooks::run(state.clone()))]);
+    if state.inner.redis.is_some() {
+        tasks
+            .0
+            .push(tokio::spawn(sim::redis::tail::run(state.clone())));
+        tasks
+            .0
+            .push(tokio::spawn(Redis::finish_jobs(state.clone())));
+        tasks.0.push(tokio::spawn(every_tick(
+            every,
+            state.clone(),
+            |state| async move {
+                if let Some(redis) = state.redis() {
+                    state.sweep_shared(redis).await;
+                }
+            },
+        )));
+    } else {
+        tasks.0.push(tokio::spawn(state.clone().finish_jobs()));
+        tasks.0.push(tokio::spawn(every_tick(
+            every,
+            state.clone(),
+            |state| async move {
                 state.sweep();
-            }
-        }
-    });
-    let finisher = tokio::spawn(state.clone().finish_jobs());
-    let webhooks = tokio::spawn(Webhooks::run(state.clone()));
+            },
+        )));
+    }
     let closing = state.inner.closing.clone();
     serve::serve(listener, state, async move {
         shutdown.await;
         closing.send_replace(true);
     })
     .await;
-    sweeper.abort();
-    finisher.abort();
-    webhooks.abort();
+    drop(tasks);
     Ok(())
+}
+
+/// The background tasks of [`run`], aborted when it returns or is dropped (a server killed
+/// mid-run stops all of its work, as a process would).
+struct Background(Vec<JoinHandle<()>>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// Runs `tick` every `every` (a tick that runs late delays the next), until aborted.
+async fn every_tick<F, Fut>(every: Duration, state: AppState, tick: F)
+where
+    F: Fn(AppState) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        tick(state.clone()).await;
+    }
 }
 
 /// A simulator serving in the background. Dropping it stops the server.
@@ -425,7 +504,9 @@ pub fn bind(server: &settings::ServerSettings) -> Result<TcpListener, Error> {
 }
 
 /// Validates `settings`, binds `settings.server.bind` (see [`bind`]) and serves in a
-/// background task.
+/// background task. With the Redis backend it returns once the instance follows the shared
+/// store, or after `store.redis_timeout` × 5 if it cannot (it then answers `503
+/// store_unavailable` until it can).
 pub async fn spawn(settings: Settings) -> Result<RunningServer, Error> {
     let state = AppState::new(settings)?;
     let listener = bind(&state.inner.settings.server)?;
@@ -434,6 +515,8 @@ pub async fn spawn(settings: Settings) -> Result<RunningServer, Error> {
     let task = tokio::spawn(run(listener, state.clone(), async move {
         let _ = stopped.await;
     }));
+    let patience = state.inner.settings.store.redis_timeout.saturating_mul(5);
+    let _ = tokio::time::timeout(patience, state.ready()).await;
     Ok(RunningServer {
         addr,
         state,

@@ -140,6 +140,21 @@ impl Metrics {
         self.with(|| gauge!("sim_jobs_in_store").set(n as f64));
     }
 
+    /// Whether this replica follows the shared store (the Redis backend's tail is live).
+    pub fn store_up(&self, up: bool) {
+        self.with(|| gauge!("sim_store_up").set(if up { 1.0 } else { 0.0 }));
+    }
+
+    /// The tail lost the shared store and reconnects.
+    pub fn store_reconnect(&self) {
+        self.with(|| counter!("sim_store_reconnects_total").increment(1));
+    }
+
+    /// A request answered `503 store_unavailable`.
+    pub fn store_unavailable(&self) {
+        self.with(|| counter!("sim_store_unavailable_total").increment(1));
+    }
+
     /// One status answer.
     pub fn status_response(&self, channel: &'static str, result: &'static str) {
         let mut cache = self.status.lock().unwrap_or_else(|p| p.into_inner());
@@ -275,6 +290,18 @@ fn describe_all() {
         "Time to answer a request, injected latency included."
     );
     describe_counter!("sim_jobs_created_total", "Jobs created.");
+    describe_gauge!(
+        "sim_store_up",
+        "1 while this replica follows the shared store (store.backend = redis), else 0."
+    );
+    describe_counter!(
+        "sim_store_reconnects_total",
+        "Times this replica lost the shared store and reconnected."
+    );
+    describe_counter!(
+        "sim_store_unavailable_total",
+        "Requests answered 503 store_unavailable: the shared store could not be reached."
+    );
     describe_counter!(
         "sim_jobs_finished_total",
         "Jobs seen terminal for the first time, by outcome."
@@ -352,10 +379,14 @@ fn describe_all() {
     gauge!("sim_jobs_in_store").set(0.0);
     gauge!("sim_change_log_entries").set(0.0);
     gauge!("sim_change_streams").set(0.0);
+    // Down until the store is known to answer (the memory store at once, Redis once followed).
+    gauge!("sim_store_up").set(0.0);
     // Counters and histograms the dashboards read exist from the start too.
     let _registered = histogram!("sim_change_stream_jobs");
     let _registered = histogram!("sim_batch_read_size");
     counter!("sim_change_stream_resumes_total").absolute(0);
+    counter!("sim_store_reconnects_total").absolute(0);
+    counter!("sim_store_unavailable_total").absolute(0);
     for channel in ["stream", "changes"] {
         counter!("sim_change_resets_total", "channel" => channel).absolute(0);
     }

@@ -78,6 +78,8 @@ pub struct Settings {
     pub idempotency: IdempotencySettings,
     /// The change log and what reads it.
     pub changes: ChangeSettings,
+    /// Where jobs, the change log and the shared limits live: this process or Redis.
+    pub store: StoreSettings,
 }
 
 /// `[server]`
@@ -426,6 +428,116 @@ pub struct ChangeSettings {
     pub max_batch: usize,
 }
 
+/// `[store]`: where the jobs, the change log and the limits every replica must agree on live.
+/// Its `Debug` masks a password in `redis_url`.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// `memory` (this process only) or `redis` (shared by every replica on the same Redis).
+    pub backend: StoreBackend,
+    /// The Redis server, `redis://[:password@]host:port[/db]` or `redis+unix:///path.sock`.
+    pub redis_url: String,
+    /// Prefix of every key the simulator writes (`<prefix>:...`).
+    pub redis_prefix: String,
+    /// Longest wait for any one Redis call (a blocking read waits this long beyond its block).
+    #[serde(with = "humantime_serde")]
+    pub redis_timeout: Duration,
+    /// `Retry-After` of a `503 store_unavailable` answer.
+    #[serde(with = "humantime_serde")]
+    pub retry_after: Duration,
+    /// First pause before reconnecting to Redis; doubles up to `reconnect_max`.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_min: Duration,
+    /// Longest pause between two attempts to reconnect.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max: Duration,
+}
+
+impl std::fmt::Debug for StoreSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreSettings")
+            .field("backend", &self.backend)
+            .field("redis_url", &masked_url(&self.redis_url))
+            .field("redis_prefix", &self.redis_prefix)
+            .field("redis_timeout", &self.redis_timeout)
+            .field("retry_after", &self.retry_after)
+            .field("reconnect_min", &self.reconnect_min)
+            .field("reconnect_max", &self.reconnect_max)
+            .finish()
+    }
+}
+
+/// `url` with its password, if any, replaced by `***` (and as a placeholder if it does not
+/// parse, since it may hold one anyway).
+fn masked_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
+            }
+            parsed.to_string()
+        }
+        Err(_) => "<not a URL>".to_owned(),
+    }
+}
+
+/// Names of the store backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// In this process: the embedded default.
+    Memory,
+    /// In Redis, shared by replicas.
+    Redis,
+}
+
+/// Shortest `store.reconnect_min`: a reconnect loop never spins.
+pub const MIN_RECONNECT: Duration = Duration::from_millis(10);
+
+impl StoreSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.backend == StoreBackend::Redis {
+            let url = url::Url::parse(&self.redis_url).map_err(|_| {
+                invalid(
+                    "store.redis_url",
+                    "must be a redis://, rediss:// or redis+unix:// URL",
+                )
+            })?;
+            if !matches!(url.scheme(), "redis" | "rediss" | "redis+unix" | "unix") {
+                return Err(invalid(
+                    "store.redis_url",
+                    "must be a redis://, rediss:// or redis+unix:// URL",
+                ));
+            }
+        }
+        let prefix_ok = !self.redis_prefix.is_empty()
+            && self.redis_prefix.len() <= 64
+            && self
+                .redis_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if !prefix_ok {
+            return Err(invalid(
+                "store.redis_prefix",
+                "must be 1 to 64 characters from A-Z a-z 0-9 _ - .",
+            ));
+        }
+        if self.redis_timeout.is_zero() {
+            return Err(invalid("store.redis_timeout", "must be positive"));
+        }
+        if self.reconnect_min < MIN_RECONNECT {
+            return Err(invalid("store.reconnect_min", "must be at least 10ms"));
+        }
+        if self.reconnect_max < self.reconnect_min {
+            return Err(invalid(
+                "store.reconnect_max",
+                "must not be shorter than store.reconnect_min",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Most ids `jobs.max_batch_ids` may allow in one batched read: a URL of this many ids is
 /// about 20 KiB, more than many proxies pass.
 pub const MAX_BATCH_IDS: usize = 1000;
@@ -682,6 +794,7 @@ impl Settings {
         self.heygen.validate()?;
         self.idempotency.validate()?;
         self.changes.validate()?;
+        self.store.validate()?;
         if matches!(&self.auth.api_key, Some(k) if k.is_empty()) {
             return Err(invalid("auth.api_key", "must not be empty when set"));
         }
@@ -721,6 +834,10 @@ impl Settings {
             ("changes.watch_ttl", self.changes.watch_ttl),
             ("changes.bookmark_interval", self.changes.bookmark_interval),
             ("changes.max_lifetime", self.changes.max_lifetime),
+            ("store.redis_timeout", self.store.redis_timeout),
+            ("store.retry_after", self.store.retry_after),
+            ("store.reconnect_min", self.store.reconnect_min),
+            ("store.reconnect_max", self.store.reconnect_max),
         ];
         for (key, value) in table {
             at_most_max(key, value)?;
@@ -909,6 +1026,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_store_settings_never_show_a_redis_password() {
+        let mut store = Settings::default().store;
+        store.redis_url = "redis://:hunter2@db.internal:6379/1".into();
+        let shown = format!("{store:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("db.internal:6379/1"), "{shown}");
+        store.redis_url = "not a url hunter2".into();
+        assert!(!format!("{store:?}").contains("hunter2"));
+    }
+
+    #[test]
     fn embedded_defaults_parse_and_validate() {
         let s = Settings::from_toml(DEFAULT_TOML).unwrap();
         assert_eq!(s.server.bind, "127.0.0.1:8080".parse().unwrap());
@@ -1072,6 +1200,15 @@ mod tests {
                 "changes.lifetime_jitter",
             ),
             ("[changes]\nmax_batch = 0\n", "changes.max_batch"),
+            ("[store]\nbackend = \"disk\"\n", "store.backend"),
+            (
+                "[store]\nbackend = \"redis\"\nredis_url = \"http://x\"\n",
+                "store.redis_url",
+            ),
+            ("[store]\nredis_prefix = \"a b\"\n", "store.redis_prefix"),
+            ("[store]\nredis_timeout = \"0s\"\n", "store.redis_timeout"),
+            ("[store]\nreconnect_min = \"1ms\"\n", "store.reconnect_min"),
+            ("[store]\nreconnect_max = \"20ms\"\n", "store.reconnect_max"),
         ];
         for (patch, key) in table {
             let e = err_of(patch);

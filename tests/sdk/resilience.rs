@@ -442,3 +442,98 @@ async fn a_hedged_read_is_one_request_in_the_report() {
     assert_eq!(done.report.hedges, 1, "but it is counted");
     assert_eq!(server.count(), 22);
 }
+
+/// Two simulator replicas on one Redis (`store.backend = "redis"`); Redis stops mid-run and
+/// comes back 2 s later. Jobs created through replica A are waited for through replica B: the
+/// replicas answer `503 store_unavailable` with `Retry-After` meanwhile, the waits pause as it
+/// says rather than fail (an answer with `Retry-After` is the throttle layer's business; the
+/// breaker counts it only when the throttle layer hands it back, so it need not open), and
+/// every wait ends with its job's real outcome.
+#[test]
+fn a_redis_outage_behind_two_replicas_pauses_waits_and_loses_none() {
+    use translation_sim::redis_server::{Persistence, RedisServer};
+    use translation_sim::settings::StoreBackend;
+    use translation_status::NewJob;
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let (outcomes, unavailable) = metrics::with_local_recorder(&recorder, || {
+        runtime().block_on(async {
+            let mut redis = RedisServer::start(Persistence::Aof)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let replica = || {
+                let url = redis.url();
+                sim(move |s| {
+                    s.sse.enabled = false;
+                    s.store.backend = StoreBackend::Redis;
+                    s.store.redis_url = url;
+                    s.store.reconnect_min = Duration::from_millis(50);
+                    s.store.reconnect_max = Duration::from_millis(400);
+                })
+            };
+            let (a, b) = (replica().await, replica().await);
+            let on_a = Client::builder().base_url(a.base_url()).build().unwrap();
+            let on_b = Client::builder().base_url(b.base_url()).build().unwrap();
+            let mut jobs = Vec::new();
+            for i in 0..8u64 {
+                let outcome = if i % 4 == 3 {
+                    Outcome::Error
+                } else {
+                    Outcome::Completed
+                };
+                let new = NewJob::new()
+                    .duration(Duration::from_millis(1_000 + i * 100))
+                    .outcome(match outcome {
+                        Outcome::Error => translation_status::Outcome::Error,
+                        Outcome::Completed => translation_status::Outcome::Completed,
+                    });
+                jobs.push((on_a.create_job(&new).await.unwrap().id, outcome));
+            }
+            let options = WaitOptions::new()
+                .long_poll(false)
+                .policy(Fixed::new(Duration::from_millis(200)))
+                .deadline(Duration::from_secs(40));
+            let waits = jobs
+                .iter()
+                .map(|(id, _)| on_b.wait_with(id.as_str(), &options));
+            let outage = async {
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                redis.stop().await;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                redis.restart().await.unwrap();
+            };
+            let (results, ()) = tokio::join!(join_all(waits), outage);
+            let unavailable = metric(
+                &b.state().render_metrics(),
+                "sim_store_unavailable_total",
+                &[],
+            );
+            let outcomes: Vec<_> = jobs.into_iter().map(|(_, o)| o).zip(results).collect();
+            (outcomes, unavailable)
+        })
+    });
+    for (i, (expected, result)) in outcomes.iter().enumerate() {
+        match (expected, result) {
+            (Outcome::Completed, Ok(done)) => assert_eq!(done.status.state, JobState::Completed),
+            (Outcome::Error, Err(Error::JobFailed(_))) => {}
+            (expected, got) => panic!("job {i} should end {expected:?}, got {got:?}"),
+        }
+    }
+    let snapshot = snapshotter.snapshot().into_vec();
+    let opened = counter(
+        &snapshot,
+        telemetry::BREAKER_TRANSITIONS_TOTAL,
+        &[("to", "open")],
+    );
+    let paused = counter(&snapshot, telemetry::THROTTLED_TOTAL, &[]);
+    eprintln!(
+        "redis outage: {unavailable} answers 503 store_unavailable, {paused} Retry-After \
+         pauses, breaker opened {opened}×"
+    );
+    assert!(
+        unavailable >= 1.0,
+        "the replica answered 503 during the outage"
+    );
+    assert!(paused >= 1, "the waits paused on Retry-After");
+}

@@ -77,6 +77,12 @@ pub(crate) async fn read(
     let inner = &state.inner;
     let ids = parse_ids(query.ids.as_deref(), inner.settings.jobs.max_batch_ids)?;
     inner.metrics.batch_read(ids.len());
+    if let Some(redis) = state.redis()
+        && ids.iter().any(|id| inner.store.get(id).is_none())
+    {
+        // Jobs created on another replica a moment ago are here once the copy caught up.
+        redis.catch_up().await.map_err(|_| state.unavailable())?;
+    }
     let now = Instant::now();
     let hints = &inner.settings.hints;
     let mut digest = Sha256::new();

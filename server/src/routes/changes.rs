@@ -53,7 +53,11 @@ pub(crate) async fn changes(
         Some(text) => parse_cursor(text, "since")?,
         None => None,
     };
-    let scope = scope(&state, client_of(client), query.watch.as_deref())?;
+    if let Some(cursor) = since {
+        // Another replica's cursor, ahead of this one's copy of the log: catch up first.
+        state.reach(cursor.epoch, cursor.offset).await?;
+    }
+    let scope = scope(&state, client_of(client), query.watch.as_deref()).await?;
     let inner = &state.inner;
     let log = inner.store.changes();
     let metrics = &inner.metrics;
@@ -120,6 +124,10 @@ pub(crate) async fn changes(
                 metrics.changes_longpoll("empty");
                 return Ok(answer(cursor, false, None, Vec::new(), false, applied));
             }
+        }
+        if state.redis().is_some_and(|redis| !redis.is_live()) {
+            // The copy may miss changes while the shared store is away.
+            return Err(state.unavailable());
         }
     }
 }

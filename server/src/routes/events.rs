@@ -3,7 +3,8 @@
 //! The stream sends the current status at once (unless `Last-Event-ID` says the client has it),
 //! `progress` events while pending, the terminal `status` event, and then ends. Like a
 //! long-poll, it sleeps until the job's completion instant, or until the job is canceled or
-//! replaced; nothing ticks for it but the optional progress interval and the keep-alive.
+//! replaced (or, for a job of a shared log, until the log says it ended); nothing ticks for it
+//! but the optional progress interval and the keep-alive.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -61,10 +62,7 @@ pub(crate) async fn events(
             "this server does not serve events (sse.enabled = false); poll the status URL",
         ));
     }
-    let job = inner
-        .store
-        .get(&id)
-        .ok_or_else(|| ApiError::job_not_found(&id))?;
+    let job = state.find(&id).await?;
     let permit = Arc::clone(&inner.sse_permits)
         .try_acquire_owned()
         .map_err(|_| {
@@ -148,10 +146,11 @@ fn events_of(s: Stream_) -> impl Stream<Item = Result<Event, Infallible>> {
         let changed = job.changed.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
-        let completes = s.job.completes_at();
-        let progress_at = s.next_progress.filter(|p| *p < completes);
+        // A job of a shared log wakes when the log decides its end (`changed`), not by the clock.
+        let completes = s.job.wakes_at();
+        let progress_at = s.next_progress.filter(|p| completes.is_none_or(|c| *p < c));
         tokio::select! {
-            _ = tokio::time::sleep_until(completes) => {
+            _ = sleep_until_opt(completes) => {
                 let now = Instant::now();
                 let (event, _) = status_event(&s, now);
                 let result = s.job.snapshot(now).state.as_str();

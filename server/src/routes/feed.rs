@@ -12,7 +12,7 @@ use crate::error::ApiError;
 use crate::sim::changes::{Change, ChangeKind, Cursor, ReadLimits};
 use crate::sim::client::ClientId;
 use crate::sim::job::{Channel, Job};
-use crate::sim::watch::Scope;
+use crate::sim::watch::{Scope, WatchSet};
 
 /// How many changes a read may look at per change it may keep: a reader far behind, keeping
 /// few, still moves on by this much per read.
@@ -45,20 +45,36 @@ pub(super) fn watch_not_found(id: &str) -> ApiError {
 }
 
 /// What a request of `client` follows: `?watch=ID` (a set it created), else its own jobs.
-pub(super) fn scope(
+pub(super) async fn scope(
     state: &AppState,
     client: ClientId,
     watch: Option<&str>,
 ) -> Result<Scope, ApiError> {
     match watch {
         None => Ok(Scope::Client(client)),
-        Some(id) => state
-            .inner
-            .watches
-            .get(id, client)
-            .map(|set| Scope::Watch(set.reading()))
-            .ok_or_else(|| watch_not_found(id)),
+        Some(id) => find_watch(state, id, client)
+            .await
+            .map(|set| Scope::Watch(set.reading())),
     }
+}
+
+/// The watch set `id` of `client` (`404` if none; with the Redis backend, a set this replica
+/// does not know yet is looked for again once its copy has caught up).
+pub(super) async fn find_watch(
+    state: &AppState,
+    id: &str,
+    client: ClientId,
+) -> Result<Arc<WatchSet>, ApiError> {
+    if let Some(set) = state.inner.watches.get(id, client) {
+        return Ok(set);
+    }
+    if let Some(redis) = state.redis() {
+        redis.catch_up().await.map_err(|_| state.unavailable())?;
+        if let Some(set) = state.inner.watches.get(id, client) {
+            return Ok(set);
+        }
+    }
+    Err(watch_not_found(id))
 }
 
 /// The limits of one read, from `changes.max_batch`.

@@ -22,16 +22,16 @@ use tokio::time::Instant;
 
 use super::body::optional_json_as;
 use super::idempotent::{Created, create_once};
-use super::jobs::{client_of, refused, simulated_spec};
+use super::jobs::{client_of, not_created, simulated_spec};
 use super::path::JobId;
 use crate::AppState;
+use crate::backend::CreateError;
 use crate::error::ApiError;
 use crate::settings::Outcome;
 use crate::sim::client::ClientId;
 use crate::sim::heygen::{HeyGenApi, HeyGenJob, Phase};
 use crate::sim::job::{Channel, Job, Snapshot};
 use crate::sim::store::JobSpec;
-use crate::time::later;
 
 /// The code of a HeyGen body that parses but does not fit.
 const INVALID: &str = "invalid_parameter";
@@ -168,36 +168,25 @@ impl Common<'_> {
     }
 }
 
-/// Creates `specs` for `client` within its share of running jobs.
-fn start(state: &AppState, client: ClientId, specs: Vec<JobSpec>) -> Result<Vec<String>, ApiError> {
-    let inner = &state.inner;
+/// Creates `specs` (of one client) within its share of running jobs.
+async fn start(state: &AppState, specs: Vec<JobSpec>) -> Result<Vec<String>, ApiError> {
     let n = specs.len();
-    let mut room = inner
-        .concurrency
-        .admit(client, n, Instant::now())
-        .map_err(|busy| {
-            ApiError::new(
+    let max = state.inner.settings.heygen.max_concurrent_jobs;
+    let jobs = state
+        .create_jobs(specs, true)
+        .await
+        .map_err(|why| match why {
+            CreateError::Busy(retry_after) => ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limit_exceeded",
                 format!(
-                    "this client may run heygen.max_concurrent_jobs ({}) jobs at once and its \
-                     running jobs leave no room for {n} more; retry after the Retry-After delay",
-                    inner.settings.heygen.max_concurrent_jobs
+                    "this client may run heygen.max_concurrent_jobs ({max}) jobs at once and its \
+                     running jobs leave no room for {n} more; retry after the Retry-After delay"
                 ),
             )
-            .with_retry_after(busy.retry_after)
+            .with_retry_after(retry_after),
+            other => not_created(state, other),
         })?;
-    let jobs = state.create_many(specs).map_err(refused)?;
-    let hang_ttl = inner.store.hang_ttl();
-    for job in &jobs {
-        // A hanging job runs until the store forgets it.
-        let until = if job.hang {
-            later(job.created, hang_ttl)
-        } else {
-            job.completes_at()
-        };
-        room.count(job, until);
-    }
     Ok(jobs.iter().map(|j| j.id.clone()).collect())
 }
 
@@ -218,7 +207,7 @@ pub(crate) async fn v2_create(
         client,
         "POST /v2/video_translate",
         request,
-        |headers, body| {
+        async |headers, body| {
             let req: V2Create = required(
                 optional_json_as(headers, body, INVALID)?,
                 "video_url and output_language",
@@ -238,7 +227,7 @@ pub(crate) async fn v2_create(
                 HeyGenApi::V2,
                 std::slice::from_ref(&req.output_language),
             )?;
-            let ids = start(&state, client, specs)?;
+            let ids = start(&state, specs).await?;
             let id = ids.first().cloned().unwrap_or_default();
             Ok(Created::json(
                 StatusCode::OK,
@@ -262,7 +251,7 @@ pub(crate) async fn v3_create(
         client,
         "POST /v3/video-translations",
         request,
-        |headers, body| {
+        async |headers, body| {
             let req: V3Create = required(
                 optional_json_as(headers, body, INVALID)?,
                 "video and output_languages",
@@ -303,7 +292,7 @@ pub(crate) async fn v3_create(
                 hang: req.hang,
             };
             let specs = common.specs(&state, client, HeyGenApi::V3, &req.output_languages)?;
-            let ids = start(&state, client, specs)?;
+            let ids = start(&state, specs).await?;
             Ok(Created::json(
                 StatusCode::OK,
                 None,
@@ -315,12 +304,12 @@ pub(crate) async fn v3_create(
 }
 
 /// Reads a job for a status route: counted as a poll, its terminal state reported.
-fn read(state: &AppState, id: &str) -> Result<(std::sync::Arc<Job>, Snapshot, Phase), ApiError> {
+async fn read(
+    state: &AppState,
+    id: &str,
+) -> Result<(std::sync::Arc<Job>, Snapshot, Phase), ApiError> {
     let inner = &state.inner;
-    let job = inner
-        .store
-        .get(id)
-        .ok_or_else(|| ApiError::job_not_found(id))?;
+    let job = state.find(id).await?;
     job.count_request();
     let now = Instant::now();
     let snap = job.snapshot(now);
@@ -342,7 +331,7 @@ pub(crate) async fn v2_status(
     State(state): State<AppState>,
     JobId(id): JobId,
 ) -> Result<Response, ApiError> {
-    let (job, _, phase) = read(&state, &id)?;
+    let (job, _, phase) = read(&state, &id).await?;
     let meta = job.heygen.as_deref();
     let url = (phase == Phase::Success).then(|| state.inner.urls.sign(&job.id));
     let body = json!({
@@ -363,7 +352,7 @@ pub(crate) async fn v3_status(
     State(state): State<AppState>,
     JobId(id): JobId,
 ) -> Result<Response, ApiError> {
-    let (job, snap, phase) = read(&state, &id)?;
+    let (job, snap, phase) = read(&state, &id).await?;
     let meta = job.heygen.as_deref();
     let done = phase == Phase::Success;
     let terminal = snap.state.is_terminal();

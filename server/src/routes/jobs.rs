@@ -15,11 +15,12 @@ use super::body::optional_json;
 use super::idempotent::{Created, create_once};
 use super::path::JobId;
 use crate::AppState;
+use crate::backend::CreateError;
 use crate::error::ApiError;
 use crate::settings::Outcome;
 use crate::sim::client::ClientId;
 use crate::sim::job::{Cancel, Job, rfc3339};
-use crate::sim::store::{JobSpec, Refused, StoreFull};
+use crate::sim::store::{JobSpec, Refused};
 use crate::sim::webhooks::check_callback;
 
 /// Body of `POST /v1/jobs` (every field optional).
@@ -63,6 +64,14 @@ fn store_full() -> ApiError {
     .with_retry_after(Duration::from_secs(1))
 }
 
+/// The answer to a create that made nothing (`state` counts a `503 store_unavailable`).
+pub(super) fn not_created(state: &AppState, why: CreateError) -> ApiError {
+    match why {
+        CreateError::Refused(why) => refused(why),
+        CreateError::Busy(_) | CreateError::Unavailable => state.unavailable(),
+    }
+}
+
 pub(super) fn refused(why: Refused) -> ApiError {
     match why {
         Refused::ClientFull => ApiError::new(
@@ -72,7 +81,7 @@ pub(super) fn refused(why: Refused) -> ApiError {
              have expired (jobs.ttl after they end)",
         )
         .with_retry_after(Duration::from_secs(1)),
-        Refused::StoreFull => store_full(),
+        Refused::StoreFull | Refused::Shared => store_full(),
     }
 }
 
@@ -128,24 +137,35 @@ pub(crate) async fn create(
     request: Request,
 ) -> Result<Response, ApiError> {
     let client = client_of(client);
-    create_once(&state, client, "POST /v1/jobs", request, |headers, body| {
-        let req: CreateJob = optional_json(headers, body)?.unwrap_or_default();
-        let spec = simulated_spec(
-            &state,
-            client,
-            req.duration_ms,
-            req.outcome,
-            req.hang,
-            req.callback_url.as_deref(),
-        )?;
-        let job = state.create(spec).map_err(refused)?;
-        let location = format!("/v1/jobs/{}", job.id);
-        Ok(Created::json(
-            StatusCode::CREATED,
-            Some(location),
-            &created_body(&job),
-        ))
-    })
+    create_once(
+        &state,
+        client,
+        "POST /v1/jobs",
+        request,
+        async |headers, body| {
+            let req: CreateJob = optional_json(headers, body)?.unwrap_or_default();
+            let spec = simulated_spec(
+                &state,
+                client,
+                req.duration_ms,
+                req.outcome,
+                req.hang,
+                req.callback_url.as_deref(),
+            )?;
+            let job = state
+                .create_jobs(vec![spec], false)
+                .await
+                .map_err(|why| not_created(&state, why))?
+                .pop()
+                .ok_or_else(|| state.unavailable())?;
+            let location = format!("/v1/jobs/{}", job.id);
+            Ok(Created::json(
+                StatusCode::CREATED,
+                Some(location),
+                &created_body(&job),
+            ))
+        },
+    )
     .await
 }
 
@@ -156,7 +176,9 @@ pub(crate) async fn cancel(
     JobId(id): JobId,
 ) -> Result<Response, ApiError> {
     let (job, found) = state
-        .cancel(&id)
+        .cancel_now(&id)
+        .await
+        .map_err(|_| state.unavailable())?
         .ok_or_else(|| ApiError::job_not_found(&id))?;
     if let Cancel::Finished(outcome) = found {
         return Err(ApiError::new(
@@ -184,9 +206,6 @@ pub(crate) async fn reset(
 ) -> Result<Response, ApiError> {
     let req: ResetLegacy = optional_json(&headers, body)?.unwrap_or_default();
     let d = duration(&state, req.duration_ms)?;
-    let id = state
-        .reset_legacy(d, req.outcome)
-        .map_err(|StoreFull| store_full())?;
-    let job = state.inner.store.get(&id).ok_or_else(store_full)?;
+    let job = state.recreate_legacy(d, req.outcome).await?;
     Ok(Json(created_body(&job)).into_response())
 }

@@ -171,6 +171,10 @@ async fn guarded(state: &AppState, mut req: Request, next: Next) -> Response {
     if let Some(response) = inject_faults(state).await {
         return response;
     }
+    // A replica whose copy of the shared store is not current answers nothing from it.
+    if state.redis().is_some_and(|redis| !redis.is_live()) {
+        return state.unavailable().into_response();
+    }
     if let Some(hold) = held(&req)
         && state.inner.faults.roll_silent()
     {
@@ -178,7 +182,7 @@ async fn guarded(state: &AppState, mut req: Request, next: Next) -> Response {
         return silent(state, hold).await;
     }
     let (client, authorized) = identify(state, &req);
-    let headers = match rate_limit(state, client) {
+    let headers = match rate_limit(state, client).await {
         Ok(headers) => headers,
         Err(refused) => return refused.into_response(),
     };
@@ -356,9 +360,10 @@ fn identify(state: &AppState, req: &Request) -> (ClientId, Result<(), ApiError>)
     }
 }
 
-/// Per-client token bucket. Allowed: the IETF `RateLimit` / `RateLimit-Policy` headers to add
-/// to the answer. Refused: the 429 answer.
-fn rate_limit(state: &AppState, client: ClientId) -> Result<HeaderMap, ApiError> {
+/// Per-client token bucket (with the Redis backend, one bucket per client for every replica).
+/// Allowed: the IETF `RateLimit` / `RateLimit-Policy` headers to add to the answer. Refused: the
+/// 429 answer (or `503 store_unavailable` when the shared bucket cannot be reached).
+async fn rate_limit(state: &AppState, client: ClientId) -> Result<HeaderMap, ApiError> {
     let mut headers = HeaderMap::new();
     let Some(limiter) = &state.inner.limiter else {
         return Ok(headers);
@@ -367,7 +372,12 @@ fn rate_limit(state: &AppState, client: ClientId) -> Result<HeaderMap, ApiError>
     if let Ok(p) = HeaderValue::from_str(&format!("\"default\";q={quota};w={window}")) {
         headers.insert("ratelimit-policy", p);
     }
-    match limiter.check(client, Instant::now()) {
+    let decision = match state.rate_check(client).await {
+        Some(Ok(decision)) => decision,
+        Some(Err(_)) => return Err(state.unavailable()),
+        None => return Ok(headers),
+    };
+    match decision {
         Decision::Allow { remaining } => {
             if let Ok(v) = HeaderValue::from_str(&format!("\"default\";r={remaining};t={window}")) {
                 headers.insert("ratelimit", v);
@@ -420,7 +430,7 @@ mod tests {
                 let (client, authorized) = identify(&state, &req);
                 assert_eq!(client, ClientId::peer(peer.ip()), "{api_key:?}");
                 assert_eq!(authorized.is_ok(), api_key.is_none());
-                assert!(rate_limit(&state, client).is_ok());
+                assert!(rate_limit(&state, client).await.is_ok());
             }
             let limiter = state.inner.limiter.as_ref().unwrap();
             assert_eq!(limiter.clients(), 1, "{api_key:?}");

@@ -1,4 +1,5 @@
-//! Operations: `/metrics`, `/healthz`, and the token-guarded `/admin/*`.
+//! Operations: `/metrics`, `/healthz`, and the token-guarded `/admin/*`. With the Redis
+//! backend, faults and outages set here reach every replica (through the shared log).
 
 use std::time::Duration;
 
@@ -90,9 +91,7 @@ pub(crate) async fn put_faults(
 ) -> Result<Json<Faults>, ApiError> {
     authorize(&state, &headers)?;
     let faults: Faults = optional_json(&headers, body)?.unwrap_or_default();
-    state
-        .set_faults(faults)
-        .map_err(|e| ApiError::unprocessable("invalid_faults", e.to_string()))?;
+    state.put_faults(faults).await?;
     Ok(Json(state.faults()))
 }
 
@@ -115,6 +114,6 @@ pub(crate) async fn outage(
     let length = Duration::from_millis(req.duration_ms);
     at_most_max("duration_ms", length)
         .map_err(|e| ApiError::unprocessable("invalid_outage", e.to_string()))?;
-    state.start_outage(length);
+    state.put_outage(length).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -35,11 +35,7 @@ pub(crate) async fn legacy(
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let id = query.job.as_deref().unwrap_or(LEGACY_ID);
-    let job = state
-        .inner
-        .store
-        .get(id)
-        .ok_or_else(|| ApiError::job_not_found(id))?;
+    let job = state.find(id).await?;
     job.count_request();
     let now = Instant::now();
     let snap = job.snapshot(now);
@@ -94,10 +90,7 @@ pub(crate) async fn job_status(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let inner = &state.inner;
-    let mut job = inner
-        .store
-        .get(&id)
-        .ok_or_else(|| ApiError::job_not_found(&id))?;
+    let mut job = state.find(&id).await?;
     job.count_request();
     let mut snap = job.snapshot(Instant::now());
     let mut applied = None;
@@ -112,6 +105,10 @@ pub(crate) async fn job_status(
             let held = Held::new(&state);
             hold(&state, &job, wait).await;
             drop(held);
+            if state.redis().is_some_and(|r| !r.is_live()) {
+                // The copy may have missed the end while the shared store was away.
+                return Err(state.unavailable());
+            }
             job = inner.store.get(&id).unwrap_or(job);
             snap = job.snapshot(Instant::now());
         }
@@ -166,14 +163,15 @@ impl Drop for Held<'_> {
     }
 }
 
-/// Sleeps until the job completes, `wait` passes, the job is replaced or canceled, or the
-/// server closes. The wake-up is armed before the completion instant is read, so a cancel
-/// landing in between is never missed.
+/// Sleeps until the job completes, `wait` passes, the job is replaced or canceled (or, for a
+/// job of a shared log, its end is logged), or the server closes. The wake-up is armed before
+/// the completion instant is read, so a cancel landing in between is never missed.
 async fn hold(state: &AppState, job: &Job, wait: Duration) {
     let changed = job.changed.notified();
     tokio::pin!(changed);
     changed.as_mut().enable();
-    let until = job.completes_at().min(later(Instant::now(), wait));
+    let deadline = later(Instant::now(), wait);
+    let until = job.wakes_at().map_or(deadline, |at| at.min(deadline));
     let mut closing = state.inner.closing.subscribe();
     tokio::select! {
         _ = tokio::time::sleep_until(until) => {}

@@ -76,7 +76,11 @@ pub(crate) async fn events(
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let client = client_of(client);
     let since = resume_from(&headers, query.since.as_deref())?;
-    let scope = scope(&state, client, query.watch.as_deref())?;
+    if let Some(cursor) = since {
+        // Another replica's cursor, ahead of this one's copy of the log: catch up first.
+        state.reach(cursor.epoch, cursor.offset).await?;
+    }
+    let scope = scope(&state, client, query.watch.as_deref()).await?;
     let slot = Slot::take(&state, client)?;
     let feed = Feed::open(slot, scope, since);
     let mut response = Sse::new(feed.events()).into_response();
@@ -329,6 +333,8 @@ impl Feed {
                 continue;
             }
             let limits = limits(self.state());
+            // Marked seen before reading, so a change logged meanwhile wakes the wait below.
+            self.head.borrow_and_update();
             let read = {
                 let scope = &self.scope;
                 self.state()
@@ -364,7 +370,6 @@ impl Feed {
 
     /// Sleeps until there is something to do, queueing a bookmark when one is due.
     async fn wait(&mut self) {
-        let seen = self.pos.offset;
         let deleted = self.deleted.as_mut();
         let deleted = async move {
             match deleted {
@@ -379,7 +384,7 @@ impl Feed {
             _ = self.closing.wait_for(|c| *c) => Some(End::Shutdown),
             () = deleted => Some(End::WatchDeleted),
             () = tokio::time::sleep_until(self.ends_at) => Some(End::Lifetime),
-            _ = self.head.wait_for(|head| *head > seen) => return,
+            Ok(()) = self.head.changed() => return,
             () = tokio::time::sleep_until(self.bookmark_at) => None,
         };
         self.bookmark(end);

@@ -20,13 +20,14 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::body::optional_json_as;
-use super::feed::{enabled, watch_not_found};
+use super::feed::{enabled, find_watch, watch_not_found};
 use super::jobs::client_of;
 use super::path::JobId;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::sim::client::ClientId;
 use crate::sim::job::Job;
+use crate::sim::redis::{Op, Redis};
 use crate::sim::watch::{MAX_ID_LEN, Refused, WatchSet};
 
 /// Body of `POST /v1/watches` (optional).
@@ -131,6 +132,78 @@ fn change(
     })
 }
 
+/// [`change`] through Redis (the Redis backend): the script decides and logs the change, and
+/// the answer is read from this replica's copy once it has applied it. `create`: a new set.
+async fn change_shared(
+    state: &AppState,
+    redis: &Redis,
+    id: &str,
+    client: ClientId,
+    (add, remove): (&[&str], &[&str]),
+    create: bool,
+) -> Result<(Arc<WatchSet>, Added), ApiError> {
+    let s = &state.inner.settings.changes;
+    let json = |ids: &[&str]| serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
+    let args = [
+        "change".to_owned(),
+        client.key(),
+        id.to_owned(),
+        if create { "1" } else { "0" }.to_owned(),
+        json(add),
+        json(remove),
+        s.max_watch_jobs.to_string(),
+        s.max_watch_sets_per_client.to_string(),
+        s.max_watch_sets.to_string(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let reply = redis
+        .run(Op::Watch, &args)
+        .await
+        .map_err(|_| state.unavailable())?;
+    let max = s.max_watch_jobs;
+    let why = match reply.first().map(String::as_str) {
+        Some("ok") => None,
+        Some("client_full") => Some(Refused::ClientFull),
+        Some("full") => Some(Refused::Full),
+        Some("too_large") => Some(Refused::TooLarge),
+        Some("none") => return Err(watch_not_found(id)),
+        _ => return Err(state.unavailable()),
+    };
+    if let Some(why) = why {
+        return Err(refused(why, max));
+    }
+    let field = |i: usize| reply.get(i).map(String::as_str).unwrap_or_default();
+    let offset: u64 = field(1).parse().unwrap_or(0);
+    let ids = |text: &str| serde_json::from_str::<Vec<String>>(text).unwrap_or_default();
+    redis
+        .applied(offset)
+        .await
+        .map_err(|_| state.unavailable())?;
+    let set = state
+        .inner
+        .watches
+        .get(id, client)
+        .ok_or_else(|| watch_not_found(id))?;
+    let mut not_found = ids(field(4));
+    let mut jobs = Vec::new();
+    for job in ids(field(3)) {
+        match state.inner.store.get(&job) {
+            Some(found) => jobs.push(found),
+            None => not_found.push(job),
+        }
+    }
+    let epoch = state.inner.store.changes().head().epoch;
+    Ok((
+        set,
+        Added {
+            cursor: crate::sim::changes::Cursor::new(epoch, offset),
+            jobs,
+            not_found,
+            size: field(2).parse().unwrap_or(0),
+        },
+    ))
+}
+
 fn answer(set: &WatchSet, added: &Added) -> Value {
     let now = Instant::now();
     let mut not_found = added.not_found.clone();
@@ -171,6 +244,11 @@ pub(crate) async fn create(
     if add.len() > watches.max_jobs() {
         return Err(refused(Refused::TooLarge, watches.max_jobs()));
     }
+    if let Some(redis) = state.redis() {
+        let id = format!("w-{:016x}", rand::random::<u64>());
+        let (set, added) = change_shared(&state, redis, &id, client, (&add, &[]), true).await?;
+        return Ok(created(&set, &added));
+    }
     let set = watches
         .create(client, Instant::now())
         .map_err(|why| refused(why, watches.max_jobs()))?;
@@ -181,11 +259,16 @@ pub(crate) async fn create(
             return Err(e);
         }
     };
-    let mut response = (StatusCode::CREATED, Json(answer(&set, &added))).into_response();
+    Ok(created(&set, &added))
+}
+
+/// `201` with the new set.
+fn created(set: &WatchSet, added: &Added) -> Response {
+    let mut response = (StatusCode::CREATED, Json(answer(set, added))).into_response();
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/watches/{}", set.id)) {
         response.headers_mut().insert(header::LOCATION, location);
     }
-    Ok(response)
+    response
 }
 
 /// `PATCH /v1/watches/{id}`: adds and removes jobs, all or nothing.
@@ -200,6 +283,11 @@ pub(crate) async fn patch(
     let client = client_of(client);
     let req: ChangeWatch = optional_json_as(&headers, body, "invalid_watch")?.unwrap_or_default();
     let (add, remove) = (ids("add", &req.add)?, ids("remove", &req.remove)?);
+    if let Some(redis) = state.redis() {
+        let (set, added) =
+            change_shared(&state, redis, &id, client, (&add, &remove), false).await?;
+        return Ok(Json(answer(&set, &added)).into_response());
+    }
     let set = state
         .inner
         .watches
@@ -216,11 +304,7 @@ pub(crate) async fn get(
     JobId(id): JobId,
 ) -> Result<Response, ApiError> {
     enabled(&state)?;
-    let set = state
-        .inner
-        .watches
-        .get(&id, client_of(client))
-        .ok_or_else(|| watch_not_found(&id))?;
+    let set = find_watch(&state, &id, client_of(client)).await?;
     let jobs = set.members();
     Ok(Json(json!({"id": set.id, "size": jobs.len(), "jobs": jobs})).into_response())
 }
@@ -232,7 +316,23 @@ pub(crate) async fn delete(
     JobId(id): JobId,
 ) -> Result<Response, ApiError> {
     enabled(&state)?;
-    if state.inner.watches.delete(&id, client_of(client)) {
+    let client = client_of(client);
+    if let Some(redis) = state.redis() {
+        let reply = redis
+            .run(Op::Watch, &["delete", &client.key(), &id])
+            .await
+            .map_err(|_| state.unavailable())?;
+        let offset = match reply.first().map(String::as_str) {
+            Some("ok") => reply.get(1).and_then(|o| o.parse().ok()).unwrap_or(0),
+            _ => return Err(watch_not_found(&id)),
+        };
+        redis
+            .applied(offset)
+            .await
+            .map_err(|_| state.unavailable())?;
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    if state.inner.watches.delete(&id, client) {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(watch_not_found(&id))

@@ -39,6 +39,31 @@ impl ClientId {
     }
 }
 
+impl ClientId {
+    /// The identity as text, for keys in a shared store: `k` (the API key), `u` (unknown), or
+    /// `p` and the address. Never longer than 40 bytes.
+    pub fn key(&self) -> String {
+        match self {
+            ClientId::ApiKey => "k".to_owned(),
+            ClientId::Unknown => "u".to_owned(),
+            ClientId::Peer(ip) => format!("p{ip}"),
+        }
+    }
+
+    /// The identity [`ClientId::key`] wrote; `None` for anything else.
+    pub fn from_key(key: &str) -> Option<Self> {
+        match key {
+            "k" => Some(ClientId::ApiKey),
+            "u" => Some(ClientId::Unknown),
+            _ => key
+                .strip_prefix('p')?
+                .parse::<IpAddr>()
+                .ok()
+                .map(ClientId::peer),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,5 +81,22 @@ mod tests {
         );
         assert_ne!(p("2001:db8:1:2::1"), p("2001:db8:1:3::1"));
         assert!(std::mem::size_of::<ClientId>() <= 24);
+    }
+
+    #[test]
+    fn a_key_reads_back_as_the_same_client() {
+        let p = |s: &str| ClientId::peer(s.parse().unwrap());
+        for c in [
+            ClientId::ApiKey,
+            ClientId::Unknown,
+            p("192.0.2.7"),
+            p("2001:db8:1:2::9"),
+        ] {
+            assert_eq!(ClientId::from_key(&c.key()), Some(c));
+            assert!(c.key().len() <= 40);
+        }
+        for bad in ["", "p", "pnope", "x", "k1"] {
+            assert_eq!(ClientId::from_key(bad), None, "{bad:?}");
+        }
     }
 }

@@ -98,6 +98,12 @@ impl FaultInjector {
         *self.outage_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(later(now, length));
     }
 
+    /// Starts an outage that lasts until `until` (replacing any run-time outage): one decided
+    /// elsewhere, on a clock of its own (the Redis backend's).
+    pub fn outage_until(&self, until: Instant) {
+        *self.outage_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(until);
+    }
+
     /// Whether `now` falls in an outage: a configured window or a run-time one.
     pub fn in_outage(&self, now: Instant, faults: &Faults) -> bool {
         let runtime = matches!(

@@ -22,6 +22,15 @@
 //! outcome, since reporting it takes the swap) or finds the job finished (`409`). So exactly
 //! one terminal state is ever reported, and it never changes. Every operation is `O(1)` and
 //! lock-free.
+//!
+//! ## A job of a shared log
+//!
+//! With the Redis backend, the job a replica holds is a copy, built from Redis and kept by the
+//! replicated change log (`sim::redis`). Its end is decided in Redis, once, by one clock (the
+//! Redis server's), and reaches every replica as an `ended` change ([`Job::decide`]). Such a
+//! job ([`Job::shared`]) never decides anything by its reader's clock: until its end is logged it
+//! reads as pending (progress below `1`), as a change log snapshot reports it, and it wakes its
+//! waiters when the log decides ([`Job::wakes_at`] is `None` until then).
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -140,6 +149,18 @@ pub struct Job {
     pub changed: Notify,
     /// Where its changes sit in the change log (see [`LogMarks`]).
     pub marks: LogMarks,
+    /// A copy of a job of a shared log: its end is decided by the log only (see the module
+    /// docs).
+    shared: bool,
+}
+
+/// How a job of a shared log ended, as the log decided it (see [`Job::decide`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// On its own, at its natural end.
+    Natural,
+    /// Canceled this long after its creation.
+    CanceledAfter(Duration),
 }
 
 /// Where a job's changes sit in the change log: the offset of its `created`, `ended` and
@@ -329,6 +350,58 @@ impl Job {
             end: AtomicU64::new(END_OPEN),
             changed: Notify::new(),
             marks: LogMarks::default(),
+            shared: false,
+        }
+    }
+
+    /// A copy of a job of a shared log, created at `created` (`created_wall` on the wall clock):
+    /// see the module docs. Its finish is counted where its end is logged, so
+    /// [`Job::take_finish`] never returns true for it.
+    pub fn shared(
+        id: String,
+        created: Instant,
+        created_wall: SystemTime,
+        duration: Duration,
+        outcome: Outcome,
+        eta_bias: f64,
+        callback: Option<Url>,
+    ) -> Self {
+        Job {
+            created,
+            created_wall,
+            shared: true,
+            finish_counted: AtomicBool::new(true),
+            ..Job::new(id, duration, outcome, eta_bias, callback)
+        }
+    }
+
+    /// Whether this is a copy of a job of a shared log.
+    pub fn is_shared(&self) -> bool {
+        self.shared
+    }
+
+    /// Records how the shared log decided this job ended; `false` when that was known already.
+    /// A job's end is decided once: a second, different decision is ignored.
+    pub fn decide(&self, end: End) -> bool {
+        let word = match end {
+            End::Natural => END_NATURAL,
+            End::CanceledAfter(after) => u64::try_from(after.as_nanos())
+                .unwrap_or(END_MAX_OFFSET)
+                .min(END_MAX_OFFSET),
+        };
+        self.end
+            .compare_exchange(END_OPEN, word, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// When a waiter on this job should look again by the clock: when it completes; `None` for
+    /// a job of a shared log whose end is not logged yet (the log wakes its waiters through
+    /// [`Job::changed`]).
+    pub fn wakes_at(&self) -> Option<Instant> {
+        if self.shared && self.end.load(Ordering::Acquire) == END_OPEN {
+            None
+        } else {
+            Some(self.completes_at())
         }
     }
 
@@ -516,10 +589,20 @@ impl Job {
             version: self.version(true),
         };
         if let Some(at) = self.canceled_after() {
-            if elapsed >= at {
+            // A job of a shared log is as its log says, whatever this clock reads.
+            if elapsed >= at || self.shared {
                 return canceled(at);
             }
             // A clock reading from before the cancel: the job was pending then.
+        } else if self.shared {
+            if self.end.load(Ordering::Acquire) == END_NATURAL {
+                return Snapshot {
+                    state: State::Done(self.outcome),
+                    progress: 1.0,
+                    eta: None,
+                    version: self.version(true),
+                };
+            }
         } else if elapsed >= self.natural_after() {
             if let Err(word) = self.seal_natural() {
                 // A cancel got in first; it was before the natural end.
@@ -543,7 +626,9 @@ impl Job {
         let estimate = scaled(self.duration, self.eta_bias);
         Snapshot {
             state: State::Pending,
-            progress: self.progress_at(elapsed),
+            // Below 1 until the end is decided (a job of a shared log past its end by the
+            // clock, whose end is not logged yet).
+            progress: self.progress_at(elapsed).min(0.999),
             eta: Some(estimate.saturating_sub(elapsed)),
             version: self.version(false),
         }
@@ -838,6 +923,49 @@ mod tests {
             assert_eq!(job.snapshot(end + Duration::from_secs(1)).state, expected);
         }
         assert_eq!(canceled + finished, ROUNDS);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_job_of_a_shared_log_ends_when_the_log_says_so_and_not_before() {
+        let job = Job::shared(
+            "s".into(),
+            Instant::now(),
+            SystemTime::now(),
+            Duration::from_secs(2),
+            Outcome::Error,
+            1.0,
+            None,
+        );
+        let t0 = job.created;
+        assert_eq!(job.wakes_at(), None, "woken by the log, not the clock");
+        // Past its end by this clock, not logged yet: pending, progress short of 1.
+        let s = job.snapshot(t0 + Duration::from_secs(3));
+        assert_eq!((s.state, s.progress), (State::Pending, 0.999));
+        assert!(!job.take_finish(), "counted where its end is logged");
+        assert!(job.decide(End::Natural));
+        assert!(
+            !job.decide(End::CanceledAfter(Duration::from_secs(1))),
+            "once"
+        );
+        assert_eq!(job.wakes_at(), Some(t0 + Duration::from_secs(2)));
+        // Decided: whatever this clock says.
+        let s = job.snapshot(t0 + Duration::from_secs(1));
+        assert_eq!(
+            (s.state, s.version),
+            (State::Done(Outcome::Error), VERSION_TERMINAL)
+        );
+        let canceled = Job::shared(
+            "c".into(),
+            t0,
+            SystemTime::now(),
+            Duration::from_secs(9),
+            Outcome::Completed,
+            1.0,
+            None,
+        );
+        canceled.decide(End::CanceledAfter(Duration::from_secs(3)));
+        let s = canceled.snapshot(t0 + Duration::from_secs(2));
+        assert_eq!((s.state, s.progress), (State::Canceled, 0.333));
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod heygen;
 pub mod idempotency;
 pub mod job;
 pub mod ratelimit;
+pub mod redis;
 pub mod store;
 pub mod streams;
 mod timeline;

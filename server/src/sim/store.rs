@@ -17,6 +17,15 @@
 //! only: if it is due, that job makes room; otherwise the refusal is immediate. No path scans
 //! the map while holding its lock, so a stream of refused creates costs the readers of other
 //! jobs nothing.
+//!
+//! ## A copy of a shared store
+//!
+//! With the Redis backend (`sim::redis`) the store is this replica's copy of the jobs in Redis:
+//! nothing is created, canceled or forgotten here. The task that tails the shared change log
+//! applies each entry (`JobStore::apply`) — the job and the change together, under the lock,
+//! at the log's own offset — so every read above (a status, a snapshot at the head, a watch
+//! set's addition) works on the copy as it does on a store of its own. The timelines stay
+//! empty: Redis keeps when each job ends and expires, and its scripts decide.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,7 +43,7 @@ use tokio::sync::Notify;
 use super::changes::{ChangeKind, ChangeLog, Cursor, JobRecord};
 use super::client::ClientId;
 use super::heygen::HeyGenJob;
-use super::job::{Cancel, Job, Mark, State};
+use super::job::{Cancel, End, Job, Mark, State};
 use super::timeline::Timeline;
 use crate::settings::{DurationKind, DurationSettings, Outcome, Settings};
 
@@ -79,6 +88,9 @@ pub enum Refused {
     /// The asking client holds `jobs.max_jobs_per_client` jobs, none of them expired.
     #[error("the client holds jobs.max_jobs_per_client jobs")]
     ClientFull,
+    /// The store is shared (`store.backend = "redis"`): jobs are created through the API.
+    #[error("the store is shared through Redis: create jobs through the API")]
+    Shared,
 }
 
 /// What a sweep found.
@@ -100,6 +112,37 @@ pub struct FinishReport {
     pub newly_finished: Vec<State>,
     /// When the next job finishes, if any is pending.
     pub next: Option<Instant>,
+}
+
+/// An entry of a shared change log, as the replica's copy of the store applies it (see the
+/// module docs).
+#[derive(Debug)]
+pub(crate) enum Logged {
+    /// A job created (the legacy job: created again), whose it is, and when it is forgotten.
+    Created {
+        /// The job, a copy ([`Job::shared`]).
+        job: Box<Job>,
+        /// Whose it is.
+        client: Option<ClientId>,
+        /// When it expires (`None`: never, the legacy job).
+        expires: Option<Instant>,
+    },
+    /// A job ended: canceled at this wall-clock time, or (`None`) on its own.
+    Ended {
+        /// Its id.
+        id: String,
+        /// When it was canceled, if it was.
+        canceled_at: Option<SystemTime>,
+        /// When it is forgotten now (a cancel brings it forward).
+        expires: Option<Instant>,
+    },
+    /// A job forgotten after its TTL.
+    Gone {
+        /// Its id.
+        id: String,
+    },
+    /// An entry that is no job's change (a watch set's, the faults'): it takes its offset.
+    Other,
 }
 
 /// All jobs, by id, bounded and expiring.
@@ -377,12 +420,12 @@ impl JobStore {
         Ok(self.place(&mut held, Some(LEGACY_ID), spec, drawn))
     }
 
-    fn draw_id(&self) -> String {
+    pub(crate) fn draw_id(&self) -> String {
         format!("j-{:016x}", lock(&self.rng).random::<u64>())
     }
 
     /// What `spec` leaves to chance, drawn: `(duration, outcome, estimate bias)`.
-    fn draw(&self, spec: &JobSpec) -> (Duration, Outcome, f64) {
+    pub(crate) fn draw(&self, spec: &JobSpec) -> (Duration, Outcome, f64) {
         let mut rng = lock(&self.rng);
         let duration = spec
             .duration
@@ -462,6 +505,135 @@ impl JobStore {
         }
         self.log(held, &job, spec.client, ChangeKind::Created, Instant::now());
         job
+    }
+
+    /// Applies the entry of a shared change log at `offset`, appended at `at` (see the module
+    /// docs): the job and its change together, while no other change can be appended. Returns
+    /// the job it concerns, if it is held.
+    pub(crate) fn apply(&self, offset: u64, at: Instant, logged: Logged) -> Option<Arc<Job>> {
+        let mut guard = lock(&self.held);
+        let held = &mut *guard;
+        let now = Instant::now();
+        match logged {
+            Logged::Created {
+                job,
+                client,
+                expires,
+            } => {
+                // The same creation already held (loaded when the copy started over): keep it,
+                // with what it knows of its end.
+                if let Some(same) = held.jobs.get(&job.id).filter(|e| {
+                    e.job.generation == job.generation && e.job.created_wall == job.created_wall
+                }) {
+                    let same = Arc::clone(&same.job);
+                    same.marks.set(Mark::Created, offset);
+                    let change = record(&same, client, ChangeKind::Created, now);
+                    self.changes
+                        .append_at(offset, at, Some((ChangeKind::Created, change)));
+                    return Some(same);
+                }
+                let job = Arc::new(*job);
+                job.marks.set(Mark::Created, offset);
+                let change = record(&job, client, ChangeKind::Created, now);
+                self.hold(held, &job, client, expires);
+                self.changes
+                    .append_at(offset, at, Some((ChangeKind::Created, change)));
+                Some(job)
+            }
+            Logged::Ended {
+                id,
+                canceled_at,
+                expires,
+            } => {
+                let Some(entry) = held.jobs.get_mut(&id) else {
+                    self.changes.append_at(offset, at, None);
+                    return None;
+                };
+                if let (Some(new), Some(old)) = (expires, entry.expires) {
+                    entry.expires = Some(new.min(old));
+                }
+                let (job, client) = (Arc::clone(&entry.job), entry.client);
+                job.decide(match canceled_at {
+                    None => End::Natural,
+                    Some(at) => {
+                        End::CanceledAfter(at.duration_since(job.created_wall).unwrap_or_default())
+                    }
+                });
+                job.marks.set(Mark::Ended, offset);
+                let change = record(&job, client, ChangeKind::Ended, now);
+                self.changes
+                    .append_at(offset, at, Some((ChangeKind::Ended, change)));
+                job.changed.notify_waiters();
+                Some(job)
+            }
+            Logged::Gone { id } => {
+                let Some(entry) = held.jobs.remove(&id) else {
+                    self.changes.append_at(offset, at, None);
+                    return None;
+                };
+                if let Some(client) = entry.client {
+                    held.release(client, &id);
+                }
+                entry.job.marks.set(Mark::Gone, offset);
+                let change = record(&entry.job, entry.client, ChangeKind::Gone, now);
+                self.changes
+                    .append_at(offset, at, Some((ChangeKind::Gone, change)));
+                entry.job.changed.notify_waiters();
+                Some(entry.job)
+            }
+            Logged::Other => {
+                self.changes.append_at(offset, at, None);
+                None
+            }
+        }
+    }
+
+    /// Holds a job of a shared store read from it (not from its log): the tail loads every job
+    /// when it starts over, each with the log marks Redis keeps for it.
+    pub(crate) fn load(&self, job: Job, client: Option<ClientId>, expires: Option<Instant>) {
+        let mut held = lock(&self.held);
+        self.hold(&mut held, &Arc::new(job), client, expires);
+    }
+
+    /// Forgets every job and starts the change log over in `epoch` at `head` (a copy of a
+    /// shared store that lost its place: at start-up, or after Redis lost what it had). Held
+    /// readers of the jobs forgotten are woken.
+    pub(crate) fn restart(&self, epoch: u64, head: u64) {
+        let mut held = lock(&self.held);
+        for (_, entry) in held.jobs.drain() {
+            entry.job.changed.notify_waiters();
+        }
+        held.per_client.clear();
+        self.changes.restart(epoch, head);
+    }
+
+    /// Holds `job` (replacing a job of the same id, whose held readers are woken).
+    fn hold(
+        &self,
+        held: &mut Held,
+        job: &Arc<Job>,
+        client: Option<ClientId>,
+        expires: Option<Instant>,
+    ) {
+        if let Some(client) = client {
+            held.per_client
+                .entry(client)
+                .or_default()
+                .insert(job.id.clone(), Arc::clone(job));
+        }
+        let entry = Entry {
+            job: Arc::clone(job),
+            expires,
+            client,
+        };
+        if let Some(old) = held.jobs.insert(job.id.clone(), entry) {
+            if let Some(old_client) = old.client
+                && (client != Some(old_client))
+            {
+                held.release(old_client, &old.job.id);
+            }
+            old.job.changed.notify_waiters();
+        }
     }
 
     /// When a hanging job created now would be forgotten: it stops counting anywhere then.

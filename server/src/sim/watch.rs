@@ -23,6 +23,14 @@
 //! A job is added only if it exists and is visible to the set's client: its own, or the
 //! operator's (the legacy job, jobs created in process). Another client's job is reported as
 //! not found, as an unknown id is.
+//!
+//! ## Sets shared by replicas
+//!
+//! With the Redis backend the sets live in Redis, and every change of a set is an entry of the
+//! shared change log: a member joins at that entry's offset. Each replica's table is a copy,
+//! changed only by the tail as it applies those entries ([`WatchSets::apply`]), in the log's
+//! order — so a stream on any replica admits exactly the changes after a member joined, as a
+//! stream on the replica that added it would. The bounds are checked in Redis.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -91,6 +99,40 @@ pub enum Refused {
     TooLarge,
 }
 
+/// A change of a shared set, as the tail applies it (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchChange {
+    /// Created (`create`) or changed: `add` joined at `offset`, `remove` left.
+    Change {
+        /// The set.
+        id: String,
+        /// Its client.
+        client: ClientId,
+        /// Whether this change created it.
+        create: bool,
+        /// Jobs that joined.
+        add: Vec<String>,
+        /// Jobs that left.
+        remove: Vec<String>,
+        /// The offset they joined at.
+        offset: u64,
+    },
+    /// Deleted, or expired: streams reading it end.
+    Delete {
+        /// The set.
+        id: String,
+    },
+    /// Read from Redis as it is (the copy starts over), with each member's offset.
+    Load {
+        /// The set.
+        id: String,
+        /// Its client.
+        client: ClientId,
+        /// Its members and the offsets they joined at.
+        members: Vec<(String, u64)>,
+    },
+}
+
 /// Every watch set, bounded and expiring.
 #[derive(Debug)]
 pub struct WatchSets {
@@ -113,6 +155,20 @@ struct Table {
 }
 
 impl Table {
+    fn insert(&mut self, id: String, client: ClientId, now: Instant) -> Arc<WatchSet> {
+        let set = Arc::new(WatchSet {
+            id: id.clone(),
+            client,
+            members: Mutex::default(),
+            streams: AtomicUsize::new(0),
+            used: Mutex::new(now),
+            deleted: watch::channel(false).0,
+        });
+        self.sets.insert(id, Arc::clone(&set));
+        *self.per_client.entry(client).or_default() += 1;
+        set
+    }
+
     fn remove(&mut self, id: &str) -> Option<Arc<WatchSet>> {
         let set = self.sets.remove(id)?;
         if let Some(n) = self.per_client.get_mut(&set.client) {
@@ -180,17 +236,7 @@ impl WatchSets {
                 break id;
             }
         };
-        let set = Arc::new(WatchSet {
-            id: id.clone(),
-            client,
-            members: Mutex::default(),
-            streams: AtomicUsize::new(0),
-            used: Mutex::new(now),
-            deleted: watch::channel(false).0,
-        });
-        table.sets.insert(id, Arc::clone(&set));
-        *table.per_client.entry(client).or_default() += 1;
-        Ok(set)
+        Ok(table.insert(id, client, now))
     }
 
     /// The set with this id, if `client` created it.
@@ -225,6 +271,73 @@ impl WatchSets {
             table.remove(id);
         }
         expired.len()
+    }
+
+    /// Applies a change of a shared set (see the module docs): no bound is checked here, Redis
+    /// did.
+    pub fn apply(&self, change: WatchChange, now: Instant) {
+        let mut table = lock(&self.table);
+        match change {
+            WatchChange::Delete { id } => {
+                table.remove(&id);
+            }
+            WatchChange::Change {
+                id,
+                client,
+                create,
+                add,
+                remove,
+                offset,
+            } => {
+                let set = match table.sets.get(&id) {
+                    Some(set) => Arc::clone(set),
+                    None if create => table.insert(id, client, now),
+                    None => return,
+                };
+                let mut members = lock(&set.members);
+                for job in &remove {
+                    members.remove(job.as_str());
+                }
+                for job in add {
+                    members.entry(job.into_boxed_str()).or_insert(offset);
+                }
+                drop(members);
+                set.touch(now);
+            }
+            WatchChange::Load {
+                id,
+                client,
+                members,
+            } => {
+                let set = match table.sets.get(&id) {
+                    Some(set) => Arc::clone(set),
+                    None => table.insert(id, client, now),
+                };
+                let mut held = lock(&set.members);
+                for (job, offset) in members {
+                    held.insert(job.into_boxed_str(), offset);
+                }
+            }
+        }
+    }
+
+    /// Forgets every set (a copy that starts over); streams reading them end.
+    pub fn clear(&self) {
+        let mut table = lock(&self.table);
+        let ids: Vec<String> = table.sets.keys().cloned().collect();
+        for id in ids {
+            table.remove(&id);
+        }
+    }
+
+    /// The ids of the sets a stream reads now.
+    pub fn read_now(&self) -> Vec<String> {
+        lock(&self.table)
+            .sets
+            .values()
+            .filter(|s| s.streams.load(Ordering::Acquire) > 0)
+            .map(|s| s.id.clone())
+            .collect()
     }
 
     /// Sets held.

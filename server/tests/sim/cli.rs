@@ -25,6 +25,8 @@ fn environment_file_env_vars_and_flags_layer_in_order() {
         .env("SIM__JOBS__ERROR_RATE", "0.1")
         .env("SIM__WEBHOOKS__ALLOW_HOSTS", "127.0.0.1,hooks.internal")
         .env("SIM__SERVER__BIND", "127.0.0.1:9999")
+        .env("SIM__STORE__BACKEND", "redis")
+        .env("SIM__STORE__REDIS_URL", "redis://127.0.0.1:6390/2")
         .args(["--bind", "127.0.0.1:7777", "--print-config"])
         .output()
         .unwrap();
@@ -43,6 +45,14 @@ fn environment_file_env_vars_and_flags_layer_in_order() {
     );
     assert_eq!(v["webhooks"]["allow_hosts"][1], "hooks.internal");
     assert_eq!(v["longpoll"]["max_wait"], "20s", "untouched defaults stay");
+    assert_eq!(
+        (&v["store"]["backend"], &v["store"]["redis_url"]),
+        (
+            &Value::from("redis"),
+            &Value::from("redis://127.0.0.1:6390/2")
+        ),
+        "the store from SIM__STORE__*"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -52,6 +62,9 @@ fn invalid_configuration_fails_before_binding_and_names_the_key() {
         ("SIM__JOBS__ERROR_RATE", "2", "jobs.error_rate"),
         ("SIM__LEGACY__DELAY", "whenever", "legacy.delay"),
         ("SIM__LONGPOLL__MAX_WAIT", "5m", "longpoll.max_wait"),
+        ("SIM__STORE__BACKEND", "disk", "store.backend"),
+        ("SIM__STORE__REDIS_PREFIX", "a b", "store.redis_prefix"),
+        ("SIM__STORE__RECONNECT_MIN", "1ms", "store.reconnect_min"),
     ] {
         let out = sim()
             .env(key, value)

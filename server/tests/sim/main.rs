@@ -15,6 +15,7 @@ mod heygen;
 mod limits;
 mod longpoll;
 mod metrics;
+mod scaleout;
 mod silent;
 mod sse;
 mod stream;

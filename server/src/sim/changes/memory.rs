@@ -17,20 +17,46 @@ use crate::settings::ChangeSettings;
 /// The latest changes, in memory.
 #[derive(Debug)]
 pub struct MemoryLog {
-    /// Drawn at start-up: a cursor of another run is of another epoch.
-    epoch: u64,
     /// `changes.history`: most entries retained.
     max_len: usize,
     /// `changes.history_age`: oldest entry retained.
     max_age: Duration,
     ring: Mutex<Ring>,
-    /// The head's offset, for readers waiting on something new.
+    /// The head's offset, for readers waiting on something new (sent on every append, and when
+    /// the log starts over: wait for it to change, not for it to grow).
     head: watch::Sender<u64>,
+}
+
+/// One position of the ring: a change, or (in a copy of a shared log) an entry that is no job's
+/// change and only takes its offset.
+#[derive(Debug)]
+enum Slot {
+    Change(Arc<Change>),
+    Other { offset: u64, at: Instant },
+}
+
+impl Slot {
+    fn offset(&self) -> u64 {
+        match self {
+            Slot::Change(c) => c.offset,
+            Slot::Other { offset, .. } => *offset,
+        }
+    }
+
+    fn at(&self) -> Instant {
+        match self {
+            Slot::Change(c) => c.at,
+            Slot::Other { at, .. } => *at,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct Ring {
-    entries: VecDeque<Arc<Change>>,
+    /// Drawn at start-up (or, for a shared log, kept beside it): a cursor of another run is of
+    /// another epoch.
+    epoch: u64,
+    entries: VecDeque<Slot>,
     /// Offset of the last change appended; `0` before the first.
     last: u64,
 }
@@ -40,7 +66,7 @@ impl Ring {
     fn first(&self) -> u64 {
         self.entries
             .front()
-            .map_or(self.last.saturating_add(1), |c| c.offset)
+            .map_or(self.last.saturating_add(1), Slot::offset)
     }
 }
 
@@ -48,10 +74,12 @@ impl MemoryLog {
     /// An empty log in `epoch`, bounded as `settings` say.
     pub fn new(settings: &ChangeSettings, epoch: u64) -> Self {
         MemoryLog {
-            epoch,
             max_len: settings.history,
             max_age: settings.history_age,
-            ring: Mutex::default(),
+            ring: Mutex::new(Ring {
+                epoch,
+                ..Ring::default()
+            }),
             head: watch::channel(0).0,
         }
     }
@@ -63,7 +91,8 @@ impl MemoryLog {
 
     /// See [`super::ChangeLog::head`].
     pub fn head(&self) -> Cursor {
-        Cursor::new(self.epoch, self.ring().last)
+        let ring = self.ring();
+        Cursor::new(ring.epoch, ring.last)
     }
 
     /// See [`super::ChangeLog::append`].
@@ -72,17 +101,62 @@ impl MemoryLog {
             let mut ring = self.ring();
             ring.last = ring.last.saturating_add(1);
             let offset = ring.last;
-            ring.entries.push_back(Arc::new(Change {
+            ring.entries.push_back(Slot::Change(Arc::new(Change {
                 offset,
                 at: now,
                 kind,
                 job,
-            }));
+            })));
             self.trim(&mut ring, now);
             offset
         };
         self.head.send_replace(offset);
         offset
+    }
+
+    /// Appends the entry a shared log holds at `offset` (a change, or `None` for an entry that
+    /// is no job's change), appended there at `at`. An offset at or before the head is ignored;
+    /// one past the next leaves a gap, so the history before it is dropped: a reader behind it
+    /// gets a reset, never a silent gap.
+    pub(crate) fn append_at(
+        &self,
+        offset: u64,
+        at: Instant,
+        change: Option<(ChangeKind, JobRecord)>,
+    ) {
+        {
+            let mut ring = self.ring();
+            if offset <= ring.last {
+                return;
+            }
+            if offset != ring.last.saturating_add(1) {
+                ring.entries.clear();
+            }
+            ring.last = offset;
+            ring.entries.push_back(match change {
+                Some((kind, job)) => Slot::Change(Arc::new(Change {
+                    offset,
+                    at,
+                    kind,
+                    job,
+                })),
+                None => Slot::Other { offset, at },
+            });
+            self.trim(&mut ring, Instant::now());
+        }
+        self.head.send_replace(offset);
+    }
+
+    /// Starts over in `epoch` at `head`, forgetting every change: readers of earlier cursors
+    /// get a reset.
+    pub(crate) fn restart(&self, epoch: u64, head: u64) {
+        {
+            let mut ring = self.ring();
+            ring.epoch = epoch;
+            ring.last = head;
+            ring.entries.clear();
+        }
+        self.head.send_replace(head);
     }
 
     /// See [`super::ChangeLog::prune`].
@@ -93,7 +167,7 @@ impl MemoryLog {
     fn trim(&self, ring: &mut Ring, now: Instant) {
         while let Some(oldest) = ring.entries.front() {
             let too_many = ring.entries.len() > self.max_len;
-            let too_old = now.saturating_duration_since(oldest.at) > self.max_age;
+            let too_old = now.saturating_duration_since(oldest.at()) > self.max_age;
             if !(too_many || too_old) {
                 break;
             }
@@ -109,10 +183,10 @@ impl MemoryLog {
         mut keep: impl FnMut(&Change) -> bool,
     ) -> Read {
         let ring = self.ring();
-        let head = Cursor::new(self.epoch, ring.last);
+        let head = Cursor::new(ring.epoch, ring.last);
         let first = ring.first();
         // The reader needs `after.offset + 1` onwards: it must still be here.
-        if after.epoch != self.epoch
+        if after.epoch != ring.epoch
             || after.offset > ring.last
             || after.offset.saturating_add(1) < first
         {
@@ -121,12 +195,14 @@ impl MemoryLog {
         let skip = usize::try_from(after.offset.saturating_add(1) - first).unwrap_or(usize::MAX);
         let mut changes = Vec::new();
         let mut next = after;
-        for (looked, change) in ring.entries.iter().skip(skip).enumerate() {
+        for (looked, slot) in ring.entries.iter().skip(skip).enumerate() {
             if looked == limits.scan || changes.len() == limits.keep {
                 break;
             }
-            next.offset = change.offset;
-            if keep(change) {
+            next.offset = slot.offset();
+            if let Slot::Change(change) = slot
+                && keep(change)
+            {
                 changes.push(Arc::clone(change));
             }
         }
@@ -277,6 +353,40 @@ mod tests {
             log.read(Cursor::new(1, 5), ALL, |_| true),
             Read::Reset { .. }
         ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_copy_appends_at_given_offsets_and_a_gap_drops_the_history_before_it() {
+        let log = MemoryLog::new(&settings(100, 60), 7);
+        let now = Instant::now();
+        let mut rx = log.subscribe();
+        log.append_at(1, now, Some((ChangeKind::Created, record("a"))));
+        // An entry that is no job's change takes its offset and is never read out.
+        log.append_at(2, now, None);
+        log.append_at(3, now, Some((ChangeKind::Ended, record("a"))));
+        log.append_at(3, now, Some((ChangeKind::Gone, record("a"))));
+        assert_eq!(log.head(), Cursor::new(7, 3));
+        assert_eq!(offsets(&log.read(Cursor::new(7, 0), ALL, |_| true)), [1, 3]);
+        let read = log.read(Cursor::new(7, 2), ALL, |_| true);
+        assert!(matches!(read, Read::Changes { next, .. } if next.offset == 3));
+        // A gap: what came before it cannot be read on from.
+        log.append_at(6, now, Some((ChangeKind::Created, record("b"))));
+        assert_eq!(offsets(&log.read(Cursor::new(7, 5), ALL, |_| true)), [6]);
+        assert!(matches!(
+            log.read(Cursor::new(7, 3), ALL, |_| true),
+            Read::Reset { .. }
+        ));
+        // Starting over in another epoch: every older cursor is reset, and readers are woken
+        // even though the head went down.
+        rx.borrow_and_update();
+        log.restart(8, 2);
+        assert!(rx.has_changed().unwrap());
+        assert_eq!(log.head(), Cursor::new(8, 2));
+        assert!(matches!(
+            log.read(Cursor::new(7, 6), ALL, |_| true),
+            Read::Reset { head } if head == Cursor::new(8, 2)
+        ));
+        assert_eq!(log.len(), 0);
     }
 
     #[tokio::test(start_paused = true)]

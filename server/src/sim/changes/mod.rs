@@ -28,10 +28,13 @@
 //! ## The seam
 //!
 //! [`ChangeLog`] is what the rest of the simulator talks to; [`MemoryLog`] is the one kind
-//! there is. A log shared by replicas (a Redis Stream, whose entry ids map to offsets in an
-//! epoch kept beside it) is another variant behind the same methods: append under the
-//! store's write, read after a cursor, prune, and a wake-up when the head moves — a wake-up
-//! that is only a hint, since every reader re-reads from its cursor.
+//! there is. A log shared by replicas (the Redis backend, `sim::redis`) is a Redis Stream whose
+//! entry `N-0` is the change at offset `N`, in an epoch kept beside it; each replica keeps a
+//! copy of its retained history in its own [`MemoryLog`], appended by the one task that tails
+//! the Stream (`ChangeLog::append_at`) at the Stream's offsets and epoch, so a cursor of one
+//! replica is a cursor of every other. Readers are the same either way: read after a cursor,
+//! and wait for the head to change — a wake-up that is only a hint, since every reader re-reads
+//! from its cursor.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -177,6 +180,27 @@ impl ChangeLog {
         }
     }
 
+    /// Appends the entry of a shared log at `offset` (see [`MemoryLog::append_at`]). The tail of
+    /// the shared log calls it while holding the store's lock, as the store does for
+    /// [`ChangeLog::append`].
+    pub(crate) fn append_at(
+        &self,
+        offset: u64,
+        at: Instant,
+        change: Option<(ChangeKind, JobRecord)>,
+    ) {
+        match self {
+            ChangeLog::Memory(log) => log.append_at(offset, at, change),
+        }
+    }
+
+    /// Starts over in `epoch` at `head` (a copy of a shared log that lost its place).
+    pub(crate) fn restart(&self, epoch: u64, head: u64) {
+        match self {
+            ChangeLog::Memory(log) => log.restart(epoch, head),
+        }
+    }
+
     /// The changes after `after` that `keep` keeps, within `limits`; or a reset.
     pub fn read(
         &self,
@@ -208,7 +232,8 @@ impl ChangeLog {
         self.len() == 0
     }
 
-    /// The head's offset, updated after every append: wait on it for "something new".
+    /// The head's offset, sent after every append and when the log starts over: wait for it to
+    /// change for "something new".
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         match self {
             ChangeLog::Memory(log) => log.subscribe(),
