@@ -32,8 +32,9 @@
 //! give; none carries a secret, and a [`Secret`]'s `Debug` shows none of it.
 //!
 //! [`Receiver::receive`] is the plain function any framework calls with the request's
-//! headers and raw body; a handler hands each event to an [`EventSink`] (a
-//! `tokio::sync::mpsc::Sender<WebhookEvent>`, or your own).
+//! headers and raw body; with the `axum` feature, `webhook::axum::route` is a
+//! handler that reads the body within its limit, answers `2xx`/`4xx`, and hands each event to
+//! an [`EventSink`] (a `tokio::sync::mpsc::Sender<WebhookEvent>`, or your own).
 //!
 //! ```
 //! use std::time::SystemTime;
@@ -59,6 +60,9 @@
 //! # Ok::<(), WebhookError>(())
 //! ```
 
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod axum;
 mod error;
 mod event;
 mod replay;
@@ -93,7 +97,7 @@ pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(5 * 60);
 pub const DEFAULT_REPLAY_CAPACITY: usize = 10_000;
 /// The most secrets one receiver holds (a rotation needs two).
 pub const MAX_SECRETS: usize = 8;
-/// The longest a body may take to arrive, by default (a handler reading the body).
+/// The longest a body may take to arrive, by default (`webhook::axum::route`).
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Verifies webhook deliveries of one scheme and reads their events. Cheap to clone: clones
@@ -198,7 +202,7 @@ impl Receiver {
         self.0.max_body
     }
 
-    /// The longest a body may take to arrive (a handler reading the body).
+    /// The longest a body may take to arrive (`webhook::axum::route`).
     pub fn body_timeout(&self) -> Duration {
         self.0.body_timeout
     }
@@ -322,7 +326,7 @@ impl ReceiverBuilder {
         self
     }
 
-    /// The longest a body may take to arrive by a handler reading the body (at least
+    /// The longest a body may take to arrive in `webhook::axum::route` (at least
     /// 100 ms; 10 s by default).
     pub fn body_timeout(mut self, timeout: Duration) -> Self {
         self.body_timeout = timeout;
