@@ -34,8 +34,13 @@ use serde_json::json;
 
 use super::{EventSink, Receiver, WebhookError};
 
-/// A `POST` route that receives deliveries with `receiver` and hands each event to `sink`.
-pub fn route<S: EventSink>(receiver: Receiver, sink: S) -> MethodRouter {
+/// A `POST` route that receives deliveries with `receiver` and hands each event to `sink`. It
+/// extracts no state, so it mounts on a router of any state type.
+pub fn route<S, State>(receiver: Receiver, sink: S) -> MethodRouter<State>
+where
+    S: EventSink,
+    State: Clone + Send + Sync + 'static,
+{
     post(move |headers: HeaderMap, body: Body| {
         let (receiver, sink) = (receiver.clone(), sink.clone());
         async move { handle(&receiver, &sink, &headers, body).await }

@@ -5,6 +5,8 @@
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
@@ -24,7 +26,14 @@ const WHSEC: &str = "whsec_dGVzdC1zZWNyZXQtZm9yLXdlYmhvb2tz";
 /// Serves `receiver` at `/hook` on 127.0.0.1:0: its URL and the events it takes.
 async fn receiver(receiver: Receiver) -> (String, mpsc::Receiver<WebhookEvent>) {
     let (events, arrived) = mpsc::channel(64);
-    let app = Router::new().route("/hook", route(receiver, events));
+    // Mounted on a router with a state of its own, as an application's would be.
+    let app = Router::new()
+        .route("/hook", route(receiver, events))
+        .route(
+            "/",
+            get(|State(name): State<&'static str>| async move { name }),
+        )
+        .with_state("receiver");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
