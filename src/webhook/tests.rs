@@ -836,3 +836,42 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// Whatever the body and the id, a delivery signed as each scheme says verifies, and the
+    /// same delivery with one byte of its body changed does not.
+    #[test]
+    fn signed_deliveries_verify_whatever_the_body(
+        body in proptest::collection::vec(any::<u8>(), 1..600),
+        id in "[a-zA-Z0-9_.-]{1,64}",
+        flip in any::<prop::sample::Index>(),
+    ) {
+        let raw = || Secret::raw(HEYGEN_SECRET).unwrap();
+        let ts = NOW.to_string();
+        let timestamped = timestamped_tag(HEYGEN_SECRET, NOW, &body);
+        let cases = [
+            (
+                Receiver::standard_webhooks(Secret::whsec(VECTOR_SECRET).unwrap()).build().unwrap(),
+                standard(VECTOR_SECRET, &id, NOW, &body),
+            ),
+            (Receiver::heygen(raw()).build().unwrap(), heygen_headers(HEYGEN_SECRET, &body)),
+            (
+                Receiver::builder(Scheme::synthesia(), raw()).build().unwrap(),
+                headers(&[("synthesia-timestamp", &ts), ("synthesia-signature", &timestamped)]),
+            ),
+            (
+                Receiver::builder(Scheme::elevenlabs(), raw()).build().unwrap(),
+                headers(&[("elevenlabs-signature", &format!("t={ts},v0={timestamped}"))]),
+            ),
+        ];
+        let mut tampered = body.clone();
+        tampered[flip.index(body.len())] ^= 0x20;
+        for (receiver, delivery) in &cases {
+            prop_assert!(receiver.verify(delivery, &body, at(NOW)).is_ok(), "{:?}", receiver.scheme());
+            prop_assert_eq!(
+                receiver.verify(delivery, &tampered, at(NOW)),
+                Err(WebhookError::BadSignature)
+            );
+        }
+    }
+}
