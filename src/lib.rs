@@ -45,6 +45,7 @@
 //! | *(internal)* | `context.rs` | what both drivers receive from the client: the network, the base URL, what each route supports, learned durations, the budget |
 //! | [`poll`] | `poll/` | *when to look again*: the pure [`PollPolicy`](poll::PollPolicy) trait, [`Fixed`](poll::Fixed), [`Exponential`](poll::Exponential), [`Adaptive`](poll::Adaptive) (composed of its three schedules), the limit decorators, learned durations |
 //! | [`transport`] | `transport/` | *how to survive one request*: the reqwest-middleware stack and its documented order — `Retry-After`, retries with a classifier, a circuit breaker per host ([`BreakerConfig`](transport::BreakerConfig)), hedged status reads ([`HedgeConfig`](transport::HedgeConfig)) — and what an answer means for a wait (`answer.rs`, built on [`classify`](transport::classify)) |
+//! | [`webhook`] | `webhook/` | receiving pushed states: verification of Standard Webhooks, HeyGen's hex HMAC and timestamped HMACs (Synthesia, ElevenLabs) with a timestamp tolerance, a bounded replay cache and body limits; events read through a [`Profile`]; [`Receiver::receive`](webhook::Receiver::receive) for any framework, an axum handler with the `axum` feature |
 //! | [`Error`] | `error.rs` | one error type, variants by what to do next (including [`Error::Unavailable`]: the breaker is open, try again later) |
 //! | [`telemetry`] | `telemetry.rs` | the metric names emitted through the `metrics` facade, and [`describe_metrics`](telemetry::describe_metrics) for exporters |
 //!
@@ -53,6 +54,7 @@
 //! | feature | default | what it does |
 //! | --- | --- | --- |
 //! | `otel` | off | Propagates W3C trace context (`traceparent`) from the current `tracing` span on every request, through the application's OpenTelemetry propagator (adds `opentelemetry` and `tracing-opentelemetry`). |
+//! | `axum` | off | `webhook::axum::route`: an axum handler that verifies webhook deliveries, answers `2xx`/`4xx`, and hands each event to an [`EventSink`](webhook::EventSink) (adds `axum`). |
 //!
 //! Everything else is always built; TLS is rustls. Features are additive.
 //!
@@ -96,6 +98,7 @@ mod redact;
 pub mod telemetry;
 pub mod transport;
 pub mod wait;
+pub mod webhook;
 
 pub use client::{Client, ClientBuilder};
 pub use error::{

@@ -19,3 +19,4 @@ mod profiles;
 mod resilience;
 mod support;
 mod transport;
+mod webhook;
