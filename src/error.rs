@@ -219,8 +219,11 @@ impl Error {
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct JobFailed {
-    /// The job, as the caller addressed it (id or status URL).
+    /// The job: its id when the caller gave one (or a [`CreatedJob`](crate::CreatedJob)),
+    /// else its status URL (credentials masked).
     pub job: String,
+    /// The job's status URL (credentials masked).
+    pub status_url: String,
     /// The machine-readable failure code, when the service gave one.
     pub code: Option<String>,
     /// The human-readable failure message, when the service gave one.
@@ -250,8 +253,11 @@ impl fmt::Display for JobFailed {
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct JobCanceled {
-    /// The job, as the caller addressed it (id or status URL).
+    /// The job: its id when the caller gave one (or a [`CreatedJob`](crate::CreatedJob)),
+    /// else its status URL (credentials masked).
     pub job: String,
+    /// The job's status URL (credentials masked).
+    pub status_url: String,
     /// The terminal status as reported.
     pub status: JobStatus,
     /// How the wait went.
@@ -272,8 +278,11 @@ impl fmt::Display for JobCanceled {
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct UnknownState {
-    /// The job, as the caller addressed it (id or status URL).
+    /// The job: its id when the caller gave one (or a [`CreatedJob`](crate::CreatedJob)),
+    /// else its status URL (credentials masked).
     pub job: String,
+    /// The job's status URL (credentials masked).
+    pub status_url: String,
     /// The word, verbatim (at most [`MAX_WORD`](crate::MAX_WORD) bytes).
     pub word: String,
     /// How many answers in a row reported an unknown word.
@@ -300,8 +309,11 @@ impl fmt::Display for UnknownState {
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct GaveUp {
-    /// The job, as the caller addressed it (id or status URL).
+    /// The job: its id when the caller gave one (or a [`CreatedJob`](crate::CreatedJob)),
+    /// else its status URL (credentials masked).
     pub job: String,
+    /// The job's status URL (credentials masked).
+    pub status_url: String,
     /// Why the wait stopped.
     pub reason: GiveUpReason,
     /// The last status the service reported, if any answer arrived.
@@ -359,8 +371,11 @@ impl fmt::Display for GaveUp {
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct Stalled {
-    /// The job, as the caller addressed it (id or status URL).
+    /// The job: its id when the caller gave one (or a [`CreatedJob`](crate::CreatedJob)),
+    /// else its status URL (credentials masked).
     pub job: String,
+    /// The job's status URL (credentials masked).
+    pub status_url: String,
     /// How long its status and progress had not changed.
     pub unchanged_for: Duration,
     /// The bound it exceeded.
@@ -479,6 +494,27 @@ impl fmt::Display for Unreachable {
 }
 
 impl Error {
+    /// Names the job's status URL in the error of a wait (the wait's own loop knows the job
+    /// only by its label).
+    pub(crate) fn with_status_url(mut self, url: &str) -> Self {
+        let slot = match &mut self {
+            Error::JobFailed(e) => &mut e.status_url,
+            Error::JobCanceled(e) => &mut e.status_url,
+            Error::UnknownState(e) => &mut e.status_url,
+            Error::GaveUp(e) => &mut e.status_url,
+            Error::Stalled(e) => &mut e.status_url,
+            Error::Unavailable(e) => {
+                if e.job.is_some() {
+                    e.status_url = Some(url.to_owned());
+                }
+                return self;
+            }
+            _ => return self,
+        };
+        url.clone_into(slot);
+        self
+    }
+
     /// Marks a failed job creation that was not retried (see
     /// [`Unreachable::creation_not_retried`]).
     pub(crate) fn creation_not_retried(mut self) -> Self {
@@ -507,8 +543,11 @@ pub struct Unavailable {
     /// How long until the breaker lets a request through again, counted from when this
     /// error was made; `None` when the breaker was not open (or is disabled).
     pub retry_after: Option<Duration>,
-    /// The job, when a wait ended this way (as the caller addressed it).
+    /// The job, when a wait ended this way: its id when the caller gave one, else its
+    /// status URL.
     pub job: Option<String>,
+    /// The job's status URL (credentials masked), when a wait ended this way.
+    pub status_url: Option<String>,
     /// The last status the service reported during the wait, if any.
     pub last_status: Option<JobStatus>,
     /// How the wait went, when a wait ended this way (its deadline passed).
@@ -524,6 +563,7 @@ impl Unavailable {
             host: host.to_owned(),
             retry_after: Some(retry_after),
             job: None,
+            status_url: None,
             last_status: None,
             report: None,
             source: None,

@@ -31,6 +31,8 @@ use crate::redact::redact;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobRef {
     target: Target,
+    /// The job's id, for a job addressed by URL whose id is known (a created job).
+    known_id: Option<String>,
     events_url: Option<String>,
     created: Option<Instant>,
 }
@@ -56,6 +58,7 @@ impl JobRef {
     pub fn id(id: impl Into<String>) -> Self {
         JobRef {
             target: Target::Id(id.into()),
+            known_id: None,
             events_url: None,
             created: None,
         }
@@ -69,6 +72,7 @@ impl JobRef {
     pub fn status_url(url: impl Into<String>) -> Self {
         JobRef {
             target: Target::Url(url.into()),
+            known_id: None,
             events_url: None,
             created: None,
         }
@@ -167,8 +171,14 @@ impl JobRef {
             })?),
             None => events,
         };
+        let status_label = redact(status.as_str()).into_owned();
+        let label = match (&self.target, &self.known_id) {
+            (Target::Id(id), _) | (Target::Url(_), Some(id)) => redact(id).into_owned(),
+            (Target::Url(raw), None) => redact(raw).into_owned(),
+        };
         Ok(Endpoints {
-            label: redact(&self.to_string()).into_owned(),
+            label,
+            status_label,
             capability_key,
             status,
             events,
@@ -234,7 +244,8 @@ pub struct CreatedJob {
 impl CreatedJob {
     /// A reference to wait on, carrying both URLs and the creation time.
     pub fn job(&self) -> JobRef {
-        let job = JobRef::status_url(self.status_url.clone()).with_created_at(self.received);
+        let mut job = JobRef::status_url(self.status_url.clone()).with_created_at(self.received);
+        job.known_id = Some(self.id.clone());
         match &self.events_url {
             Some(events) => job.with_events_url(events.clone()),
             None => job,
@@ -257,8 +268,11 @@ impl From<CreatedJob> for JobRef {
 /// The URLs of one job, resolved.
 #[derive(Debug, Clone)]
 pub(crate) struct Endpoints {
-    /// How the caller named the job, credentials masked (for spans and errors).
+    /// How the caller named the job — its id when known, else its status URL — credentials
+    /// masked (for spans, errors and events).
     pub(crate) label: String,
+    /// The status URL, credentials masked (for errors and events).
+    pub(crate) status_label: String,
     pub(crate) status: Url,
     pub(crate) events: Option<Url>,
     /// Where to cancel the job, when the profile can and the job's id is known.

@@ -154,8 +154,11 @@ pub enum JobEvent {
     Finished {
         /// The job's key.
         key: JobKey,
-        /// The job as the caller named it.
+        /// The job: its id when the caller gave one (or a [`CreatedJob`](crate::CreatedJob)),
+        /// else its status URL (credentials masked).
         job: String,
+        /// The job's status URL (credentials masked).
+        status_url: String,
         /// As [`Client::wait`](crate::Client::wait) would have returned it.
         result: Result<Completion, Error>,
     },
@@ -166,6 +169,22 @@ pub enum JobEvent {
 }
 
 impl JobEvent {
+    /// The end of a job's wait, naming the job both ways, in the event and in its error.
+    pub(crate) fn finished(
+        key: JobKey,
+        job: String,
+        status_url: String,
+        result: Result<Completion, Error>,
+    ) -> Self {
+        let result = result.map_err(|error| error.with_status_url(&status_url));
+        JobEvent::Finished {
+            key,
+            job,
+            status_url,
+            result,
+        }
+    }
+
     /// The key of the job the event is about.
     pub fn key(&self) -> JobKey {
         match self {
@@ -181,8 +200,10 @@ impl JobEvent {
 pub struct Stall {
     /// The job's key.
     pub key: JobKey,
-    /// The job as the caller named it.
+    /// The job: its id when the caller gave one, else its status URL.
     pub job: String,
+    /// The job's status URL (credentials masked).
+    pub status_url: String,
     /// The status it is stuck at.
     pub last_status: Option<JobStatus>,
     /// How long status and progress have been unchanged.

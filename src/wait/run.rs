@@ -71,7 +71,10 @@ pub(crate) async fn wait_for<W: Wire>(
         learned: Some(context.learned.clone()),
         random: rand::random::<f64>,
     };
-    match run(&source, &plan, policy.as_ref(), observer).await {
+    let result = run(&source, &plan, policy.as_ref(), observer)
+        .await
+        .map_err(|error| error.with_status_url(&endpoints.status_label));
+    match result {
         Err(Error::GaveUp(mut gave_up)) if options.cancel_on_give_up => {
             gave_up.remote_cancel = Some(cancel_job(&context.wire, &endpoints).await);
             Err(Error::GaveUp(gave_up))

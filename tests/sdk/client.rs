@@ -288,3 +288,63 @@ async fn a_failed_creation_says_whether_it_was_retried_and_how_to_retry_safely()
     assert!(text.contains("may already exist"), "{text}");
     assert!(!format!("{err:?}").contains("secret-key-123"));
 }
+
+/// Errors and job-set events name a created job by its id and carry its status URL too; a
+/// job addressed by URL is named by that URL.
+#[tokio::test]
+async fn errors_and_events_name_the_job_by_id_and_carry_its_url() {
+    let server = sim(|_| {}).await;
+    let client = client(&server);
+    let failing = || {
+        NewJob::new()
+            .duration(Duration::from_millis(200))
+            .outcome(Outcome::Error)
+    };
+
+    let created = client.create_job(&failing()).await.unwrap();
+    let err = client.wait(&created).await.unwrap_err();
+    let Error::JobFailed(failed) = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(failed.job, created.id);
+    assert_eq!(failed.status_url, created.status_url);
+    assert!(err.to_string().contains(&created.id), "{err}");
+
+    // By URL: named by the URL.
+    let by_url = client.create_job(&failing()).await.unwrap();
+    let err = client.wait(by_url.status_url.as_str()).await.unwrap_err();
+    let Error::JobFailed(failed) = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(failed.job, by_url.status_url);
+    assert_eq!(failed.status_url, by_url.status_url);
+
+    // A job set: the event and its error both.
+    let mut set = client
+        .job_set(translation_status::jobset::JobSetOptions::new())
+        .unwrap();
+    let created = client.create_job(&failing()).await.unwrap();
+    set.add(&created).unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(20), set.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let translation_status::jobset::JobEvent::Finished {
+        job,
+        status_url,
+        result,
+        ..
+    } = event
+    else {
+        panic!("{event:?}")
+    };
+    assert_eq!(job, created.id);
+    assert_eq!(status_url, created.status_url);
+    let Err(Error::JobFailed(failed)) = result else {
+        panic!("{result:?}")
+    };
+    assert_eq!(
+        (failed.job.as_str(), failed.status_url.as_str()),
+        (created.id.as_str(), created.status_url.as_str())
+    );
+}

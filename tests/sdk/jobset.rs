@@ -261,7 +261,10 @@ fn two_thousand_jobs_under_a_rate_limit() {
             let mut wrong = Vec::new();
             let deadline = Instant::now() + Duration::from_secs(120);
             while let Some(event) = tokio::time::timeout_at(deadline, set.next()).await.unwrap() {
-                if let JobEvent::Finished { key, job, result } = event {
+                if let JobEvent::Finished {
+                    key, job, result, ..
+                } = event
+                {
                     if expected_ok(&result, expected[&key]) {
                         right += 1;
                     } else {
@@ -400,7 +403,10 @@ async fn a_restored_set_keeps_its_deadlines_and_history() {
     let events = drain(&mut set, Duration::from_secs(20)).await;
     let mut finished = 0;
     for (at, event) in events {
-        let JobEvent::Finished { key, job, result } = event else {
+        let JobEvent::Finished {
+            key, job, result, ..
+        } = event
+        else {
             continue;
         };
         finished += 1;
@@ -684,7 +690,10 @@ fn throttled_answers_shrink_the_budget_and_never_end_a_wait() {
             let events = drain(&mut set, Duration::from_secs(40)).await;
             let mut finished = 0;
             for (_, event) in events {
-                if let JobEvent::Finished { key, job, result } = event {
+                if let JobEvent::Finished {
+                    key, job, result, ..
+                } = event
+                {
                     finished += 1;
                     assert!(expected_ok(&result, expected[&key]), "{job}: {result:?}");
                 }

@@ -59,17 +59,16 @@ impl<W: Wire> Scheduler<W> {
             Done::Canceled {
                 key,
                 job,
+                status_url,
                 mut result,
                 outcome,
             } => {
                 if let Err(Error::GaveUp(gave_up)) = &mut result {
                     gave_up.remote_cancel = Some(outcome);
                 }
-                self.send(Message::Event(Box::new(JobEvent::Finished {
-                    key,
-                    job,
-                    result,
-                })));
+                self.send(Message::Event(Box::new(JobEvent::finished(
+                    key, job, status_url, result,
+                ))));
             }
         }
     }
@@ -284,6 +283,7 @@ impl<W: Wire> Scheduler<W> {
         let stall = Stall {
             key,
             job: job.endpoints.label.clone(),
+            status_url: job.endpoints.status_label.clone(),
             last_status: job.ledger.last().cloned(),
             unchanged_for,
             bound,
@@ -293,6 +293,7 @@ impl<W: Wire> Scheduler<W> {
             let report = job.ledger.report(now, None);
             let error = Error::Stalled(Box::new(Stalled {
                 job: job.endpoints.label.clone(),
+                status_url: job.endpoints.status_label.clone(),
                 unchanged_for,
                 bound,
                 last_status: job.ledger.last().cloned(),

@@ -85,6 +85,7 @@ enum Done {
     Canceled {
         key: JobKey,
         job: String,
+        status_url: String,
         result: Result<Completion, Error>,
         outcome: RemoteCancel,
     },
@@ -326,12 +327,14 @@ impl<W: Wire> Scheduler<W> {
         if self.options.wait.cancel_on_give_up && matches!(ending.result, Err(Error::GaveUp(_))) {
             let cancel = cancel_job(&self.ctx.wire, &job.endpoints);
             let label = job.endpoints.label.clone();
+            let status_url = job.endpoints.status_label.clone();
             let result = ending.result;
             self.in_flight.push(
                 async move {
                     Done::Canceled {
                         key,
                         job: label,
+                        status_url,
                         result,
                         outcome: cancel.await,
                     }
@@ -349,11 +352,12 @@ impl<W: Wire> Scheduler<W> {
             elapsed_ms = report.elapsed.as_millis() as u64,
             "wait finished"
         );
-        self.send(Message::Event(Box::new(JobEvent::Finished {
+        self.send(Message::Event(Box::new(JobEvent::finished(
             key,
-            job: job.endpoints.label.clone(),
-            result: ending.result,
-        })));
+            job.endpoints.label.clone(),
+            job.endpoints.status_label.clone(),
+            ending.result,
+        ))));
     }
 
     /// Stops tracking a job: its timer, its operation in flight.

@@ -96,6 +96,7 @@ impl Ledger {
             JobState::Failed(failure) => (
                 Err(Error::JobFailed(Box::new(JobFailed {
                     job: job.to_owned(),
+                    status_url: String::new(),
                     code: failure.code.clone(),
                     message: failure.message.clone(),
                     status,
@@ -106,6 +107,7 @@ impl Ledger {
             JobState::Canceled => (
                 Err(Error::JobCanceled(Box::new(JobCanceled {
                     job: job.to_owned(),
+                    status_url: String::new(),
                     status,
                     report: report.clone(),
                 }))),
@@ -146,6 +148,7 @@ impl Ledger {
                     host: down.host,
                     retry_after,
                     job: Some(job.to_owned()),
+                    status_url: None,
                     last_status: self.last.clone(),
                     report: Some(report.clone()),
                     source: down.cause.map(|e| Box::new(e) as BoxError),
@@ -158,6 +161,7 @@ impl Ledger {
         Ending {
             result: Err(Error::GaveUp(Box::new(GaveUp {
                 job: job.to_owned(),
+                status_url: String::new(),
                 reason,
                 last_status: self.last.clone(),
                 report: report.clone(),

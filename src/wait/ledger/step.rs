@@ -176,6 +176,7 @@ impl Ledger {
         self.last = Some(status.clone());
         let error = Error::UnknownState(Box::new(UnknownState {
             job: parts.job.to_owned(),
+            status_url: String::new(),
             word: word.clone(),
             in_a_row: self.unknown,
             profile: parts.profile.name().to_owned(),
