@@ -89,6 +89,7 @@
 //! [`Error::Stalled`].
 
 mod budget;
+mod feed;
 mod handle;
 mod options;
 mod queue;

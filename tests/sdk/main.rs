@@ -17,5 +17,6 @@ mod mechanisms;
 mod observability;
 mod profiles;
 mod resilience;
+mod stream;
 mod support;
 mod transport;
