@@ -14,7 +14,8 @@
 //!   into the stream of the client's own jobs: a set waits for jobs whoever created them, and
 //!   the stream of a watch set reports exactly the jobs asked for. The answer of each
 //!   `POST`/`PATCH` carries the status of the jobs it named *as of a cursor*: their first
-//!   look, for one request per up to [`MAX_WATCH_IDS`] jobs;
+//!   look, for one request per [`MAX_WATCH_BODY`] bytes of ids (about 350 of the
+//!   simulator's);
 //! * one **change stream** (`GET /v1/events?watch=ID`) opened at that cursor reports every
 //!   change after it: a job's end is one event. Reopened with the last cursor received
 //!   (`Last-Event-ID`) it continues with nothing lost and nothing repeated; when the server
@@ -46,8 +47,13 @@ use crate::transport::sse::SseEvent;
 pub(crate) const MAX_ID: usize = 64;
 /// The longest cursor kept: two numbers of at most 20 digits around a colon.
 pub(crate) const MAX_CURSOR: usize = 41;
-/// Ids named in one watch set request: well inside a 16 KiB body.
-pub(crate) const MAX_WATCH_IDS: usize = 256;
+/// The most bytes of ids named in one watch set request: with the JSON around them, inside
+/// the 16 KiB body a server commonly accepts (the simulator's `server.max_body_bytes`).
+pub(crate) const MAX_WATCH_BODY: usize = 12 * 1024;
+/// Ids of ended jobs kept to remove from the watch set: removed (in one request) once this
+/// many have ended, so that the set does not grow without bound; beyond it they are left to
+/// expire on the server.
+pub(crate) const MAX_REMOVALS: usize = 1024;
 /// Failures in a row (refusals, broken or silent streams, hostile events) after which the
 /// change stream is given up for the set's life.
 pub(crate) const MAX_FAILURES: u8 = 5;

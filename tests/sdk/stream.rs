@@ -121,7 +121,12 @@ fn a_job_set_follows_its_jobs_on_one_stream() {
         exactly_once(&finished, 60);
         // One stream and one watch set request for sixty jobs; no job read on its own.
         assert_eq!(served(&server, "/v1/events"), 1.0);
-        assert_eq!(served(&server, "/v1/watches"), 1.0);
+        let created = metric(
+            &server.state().render_metrics(),
+            "sim_http_requests_total",
+            &[("route", "/v1/watches"), ("method", "POST")],
+        );
+        assert_eq!(created, 1.0);
         assert_eq!(served(&server, "/v1/jobs/{id}/status"), 0.0);
     });
     assert_eq!(

@@ -24,11 +24,12 @@ use serde::Deserialize;
 use tokio::time::Instant;
 use url::Url;
 
+use super::feed::FeedState;
 use super::{Done, Scheduler};
 use crate::jobset::JobKey;
 use crate::jobset::budget::Grant;
 use crate::jobset::feed::{self, status_id};
-use crate::jobset::tracked::Stage;
+use crate::jobset::tracked::{Membership, Stage};
 use crate::model::JobState;
 use crate::poll::MIN_PAUSE;
 use crate::transport::RequestKind;
@@ -90,11 +91,14 @@ struct BatchAnswer {
 impl<W: Wire> Scheduler<W> {
     /// Whether a job's next plain look goes into a batched read.
     pub(super) fn batchable(&self, key: JobKey) -> bool {
+        let streamed = |member| {
+            self.feed.state == FeedState::On
+                && matches!(member, Membership::Joining | Membership::Member)
+        };
         self.batch.state != State::Off
-            && self
-                .jobs
-                .get(&key)
-                .is_some_and(|job| job.feed_id.is_some() && !job.unbatched)
+            && self.jobs.get(&key).is_some_and(|job| {
+                job.feed_id.is_some() && !job.unbatched && !job.check && !streamed(job.member)
+            })
     }
 
     /// Sends one batched read for `keys` (taking sleeping jobs due soon while there is

@@ -12,7 +12,7 @@ use url::Url;
 use super::{Done, Scheduler};
 use crate::jobset::JobKey;
 use crate::jobset::budget::Grant;
-use crate::jobset::feed::{self, Change, MAX_FAILURES, MAX_WATCH_IDS, WatchAnswer};
+use crate::jobset::feed::{self, Change, MAX_FAILURES, MAX_REMOVALS, MAX_WATCH_BODY, WatchAnswer};
 use crate::jobset::tracked::{Membership, Stage};
 use crate::poll::MIN_PAUSE;
 use crate::telemetry;
@@ -150,6 +150,18 @@ impl Feed {
     fn url(&self, path: &str) -> Option<Url> {
         feed::route(self.base.as_ref()?, path)
     }
+
+    /// The request that deletes the watch set, when there is one: sent as the set stops, so
+    /// that it does not hold one of the server's sets until it expires.
+    pub(super) fn farewell(&self) -> Option<ManyRequest> {
+        let watch = self.watch.as_ref()?;
+        Some(ManyRequest {
+            method: http::Method::DELETE,
+            url: self.url(&format!("v1/watches/{watch}"))?,
+            body: None,
+            kind: RequestKind::Watch,
+        })
+    }
 }
 
 impl<W: Wire> Scheduler<W> {
@@ -189,7 +201,7 @@ impl<W: Wire> Scheduler<W> {
         };
         if matches!(member, Membership::Joining | Membership::Member) {
             self.feed.members.remove(id);
-            if member == Membership::Member && self.feed.to_remove.len() < 4 * MAX_WATCH_IDS {
+            if member == Membership::Member && self.feed.to_remove.len() < MAX_REMOVALS {
                 self.feed.to_remove.push(id.into());
             }
         }
@@ -223,6 +235,9 @@ impl<W: Wire> Scheduler<W> {
             if self.failed(now) {
                 return;
             }
+            // The silence paced this try already: resume at once, to keep the detection
+            // delay near the bound (it still counts towards giving the stream up).
+            self.feed.retry_at = Some(now + MIN_PAUSE);
         }
         let bound = self.options.silence_bound();
         if self
@@ -240,7 +255,7 @@ impl<W: Wire> Scheduler<W> {
             return;
         }
         self.feed.retry_at = None;
-        let removals_due = self.feed.watch.is_some() && self.feed.to_remove.len() >= MAX_WATCH_IDS;
+        let removals_due = self.feed.watch.is_some() && self.feed.to_remove.len() >= MAX_REMOVALS;
         if !self.feed.busy && (!self.feed.to_add.is_empty() || removals_due) {
             self.change_watch(now);
         }
@@ -267,13 +282,12 @@ impl<W: Wire> Scheduler<W> {
         }
     }
 
-    /// Creates the watch set, or changes it: up to [`MAX_WATCH_IDS`] ids per request.
+    /// Creates the watch set, or changes it: [`MAX_WATCH_BODY`] bytes of ids per request.
     fn change_watch(&mut self, now: Instant) {
         if !self.token(now) {
             return;
         }
-        let n = self.feed.to_add.len().min(MAX_WATCH_IDS);
-        let add: Vec<Box<str>> = self.feed.to_add.drain(..n).collect();
+        let add = take_ids(&mut self.feed.to_add, MAX_WATCH_BODY);
         let (method, url, body, creating) = match &self.feed.watch {
             None => (
                 http::Method::POST,
@@ -282,8 +296,10 @@ impl<W: Wire> Scheduler<W> {
                 true,
             ),
             Some(watch) => {
-                let m = self.feed.to_remove.len().min(MAX_WATCH_IDS);
-                let remove: Vec<Box<str>> = self.feed.to_remove.drain(..m).collect();
+                let room = MAX_WATCH_BODY.saturating_sub(body_size(&add));
+                let mut removals: VecDeque<Box<str>> = self.feed.to_remove.drain(..).collect();
+                let remove = take_ids(&mut removals, room);
+                self.feed.to_remove.extend(removals);
                 self.feed.watched = self.feed.watched.saturating_sub(remove.len());
                 (
                     http::Method::PATCH,
@@ -690,5 +706,43 @@ impl<W: Wire> Scheduler<W> {
         self.close_stream();
         self.feed.cursor = None;
         self.failed(now);
+    }
+}
+
+/// As many ids from the front of `ids` as fit in `bytes` of a JSON array (at least one).
+fn take_ids(ids: &mut VecDeque<Box<str>>, bytes: usize) -> Vec<Box<str>> {
+    let mut taken = Vec::new();
+    let mut size = 0;
+    while let Some(id) = ids.front() {
+        size += id.len() + 3;
+        if size > bytes && !taken.is_empty() {
+            break;
+        }
+        taken.extend(ids.pop_front());
+    }
+    taken
+}
+
+/// The bytes `ids` take in a JSON array.
+fn body_size(ids: &[Box<str>]) -> usize {
+    ids.iter().map(|id| id.len() + 3).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_requests_take_ids_up_to_their_byte_budget() {
+        let mut ids: VecDeque<Box<str>> = (0..1000).map(|i| format!("j-{i:032}").into()).collect();
+        let first = take_ids(&mut ids, MAX_WATCH_BODY);
+        assert!(body_size(&first) <= MAX_WATCH_BODY);
+        assert!(first.len() > 300, "{}", first.len());
+        assert_eq!(first.len() + ids.len(), 1000, "nothing lost");
+        assert_eq!(&*first[0], "j-00000000000000000000000000000000");
+        // An id longer than the budget still goes, alone: no request is ever empty.
+        let mut long: VecDeque<Box<str>> = VecDeque::from([Box::from("x".repeat(64)), "y".into()]);
+        assert_eq!(take_ids(&mut long, 10).len(), 1);
+        assert!(take_ids(&mut VecDeque::new(), 10).is_empty());
     }
 }

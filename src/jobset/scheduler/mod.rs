@@ -373,11 +373,9 @@ impl<W: Wire> Scheduler<W> {
         if let Some(due) = job.stall.due(bound) {
             at = at.min(due.max(now + MIN_PAUSE));
         }
-        if job.member == Membership::Member && self.feed.state == feed::FeedState::On {
-            // Its own look is over (a stall check): the stream goes on following it.
-            job.stage = Stage::Following;
-            self.arm(key);
-        } else if at <= now {
+        // A job the stream follows sleeps too after a look of its own (a stall check): at
+        // `at` it rejoins the stream without a request, and an event wakes it sooner.
+        if at <= now {
             self.make_ready(key);
         } else {
             job.stage = Stage::Sleeping {
@@ -491,5 +489,10 @@ impl<W: Wire> Drop for Scheduler<W> {
         let (open, members) = self.feed.counted();
         telemetry::streams_open(-open);
         telemetry::stream_jobs(-members);
+        if let (Some(farewell), Ok(runtime)) =
+            (self.feed.farewell(), tokio::runtime::Handle::try_current())
+        {
+            drop(runtime.spawn(self.ctx.wire.exchange(farewell)));
+        }
     }
 }
