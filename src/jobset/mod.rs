@@ -214,7 +214,7 @@ pub struct Stall {
 ///    intervals](JobSetOptions::bookmark_interval), and given up for the set's life when
 ///    the server has none, refuses it, or it fails five times in a row.
 /// 2. **Batched reads** ([`batch_reads`](JobSetOptions::batch_reads), on by default): every
-///    job due for a plain look in the same turn — and jobs due within a tenth of their pause
+///    job due for a plain look in the same turn — and jobs due within half of their pause
 ///    — go into one `GET /v1/jobs?ids=` of up to [`max_batch`](JobSetOptions::max_batch)
 ///    jobs; each job takes its part as its own read, on its own schedule. Given up for the
 ///    set when the route is missing; a job the batch names not found is read on its own.
