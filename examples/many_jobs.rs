@@ -10,11 +10,23 @@
 //! second) and creates the jobs in the same instant, lasting 2 to 6 s, one in ten failing;
 //! with one, it creates them there (`POST /v1/jobs`). Either way it then waits for all of
 //! them with one job set and prints, per second, the requests sent; `--json` ends with one
-//! line: `jobs`, `completed`, `failed`, `gave_up`, `errors`, `requests`, `throttled`,
-//! `peak_rps`, `mean_rps`, `stalls`, `elapsed_ms`.
+//! line: `jobs`, `completed`, `failed`, `gave_up`, `errors`, `requests` (every HTTP request
+//! made to wait: stream opens and resumes, watch set changes, batched reads, polls, streams
+//! and long-polls of single jobs), `requests_per_job`, `by_kind` (those requests by kind),
+//! `create_requests` (job creation, apart), `streams` (change stream connections opened),
+//! `resumes`, `resets`, `silent_drops`, `lost` (jobs never reported finished),
+//! `duplicated` (jobs reported finished twice), `detection_p50_ms` and `detection_p99_ms`
+//! (the job's end → its `Finished` event; in-process only, where the end is known),
+//! `throttled`, `peak_rps`, `mean_rps`, `stalls`, `elapsed_ms`.
 //!
 //! Flags: `--jobs N` (default 1000), `--rate R` and `--burst B` (the client's request budget,
-//! default 200 and 20), `--stall-after SECONDS` (default: learned).
+//! default 200 and 20), `--stall-after SECONDS` (default: learned). In-process only:
+//! `--median SECONDS` and `--sigma S` (lognormal durations instead of 2 to 6 s),
+//! `--time-scale F` (multiplies the durations, the server's bookmark interval (15 s), stream
+//! lifetime (10 min) and the set's bookmark interval alike), `--kill-every SECONDS` (the
+//! server ends every change stream after this long, scaled), `--silent-rate P` (the
+//! simulator's `silent` fault), `--no-stream` and `--no-batch` (the set's change stream and
+//! batched reads off), `--poll-only` (no event streams or long-polls of single jobs).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,6 +47,14 @@ struct Args {
     burst: u32,
     stall_after: Option<f64>,
     json: bool,
+    median: Option<f64>,
+    sigma: f64,
+    time_scale: f64,
+    kill_every: Option<f64>,
+    silent_rate: f64,
+    stream: bool,
+    batch: bool,
+    poll_only: bool,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -45,6 +65,14 @@ fn args() -> anyhow::Result<Args> {
         burst: 20,
         stall_after: None,
         json: false,
+        median: None,
+        sigma: 0.5,
+        time_scale: 1.0,
+        kill_every: None,
+        silent_rate: 0.0,
+        stream: true,
+        batch: true,
+        poll_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -58,8 +86,17 @@ fn args() -> anyhow::Result<Args> {
             "--rate" => args.rate = value("--rate")?.parse()?,
             "--burst" => args.burst = value("--burst")?.parse()?,
             "--stall-after" => args.stall_after = Some(value("--stall-after")?.parse()?),
+            "--median" => args.median = Some(value("--median")?.parse()?),
+            "--sigma" => args.sigma = value("--sigma")?.parse()?,
+            "--time-scale" => args.time_scale = value("--time-scale")?.parse()?,
+            "--kill-every" => args.kill_every = Some(value("--kill-every")?.parse()?),
+            "--silent-rate" => args.silent_rate = value("--silent-rate")?.parse()?,
+            "--no-stream" => args.stream = false,
+            "--no-batch" => args.batch = false,
+            "--poll-only" => args.poll_only = true,
             flag if flag.starts_with("--") => anyhow::bail!(
-                "unknown flag {flag}; usage: many_jobs [BASE_URL] [--jobs N] [--rate R] [--burst B] [--stall-after S] [--json]"
+                "unknown flag {flag}; usage: many_jobs [BASE_URL] [--jobs N] [--rate R] [--burst B] [--stall-after S] \
+                 [--median S --sigma X] [--time-scale F] [--kill-every S] [--silent-rate P] [--no-stream] [--no-batch] [--poll-only] [--json]"
             ),
             url => args.base = Some(url.to_owned()),
         }
@@ -70,6 +107,12 @@ fn args() -> anyhow::Result<Args> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = args()?;
+    anyhow::ensure!(
+        args.time_scale.is_finite() && args.time_scale > 0.0,
+        "--time-scale must be positive"
+    );
+    let scaled = |secs: f64| Duration::from_secs_f64(secs * args.time_scale);
+    let bookmark = scaled(15.0).max(Duration::from_millis(10));
     let requests = Requests::default();
     metrics::set_global_recorder(requests.clone())
         .map_err(|_| anyhow::anyhow!("a metrics recorder is already installed"))?;
@@ -83,6 +126,16 @@ async fn main() -> anyhow::Result<()> {
             settings.rate_limit.enabled = true;
             settings.rate_limit.rps = 250.0;
             settings.rate_limit.burst = 250;
+            settings.changes.bookmark_interval = bookmark;
+            settings.changes.max_lifetime = scaled(args.kill_every.unwrap_or(600.0));
+            if args.kill_every.is_some() {
+                settings.changes.lifetime_jitter = 0.0;
+            }
+            settings.faults.silent_rate = args.silent_rate;
+            settings.faults.seed = Some(7);
+            settings.jobs.max_jobs = settings.jobs.max_jobs.max(2 * args.jobs);
+            settings.jobs.max_jobs_per_client =
+                settings.jobs.max_jobs_per_client.max(2 * args.jobs);
             let server = translation_sim::spawn(settings).await?;
             (server.base_url(), Some(server))
         }
@@ -92,10 +145,14 @@ async fn main() -> anyhow::Result<()> {
         .request_budget(RequestBudget::new(args.rate, args.burst))
         .build()?;
 
-    // The jobs, created in the same instant: 2 to 6 s, one in ten failing.
+    // The jobs, created in the same instant: 2 to 6 s (or lognormal), one in ten failing.
+    let mut draw = Lognormal::new(args.median, args.sigma);
     let specs: Vec<(Duration, Outcome)> = (0..args.jobs)
         .map(|i| {
-            let ms = 2000 + (i as u64 * 7919) % 4000;
+            let ms = match draw.as_mut() {
+                Some(draw) => (draw.sample() * 1000.0 * args.time_scale) as u64,
+                None => 2000 + (i as u64 * 7919) % 4000,
+            };
             let outcome = if i % 10 == 3 {
                 Outcome::Error
             } else {
@@ -104,6 +161,7 @@ async fn main() -> anyhow::Result<()> {
             (Duration::from_millis(ms), outcome)
         })
         .collect();
+    let created = Instant::now();
     let ids: Vec<String> = match &local {
         Some(server) => specs
             .iter()
@@ -133,7 +191,14 @@ async fn main() -> anyhow::Result<()> {
         }
     };
 
-    let mut options = JobSetOptions::new().deadline(Duration::from_secs(120));
+    let longest = specs.iter().map(|s| s.0).max().unwrap_or_default();
+    let mut options = JobSetOptions::new()
+        .deadline(Duration::from_secs(120).max(2 * longest))
+        .change_stream(args.stream)
+        .batch_reads(args.batch)
+        .bookmark_interval(bookmark)
+        .sse(!args.poll_only)
+        .long_poll(!args.poll_only);
     if let Some(secs) = args.stall_after {
         let bound = Duration::try_from_secs_f64(secs)
             .ok()
@@ -147,11 +212,23 @@ async fn main() -> anyhow::Result<()> {
     }
     let started = Instant::now();
     let mut set = client.job_set(options)?;
-    for id in &ids {
-        set.add(id.as_str())?;
+    let mut ends = std::collections::HashMap::new();
+    for (id, spec) in ids.iter().zip(&specs) {
+        let key = set.add(id.as_str())?;
+        ends.insert(key, created + spec.0);
     }
     let (mut completed, mut failed, mut gave_up, mut errors, mut stalls) = (0, 0, 0, 0, 0);
+    let mut reported = std::collections::HashMap::new();
+    let mut delays = Vec::new();
     while let Some(event) = set.next().await {
+        if let JobEvent::Finished { key, .. } = &event {
+            *reported.entry(*key).or_insert(0u32) += 1;
+            if local.is_some()
+                && let Some(end) = ends.get(key)
+            {
+                delays.push(Instant::now().saturating_duration_since(*end).as_secs_f64() * 1e3);
+            }
+        }
         match event {
             JobEvent::Finished { result: Ok(_), .. } => completed += 1,
             JobEvent::Finished {
@@ -183,8 +260,18 @@ async fn main() -> anyhow::Result<()> {
     let elapsed = started.elapsed();
 
     let (per_second, throttled) = requests.since(started);
-    let total: u64 = per_second.iter().sum();
     let (peak, mean) = peak_and_mean(&per_second);
+    let counts = requests.counts();
+    let kind = |k: &str| counts.get(k).copied().unwrap_or(0);
+    let create_requests = kind("create");
+    let total: u64 = counts.values().sum::<u64>() - create_requests;
+    let lost = ids.len() - reported.len();
+    let duplicated = reported.values().filter(|&&n| n > 1).count();
+    delays.sort_by(f64::total_cmp);
+    let quantile = |q: f64| -> Option<f64> {
+        let i = ((delays.len() as f64 * q).ceil() as usize).checked_sub(1)?;
+        delays.get(i).map(|ms| (ms * 10.0).round() / 10.0)
+    };
     if args.json {
         println!(
             "{}",
@@ -195,6 +282,17 @@ async fn main() -> anyhow::Result<()> {
                 "gave_up": gave_up,
                 "errors": errors,
                 "requests": total,
+                "requests_per_job": total as f64 / ids.len().max(1) as f64,
+                "by_kind": counts.iter().filter(|(k, _)| k.as_str() != "create").collect::<std::collections::BTreeMap<_, _>>(),
+                "create_requests": create_requests,
+                "streams": requests.opened(),
+                "resumes": requests.event(telemetry::STREAM_RESUMES_TOTAL),
+                "resets": requests.event(telemetry::STREAM_RESETS_TOTAL),
+                "silent_drops": requests.event(telemetry::SILENT_DROPS_TOTAL),
+                "lost": lost,
+                "duplicated": duplicated,
+                "detection_p50_ms": quantile(0.5),
+                "detection_p99_ms": quantile(0.99),
                 "throttled": throttled,
                 "peak_rps": peak,
                 "mean_rps": (mean * 10.0).round() / 10.0,
@@ -209,9 +307,15 @@ async fn main() -> anyhow::Result<()> {
             ids.len()
         );
         println!(
-            "{total} requests ({:.2} per job, {throttled} answered 429) in {:.1} s: peak {peak}/s, mean {mean:.1}/s",
+            "{total} requests to wait ({:.3} per job, {throttled} answered 429; {create_requests} creations apart) in {:.1} s: peak {peak}/s, mean {mean:.1}/s",
             total as f64 / ids.len().max(1) as f64,
             elapsed.as_secs_f64()
+        );
+        println!(
+            "by kind {counts:?}; {} change streams opened; {lost} lost, {duplicated} duplicated; detection p50 {:?} ms, p99 {:?} ms",
+            requests.opened(),
+            quantile(0.5),
+            quantile(0.99)
         );
     }
     Ok(())
@@ -236,6 +340,32 @@ async fn create(client: Client, job: NewJob) -> Result<String, Error> {
     }
 }
 
+/// Lognormal durations (seconds) around a median, drawn from a fixed seed.
+struct Lognormal {
+    mu: f64,
+    sigma: f64,
+    rng: rand::rngs::StdRng,
+}
+
+impl Lognormal {
+    fn new(median: Option<f64>, sigma: f64) -> Option<Self> {
+        use rand::SeedableRng;
+        Some(Lognormal {
+            mu: median?.ln(),
+            sigma,
+            rng: rand::rngs::StdRng::seed_from_u64(42),
+        })
+    }
+
+    fn sample(&mut self) -> f64 {
+        use rand::Rng;
+        // Box–Muller: one standard normal from two uniforms.
+        let (u1, u2): (f64, f64) = (self.rng.random(), self.rng.random());
+        let z = (-2.0 * (1.0 - u1).ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+        (self.mu + self.sigma * z).exp()
+    }
+}
+
 /// Peak and mean requests per second, the mean over the busy span (first to last busy second).
 fn peak_and_mean(per_second: &[u64]) -> (u64, f64) {
     let first = per_second.iter().position(|&n| n > 0);
@@ -257,6 +387,12 @@ struct Requests(Arc<Mutex<Log>>);
 struct Log {
     sent: Vec<Instant>,
     throttled: Vec<Instant>,
+    /// Requests on the wire by kind (attempts, as the SDK counts them).
+    by_kind: std::collections::HashMap<String, u64>,
+    /// Change stream connections opened.
+    opened: u64,
+    /// Other counters of interest, by name.
+    events: std::collections::HashMap<&'static str, u64>,
 }
 
 impl Requests {
@@ -274,6 +410,60 @@ impl Requests {
         let throttled = log.throttled.iter().filter(|t| **t >= start).count();
         (per_second, throttled)
     }
+
+    fn counts(&self) -> std::collections::HashMap<String, u64> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_kind
+            .clone()
+    }
+
+    fn opened(&self) -> u64 {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).opened
+    }
+
+    fn event(&self, name: &'static str) -> u64 {
+        let log = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        log.events.get(name).copied().unwrap_or(0)
+    }
+}
+
+/// Counts one counter's increments into the log.
+enum Tally {
+    Kind { kind: String, opened: bool },
+    Event(&'static str),
+}
+
+struct Counted(Arc<Mutex<Log>>, Tally);
+
+impl CounterFn for Counted {
+    fn increment(&self, n: u64) {
+        let mut log = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match &self.1 {
+            Tally::Kind { kind, opened } => {
+                *log.by_kind.entry(kind.clone()).or_insert(0) += n;
+                if *opened {
+                    log.opened += n;
+                }
+            }
+            Tally::Event(name) => *log.events.entry(name).or_insert(0) += n,
+        }
+    }
+    fn absolute(&self, _: u64) {}
+}
+
+/// Both tallies of one request counter: its kind, and a throttled answer's time.
+struct Both(Counted, Option<Sample>);
+
+impl CounterFn for Both {
+    fn increment(&self, n: u64) {
+        self.0.increment(n);
+        if let Some(sample) = &self.1 {
+            CounterFn::increment(sample, n);
+        }
+    }
+    fn absolute(&self, _: u64) {}
 }
 
 struct Sample(Arc<Mutex<Log>>);
@@ -310,15 +500,32 @@ impl Recorder for Requests {
     fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
     fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
     fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        let throttled = key.name() == telemetry::REQUESTS_TOTAL
-            && key
-                .labels()
-                .any(|l| l.key() == "outcome" && l.value() == "throttled");
-        if throttled {
-            Counter::from_arc(Arc::new(Sample(Arc::clone(&self.0))))
-        } else {
-            Counter::noop()
+        let label = |name: &str| {
+            key.labels()
+                .find(|l| l.key() == name)
+                .map(|l| l.value().to_owned())
+        };
+        if key.name() == telemetry::REQUESTS_TOTAL {
+            let kind = label("kind").unwrap_or_default();
+            let outcome = label("outcome").unwrap_or_default();
+            let opened = kind == "changes" && outcome == "ok";
+            let throttled = (outcome == "throttled").then(|| Sample(Arc::clone(&self.0)));
+            let counted = Counted(Arc::clone(&self.0), Tally::Kind { kind, opened });
+            return Counter::from_arc(Arc::new(Both(counted, throttled)));
         }
+        for name in [
+            telemetry::STREAM_RESUMES_TOTAL,
+            telemetry::STREAM_RESETS_TOTAL,
+            telemetry::SILENT_DROPS_TOTAL,
+        ] {
+            if key.name() == name {
+                return Counter::from_arc(Arc::new(Counted(
+                    Arc::clone(&self.0),
+                    Tally::Event(name),
+                )));
+            }
+        }
+        Counter::noop()
     }
     fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
         Gauge::noop()

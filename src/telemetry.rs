@@ -90,6 +90,23 @@ pub const BUDGET_PAUSE_SECONDS: &str = "translation_status_budget_pause_seconds"
 /// Jobs reported as stalled.
 pub const STALLS_TOTAL: &str = "translation_status_stalls_total";
 
+/// Change streams job sets hold open (one per set at most: many jobs on one connection).
+pub const JOBSET_STREAMS: &str = "translation_status_jobset_streams";
+/// Jobs followed on change streams, all sets together (divide by
+/// [`JOBSET_STREAMS`] for jobs per stream).
+pub const JOBSET_STREAM_JOBS: &str = "translation_status_jobset_stream_jobs";
+/// Change streams reopened after their last cursor (nothing lost, nothing repeated).
+pub const STREAM_RESUMES_TOTAL: &str = "translation_status_stream_resumes_total";
+/// Resyncs: the server could not continue from the cursor (`reset`), or the client started
+/// over without one, by `reason` (`history`, `epoch`, `restart`).
+pub const STREAM_RESETS_TOTAL: &str = "translation_status_stream_resets_total";
+/// Held connections dropped because they said nothing for longer than their bound, by
+/// `kind` (`changes`, `events`, `long_poll`): the watchdog's recoveries.
+pub const SILENT_DROPS_TOTAL: &str = "translation_status_silent_drops_total";
+/// Jobs a job set waited for, by the `mechanism` it used for them (`changes`, `batch`,
+/// `per_job`): with [`REQUESTS_TOTAL`] by `kind`, requests per job by mechanism.
+pub const JOBSET_JOBS_TOTAL: &str = "translation_status_jobset_jobs_total";
+
 /// Buckets for request latencies, in seconds: 1 ms to a minute (a held long-poll counts its
 /// hold).
 pub const REQUEST_SECONDS_BUCKETS: &[f64] = &[
@@ -221,6 +238,36 @@ pub fn describe_metrics() {
         "Pauses the server imposed on the request budget (Retry-After); the sum is the time spent throttled."
     );
     describe_counter!(STALLS_TOTAL, Unit::Count, "Jobs reported as stalled.");
+    describe_gauge!(
+        JOBSET_STREAMS,
+        Unit::Count,
+        "Change streams job sets hold open (many jobs on one connection)."
+    );
+    describe_gauge!(
+        JOBSET_STREAM_JOBS,
+        Unit::Count,
+        "Jobs followed on change streams, all job sets together."
+    );
+    describe_counter!(
+        STREAM_RESUMES_TOTAL,
+        Unit::Count,
+        "Change streams reopened after their last cursor."
+    );
+    describe_counter!(
+        STREAM_RESETS_TOTAL,
+        Unit::Count,
+        "Change stream resyncs (the server could not continue from the cursor), by reason."
+    );
+    describe_counter!(
+        SILENT_DROPS_TOTAL,
+        Unit::Count,
+        "Held connections dropped for saying nothing longer than their bound, by kind."
+    );
+    describe_counter!(
+        JOBSET_JOBS_TOTAL,
+        Unit::Count,
+        "Jobs a job set waited for, by the mechanism it used for them."
+    );
 }
 
 pub(crate) fn request_outcome(
@@ -320,6 +367,30 @@ pub(crate) fn budget_paused(pause: Duration) {
 
 pub(crate) fn stalled() {
     metrics::counter!(STALLS_TOTAL).increment(1);
+}
+
+pub(crate) fn streams_open(delta: f64) {
+    metrics::gauge!(JOBSET_STREAMS).increment(delta);
+}
+
+pub(crate) fn stream_jobs(delta: f64) {
+    metrics::gauge!(JOBSET_STREAM_JOBS).increment(delta);
+}
+
+pub(crate) fn stream_resumed() {
+    metrics::counter!(STREAM_RESUMES_TOTAL).increment(1);
+}
+
+pub(crate) fn stream_reset(reason: &'static str) {
+    metrics::counter!(STREAM_RESETS_TOTAL, "reason" => reason).increment(1);
+}
+
+pub(crate) fn silent_drop(kind: RequestKind) {
+    metrics::counter!(SILENT_DROPS_TOTAL, "kind" => kind.as_str()).increment(1);
+}
+
+pub(crate) fn jobset_job(mechanism: &'static str) {
+    metrics::counter!(JOBSET_JOBS_TOTAL, "mechanism" => mechanism).increment(1);
 }
 
 #[cfg(test)]

@@ -66,6 +66,46 @@ fn names_in_promql_are_found() {
     assert_eq!(got, vec!["sim_x_bucket", "loadtest_y_total"]);
 }
 
+/// A job set on a change stream that ends often, keeps one change, and is sometimes silent:
+/// so that the job set's series (streams, resumes, resets, silent drops) exist.
+async fn job_set_on_a_flaky_change_stream() {
+    use futures_util::StreamExt;
+    let mut settings = Settings::default();
+    settings.server.bind = "127.0.0.1:0".parse().unwrap();
+    settings.changes.history = 1;
+    settings.changes.max_lifetime = Duration::from_millis(200);
+    settings.changes.bookmark_interval = Duration::from_millis(50);
+    settings.faults.silent_rate = 0.5;
+    settings.faults.seed = Some(3);
+    let server = translation_sim::spawn(settings).await.unwrap();
+    let client = translation_status::Client::builder()
+        .base_url(server.base_url())
+        .build()
+        .unwrap();
+    let options = translation_status::jobset::JobSetOptions::new()
+        .bookmark_interval(Duration::from_millis(50))
+        .deadline(Duration::from_secs(30));
+    let mut set = client.job_set(options).unwrap();
+    for i in 0..60u64 {
+        let id = server
+            .state()
+            .create_job(translation_sim::JobSpec {
+                duration: Some(Duration::from_millis(300 + (i * 37) % 1500)),
+                ..translation_sim::JobSpec::default()
+            })
+            .unwrap();
+        set.add(id.as_str()).unwrap();
+    }
+    let mut finished = 0;
+    while let Some(event) = set.next().await {
+        if let translation_status::jobset::JobEvent::Finished { .. } = event {
+            finished += 1;
+        }
+    }
+    assert_eq!(finished, 60);
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_metric_exists_in_real_scrapes() {
     let handle = loadtest::exporter::install_recorder().unwrap();
@@ -113,6 +153,7 @@ async fn every_dashboard_metric_exists_in_real_scrapes() {
     };
     let rows = scenario.run().await.unwrap();
     assert!(rows.iter().all(|r| r.wrong_outcomes == 0), "{rows:?}");
+    job_set_on_a_flaky_change_stream().await;
 
     let http = reqwest::Client::new();
     let mut scraped = BTreeSet::new();

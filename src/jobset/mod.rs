@@ -89,6 +89,7 @@
 //! [`Error::Stalled`].
 
 mod budget;
+mod feed;
 mod handle;
 mod options;
 mod queue;
@@ -218,6 +219,32 @@ pub struct Stall {
 /// [`Client::restore_job_set`](crate::Client::restore_job_set), inside a Tokio runtime: it
 /// runs one scheduler task, which stops when the set is dropped (every request in flight
 /// with it). The stream ends when no job is left; adding jobs later starts it again.
+///
+/// # One connection for many jobs
+///
+/// Each job is followed by the first of these the server offers (a job whose status URL is
+/// not `{base_url}/v1/jobs/{id}/status` goes straight to the last):
+///
+/// 1. **The change stream** ([`change_stream`](JobSetOptions::change_stream), on by
+///    default): the set's jobs go into one watch set and one `GET /v1/events` connection
+///    reports all their changes. Creating or growing the watch set (up to 256 jobs per
+///    request) is each job's first look; after that a job costs nothing until it ends,
+///    besides its stall checks and its last look before a deadline. The stream is resumed
+///    from its last cursor when it ends, resynced from the snapshot the server sends after a
+///    `reset`, dropped and resumed when it says nothing for 1.5 [bookmark
+///    intervals](JobSetOptions::bookmark_interval), and given up for the set's life when
+///    the server has none, refuses it, or it fails five times in a row.
+/// 2. **Batched reads** ([`batch_reads`](JobSetOptions::batch_reads), on by default): every
+///    job due for a plain look in the same turn — and jobs due within half of their pause
+///    — go into one `GET /v1/jobs?ids=` of up to [`max_batch`](JobSetOptions::max_batch)
+///    jobs; each job takes its part as its own read, on its own schedule. Given up for the
+///    set when the route is missing; a job the batch names not found is read on its own.
+/// 3. **Each job on its own**: its event stream, long-poll or reads, as described above.
+///
+/// A job's terminal state is decided once, by its wait: the first terminal status from any
+/// of them ends it. [`Client::wait`](crate::Client::wait) does not share a set's stream: a
+/// single wait follows one job on its own connection; for many jobs, use a set (a durable
+/// single wait is a set of one job).
 pub struct JobSet {
     handle: JobSetHandle,
     messages: mpsc::UnboundedReceiver<Message>,

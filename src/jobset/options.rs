@@ -33,6 +33,15 @@ pub struct JobSetOptions {
     pub(crate) stop_on_stall: bool,
     /// How old a saved state may be and still be restored.
     pub(crate) max_saved_age: Duration,
+    /// Follow every job on one change stream when the server has one.
+    pub(crate) change_stream: bool,
+    /// Read the status of every job due at once in one request when the server can.
+    pub(crate) batch_reads: bool,
+    /// The most jobs in one batched read.
+    pub(crate) max_batch: usize,
+    /// How often the server says something on a quiet change stream: the watchdog's bound
+    /// derives from it.
+    pub(crate) bookmark_interval: Duration,
 }
 
 impl JobSetOptions {
@@ -153,10 +162,66 @@ impl JobSetOptions {
         }
     }
 
+    /// Whether to follow every job on one change stream (`GET /v1/events` on a watch set)
+    /// when the server has one (default on). See the fallback order in
+    /// [`JobSet`](super::JobSet#one-connection-for-many-jobs).
+    pub fn change_stream(self, enabled: bool) -> Self {
+        JobSetOptions {
+            change_stream: enabled,
+            ..self
+        }
+    }
+
+    /// Whether jobs polled in the same instant are read in one request (`GET
+    /// /v1/jobs?ids=`) when the server can (default on).
+    pub fn batch_reads(self, enabled: bool) -> Self {
+        JobSetOptions {
+            batch_reads: enabled,
+            ..self
+        }
+    }
+
+    /// The most jobs in one batched read (default 100, the simulator's
+    /// `jobs.max_batch_ids`; 1 to 1,000).
+    pub fn max_batch(self, max: usize) -> Self {
+        JobSetOptions {
+            max_batch: max,
+            ..self
+        }
+    }
+
+    /// How often the server sends something on a quiet change stream (its bookmark or
+    /// keep-alive interval; default 15 s, the simulator's `changes.bookmark_interval`). A
+    /// stream silent for one and a half of these is dropped and resumed; a held read still
+    /// unanswered half its hold (at least a second) after the hold is dropped and sent again.
+    /// Between 10 ms and 1 h.
+    pub fn bookmark_interval(self, interval: Duration) -> Self {
+        JobSetOptions {
+            bookmark_interval: interval,
+            ..self
+        }
+    }
+
+    /// How long a change stream may say nothing before the watchdog drops it.
+    pub(crate) fn silence_bound(&self) -> Duration {
+        self.bookmark_interval + self.bookmark_interval / 2
+    }
+
     pub(crate) fn validate(&self) -> Result<(), Error> {
         self.wait.validate()?;
         if self.max_in_flight == 0 {
             return Err(Error::config("max_in_flight", "must be at least 1"));
+        }
+        if !(1..=1000).contains(&self.max_batch) {
+            return Err(Error::config("max_batch", "must be between 1 and 1000"));
+        }
+        if !(Duration::from_millis(10)..=Duration::from_secs(3600))
+            .contains(&self.bookmark_interval)
+        {
+            return Err(Error::config(
+                "bookmark_interval",
+                "must be between 10 ms and 1 h",
+            ));
         }
         self.stall.validate()
     }
@@ -178,6 +243,10 @@ impl Default for JobSetOptions {
             stall: StallDetection::default(),
             stop_on_stall: false,
             max_saved_age: Duration::from_secs(24 * 3600),
+            change_stream: true,
+            batch_reads: true,
+            max_batch: 100,
+            bookmark_interval: Duration::from_secs(15),
         }
     }
 }
@@ -204,6 +273,18 @@ mod tests {
         assert_eq!(
             setting(JobSetOptions::new().max_in_flight(0)),
             "max_in_flight"
+        );
+        assert_eq!(setting(JobSetOptions::new().max_batch(0)), "max_batch");
+        assert_eq!(setting(JobSetOptions::new().max_batch(1001)), "max_batch");
+        assert_eq!(
+            setting(JobSetOptions::new().bookmark_interval(Duration::from_millis(5))),
+            "bookmark_interval"
+        );
+        assert_eq!(
+            JobSetOptions::new()
+                .bookmark_interval(Duration::from_secs(10))
+                .silence_bound(),
+            Duration::from_secs(15)
         );
         assert!(
             JobSetOptions::new()

@@ -45,6 +45,14 @@ impl Timers {
         }
     }
 
+    /// The entries due by `at`, earliest first.
+    pub(crate) fn due_by(&self, at: Instant) -> impl Iterator<Item = (Instant, JobKey)> + '_ {
+        self.entries
+            .iter()
+            .copied()
+            .take_while(move |(due, _)| *due <= at)
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }

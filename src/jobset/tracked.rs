@@ -18,18 +18,36 @@ use crate::wait::ledger::{Clocks, Ledger};
 /// Where a job is in the scheduler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stage {
-    /// Waiting for its next look.
-    Sleeping { until: Instant },
+    /// Waiting for its next look, due `until`, since `from`.
+    Sleeping { from: Instant, until: Instant },
     /// Due: in the ready queue, waiting for a token or a free slot.
     Ready,
     /// A plain read is in flight.
     Polling,
-    /// A long-poll is held by the server.
-    Holding,
+    /// A long-poll is held by the server; one still out at `silent_at` is silent (the
+    /// server answers a held read within its hold) and is dropped.
+    Holding { silent_at: Instant },
     /// An event stream is open (or being opened).
     Streaming { last_event: Instant },
     /// The last look is over: nothing more is sent, and the wait ends at its deadline.
     Expiring,
+    /// Followed on the set's change stream: nothing is sent for it alone until its last
+    /// look or its stall check.
+    Following,
+}
+
+/// Whether a job is followed on the set's change stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Membership {
+    /// It can be: it joins at its next look.
+    Eligible,
+    /// Named in a watch set request not yet answered.
+    Joining,
+    /// In the watch set: the stream reports its changes.
+    Member,
+    /// Waited for by other means: not the server's job URL, named not found, gone from the
+    /// stream, or the stream was given up.
+    Out,
 }
 
 /// One job of a set.
@@ -57,6 +75,16 @@ pub(crate) struct Tracked {
     pub(super) armed: Option<Instant>,
     /// Aborts the operation in flight.
     pub(super) abort: Option<AbortHandle>,
+    /// The job's id on the server, when its change stream can follow it.
+    pub(super) feed_id: Option<Box<str>>,
+    /// Whether the change stream follows it.
+    pub(super) member: Membership,
+    /// A look of its own is due (its stall check) although the stream follows it.
+    pub(super) check: bool,
+    /// Batched reads do not answer for it (they named it not found): it is read alone.
+    pub(super) unbatched: bool,
+    /// A batched read has answered for it.
+    pub(super) batched: bool,
 }
 
 impl std::fmt::Debug for Tracked {
@@ -111,6 +139,11 @@ impl Tracked {
             generation: 0,
             armed: None,
             abort: None,
+            feed_id: None,
+            member: Membership::Out,
+            check: false,
+            unbatched: false,
+            batched: false,
         }
     }
 

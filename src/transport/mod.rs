@@ -145,6 +145,12 @@ pub enum RequestKind {
     Create,
     /// Canceling a job (a wait that gave up, when asked to).
     Cancel,
+    /// The change stream a job set follows many jobs on (`GET /v1/events`).
+    Changes,
+    /// Creating or changing the watch set a change stream reads (`POST`/`PATCH /v1/watches`).
+    Watch,
+    /// A batched status read of many jobs (`GET /v1/jobs?ids=`).
+    Batch,
 }
 
 impl RequestKind {
@@ -165,11 +171,31 @@ impl RequestKind {
             RequestKind::Events => "events",
             RequestKind::Create => "create",
             RequestKind::Cancel => "cancel",
+            RequestKind::Changes => "changes",
+            RequestKind::Watch => "watch",
+            RequestKind::Batch => "batch",
         }
     }
 
+    /// Every kind, for exporters and dashboards that list them.
+    pub const ALL: [RequestKind; 8] = [
+        RequestKind::Status,
+        RequestKind::LongPoll,
+        RequestKind::Events,
+        RequestKind::Create,
+        RequestKind::Cancel,
+        RequestKind::Changes,
+        RequestKind::Watch,
+        RequestKind::Batch,
+    ];
+
+    /// An event stream (held open, read as it comes, never absorbed when refused).
+    pub(crate) fn is_stream(self) -> bool {
+        matches!(self, RequestKind::Events | RequestKind::Changes)
+    }
+
     fn buffered(self) -> bool {
-        self != RequestKind::Events
+        !self.is_stream()
     }
 }
 
@@ -330,6 +356,7 @@ impl Transport {
         url: &Url,
         last_event_id: Option<&str>,
         timeout: Duration,
+        kind: RequestKind,
     ) -> Result<Subscription, Failure> {
         let attempts = Attempts::default();
         let mut request = self
@@ -337,7 +364,7 @@ impl Transport {
             .get(url.clone())
             .header(ACCEPT, "text/event-stream")
             .header(http::header::CACHE_CONTROL, "no-cache")
-            .with_extension(RequestKind::Events)
+            .with_extension(kind)
             .with_extension(attempts.clone())
             .timeout(timeout);
         // The id is the server's: resume with it only when a header can carry it, and a
@@ -409,6 +436,33 @@ impl Transport {
 }
 
 impl Transport {
+    /// A JSON request for many jobs at once: a batched read (`GET`, every layer of the read
+    /// stack) or a watch set's creation or change (`POST`/`PATCH`, not retried unless
+    /// throttled: a retried creation could make a second set).
+    pub(crate) async fn exchange(
+        &self,
+        method: http::Method,
+        url: &Url,
+        body: Option<&serde_json::Value>,
+        kind: RequestKind,
+    ) -> Result<Exchange, Failure> {
+        let attempts = Attempts::default();
+        let stack = if method == http::Method::GET {
+            &self.reads
+        } else {
+            &self.writes
+        };
+        let mut request = stack
+            .request(method, url.clone())
+            .header(ACCEPT, "application/json")
+            .with_extension(kind)
+            .with_extension(attempts.clone());
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        finish(url, request.send().await, &attempts).await
+    }
+
     /// Cancels a job: one `POST` without a body, through the stack that does not retry,
     /// answered within `within` or cut (a throttled answer is not waited out past it).
     pub(crate) async fn cancel(&self, url: &Url, within: Duration) -> Result<Exchange, Failure> {

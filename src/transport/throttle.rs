@@ -62,11 +62,10 @@ impl Middleware for ThrottleLayer {
             let fits =
                 deadline.is_none_or(|d| Instant::now().checked_add(pause).is_some_and(|at| at < d));
             let absorbable = waits < self.max_waits && retry_after <= self.max_delay;
-            let Some(again) = spare.filter(|_| kind != RequestKind::Events && absorbable && fits)
-            else {
+            let Some(again) = spare.filter(|_| !kind.is_stream() && absorbable && fits) else {
                 // The service kept refusing past what one request absorbs: that counts
                 // against it (a refused event stream only means "poll instead").
-                if kind != RequestKind::Events
+                if !kind.is_stream()
                     && !absorbable
                     && let Some(BreakerHandle(host)) = extensions.get::<BreakerHandle>()
                 {

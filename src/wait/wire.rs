@@ -18,7 +18,7 @@ use super::source::{ReadRequest, Reading, Subscribed};
 use crate::profile::Profile;
 use crate::transport::answer::{failed, interpret, refusal};
 use crate::transport::signals::Signals;
-use crate::transport::{ReadOptions, Transport};
+use crate::transport::{ReadOptions, RequestKind, Transport};
 
 /// How long a stream with no deadline may stay open.
 const STREAM_WITHOUT_DEADLINE: Duration = Duration::from_secs(24 * 3600);
@@ -48,6 +48,61 @@ pub(crate) trait Wire: Send + Sync + 'static {
         last_event_id: Option<String>,
         deadline: Option<Instant>,
     ) -> impl Future<Output = (Subscribed, Option<Signals>)> + Send + 'static;
+
+    /// Whether the wire can send requests about many jobs ([`exchange`](Self::exchange),
+    /// [`follow`](Self::follow)); without them (the default) a job set waits job by job.
+    fn many(&self) -> bool {
+        false
+    }
+
+    /// A JSON request for many jobs at once (a watch set, a batched read). A wire without
+    /// it (the default) answers [`Exchanged::Unsupported`] and sends nothing.
+    fn exchange(&self, request: ManyRequest) -> impl Future<Output = Exchanged> + Send + 'static {
+        drop(request);
+        async { Exchanged::Unsupported }
+    }
+
+    /// Opens the change stream at `url` (many jobs on one connection), resuming after
+    /// `cursor`. A wire without it (the default) falls back at once, sending nothing.
+    fn follow(
+        &self,
+        url: &Url,
+        cursor: Option<String>,
+    ) -> impl Future<Output = (Subscribed, Option<Signals>)> + Send + 'static {
+        let _ = (url, cursor);
+        async {
+            let subscribed = Subscribed::Fallback {
+                reason: super::FallbackReason::NotSupported,
+                attempts: 0,
+            };
+            (subscribed, None)
+        }
+    }
+}
+
+/// A request about many jobs: a batched status read, or a watch set's creation or change.
+#[derive(Debug, Clone)]
+pub(crate) struct ManyRequest {
+    pub(crate) method: http::Method,
+    pub(crate) url: Url,
+    pub(crate) body: Option<serde_json::Value>,
+    pub(crate) kind: RequestKind,
+}
+
+/// What came back from a [`ManyRequest`].
+#[derive(Debug)]
+pub(crate) enum Exchanged {
+    /// An answer, its body read (bounded as every body).
+    Answered {
+        status: http::StatusCode,
+        headers: http::HeaderMap,
+        body: bytes::Bytes,
+        attempts: u32,
+    },
+    /// No answer (after the transport's retries).
+    Unreachable { attempts: u32 },
+    /// The wire cannot send it: nothing was sent.
+    Unsupported,
 }
 
 impl Wire for Transport {
@@ -124,7 +179,7 @@ impl Wire for Transport {
                 d.saturating_duration_since(Instant::now()) + transport.request_timeout
             });
             match transport
-                .subscribe(&url, last_event_id.as_deref(), timeout)
+                .subscribe(&url, last_event_id.as_deref(), timeout, RequestKind::Events)
                 .await
             {
                 Ok(sub) => {
@@ -141,6 +196,74 @@ impl Wire for Transport {
                 }
                 Err(failure) => {
                     tracing::debug!(error = %crate::error::chain(&failure.error), "event stream unreachable");
+                    let subscribed = Subscribed::Fallback {
+                        reason: super::FallbackReason::Unreachable,
+                        attempts: failure.attempts,
+                    };
+                    (subscribed, None)
+                }
+            }
+        }
+    }
+
+    fn many(&self) -> bool {
+        true
+    }
+
+    fn exchange(&self, request: ManyRequest) -> impl Future<Output = Exchanged> + Send + 'static {
+        let transport = self.clone();
+        async move {
+            let ManyRequest {
+                method,
+                url,
+                body,
+                kind,
+            } = request;
+            match transport.exchange(method, &url, body.as_ref(), kind).await {
+                Ok(exchange) => Exchanged::Answered {
+                    status: exchange.status,
+                    headers: exchange.headers,
+                    body: exchange.body,
+                    attempts: exchange.attempts,
+                },
+                Err(failure) => Exchanged::Unreachable {
+                    attempts: failure.attempts,
+                },
+            }
+        }
+    }
+
+    fn follow(
+        &self,
+        url: &Url,
+        cursor: Option<String>,
+    ) -> impl Future<Output = (Subscribed, Option<Signals>)> + Send + 'static {
+        let (transport, url) = (self.clone(), url.clone());
+        async move {
+            // The connection lives as long as the server keeps it (its lifetime bound ends
+            // it) or the job set's watchdog finds it silent.
+            let answer = transport
+                .subscribe(
+                    &url,
+                    cursor.as_deref(),
+                    STREAM_WITHOUT_DEADLINE,
+                    RequestKind::Changes,
+                )
+                .await;
+            match answer {
+                Ok(sub) => {
+                    let signals = Some(Signals::read(sub.status, &sub.headers));
+                    let attempts = sub.attempts;
+                    let subscribed = match sub.events {
+                        Some(events) => Subscribed::Stream { events, attempts },
+                        None => match refusal(&url, sub) {
+                            Ok(reason) => Subscribed::Fallback { reason, attempts },
+                            Err(error) => Subscribed::Failed { error, attempts },
+                        },
+                    };
+                    (subscribed, signals)
+                }
+                Err(failure) => {
                     let subscribed = Subscribed::Fallback {
                         reason: super::FallbackReason::Unreachable,
                         attempts: failure.attempts,

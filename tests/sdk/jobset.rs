@@ -218,7 +218,10 @@ fn two_thousand_jobs_under_a_rate_limit() {
                 .unwrap();
             let mut set = client
                 .job_set(
+                    // Job by job: the budget is what is measured, not the change stream.
                     JobSetOptions::new()
+                        .change_stream(false)
+                        .batch_reads(false)
                         .max_held_connections(MAX_HELD)
                         .max_in_flight(MAX_IN_FLIGHT)
                         .deadline(Duration::from_secs(90)),
@@ -363,7 +366,9 @@ async fn a_restored_set_keeps_its_deadlines_and_history() {
     let started = Instant::now();
     let saved = {
         let client = crate::support::client(&server);
-        let set = client.job_set(JobSetOptions::new().sse(false)).unwrap();
+        // Job by job, so that each job has spent requests of its own to save.
+        let options = JobSetOptions::new().sse(false).change_stream(false);
+        let set = client.job_set(options).unwrap();
         // Ends at 2.0 s; its deadline is at 1.5 s. Reset at the restore (0.8 s), the deadline
         // would move to 2.3 s and the job would complete.
         let tight = set
@@ -397,7 +402,7 @@ async fn a_restored_set_keeps_its_deadlines_and_history() {
     let saved = translation_status::jobset::SavedJobSet::from_json(&json).unwrap();
     let client = crate::support::client(&server);
     let mut set = client
-        .restore_job_set(&saved, JobSetOptions::new().sse(false))
+        .restore_job_set(&saved, JobSetOptions::new().sse(false).change_stream(false))
         .unwrap();
     assert_eq!(set.tracked(), 21);
     let events = drain(&mut set, Duration::from_secs(20)).await;
@@ -553,6 +558,7 @@ async fn stop_on_stall_ends_the_wait_with_a_distinct_error() {
             JobSetOptions::new()
                 .sse(false)
                 .long_poll(false)
+                .change_stream(false)
                 .stall_after(Duration::from_millis(600))
                 .stop_on_stall(true),
         )
@@ -675,7 +681,14 @@ fn throttled_answers_shrink_the_budget_and_never_end_a_wait() {
                 .build()
                 .unwrap();
             let mut set = client
-                .job_set(JobSetOptions::new().sse(false).long_poll(false))
+                // Job by job: every read is a chance for the injected 429s.
+                .job_set(
+                    JobSetOptions::new()
+                        .sse(false)
+                        .long_poll(false)
+                        .change_stream(false)
+                        .batch_reads(false),
+                )
                 .unwrap();
             let mut expected = HashMap::new();
             for i in 0..100u64 {

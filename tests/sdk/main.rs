@@ -17,6 +17,7 @@ mod mechanisms;
 mod observability;
 mod profiles;
 mod resilience;
+mod stream;
 mod support;
 mod transport;
 mod webhook;

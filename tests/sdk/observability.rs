@@ -257,6 +257,12 @@ fn every_metric_is_described_and_documented() {
         (telemetry::BUDGET_ADJUSTMENTS_TOTAL, "counter"),
         (telemetry::BUDGET_PAUSE_SECONDS, "histogram"),
         (telemetry::STALLS_TOTAL, "counter"),
+        (telemetry::JOBSET_STREAMS, "gauge"),
+        (telemetry::JOBSET_STREAM_JOBS, "gauge"),
+        (telemetry::STREAM_RESUMES_TOTAL, "counter"),
+        (telemetry::STREAM_RESETS_TOTAL, "counter"),
+        (telemetry::SILENT_DROPS_TOTAL, "counter"),
+        (telemetry::JOBSET_JOBS_TOTAL, "counter"),
     ];
     let docs = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use super::{BOUND_REFRESH, Done, Message, Scheduler, StreamItem};
 use crate::clock::Clocks;
 use crate::error::{Error, Stalled};
-use crate::jobset::tracked::Stage;
+use crate::jobset::tracked::{Membership, Stage};
 use crate::jobset::{JobEvent, JobKey, Stall};
 use crate::telemetry;
 use crate::transport::signals::Signals;
@@ -56,6 +56,20 @@ impl<W: Wire> Scheduler<W> {
                 sent,
                 result,
             } => self.subscribed(key, generation, sent, result),
+            Done::Watch {
+                ids,
+                creating,
+                sent,
+                result,
+            } => self.watch_answered(ids, creating, sent, result),
+            Done::Follow {
+                generation,
+                resumed,
+                fresh,
+                sent,
+                result,
+            } => self.follow_answered(generation, (resumed, fresh), sent, result),
+            Done::Batch { jobs, sent, result } => self.batch_answered(jobs, sent, result),
             Done::Canceled {
                 key,
                 job,
@@ -75,7 +89,7 @@ impl<W: Wire> Scheduler<W> {
 
     /// Whether `generation` is the job's current operation (and clears its abort handle:
     /// the operation is over).
-    fn current(&mut self, key: JobKey, generation: u32) -> bool {
+    pub(super) fn current(&mut self, key: JobKey, generation: u32) -> bool {
         match self.jobs.get_mut(&key) {
             Some(job) if job.generation == generation => {
                 job.abort = None;
@@ -86,7 +100,7 @@ impl<W: Wire> Scheduler<W> {
     }
 
     /// Feeds the budget what an answer said about the rate limit.
-    fn listen(&mut self, signals: Signals, sent: Instant, now: Instant) {
+    pub(super) fn listen(&mut self, signals: Signals, sent: Instant, now: Instant) {
         let mut budget = self.ctx.budget.lock();
         budget.heard();
         let mut adjusted = Vec::new();
@@ -110,7 +124,7 @@ impl<W: Wire> Scheduler<W> {
     }
 
     /// Transport retries and hedges went out without a grant: they are paid back.
-    fn charge(&mut self, attempts: u32, hedges: u32) {
+    pub(super) fn charge(&mut self, attempts: u32, hedges: u32) {
         let unpaid = attempts.saturating_sub(1).saturating_add(hedges);
         if unpaid > 0 {
             self.ctx.budget.lock().charge(unpaid);
@@ -232,6 +246,11 @@ impl<W: Wire> Scheduler<W> {
             return;
         };
         match decision {
+            Decision::Listen if matches!(job.member, Membership::Joining | Membership::Member) => {
+                // A status from the change stream: the job goes on following it.
+                job.stage = Stage::Following;
+                self.arm(key);
+            }
             Decision::Listen => {
                 job.stage = Stage::Streaming { last_event: now };
                 self.arm(key);

@@ -1,5 +1,7 @@
 //! Whose turn it is: tokens to ready jobs, first come first served, and what each one sends.
 
+use std::time::Duration;
+
 use futures_util::FutureExt;
 use futures_util::future::abortable;
 use tokio::time::Instant;
@@ -13,8 +15,13 @@ use crate::wait::ledger::{Answer, Look, Offer};
 
 impl<W: Wire> Scheduler<W> {
     /// Hands tokens to ready jobs, first come first served.
+    ///
+    /// The order of mechanisms: a job the set's change stream can follow joins it (no
+    /// request of its own); else a job whose look is a read goes into a batched read with
+    /// every other job due now; else it looks for itself (its stream, a held read, a read).
     pub(super) fn dispatch(&mut self, now: Instant) {
         self.budget_wake = None;
+        let mut batch: Vec<JobKey> = Vec::new();
         while let Some(&key) = self.ready.front() {
             let Some(job) = self.jobs.get(&key).filter(|j| j.stage == Stage::Ready) else {
                 self.ready.pop_front();
@@ -26,6 +33,23 @@ impl<W: Wire> Scheduler<W> {
                 self.last_look(key, now);
                 continue;
             }
+            if self.feed_join(key) {
+                self.ready.pop_front();
+                continue;
+            }
+            if self.batchable(key) {
+                if batch.is_empty() && self.polls >= self.options.max_in_flight {
+                    break;
+                }
+                self.ready.pop_front();
+                batch.push(key);
+                if batch.len() >= self.options.max_batch
+                    && !self.send_batch(std::mem::take(&mut batch), now)
+                {
+                    return;
+                }
+                continue;
+            }
             if look == Look::Poll && self.polls >= self.options.max_in_flight {
                 break;
             }
@@ -35,6 +59,9 @@ impl<W: Wire> Scheduler<W> {
             }
             self.ready.pop_front();
             self.start(key, look, now);
+        }
+        if !batch.is_empty() {
+            self.send_batch(batch, now);
         }
     }
 
@@ -67,6 +94,7 @@ impl<W: Wire> Scheduler<W> {
         };
         job.abandon();
         job.ledger.sent();
+        job.check = false;
         let generation = job.generation;
         match look {
             Look::Poll | Look::Final | Look::Hold(_) => {
@@ -81,7 +109,9 @@ impl<W: Wire> Scheduler<W> {
                 let (read, handle) = abortable(read);
                 job.abort = Some(handle);
                 job.stage = match look {
-                    Look::Hold(_) => Stage::Holding,
+                    Look::Hold(hold) => Stage::Holding {
+                        silent_at: now + hold + (hold / 2).max(Duration::from_secs(1)),
+                    },
                     _ => Stage::Polling,
                 };
                 match look {

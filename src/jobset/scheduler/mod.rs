@@ -11,7 +11,9 @@
 //! books: the request budget, the caps on held connections and polls in flight, stalls.
 
 mod answers;
+mod batch;
 mod dispatch;
+mod feed;
 #[cfg(test)]
 mod tests;
 
@@ -29,7 +31,7 @@ use tokio::time::Instant;
 
 use super::queue::Timers;
 use super::saved::{Clocks, SavedJob, SavedJobSet, save_job, saved_set};
-use super::tracked::{Stage, Tracked};
+use super::tracked::{Membership, Stage, Tracked};
 use super::{JobEvent, JobKey, JobSetOptions, Shared};
 use crate::context::Context;
 use crate::error::Error;
@@ -39,6 +41,7 @@ use crate::transport::signals::Signals;
 use crate::transport::sse::{SseEvent, StreamError};
 use crate::wait::ledger::{Ending, Look, STREAM_IDLE};
 use crate::wait::source::{Reading, Subscribed};
+use crate::wait::wire::Exchanged;
 use crate::wait::{Completion, RemoteCancel, Wire, cancel_job};
 
 /// How often the stall bound is recomputed from learned durations.
@@ -79,6 +82,27 @@ enum Done {
         generation: u32,
         sent: Instant,
         result: Result<(Subscribed, Option<Signals>), Aborted>,
+    },
+    /// A watch set request came back (`ids`: the jobs it added).
+    Watch {
+        ids: Vec<Box<str>>,
+        creating: bool,
+        sent: Instant,
+        result: Exchanged,
+    },
+    /// The change stream's subscription came back.
+    Follow {
+        generation: u32,
+        resumed: bool,
+        fresh: bool,
+        sent: Instant,
+        result: (Subscribed, Option<Signals>),
+    },
+    /// A batched read came back, for these jobs (each with its generation when sent).
+    Batch {
+        jobs: Vec<(JobKey, u32)>,
+        sent: Instant,
+        result: Exchanged,
     },
     /// A job that gave up was canceled on the service (as the options ask): its ending goes
     /// to the stream now, with what became of the job.
@@ -121,6 +145,10 @@ pub(crate) struct Scheduler<W: Wire> {
     gauged_held: usize,
     /// What the handles share.
     shared: Arc<Shared>,
+    /// The change stream all jobs share, when the server has one.
+    feed: feed::Feed,
+    /// Batched reads, when the server has them.
+    batch: batch::Batching,
 }
 
 impl<W: Wire> Scheduler<W> {
@@ -130,7 +158,11 @@ impl<W: Wire> Scheduler<W> {
         messages: mpsc::UnboundedSender<Message>,
         shared: Arc<Shared>,
     ) -> Self {
+        // A wire that cannot ask about many jobs (a test's script) waits job by job.
+        let base = ctx.base_url.clone().filter(|_| ctx.wire.many());
         Scheduler {
+            feed: feed::Feed::new(base.clone(), options.change_stream),
+            batch: batch::Batching::new(base, options.batch_reads),
             ctx,
             policy: options.wait.composed_policy(),
             options,
@@ -159,8 +191,13 @@ impl<W: Wire> Scheduler<W> {
             let now = Instant::now();
             self.fire(now);
             self.dispatch(now);
+            self.feed_turn(now);
+            if self.budget_wake.is_none() && !self.ready.is_empty() {
+                // Jobs the change stream let go of just now (its watchdog gave it up).
+                self.dispatch(now);
+            }
             self.gauges(now);
-            let wake = [self.timers.next(), self.budget_wake]
+            let wake = [self.timers.next(), self.budget_wake, self.feed_wake()]
                 .into_iter()
                 .flatten()
                 .min();
@@ -172,6 +209,7 @@ impl<W: Wire> Scheduler<W> {
                 biased;
                 Some(done) = self.in_flight.next(), if !self.in_flight.is_empty() => self.done(done),
                 Some(item) = self.streams.next(), if !self.streams.is_empty() => self.streamed(item),
+                item = feed::Feed::next(&mut self.feed.events), if self.feed.events.is_some() => self.fed(item),
                 command = commands.recv() => match command {
                     Some(command) => {
                         self.command(command);
@@ -191,8 +229,19 @@ impl<W: Wire> Scheduler<W> {
 
     fn command(&mut self, command: Command) {
         match command {
-            Command::Add(job) => {
+            Command::Add(mut job) => {
                 let key = job.key;
+                job.feed_id = self
+                    .ctx
+                    .base_url
+                    .as_ref()
+                    .and_then(|base| super::feed::job_id(base, &job.endpoints.status))
+                    .map(String::into_boxed_str);
+                job.member = if job.feed_id.is_some() {
+                    Membership::Eligible
+                } else {
+                    Membership::Out
+                };
                 // Keys are unique by construction; a twin would replace its original.
                 self.remove(key);
                 telemetry::jobs_tracked(1.0);
@@ -259,11 +308,27 @@ impl<W: Wire> Scheduler<W> {
             return;
         }
         let last_look = job.ledger.last_look_at().is_some_and(|at| now >= at);
+        let stall_due = job.stall.due(self.bound).is_some_and(|due| due <= now);
         match job.stage {
-            Stage::Sleeping { .. } | Stage::Ready if last_look => self.last_look(key, now),
-            Stage::Sleeping { until } if until <= now => self.make_ready(key),
+            Stage::Sleeping { .. } | Stage::Ready | Stage::Following if last_look => {
+                self.last_look(key, now)
+            }
+            Stage::Sleeping { until, .. } if until <= now => self.make_ready(key),
+            Stage::Following if stall_due => {
+                // The stream says nothing of a job that does not change: one look of its
+                // own is the stall check's evidence.
+                job.check = true;
+                self.make_ready(key);
+            }
+            Stage::Holding { silent_at } if now >= silent_at => {
+                tracing::debug!(job = %job.endpoints.label, "held read silent past its hold; sending it again");
+                telemetry::silent_drop(crate::transport::RequestKind::LongPoll);
+                job.abandon();
+                self.make_ready(key);
+            }
             Stage::Streaming { last_event } if now >= last_event + STREAM_IDLE => {
                 tracing::debug!(job = %job.endpoints.label, "event stream idle; reconnecting");
+                telemetry::silent_drop(crate::transport::RequestKind::Events);
                 job.abandon();
                 let idle = crate::wait::ledger::Break::Idle;
                 self.take(key, crate::wait::ledger::Answer::Broke(idle), now);
@@ -280,10 +345,12 @@ impl<W: Wire> Scheduler<W> {
         };
         let (last_look, deadline) = (job.ledger.last_look_at(), job.ledger.deadline());
         let (own, limit) = match job.stage {
-            Stage::Sleeping { until } => (Some(until), last_look),
+            Stage::Sleeping { until, .. } => (Some(until), last_look),
             Stage::Ready => (None, last_look),
             Stage::Streaming { last_event } => (last_event.checked_add(STREAM_IDLE), deadline),
-            Stage::Polling | Stage::Holding | Stage::Expiring => (None, deadline),
+            Stage::Holding { silent_at } => (Some(silent_at), deadline),
+            Stage::Following => (job.stall.due(self.bound), last_look),
+            Stage::Polling | Stage::Expiring => (None, deadline),
         };
         let at = [own, limit].into_iter().flatten().min();
         self.timers.arm(key, &mut job.armed, at);
@@ -307,10 +374,15 @@ impl<W: Wire> Scheduler<W> {
         if let Some(due) = job.stall.due(bound) {
             at = at.min(due.max(now + MIN_PAUSE));
         }
+        // A job the stream follows sleeps too after a look of its own (a stall check): at
+        // `at` it rejoins the stream without a request, and an event wakes it sooner.
         if at <= now {
             self.make_ready(key);
         } else {
-            job.stage = Stage::Sleeping { until: at };
+            job.stage = Stage::Sleeping {
+                from: now,
+                until: at,
+            };
             self.arm(key);
         }
     }
@@ -323,6 +395,13 @@ impl<W: Wire> Scheduler<W> {
         let Some(job) = self.remove(key) else {
             return;
         };
+        telemetry::jobset_job(if job.member == Membership::Member {
+            "changes"
+        } else if job.batched {
+            "batch"
+        } else {
+            "per_job"
+        });
         ending.record(Some(&self.ctx.learned));
         if self.options.wait.cancel_on_give_up && matches!(ending.result, Err(Error::GaveUp(_))) {
             let cancel = cancel_job(&self.ctx.wire, &job.endpoints);
@@ -360,9 +439,10 @@ impl<W: Wire> Scheduler<W> {
         ))));
     }
 
-    /// Stops tracking a job: its timer, its operation in flight.
+    /// Stops tracking a job: its timer, its operation in flight, its place on the stream.
     fn remove(&mut self, key: JobKey) -> Option<Box<Tracked>> {
         let mut job = self.jobs.remove(&key)?;
+        self.feed_leave(job.feed_id.as_deref(), job.member);
         self.timers.arm(key, &mut job.armed, None);
         if let Some(handle) = job.abort.take() {
             handle.abort();
@@ -391,6 +471,7 @@ impl<W: Wire> Scheduler<W> {
         telemetry::budget(tokens, rate);
         telemetry::held_connections(self.held as f64 - self.gauged_held as f64);
         self.gauged_held = self.held;
+        telemetry::stream_jobs(self.feed.gauge());
         tracing::trace!(
             jobs = self.jobs.len(),
             tracked = self.shared.tracked.load(Ordering::Relaxed),
@@ -409,5 +490,13 @@ impl<W: Wire> Drop for Scheduler<W> {
     fn drop(&mut self) {
         telemetry::jobs_tracked(-(self.jobs.len() as f64));
         telemetry::held_connections(-(self.gauged_held as f64));
+        let (open, members) = self.feed.counted();
+        telemetry::streams_open(-open);
+        telemetry::stream_jobs(-members);
+        if let (Some(farewell), Ok(runtime)) =
+            (self.feed.farewell(), tokio::runtime::Handle::try_current())
+        {
+            drop(runtime.spawn(self.ctx.wire.exchange(farewell)));
+        }
     }
 }
