@@ -135,11 +135,7 @@ impl Strategy {
         let plain = WaitOptions::new().sse(false).long_poll(false);
         let ours = Adaptive::new()
             .min_interval(s(Duration::from_millis(100)))
-            .cold_start(
-                s(Duration::from_secs(2)),
-                s(Duration::from_secs(30)),
-                s(Duration::from_secs(30)),
-            );
+            .cold_start(s(Duration::from_millis(600)), s(Duration::from_secs(120)));
         let options = match self {
             Strategy::Naive1s => plain.policy(Fixed::new(s(Duration::from_secs(1)))),
             Strategy::Fixed5s => plain.policy(Fixed::new(s(Duration::from_secs(5)))),

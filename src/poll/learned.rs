@@ -132,6 +132,8 @@ pub struct DurationModel {
     /// `balanced::density`).
     smoothed: Vec<(f64, f64, f64)>,
     samples: usize,
+    /// How many of the samples saw their job end (the rest were still running).
+    ended: usize,
 }
 
 const MAX_ITERATIONS: usize = 200;
@@ -216,6 +218,7 @@ impl DurationModel {
             pieces,
             smoothed: Vec::new(),
             samples: samples.len(),
+            ended: samples.iter().filter(|s| s.hi.is_finite()).count(),
         };
         model.smoothed = super::balanced::density(&model);
         model
@@ -224,6 +227,26 @@ impl DurationModel {
     /// How many samples the model was fitted to.
     pub fn samples(&self) -> usize {
         self.samples
+    }
+
+    /// How many of them saw their job end (the others are jobs still running when their
+    /// waits stopped or, while they run, waits still in flight).
+    pub fn ended(&self) -> usize {
+        self.ended
+    }
+
+    /// The typical duration, in seconds: the median, or, while more than half the jobs are
+    /// still running, the latest end seen (the median is at least that). `None` when no job
+    /// was seen to end.
+    pub(super) fn typical(&self) -> Option<f64> {
+        if let Some(median) = self.quantile(0.5) {
+            return Some(median.as_secs_f64());
+        }
+        self.pieces
+            .iter()
+            .rev()
+            .find(|p| p.1.is_finite())
+            .map(|p| p.1)
     }
 
     /// The age by which a fraction `q` of jobs had ended; `None` when that falls in the mass
@@ -255,11 +278,13 @@ impl DurationModel {
 
     /// A model made of `pieces` (sorted, disjoint, masses summing to 1), read as is by the
     /// schedule: a prior, not a fit.
+    #[cfg(test)]
     pub(super) fn from_pieces(pieces: Vec<(f64, f64, f64)>) -> Self {
         DurationModel {
             smoothed: pieces.clone(),
             pieces,
             samples: 0,
+            ended: 0,
         }
     }
 
