@@ -20,11 +20,12 @@
 //! shared, bounded history are one concept — splitting them would scatter the one algorithm
 //! they serve.)
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// What one wait taught about a job's duration: it ended at an age in `(lo, hi]`.
@@ -346,13 +347,61 @@ impl fmt::Debug for DurationModel {
 /// what they learn, or start from a pre-filled one.
 ///
 /// [`ClientBuilder::learned_durations`]: crate::ClientBuilder::learned_durations
+///
+/// # Waits in flight
+///
+/// A wait that has not ended yet knows something too: its job ran at least as long as it was
+/// last seen pending. Every wait registers itself while it runs ([`track`](Self::track)),
+/// and the fit counts each such wait as a right-censored sample `(age, ∞)` — so a batch
+/// started together, whose short jobs end first, does not teach that all jobs are short.
+/// When a finished wait records its sample, every wait still sleeping on the policy's
+/// schedule is told ([`changes`](Self::changes)) and plans its next look again with the new
+/// model: learning reaches the waits already running, not only those started later.
 #[derive(Clone)]
 pub struct LearnedDurations {
     inner: Arc<Mutex<History>>,
+    /// Bumped whenever a finished wait records a sample.
+    changes: watch::Sender<u64>,
+}
+
+/// A wait in flight, as the learned durations count it (see
+/// [`LearnedDurations::track`]): dropping it forgets the wait.
+pub(crate) struct InFlight {
+    learned: LearnedDurations,
+    id: Option<u64>,
+}
+
+impl InFlight {
+    /// The job was still running at `age`.
+    pub(crate) fn pending(&self, age: Duration) {
+        let Some(id) = self.id else { return };
+        let mut history = self.learned.lock();
+        if let Some(lo) = history.in_flight.get_mut(&id) {
+            let age = age.as_secs_f64();
+            if age > *lo {
+                *lo = age;
+                history.stale = true;
+            }
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            let mut history = self.learned.lock();
+            if history.in_flight.remove(&id).is_some_and(|lo| lo > 0.0) {
+                history.stale = true;
+            }
+        }
+    }
 }
 
 struct History {
     samples: VecDeque<Sample>,
+    /// Waits in flight: the age at which each last saw its job pending (at most `capacity`).
+    in_flight: HashMap<u64, f64>,
+    next_id: u64,
     capacity: usize,
     model: Arc<DurationModel>,
     /// Samples arrived since the last fit: refit on the next read, so a burst of finishing
@@ -365,8 +414,11 @@ impl LearnedDurations {
     /// Keeps the latest `capacity` samples (at least 1; the default is 1,024).
     pub fn new(capacity: usize) -> Self {
         LearnedDurations {
+            changes: watch::Sender::new(0),
             inner: Arc::new(Mutex::new(History {
                 samples: VecDeque::new(),
+                in_flight: HashMap::new(),
+                next_id: 0,
                 capacity: capacity.max(1),
                 model: Arc::new(DurationModel::default()),
                 stale: false,
@@ -375,25 +427,61 @@ impl LearnedDurations {
         }
     }
 
-    /// Adds a sample (the oldest goes when full).
+    fn lock(&self) -> std::sync::MutexGuard<'_, History> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds a sample (the oldest goes when full), and tells the waits in flight.
     pub fn record(&self, sample: Sample) {
-        let mut history = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        if history.samples.len() == history.capacity {
-            history.samples.pop_front();
+        {
+            let mut history = self.lock();
+            if history.samples.len() == history.capacity {
+                history.samples.pop_front();
+            }
+            history.samples.push_back(sample);
+            history.stale = true;
         }
-        history.samples.push_back(sample);
-        history.stale = true;
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Counts a wait in flight until the guard is dropped (see
+    /// [the type's docs](Self#waits-in-flight)). No more than the history's capacity are
+    /// counted at once; a wait beyond that is simply not.
+    pub(crate) fn track(&self) -> InFlight {
+        let mut history = self.lock();
+        let id = (history.in_flight.len() < history.capacity).then(|| {
+            let id = history.next_id;
+            history.next_id = id.wrapping_add(1);
+            history.in_flight.insert(id, 0.0);
+            id
+        });
+        InFlight {
+            learned: self.clone(),
+            id,
+        }
+    }
+
+    /// Changes whenever a finished wait records a sample: what a sleeping wait watches to
+    /// plan again.
+    pub(crate) fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// The model fitted to the current samples (refitted only when samples arrived since).
     pub fn model(&self) -> Arc<DurationModel> {
-        let mut history = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut history = self.lock();
         let due = history.samples.len() < ALWAYS_REFIT_BELOW
             || history
                 .fitted_at
                 .is_none_or(|at| at.elapsed() >= REFIT_EVERY);
         if history.stale && due {
-            let samples: Vec<Sample> = history.samples.iter().copied().collect();
+            // Waits in flight are censored samples; one not yet seen pending says nothing.
+            let running = history
+                .in_flight
+                .values()
+                .filter(|&&lo| lo > 0.0)
+                .map(|&lo| Sample::at_least(super::seconds(lo)));
+            let samples: Vec<Sample> = history.samples.iter().copied().chain(running).collect();
             history.model = Arc::new(DurationModel::fit(&samples));
             history.stale = false;
             history.fitted_at = Some(Instant::now());
@@ -674,6 +762,46 @@ mod tests {
             Arc::ptr_eq(&m, &learned.model()),
             "not refitted without new samples"
         );
+    }
+
+    #[test]
+    fn waits_in_flight_are_censored_samples() {
+        let learned = LearnedDurations::new(64);
+        for _ in 0..10 {
+            learned.record(Sample::exact(s(2.0)));
+        }
+        // A batch: ten jobs ended at 2 s, ten more are still running at 5 s.
+        let running: Vec<InFlight> = (0..10).map(|_| learned.track()).collect();
+        let unseen = learned.track();
+        for wait in &running {
+            wait.pending(s(5.0));
+        }
+        let m = learned.model();
+        assert_eq!(
+            (m.samples(), m.ended()),
+            (20, 10),
+            "the unseen one says nothing"
+        );
+        assert!((m.cdf(s(3.0)) - 0.5).abs() < 1e-6, "{m:?}");
+        assert_eq!(m.quantile(0.9), None, "half of them ran past 5 s");
+        // Once they end (and say when), they are samples like any other.
+        drop(running);
+        drop(unseen);
+        let m = learned.model();
+        assert_eq!((m.samples(), m.ended()), (10, 10));
+        assert!((m.cdf(s(3.0)) - 1.0).abs() < 1e-6, "{m:?}");
+        // Recording tells the watchers; counting waits in flight does not.
+        let mut changes = learned.changes();
+        changes.borrow_and_update();
+        let _wait = learned.track();
+        assert!(!changes.has_changed().unwrap());
+        learned.record(Sample::exact(s(2.0)));
+        assert!(changes.has_changed().unwrap());
+        // No more waits are counted than the history holds.
+        let small = LearnedDurations::new(2);
+        let waits: Vec<InFlight> = (0..5).map(|_| small.track()).collect();
+        waits.iter().for_each(|w| w.pending(s(1.0)));
+        assert_eq!(small.model().samples(), 2);
     }
 
     #[test]
