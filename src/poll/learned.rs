@@ -433,12 +433,22 @@ impl LearnedDurations {
 
     /// Adds a sample (the oldest goes when full), and tells the waits in flight.
     pub fn record(&self, sample: Sample) {
+        self.record_all(&[sample]);
+    }
+
+    /// Adds samples in one go (see [`record`](Self::record)).
+    pub(super) fn record_all(&self, samples: &[Sample]) {
+        if samples.is_empty() {
+            return;
+        }
         {
             let mut history = self.lock();
-            if history.samples.len() == history.capacity {
-                history.samples.pop_front();
+            for &sample in samples {
+                if history.samples.len() == history.capacity {
+                    history.samples.pop_front();
+                }
+                history.samples.push_back(sample);
             }
-            history.samples.push_back(sample);
             history.stale = true;
         }
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
