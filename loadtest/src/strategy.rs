@@ -43,6 +43,9 @@ pub enum Strategy {
     HeygenCadence,
     /// The SDK against a plain `/status` server, learning as it goes.
     OursPlain,
+    /// The SDK's cold start alone against a plain `/status` server (learning off: every wait
+    /// is a fresh client's first).
+    OursCold,
     /// The SDK against a plain `/status` server, after learning from 100+ earlier jobs.
     OursPlainWarm,
     /// The SDK against a plain `/status` server, told the true distribution (the optimum
@@ -60,13 +63,14 @@ pub enum Strategy {
 
 impl Strategy {
     /// Every strategy, in report order.
-    pub const ALL: [Strategy; 12] = [
+    pub const ALL: [Strategy; 13] = [
         Strategy::Naive1s,
         Strategy::Fixed5s,
         Strategy::Exponential,
         Strategy::AwsWaiter,
         Strategy::HeygenCadence,
         Strategy::OursPlain,
+        Strategy::OursCold,
         Strategy::OursPlainWarm,
         Strategy::OraclePlain,
         Strategy::OursHints,
@@ -97,6 +101,7 @@ impl Strategy {
             Strategy::AwsWaiter => "aws-waiter",
             Strategy::HeygenCadence => "heygen-cadence",
             Strategy::OursPlain => "ours-plain",
+            Strategy::OursCold => "ours-cold",
             Strategy::OursPlainWarm => "ours-plain-warm",
             Strategy::OraclePlain => "oracle-plain",
             Strategy::OursHints => "ours-hints",
@@ -115,6 +120,7 @@ impl Strategy {
             | Strategy::AwsWaiter
             | Strategy::HeygenCadence
             | Strategy::OursPlain
+            | Strategy::OursCold
             | Strategy::OursPlainWarm
             | Strategy::OraclePlain => ServerProfile::Plain,
             Strategy::OursHints => ServerProfile::Hints,
@@ -161,6 +167,7 @@ impl Strategy {
             Strategy::OursPlain | Strategy::OursPlainWarm | Strategy::OraclePlain => {
                 plain.policy(ours)
             }
+            Strategy::OursCold => plain.policy(ours.use_learned(false)),
             Strategy::OursHints => plain.policy(ours),
             Strategy::OursLongPoll => WaitOptions::new().sse(false).policy(ours),
             Strategy::OursSse => WaitOptions::new().long_poll(false).policy(ours),
