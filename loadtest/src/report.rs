@@ -63,8 +63,10 @@ pub struct Report {
 /// One point of the fixed-interval reference curve: (interval ms, requests/job, delay ms).
 pub type CurvePoint = (f64, f64, f64);
 
-/// The fixed-interval trade-off for these job durations: polling every `I` makes
-/// `ceil(D / I)` requests and learns `ceil(D / I)·I − D` late, averaged over the jobs.
+/// The fixed-interval trade-off for these job durations: polling at once and then every `I`
+/// makes `1 + ceil(D / I)` requests and learns `ceil(D / I)·I − D` late, averaged over the
+/// jobs. (The look at once is every wait's, the measured fixed pollers' too, so that a fixed
+/// poller's point lies on the curve.)
 pub fn fixed_interval_curve(durations_ms: &[f64]) -> Vec<CurvePoint> {
     if durations_ms.is_empty() {
         return Vec::new();
@@ -76,7 +78,7 @@ pub fn fixed_interval_curve(durations_ms: &[f64]) -> Vec<CurvePoint> {
             let (mut requests, mut delay) = (0.0, 0.0);
             for d in durations_ms {
                 let polls = (d / interval).ceil().max(1.0);
-                requests += polls;
+                requests += 1.0 + polls;
                 delay += polls * interval - d;
             }
             (interval, requests / n, delay / n)
@@ -289,20 +291,21 @@ mod tests {
 
     #[test]
     fn fixed_interval_curve_matches_hand_computation() {
-        // Jobs of 1000 ms and 3000 ms polled every 1000 ms: 1 and 3 polls, never late.
+        // Jobs of 1000 ms and 3000 ms polled at once and every 1000 ms: 2 and 4 polls, never
+        // late.
         let curve = fixed_interval_curve(&[1000.0, 3000.0]);
         let p = curve
             .iter()
             .find(|c| (c.0 - 1000.0).abs() < 1e-6)
             .copied()
             .unwrap();
-        assert_eq!((p.1, p.2), (2.0, 0.0));
-        // Every 10 s: one poll each, 9 s and 7 s late.
+        assert_eq!((p.1, p.2), (3.0, 0.0));
+        // Every 10 s: two polls each, 9 s and 7 s late.
         let p = curve
             .iter()
             .find(|c| (c.0 - 10_000.0).abs() < 1e-6)
             .unwrap();
-        assert_eq!((p.1, p.2), (1.0, 8000.0));
+        assert_eq!((p.1, p.2), (2.0, 8000.0));
     }
 
     #[test]

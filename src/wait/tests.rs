@@ -620,7 +620,7 @@ async fn waits_teach_the_learned_schedule() {
 
 /// A wait started cold, on a 52 s job: its looks go to 45.7 s, then 64.6 s. Twenty jobs of
 /// 52 s end while it sleeps between the two: it plans its next look again, with the learned
-/// schedule, and finds the job just after it ended (by what a request is worth there, 1.5 %
+/// schedule, and finds the job just after it ended (by what a request is worth there, 3 %
 /// of 52 s) instead of 12.6 s late.
 #[tokio::test(start_paused = true)]
 async fn a_cold_wait_plans_again_when_samples_arrive_while_it_sleeps() {
@@ -658,7 +658,7 @@ async fn a_cold_wait_plans_again_when_samples_arrive_while_it_sleeps() {
         "{times:?}"
     );
     assert!(
-        taught.report.elapsed < secs(53.0),
+        taught.report.elapsed < secs(54.0),
         "found {:?} after it began, at {times:?}",
         taught.report.elapsed
     );
