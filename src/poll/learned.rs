@@ -16,9 +16,13 @@
 //! Exact durations (when the server reports both `created_at` and `completed_at`) are
 //! 1 ms-wide intervals.
 //!
-//! (A little over 400 lines: what a wait observed, the sample it becomes, the fit and the
-//! shared, bounded history are one concept — splitting them would scatter the one algorithm
-//! they serve.)
+//! Waits still in flight are right-censored samples `(age, ∞)` of the same fit, and a new
+//! sample tells them to plan again (see [`LearnedDurations`]); saving and restoring the
+//! history is in `saved`.
+//!
+//! (About 500 lines: what a wait observed, the sample it becomes, the fit and the shared,
+//! bounded history with its waits in flight are one concept — splitting them would scatter
+//! the one algorithm they serve.)
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -351,12 +355,13 @@ impl fmt::Debug for DurationModel {
 /// # Waits in flight
 ///
 /// A wait that has not ended yet knows something too: its job ran at least as long as it was
-/// last seen pending. Every wait registers itself while it runs ([`track`](Self::track)),
-/// and the fit counts each such wait as a right-censored sample `(age, ∞)` — so a batch
-/// started together, whose short jobs end first, does not teach that all jobs are short.
-/// When a finished wait records its sample, every wait still sleeping on the policy's
-/// schedule is told ([`changes`](Self::changes)) and plans its next look again with the new
-/// model: learning reaches the waits already running, not only those started later.
+/// last seen pending. Every single wait ([`Client::wait`](crate::Client::wait)) registers
+/// itself while it runs, and the fit counts each such wait as a right-censored sample
+/// `(age, ∞)` — so a batch started together, whose short jobs end first, does not teach that
+/// all jobs are short. When a finished wait records its sample, every single wait still
+/// sleeping on the policy's schedule is told, and plans its next look again with the new
+/// model: learning reaches the waits already running, not only those started later. (A job
+/// set's waits take the new model at their next answer.)
 #[derive(Clone)]
 pub struct LearnedDurations {
     inner: Arc<Mutex<History>>,
