@@ -147,15 +147,25 @@ const TOLERANCE: f64 = 1e-6;
 /// of milliseconds); a small one on every new sample.
 const REFIT_EVERY: Duration = Duration::from_secs(1);
 const ALWAYS_REFIT_BELOW: usize = 64;
+/// The grid the ages of waits in flight are rounded down to: steps of 5 % from 1 ms.
+const CENSOR_FLOOR: f64 = 0.001;
+const CENSOR_STEP: f64 = 1.05;
 
 impl DurationModel {
     /// Fits the non-parametric maximum-likelihood distribution to `samples`.
     pub fn fit(samples: &[Sample]) -> Self {
-        let samples: Vec<Sample> = samples
+        let weighed: Vec<(Sample, f64)> = samples.iter().map(|&s| (s, 1.0)).collect();
+        Self::fit_weighed(&weighed)
+    }
+
+    /// [`fit`](Self::fit), each sample counting `weight` times (equal samples merged cost
+    /// one sample's work).
+    fn fit_weighed(samples: &[(Sample, f64)]) -> Self {
+        let (samples, weights): (Vec<Sample>, Vec<f64>) = samples
             .iter()
             .copied()
-            .filter(|s| s.lo.is_finite() && s.lo >= 0.0 && s.hi > s.lo)
-            .collect();
+            .filter(|(s, w)| s.lo.is_finite() && s.lo >= 0.0 && s.hi > s.lo && *w > 0.0)
+            .unzip();
         if samples.is_empty() {
             return DurationModel::default();
         }
@@ -188,16 +198,16 @@ impl DurationModel {
             })
             .collect();
 
-        let n = samples.len() as f64;
+        let n: f64 = weights.iter().sum();
         let mut mass = vec![1.0 / m as f64; m];
         let mut next = vec![0.0; m];
         for _ in 0..MAX_ITERATIONS {
             next.iter_mut().for_each(|x| *x = 0.0);
-            for &(start, end) in &cover {
+            for (&(start, end), &weight) in cover.iter().zip(&weights) {
                 let total: f64 = mass[start..end].iter().sum();
                 if total > 0.0 {
                     for j in start..end {
-                        next[j] += mass[j] / total / n;
+                        next[j] += weight * mass[j] / total / n;
                     }
                 }
             }
@@ -222,8 +232,14 @@ impl DurationModel {
         let mut model = DurationModel {
             pieces,
             smoothed: Vec::new(),
-            samples: samples.len(),
-            ended: samples.iter().filter(|s| s.hi.is_finite()).count(),
+            samples: n.round() as usize,
+            ended: samples
+                .iter()
+                .zip(&weights)
+                .filter(|(s, _)| s.hi.is_finite())
+                .map(|(_, w)| w)
+                .sum::<f64>()
+                .round() as usize,
         };
         model.smoothed = super::balanced::density(&model);
         model
@@ -485,19 +501,44 @@ impl LearnedDurations {
     /// The model fitted to the current samples (refitted only when samples arrived since).
     pub fn model(&self) -> Arc<DurationModel> {
         let mut history = self.lock();
-        let due = history.samples.len() < ALWAYS_REFIT_BELOW
+        // Waits in flight count too: a thousand of them, each seen pending again and again,
+        // must not cost a fit per step.
+        let due = history.samples.len() + history.in_flight.len() < ALWAYS_REFIT_BELOW
             || history
                 .fitted_at
                 .is_none_or(|at| at.elapsed() >= REFIT_EVERY);
         if history.stale && due {
             // Waits in flight are censored samples; one not yet seen pending says nothing.
-            let running = history
+            // Their ages are rounded down to a grid of 5 % steps, still lower bounds, and the
+            // waits on one step are one sample of their number: a thousand in flight cost
+            // the fit a few dozen samples' work.
+            let mut running: Vec<(u32, f64)> = history
                 .in_flight
                 .values()
-                .filter(|&&lo| lo > 0.0)
-                .map(|&lo| Sample::at_least(super::seconds(lo)));
-            let samples: Vec<Sample> = history.samples.iter().copied().chain(running).collect();
-            history.model = Arc::new(DurationModel::fit(&samples));
+                .filter(|&&lo| lo > CENSOR_FLOOR)
+                .map(|&lo| {
+                    let step = ((lo / CENSOR_FLOOR).ln() / CENSOR_STEP.ln()).floor();
+                    (step as u32, 1.0)
+                })
+                .collect();
+            running.sort_by_key(|r| r.0);
+            running.dedup_by(|b, a| {
+                let same = a.0 == b.0;
+                if same {
+                    a.1 += b.1;
+                }
+                same
+            });
+            let samples: Vec<(Sample, f64)> = history
+                .samples
+                .iter()
+                .map(|&s| (s, 1.0))
+                .chain(running.into_iter().map(|(step, weight)| {
+                    let lo = CENSOR_FLOOR * CENSOR_STEP.powi(step as i32);
+                    (Sample::at_least(super::seconds(lo)), weight)
+                }))
+                .collect();
+            history.model = Arc::new(DurationModel::fit_weighed(&samples));
             history.stale = false;
             history.fitted_at = Some(Instant::now());
         }
@@ -767,11 +808,16 @@ mod tests {
             let d = 2.0 + 28.0 * rng.uniform();
             learned.record(bracket(d, 2.0, 2.0 * rng.uniform()));
         }
+        // And as many waits in flight, seen pending at ages across the range.
+        let running: Vec<InFlight> = (0..1024).map(|_| learned.track()).collect();
+        for wait in &running {
+            wait.pending(s(1.0 + 29.0 * rng.uniform()));
+        }
         let started = tokio::time::Instant::now();
         let m = learned.model();
         let took = started.elapsed();
-        assert_eq!(m.samples(), 1024);
-        eprintln!("fit of 1024 brackets: {took:?}");
+        assert_eq!(m.samples(), 2048);
+        eprintln!("fit of 1024 brackets and 1024 waits in flight: {took:?}");
         assert!(took < Duration::from_secs(3), "{took:?}");
         assert!(
             Arc::ptr_eq(&m, &learned.model()),
