@@ -429,6 +429,10 @@ struct History {
     /// waits costs one fit, not one each.
     stale: bool,
     fitted_at: Option<Instant>,
+    /// A caller is fitting the model outside the lock.
+    fitting: bool,
+    /// Bumped by `clear`: a fit begun before it is not kept.
+    epoch: u64,
 }
 
 impl LearnedDurations {
@@ -444,6 +448,8 @@ impl LearnedDurations {
                 model: Arc::new(DurationModel::default()),
                 stale: false,
                 fitted_at: None,
+                fitting: false,
+                epoch: 0,
             })),
         }
     }
@@ -499,6 +505,9 @@ impl LearnedDurations {
     }
 
     /// The model fitted to the current samples (refitted only when samples arrived since).
+    ///
+    /// The fit runs outside the lock, by the caller that found it due: meanwhile, other
+    /// callers get the model of the last fit instead of waiting for it.
     pub fn model(&self) -> Arc<DurationModel> {
         let mut history = self.lock();
         // Waits in flight count too: a thousand of them, each seen pending again and again,
@@ -507,7 +516,7 @@ impl LearnedDurations {
             || history
                 .fitted_at
                 .is_none_or(|at| at.elapsed() >= REFIT_EVERY);
-        if history.stale && due {
+        if history.stale && due && !history.fitting {
             // Waits in flight are censored samples; one not yet seen pending says nothing.
             // Their ages are rounded down to a grid of 5 % steps, still lower bounds, and the
             // waits on one step are one sample of their number: a thousand in flight cost
@@ -538,9 +547,18 @@ impl LearnedDurations {
                     (Sample::at_least(super::seconds(lo)), weight)
                 }))
                 .collect();
-            history.model = Arc::new(DurationModel::fit_weighed(&samples));
             history.stale = false;
             history.fitted_at = Some(Instant::now());
+            history.fitting = true;
+            let epoch = history.epoch;
+            drop(history);
+            let model = Arc::new(DurationModel::fit_weighed(&samples));
+            let mut history = self.lock();
+            history.fitting = false;
+            if history.epoch == epoch {
+                history.model = Arc::clone(&model);
+            }
+            return Arc::clone(&history.model);
         }
         Arc::clone(&history.model)
     }
@@ -558,6 +576,7 @@ impl LearnedDurations {
         history.samples.clear();
         history.model = Arc::new(DurationModel::default());
         history.stale = false;
+        history.epoch = history.epoch.wrapping_add(1);
     }
 }
 
