@@ -506,8 +506,8 @@ impl LearnedDurations {
 
     /// The model fitted to the current samples (refitted only when samples arrived since).
     ///
-    /// The fit runs outside the lock, by the caller that found it due: meanwhile, other
-    /// callers get the model of the last fit instead of waiting for it.
+    /// The fit runs outside the lock, and a large one on the runtime's blocking pool:
+    /// meanwhile, callers get the model of the last fit instead of waiting for it.
     pub fn model(&self) -> Arc<DurationModel> {
         let mut history = self.lock();
         // Waits in flight count too: a thousand of them, each seen pending again and again,
@@ -547,18 +547,36 @@ impl LearnedDurations {
                     (Sample::at_least(super::seconds(lo)), weight)
                 }))
                 .collect();
+            let small = samples.len() < ALWAYS_REFIT_BELOW;
+            let first = history.fitted_at.is_none();
             history.stale = false;
             history.fitted_at = Some(Instant::now());
             history.fitting = true;
             let epoch = history.epoch;
             drop(history);
-            let model = Arc::new(DurationModel::fit_weighed(&samples));
-            let mut history = self.lock();
-            history.fitting = false;
-            if history.epoch == epoch {
-                history.model = Arc::clone(&model);
+            // A large fit (tens of milliseconds) is not done on an async worker: the waits
+            // it serves would stall behind it. It runs on the blocking pool, and callers get
+            // the last model until it is done — unless there is none yet.
+            if let (false, false, Ok(runtime)) =
+                (small, first, tokio::runtime::Handle::try_current())
+            {
+                let learned = self.clone();
+                runtime.spawn_blocking(move || learned.store(epoch, &samples));
+                return Arc::clone(&self.lock().model);
             }
-            return Arc::clone(&history.model);
+            return self.store(epoch, &samples);
+        }
+        Arc::clone(&history.model)
+    }
+
+    /// Fits `samples` and keeps the model, unless the history was cleared since `epoch`;
+    /// returns the model now kept.
+    fn store(&self, epoch: u64, samples: &[(Sample, f64)]) -> Arc<DurationModel> {
+        let model = Arc::new(DurationModel::fit_weighed(samples));
+        let mut history = self.lock();
+        history.fitting = false;
+        if history.epoch == epoch {
+            history.model = model;
         }
         Arc::clone(&history.model)
     }
@@ -882,6 +900,34 @@ mod tests {
         let waits: Vec<InFlight> = (0..5).map(|_| small.track()).collect();
         waits.iter().for_each(|w| w.pending(s(1.0)));
         assert_eq!(small.model().samples(), 2);
+    }
+
+    /// On a runtime, a large refit is done off the caller: it gets the last model at once,
+    /// and the new one once the fit is done.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_large_refit_runs_off_the_async_workers() {
+        let learned = LearnedDurations::new(1024);
+        for i in 0..200 {
+            learned.record(Sample::exact(s(1.0 + f64::from(i % 7))));
+        }
+        assert_eq!(
+            learned.model().samples(),
+            200,
+            "the first fit is the caller's"
+        );
+        learned.record(Sample::exact(s(9.0)));
+        // Once a second at most, for a history this large.
+        tokio::time::sleep(REFIT_EVERY).await;
+        let seen = learned.model().samples();
+        assert!(seen == 200 || seen == 201, "{seen}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while learned.model().samples() != 201 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the fit never landed"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     #[test]
