@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use translation_status::poll::LearnedDurations;
 use translation_status::{Client, Profile};
 
 /// Wait for video-translation jobs, watch them, read them, create them — against the
@@ -68,6 +69,10 @@ pub(crate) struct WaitArgs {
     /// When giving up, cancel the job on the service (profiles with a cancel endpoint)
     #[arg(long)]
     pub(crate) cancel_on_give_up: bool,
+    /// Neither read nor keep what waits learn about job durations (kept per profile and
+    /// host in the user's cache directory)
+    #[arg(long)]
+    pub(crate) no_learn: bool,
     /// Print exactly one JSON line on stdout
     #[arg(long)]
     pub(crate) json: bool,
@@ -174,6 +179,16 @@ impl Api {
         job: Option<&str>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Client, Unusable> {
+        self.client_learning(job, env, None)
+    }
+
+    /// [`client`](Self::client), starting from `learned` durations when given.
+    pub(crate) fn client_learning(
+        &self,
+        job: Option<&str>,
+        env: impl Fn(&str) -> Option<String>,
+        learned: Option<LearnedDurations>,
+    ) -> Result<Client, Unusable> {
         let profile = self.profile()?;
         // A job named by its full status URL needs no base.
         let by_url = job.is_some_and(|job| {
@@ -205,6 +220,9 @@ impl Api {
         }
         if let Some(key) = key {
             builder = builder.api_key(key);
+        }
+        if let Some(learned) = learned {
+            builder = builder.learned_durations(learned);
         }
         builder.build().map_err(|e| Unusable(e.to_string()))
     }

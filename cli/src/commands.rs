@@ -2,12 +2,14 @@
 //! returns the exit status.
 
 use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use translation_status::{Client, CreateRequest, JobStatus, WaitOptions};
 
 use crate::args::{Cli, Command, CreateArgs, StatusArgs, Unusable, WaitArgs};
+use crate::learn;
 use crate::summary::{Summary, progress_line, word};
 
 /// Runs the command; its exit status.
@@ -60,17 +62,57 @@ fn finish(summary: &Summary, json: bool) -> u8 {
     summary.exit_code()
 }
 
+/// Where this wait's learned durations are kept (see `learn`): `None` with `--no-learn`, or
+/// when no cache directory is known.
+fn learned_path(args: &WaitArgs, env: &impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    if args.no_learn {
+        return None;
+    }
+    let profile = args.api.profile().ok()?;
+    let base = args
+        .api
+        .base_url
+        .clone()
+        .or_else(|| profile.base_url().map(str::to_owned))
+        .unwrap_or_else(|| args.job.clone());
+    let name = match &args.api.profile_file {
+        Some(_) => format!("file-{}", profile.name()),
+        None => profile.name().to_owned(),
+    };
+    learn::path(&name, &learn::host(&base), env)
+}
+
+/// The client for a wait, starting from the durations kept at `kept`.
+fn wait_client(
+    args: &WaitArgs,
+    env: impl Fn(&str) -> Option<String>,
+    kept: Option<&PathBuf>,
+) -> Result<Client, Unusable> {
+    let learned = kept.map(|path| learn::load(path));
+    args.api.client_learning(Some(&args.job), env, learned)
+}
+
+/// Keeps what the client has learned (nothing when learning is off).
+fn keep(client: &Client, kept: Option<&PathBuf>) {
+    if let Some(path) = kept {
+        learn::save(path, client.learned_durations());
+    }
+}
+
 async fn wait(args: WaitArgs, env: impl Fn(&str) -> Option<String>) -> u8 {
-    let client = match args.api.client(Some(&args.job), env) {
+    let kept = learned_path(&args, &env);
+    let client = match wait_client(&args, env, kept.as_ref()) {
         Ok(client) => client,
         Err(problem) => return unusable(no_wait(args.json), problem),
     };
     let result = client.wait_with(args.job.as_str(), &options(&args)).await;
+    keep(&client, kept.as_ref());
     finish(&Summary::of(result), args.json)
 }
 
 async fn watch(args: WaitArgs, env: impl Fn(&str) -> Option<String>) -> u8 {
-    let client = match args.api.client(Some(&args.job), env) {
+    let kept = learned_path(&args, &env);
+    let client = match wait_client(&args, env, kept.as_ref()) {
         Ok(client) => client,
         Err(problem) => return unusable(no_wait(args.json), problem),
     };
@@ -89,6 +131,7 @@ async fn watch(args: WaitArgs, env: impl Fn(&str) -> Option<String>) -> u8 {
         }
     }
     live.done();
+    keep(&client, kept.as_ref());
     let summary = match failure {
         Some(error) => Summary::failed(error),
         None => Summary::watched(last, watch.report().cloned()),

@@ -19,11 +19,16 @@
 //! a bad argument); `status` and `create` exit 0 when they did what they were asked, 2 when
 //! not. `--help` everywhere.
 //!
+//! `wait` and `watch` keep what they learn about job durations per profile and host in the
+//! user's cache directory, so the next run does not start cold (`--no-learn` to opt out;
+//! see `learn`).
+//!
 //! `main` only parses and maps the outcome to an exit status; the commands are in `commands`,
 //! the arguments in `args`, what is printed in `summary`.
 
 mod args;
 mod commands;
+mod learn;
 mod summary;
 
 use std::process::ExitCode;

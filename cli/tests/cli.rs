@@ -563,3 +563,92 @@ async fn a_profile_file_reads_a_made_up_api_with_a_key_from_the_environment() {
     );
     std::fs::remove_dir_all(std::path::Path::new(&file).parent().unwrap()).unwrap();
 }
+
+/// A cache directory of the test's own, removed when dropped.
+struct CacheDir(std::path::PathBuf);
+
+impl CacheDir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("ts-cli-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        CacheDir(dir)
+    }
+
+    fn text(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for CacheDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A learned-state file of earlier runs (twenty 3 s jobs, bracketed within 100 ms) makes the
+/// first poll decisions of the next `wait` the learned schedule's: a 3 s job on a plain
+/// server is found with two or three requests, promptly; the run adds what it saw to the
+/// file. `--no-learn` neither reads nor writes it, and a damaged file is reported and
+/// replaced, never fatal.
+#[tokio::test]
+async fn a_learned_state_file_makes_the_first_decisions_learned() {
+    use translation_status::poll::{LearnedDurations, Sample, SavedDurations};
+    let server = sim(|s| {
+        s.sse.enabled = false;
+        s.longpoll.enabled = false;
+        s.hints.eta = false;
+        s.hints.retry_after = false;
+    })
+    .await;
+    let base = server.base_url();
+    let cache = CacheDir::new("learn");
+    let host = base.trim_start_matches("http://").replace(':', "_");
+    let file = cache.0.join("learned").join(format!("result@{host}.json"));
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let earlier = LearnedDurations::new(64);
+    for i in 0..20 {
+        let lo = Duration::from_millis(2950 + 5 * i);
+        earlier.record(Sample::between(lo, lo + Duration::from_millis(100)));
+    }
+    std::fs::write(&file, earlier.export().to_json()).unwrap();
+    let env = [("TRANSLATION_STATUS_CACHE_DIR", cache.text())];
+
+    // The original exercise's plain route: `{"result": ...}` and nothing else.
+    let plain = |ms| {
+        format!(
+            "{base}/status?job={}",
+            v1_job(&server, ms, Outcome::Completed)
+        )
+    };
+    let job = plain(3000);
+    let out = run(&at(&base, "result", &["wait", &job, "--json"]), &env).await;
+    let line = out.line();
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(line["mechanism"], "learned", "{line}");
+    assert!(line["requests"].as_u64().unwrap() <= 3, "{line}");
+    // A plain server says nothing of when the job ended: from its creation (just before
+    // the command started) to the answer, at most 400 ms past its 3 s.
+    assert!(line["elapsed_ms"].as_f64().unwrap() <= 3400.0, "{line}");
+    let kept = SavedDurations::from_json(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(kept.samples.len(), 21, "what this run saw was added");
+
+    // Opted out: the cold start, and the file is left alone.
+    let job = plain(3000);
+    let args = at(&base, "result", &["wait", &job, "--json", "--no-learn"]);
+    let out = run(&args, &env).await;
+    assert_eq!(out.line()["mechanism"], "cold_start", "{out:?}");
+    let again = SavedDurations::from_json(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(again, kept);
+
+    // A damaged file: said on stderr, the wait runs cold, and the file is whole again.
+    std::fs::write(&file, b"{\"format\":1,\"samples\":[[3.0,").unwrap();
+    let job = plain(1000);
+    let out = run(&at(&base, "result", &["wait", &job, "--json"]), &env).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("ignoring the learned durations"),
+        "{out:?}"
+    );
+    let fresh = SavedDurations::from_json(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(fresh.samples.len(), 1);
+}

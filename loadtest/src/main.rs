@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use loadtest::report::{Report, fixed_interval_curve};
+use loadtest::report::{Report, fixed_interval_curve, optimum_at};
 use loadtest::scenario::{Arrival, Durations, FaultProfile, Scenario};
-use loadtest::strategy::Strategy;
+use loadtest::strategy::{ServerProfile, Strategy};
 
 /// Compare ways of waiting for translation jobs: requests per job vs time-to-detection.
 #[derive(Debug, Parser)]
@@ -265,12 +265,23 @@ async fn run(scenario: Scenario, out: &std::path::Path) -> anyhow::Result<Report
         scenario.time_scale,
         scenario.faults
     );
-    let rows = scenario.run().await?;
+    let mut rows = scenario.run().await?;
+    let optimum = scenario.optimum();
+    for (row, strategy) in rows.iter_mut().zip(&scenario.strategies) {
+        if strategy.server() == ServerProfile::Plain {
+            row.optimum_ratio = optimum_at(&optimum, row.detection_delay_ms.mean)
+                .map(|best| row.requests_per_job.mean / best);
+        }
+    }
     let report = Report {
         scenario: serde_json::to_value(&scenario)?,
         strategies: rows,
     };
-    report.write(out, &fixed_interval_curve(&scenario.durations_ms()))?;
+    report.write(
+        out,
+        &fixed_interval_curve(&scenario.durations_ms()),
+        &optimum,
+    )?;
     println!("{}", report.markdown());
     println!(
         "wrote {}/report.json, report.md and plot.svg",

@@ -36,6 +36,9 @@ pub struct StrategyResult {
     pub gave_up: usize,
     /// Requests per second the server answered while this strategy ran (its own simulator).
     pub server_rps: f64,
+    /// Requests per job ÷ the known-distribution optimum's at the same mean delay (plain
+    /// polling strategies; `None` when the delay is outside the optimum's curve).
+    pub optimum_ratio: Option<f64>,
     /// Hedged requests sent (0 when hedging is off).
     pub hedges: u64,
     /// Times the circuit breaker opened.
@@ -73,8 +76,10 @@ pub struct Report {
 /// One point of the fixed-interval reference curve: (interval ms, requests/job, delay ms).
 pub type CurvePoint = (f64, f64, f64);
 
-/// The fixed-interval trade-off for these job durations: polling every `I` makes
-/// `ceil(D / I)` requests and learns `ceil(D / I)·I − D` late, averaged over the jobs.
+/// The fixed-interval trade-off for these job durations: polling at once and then every `I`
+/// makes `1 + ceil(D / I)` requests and learns `ceil(D / I)·I − D` late, averaged over the
+/// jobs. (The look at once is every wait's, the measured fixed pollers' too, so that a fixed
+/// poller's point lies on the curve.)
 pub fn fixed_interval_curve(durations_ms: &[f64]) -> Vec<CurvePoint> {
     if durations_ms.is_empty() {
         return Vec::new();
@@ -86,7 +91,7 @@ pub fn fixed_interval_curve(durations_ms: &[f64]) -> Vec<CurvePoint> {
             let (mut requests, mut delay) = (0.0, 0.0);
             for d in durations_ms {
                 let polls = (d / interval).ceil().max(1.0);
-                requests += polls;
+                requests += 1.0 + polls;
                 delay += polls * interval - d;
             }
             (interval, requests / n, delay / n)
@@ -94,17 +99,86 @@ pub fn fixed_interval_curve(durations_ms: &[f64]) -> Vec<CurvePoint> {
         .collect()
 }
 
+/// The known-distribution optimum for plain polling: for each price of a request, the
+/// schedule that minimises requests plus delay ÷ price on the distribution whose distribution
+/// function is `cdf` (seconds), found by dynamic programming over `grid` (increasing ages,
+/// seconds, the last where `cdf` is about 1). Every wait makes a first look at age 0, as the
+/// SDK does, and it is counted. Returns (price ms, requests/job, delay ms) points, fewest
+/// requests first.
+pub fn optimum_curve(cdf: impl Fn(f64) -> f64, grid: &[f64]) -> Vec<CurvePoint> {
+    let mut t = Vec::with_capacity(grid.len() + 1);
+    t.push(0.0);
+    t.extend(grid.iter().copied().filter(|&x| x > 0.0));
+    let f: Vec<f64> = t.iter().map(|&x| cdf(x).clamp(0.0, 1.0)).collect();
+    // g[i] = ∫₀^t[i] F: trapezoids.
+    let mut g = vec![0.0; t.len()];
+    for i in 1..t.len() {
+        g[i] = g[i - 1] + (f[i] + f[i - 1]) / 2.0 * (t[i] - t[i - 1]);
+    }
+    let n = t.len();
+    let mut points = Vec::new();
+    for k in 0..=45 {
+        // 0.01 % of the range to three times it: from one look per grid step to none.
+        let price = 10f64.powf(-4.0 + k as f64 * 0.1) * t[n - 1];
+        // best[i]: the least cost of the looks after one at t[i] (unnormalised: weighted by
+        // the chance the job is still running there); next[i]: where the next one goes.
+        let mut best = vec![0.0; n];
+        let mut next = vec![n - 1; n];
+        for i in (0..n - 1).rev() {
+            let mut choice = (f64::INFINITY, n - 1);
+            for j in i + 1..n {
+                let delay = g[j] - g[i] - f[i] * (t[j] - t[i]);
+                let cost = (1.0 - f[i]) + delay / price + best[j];
+                if cost < choice.0 {
+                    choice = (cost, j);
+                }
+            }
+            (best[i], next[i]) = choice;
+        }
+        let (mut requests, mut delay, mut i) = (1.0, 0.0, 0);
+        while i < n - 1 {
+            let j = next[i];
+            requests += 1.0 - f[i];
+            delay += g[j] - g[i] - f[i] * (t[j] - t[i]);
+            i = j;
+        }
+        points.push((price * 1000.0, requests, delay * 1000.0));
+    }
+    points.sort_by(|a, b| a.1.total_cmp(&b.1));
+    points
+}
+
+/// The optimum's requests at a mean delay of `delay_ms` (interpolated in log-log between
+/// the curve's points; `None` outside it).
+pub fn optimum_at(curve: &[CurvePoint], delay_ms: f64) -> Option<f64> {
+    curve.windows(2).find_map(|w| {
+        let ((_, r0, d0), (_, r1, d1)) = (w[0], w[1]);
+        let (lo, hi) = (d1.min(d0), d1.max(d0));
+        if !(lo..=hi).contains(&delay_ms) || lo <= 0.0 {
+            return None;
+        }
+        if (d0 - d1).abs() < 1e-12 {
+            return Some(r0.min(r1));
+        }
+        let x = (delay_ms.ln() - d0.ln()) / (d1.ln() - d0.ln());
+        Some((r0.ln() + x * (r1.ln() - r0.ln())).exp())
+    })
+}
+
 impl Report {
     /// The markdown table.
     pub fn markdown(&self) -> String {
         let mut out = String::from(
-            "| strategy | mechanism | requests/job mean | requests/job p99 | delay mean ms | delay p50 ms | delay p99 ms | wrong | gave up | peak/mean rps | wall s |\n\
-             | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+            "| strategy | mechanism | requests/job mean | requests/job p99 | delay mean ms | delay p50 ms | delay p99 ms | × optimum | wrong | gave up | peak/mean rps | wall s |\n\
+             | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
         );
         for s in &self.strategies {
             let d = &s.detection_delay_ms;
+            let ratio = s
+                .optimum_ratio
+                .map_or_else(|| "–".to_string(), |r| format!("{r:.2}"));
             out.push_str(&format!(
-                "| {} | {} | {:.2} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {} | {:.0}/{:.0} | {:.1} |\n",
+                "| {} | {} | {:.2} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {:.0}/{:.0} | {:.1} |\n",
                 s.name,
                 s.mechanism,
                 s.requests_per_job.mean,
@@ -112,6 +186,7 @@ impl Report {
                 d.mean,
                 d.p50,
                 d.p99,
+                ratio,
                 s.wrong_outcomes,
                 s.gave_up,
                 s.peak_rps,
@@ -138,7 +213,12 @@ impl Report {
     }
 
     /// Writes `report.json`, `report.md` and `plot.svg` into `dir`.
-    pub fn write(&self, dir: &Path, curve: &[CurvePoint]) -> anyhow::Result<()> {
+    pub fn write(
+        &self,
+        dir: &Path,
+        curve: &[CurvePoint],
+        optimum: &[CurvePoint],
+    ) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         std::fs::write(dir.join("report.json"), serde_json::to_vec_pretty(self)?)?;
         let md = format!(
@@ -147,13 +227,19 @@ impl Report {
             self.markdown()
         );
         std::fs::write(dir.join("report.md"), md)?;
-        plot(&dir.join("plot.svg"), &self.strategies, curve)
+        plot(&dir.join("plot.svg"), &self.strategies, curve, optimum)
     }
 }
 
 /// Requests/job (x, log) against mean detection delay (y, log), one point per strategy,
-/// with the fixed-interval curve for reference.
-pub fn plot(path: &Path, rows: &[StrategyResult], curve: &[CurvePoint]) -> anyhow::Result<()> {
+/// with the fixed-interval curve for reference and the known-distribution optimum of plain
+/// polling (the best any schedule can do on the jobs' distribution).
+pub fn plot(
+    path: &Path,
+    rows: &[StrategyResult],
+    curve: &[CurvePoint],
+    optimum: &[CurvePoint],
+) -> anyhow::Result<()> {
     let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
     let xs = rows
@@ -192,6 +278,18 @@ pub fn plot(path: &Path, rows: &[StrategyResult], curve: &[CurvePoint]) -> anyho
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .label("fixed interval (reference)")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
+    let limit: Vec<(f64, f64)> = optimum
+        .iter()
+        .map(|c| (c.1, c.2.max(0.1)))
+        .filter(|(x, y)| *x >= 0.8 && *x <= x_max && *y <= y_max)
+        .collect();
+    if !limit.is_empty() {
+        chart
+            .draw_series(LineSeries::new(limit, GREEN.mix(0.8).stroke_width(2)))
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .label("known-distribution optimum (plain polling, limit)")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], GREEN));
+    }
     for (i, r) in rows.iter().enumerate() {
         let colour = Palette99::pick(i).to_rgba();
         let at = (
@@ -221,20 +319,49 @@ mod tests {
 
     #[test]
     fn fixed_interval_curve_matches_hand_computation() {
-        // Jobs of 1000 ms and 3000 ms polled every 1000 ms: 1 and 3 polls, never late.
+        // Jobs of 1000 ms and 3000 ms polled at once and every 1000 ms: 2 and 4 polls, never
+        // late.
         let curve = fixed_interval_curve(&[1000.0, 3000.0]);
         let p = curve
             .iter()
             .find(|c| (c.0 - 1000.0).abs() < 1e-6)
             .copied()
             .unwrap();
-        assert_eq!((p.1, p.2), (2.0, 0.0));
-        // Every 10 s: one poll each, 9 s and 7 s late.
+        assert_eq!((p.1, p.2), (3.0, 0.0));
+        // Every 10 s: two polls each, 9 s and 7 s late.
         let p = curve
             .iter()
             .find(|c| (c.0 - 10_000.0).abs() < 1e-6)
             .unwrap();
-        assert_eq!((p.1, p.2), (1.0, 8000.0));
+        assert_eq!((p.1, p.2), (2.0, 8000.0));
+    }
+
+    #[test]
+    fn the_optimum_of_a_uniform_distribution_matches_its_closed_form() {
+        // Uniform on [10, 20] s. Looks at 0, then every h from 10 s on, make 2.5 + 5 / h
+        // requests for h / 2 of delay: the optimum does at least as well, and needs at
+        // least the look at 0 and one more.
+        let cdf = |t: f64| ((t - 10.0) / 10.0).clamp(0.0, 1.0);
+        let grid: Vec<f64> = (1..=400).map(|i| f64::from(i) * 0.05).collect();
+        let curve = optimum_curve(cdf, &grid);
+        assert!(curve.windows(2).all(|w| w[0].1 <= w[1].1));
+        // Fewer requests, more delay.
+        assert!(curve.first().unwrap().2 > curve.last().unwrap().2);
+        for &(_, requests, delay) in &curve {
+            let h = 2.0 * delay / 1000.0;
+            if h > 0.05 && h < 5.0 {
+                let grid_requests = 2.5 + 5.0 / h;
+                assert!(
+                    requests <= grid_requests + 0.05,
+                    "{requests} vs {grid_requests} at {delay}"
+                );
+                assert!(requests >= 2.0, "{requests}");
+            }
+        }
+        let mid = curve[curve.len() / 2];
+        let at = optimum_at(&curve, mid.2).unwrap();
+        assert!((at - mid.1).abs() < 1e-6);
+        assert_eq!(optimum_at(&curve, 1e12), None);
     }
 
     #[test]
@@ -255,7 +382,7 @@ mod tests {
             }],
         };
         report
-            .write(&dir, &fixed_interval_curve(&[500.0, 800.0]))
+            .write(&dir, &fixed_interval_curve(&[500.0, 800.0]), &[])
             .unwrap();
         let json: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();

@@ -20,7 +20,7 @@ use translation_sim::{Faults, OutageWindow, RunningServer, Settings};
 use translation_status::poll::{LearnedDurations, Sample};
 use translation_status::{Client, Error, JobRef, NewJob, Outcome};
 
-use crate::report::{RequestStats, StrategyResult, TargetRequests};
+use crate::report::{RequestStats, StrategyResult, TargetRequests, optimum_curve};
 use crate::stats::{Summary, peak_and_mean};
 use crate::strategy::{ServerProfile, Strategy};
 
@@ -219,6 +219,32 @@ impl Scenario {
                 }
             })
             .collect()
+    }
+
+    /// The known-distribution optimum of plain polling on this scenario's (scaled) duration
+    /// distribution (see [`crate::report::optimum_curve`]).
+    pub fn optimum(&self) -> Vec<crate::report::CurvePoint> {
+        let scale = self.time_scale / 1000.0; // ms → scaled seconds
+        match self.durations {
+            Durations::Fixed { ms } => {
+                let t = ms * scale;
+                optimum_curve(|x| if x >= t { 1.0 } else { 0.0 }, &[t])
+            }
+            Durations::Uniform { min_ms, max_ms } => {
+                let (lo, hi) = (min_ms * scale, max_ms.max(min_ms) * scale);
+                let grid: Vec<f64> = (1..=400).map(|i| hi * f64::from(i) / 400.0).collect();
+                let width = (hi - lo).max(1e-9);
+                optimum_curve(|x| ((x - lo) / width).clamp(0.0, 1.0), &grid)
+            }
+            Durations::Lognormal { median_ms, sigma } => {
+                let (median, sigma) = (median_ms * scale, sigma.max(1e-6));
+                // From 4 σ below the median to 4 σ above, evenly in log-duration.
+                let grid: Vec<f64> = (0..=400)
+                    .map(|i| median * (sigma * (-4.0 + 8.0 * f64::from(i) / 400.0)).exp())
+                    .collect();
+                optimum_curve(|x| normal_cdf((x / median).ln() / sigma), &grid)
+            }
+        }
     }
 
     /// The scaled durations of the jobs, in milliseconds (for the reference curve).
@@ -586,6 +612,7 @@ fn summarise(
         server_rps: total / wall.as_secs_f64().max(1e-9),
         hedges: 0,
         breaker_opens: 0,
+        optimum_ratio: None,
         wall_time_ms: wall.as_millis() as u64,
         peak_rps,
         mean_rps,
@@ -690,6 +717,26 @@ fn sum_of(prometheus_text: &str, metric: &str) -> f64 {
         .sum()
 }
 
+/// The standard normal distribution function (Abramowitz & Stegun 7.1.26, error below
+/// 1.5 × 10⁻⁷); 0 and 1 at the infinities.
+fn normal_cdf(z: f64) -> f64 {
+    if z.is_nan() {
+        return 0.5;
+    }
+    let x = z.abs() / std::f64::consts::SQRT_2;
+    let t = 1.0 / (1.0 + 0.327_591_1 * x);
+    let poly = t
+        * (0.254_829_592
+            + t * (-0.284_496_736
+                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    let erf = 1.0 - poly * (-x * x).exp();
+    if z >= 0.0 {
+        0.5 * (1.0 + erf)
+    } else {
+        0.5 * (1.0 - erf)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -700,6 +747,49 @@ mod tests {
                     sim_status_responses_total{channel=\"sse\",result=\"completed\"} 2\n\
                     sim_http_requests_total{route=\"/status\"} 9\n";
         assert_eq!(status_answers(text), 5.0);
+    }
+
+    #[test]
+    fn the_optimum_is_scale_free_and_beats_every_fixed_interval() {
+        for (z, want) in [(0.0, 0.5), (1.0, 0.841_344_746), (-1.96, 0.024_997_895)] {
+            assert!((normal_cdf(z) - want).abs() < 2e-7, "{z}");
+        }
+        let scenario = |median_ms: f64, time_scale: f64| Scenario {
+            jobs: 2000,
+            concurrency: 1,
+            arrival: Arrival::AllAtOnce,
+            durations: Durations::Lognormal {
+                median_ms,
+                sigma: 0.5,
+            },
+            error_rate: 0.0,
+            time_scale,
+            faults: FaultProfile::None,
+            seed: 3,
+            targets: Vec::new(),
+            strategies: vec![],
+            parallel: true,
+            deadline: Duration::from_secs(60),
+            progress: false,
+        };
+        let short = scenario(3000.0, 1.0);
+        let optimum = short.optimum();
+        // The same jobs ten times longer: the same requests, ten times the delay.
+        let long = scenario(3000.0, 10.0).optimum();
+        for (a, b) in optimum.iter().zip(&long) {
+            assert!((a.1 - b.1).abs() < 1e-6 && (b.2 / a.2 - 10.0).abs() < 1e-6);
+        }
+        // Against a fixed interval on the same jobs (which does not count the look at 0 that
+        // every wait makes), at the same delay: never more requests, counting it.
+        let fixed = crate::report::fixed_interval_curve(&short.durations_ms());
+        for &(_, requests, delay) in fixed.iter().filter(|c| (50.0..3000.0).contains(&c.2)) {
+            let best = crate::report::optimum_at(&optimum, delay)
+                .unwrap_or_else(|| panic!("{delay} ms is off {optimum:?}"));
+            assert!(
+                best < requests + 1.0,
+                "{delay} ms: {best} vs {requests} + 1"
+            );
+        }
     }
 
     #[test]

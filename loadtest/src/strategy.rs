@@ -39,8 +39,13 @@ pub enum Strategy {
     Exponential,
     /// AWS-waiter style: random delay between 2 s and min(120 s, 2 s·2ⁿ).
     AwsWaiter,
+    /// HeyGen's published cadence: every 30 s for the first 3 minutes, then every 60 s.
+    HeygenCadence,
     /// The SDK against a plain `/status` server, learning as it goes.
     OursPlain,
+    /// The SDK's cold start alone against a plain `/status` server (learning off: every wait
+    /// is a fresh client's first).
+    OursCold,
     /// The SDK against a plain `/status` server, after learning from 100+ earlier jobs.
     OursPlainWarm,
     /// The SDK against a plain `/status` server, told the true distribution (the optimum
@@ -58,12 +63,14 @@ pub enum Strategy {
 
 impl Strategy {
     /// Every strategy, in report order.
-    pub const ALL: [Strategy; 11] = [
+    pub const ALL: [Strategy; 13] = [
         Strategy::Naive1s,
         Strategy::Fixed5s,
         Strategy::Exponential,
         Strategy::AwsWaiter,
+        Strategy::HeygenCadence,
         Strategy::OursPlain,
+        Strategy::OursCold,
         Strategy::OursPlainWarm,
         Strategy::OraclePlain,
         Strategy::OursHints,
@@ -92,7 +99,9 @@ impl Strategy {
             Strategy::Fixed5s => "fixed-5s",
             Strategy::Exponential => "exponential",
             Strategy::AwsWaiter => "aws-waiter",
+            Strategy::HeygenCadence => "heygen-cadence",
             Strategy::OursPlain => "ours-plain",
+            Strategy::OursCold => "ours-cold",
             Strategy::OursPlainWarm => "ours-plain-warm",
             Strategy::OraclePlain => "oracle-plain",
             Strategy::OursHints => "ours-hints",
@@ -109,7 +118,9 @@ impl Strategy {
             | Strategy::Fixed5s
             | Strategy::Exponential
             | Strategy::AwsWaiter
+            | Strategy::HeygenCadence
             | Strategy::OursPlain
+            | Strategy::OursCold
             | Strategy::OursPlainWarm
             | Strategy::OraclePlain => ServerProfile::Plain,
             Strategy::OursHints => ServerProfile::Hints,
@@ -135,11 +146,7 @@ impl Strategy {
         let plain = WaitOptions::new().sse(false).long_poll(false);
         let ours = Adaptive::new()
             .min_interval(s(Duration::from_millis(100)))
-            .cold_start(
-                s(Duration::from_secs(2)),
-                s(Duration::from_secs(30)),
-                s(Duration::from_secs(30)),
-            );
+            .cold_start(s(Duration::from_millis(600)), s(Duration::from_secs(120)));
         let options = match self {
             Strategy::Naive1s => plain.policy(Fixed::new(s(Duration::from_secs(1)))),
             Strategy::Fixed5s => plain.policy(Fixed::new(s(Duration::from_secs(5)))),
@@ -152,9 +159,15 @@ impl Strategy {
                 s(Duration::from_secs(2)),
                 s(Duration::from_secs(120)),
             )),
+            Strategy::HeygenCadence => plain.policy(HeygenCadence {
+                early: s(Duration::from_secs(30)),
+                until: s(Duration::from_secs(180)),
+                late: s(Duration::from_secs(60)),
+            }),
             Strategy::OursPlain | Strategy::OursPlainWarm | Strategy::OraclePlain => {
                 plain.policy(ours)
             }
+            Strategy::OursCold => plain.policy(ours.use_learned(false)),
             Strategy::OursHints => plain.policy(ours),
             Strategy::OursLongPoll => WaitOptions::new().sse(false).policy(ours),
             Strategy::OursSse => WaitOptions::new().long_poll(false).policy(ours),
@@ -187,6 +200,29 @@ impl FromStr for Strategy {
                 let names: Vec<_> = Strategy::ALL.iter().map(|s| s.name()).collect();
                 format!("unknown strategy `{s}`; one of: {}", names.join(", "))
             })
+    }
+}
+
+/// HeyGen's own advice for polling a video translation: every `early` (30 s) until `until`
+/// (3 min) into the wait, then every `late` (60 s).
+#[derive(Debug, Clone, Copy)]
+pub struct HeygenCadence {
+    early: Duration,
+    until: Duration,
+    late: Duration,
+}
+
+impl PollPolicy for HeygenCadence {
+    fn next(&self, state: &PollState) -> PollDecision {
+        let after = if state.elapsed < self.until {
+            self.early
+        } else {
+            self.late
+        };
+        PollDecision::Poll {
+            after,
+            basis: Basis::Custom,
+        }
     }
 }
 
@@ -238,6 +274,30 @@ mod tests {
                 .parse::<Strategy>()
                 .unwrap_err()
                 .contains("ours-auto")
+        );
+    }
+
+    #[test]
+    fn heygen_cadence_is_30_s_for_3_min_then_60_s() {
+        let p = format!(
+            "{:?}",
+            Strategy::HeygenCadence.options(1.0, Duration::from_secs(3600))
+        );
+        assert!(p.contains("HeygenCadence"), "{p}");
+        let cadence = HeygenCadence {
+            early: Duration::from_secs(30),
+            until: Duration::from_secs(180),
+            late: Duration::from_secs(60),
+        };
+        let at = |elapsed| match cadence
+            .next(&PollState::new().with_elapsed(Duration::from_secs(elapsed)))
+        {
+            PollDecision::Poll { after, .. } => after.as_secs(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            (at(0), at(150), at(179), at(180), at(900)),
+            (30, 30, 30, 60, 60)
         );
     }
 

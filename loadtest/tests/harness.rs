@@ -119,9 +119,20 @@ async fn report_counts_match_the_simulators_metrics() {
         scenario: serde_json::to_value(&scenario).unwrap(),
         strategies: rows,
     };
+    let optimum = scenario.optimum();
+    assert!(optimum.len() > 10, "{optimum:?}");
     report
-        .write(&out, &fixed_interval_curve(&scenario.durations_ms()))
+        .write(
+            &out,
+            &fixed_interval_curve(&scenario.durations_ms()),
+            &optimum,
+        )
         .unwrap();
+    let svg = std::fs::read_to_string(out.join("plot.svg")).unwrap();
+    assert!(
+        svg.contains("known-distribution optimum"),
+        "the limit is drawn"
+    );
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
     assert_eq!(json["scenario"]["jobs"], jobs);

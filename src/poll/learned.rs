@@ -16,15 +16,20 @@
 //! Exact durations (when the server reports both `created_at` and `completed_at`) are
 //! 1 ms-wide intervals.
 //!
-//! (A little over 400 lines: what a wait observed, the sample it becomes, the fit and the
-//! shared, bounded history are one concept — splitting them would scatter the one algorithm
-//! they serve.)
+//! Waits still in flight are right-censored samples `(age, ∞)` of the same fit, and a new
+//! sample tells them to plan again (see [`LearnedDurations`]); saving and restoring the
+//! history is in `saved`.
+//!
+//! (About 500 lines: what a wait observed, the sample it becomes, the fit and the shared,
+//! bounded history with its waits in flight are one concept — splitting them would scatter
+//! the one algorithm they serve.)
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// What one wait taught about a job's duration: it ended at an age in `(lo, hi]`.
@@ -132,6 +137,8 @@ pub struct DurationModel {
     /// `balanced::density`).
     smoothed: Vec<(f64, f64, f64)>,
     samples: usize,
+    /// How many of the samples saw their job end (the rest were still running).
+    ended: usize,
 }
 
 const MAX_ITERATIONS: usize = 200;
@@ -140,15 +147,25 @@ const TOLERANCE: f64 = 1e-6;
 /// of milliseconds); a small one on every new sample.
 const REFIT_EVERY: Duration = Duration::from_secs(1);
 const ALWAYS_REFIT_BELOW: usize = 64;
+/// The grid the ages of waits in flight are rounded down to: steps of 5 % from 1 ms.
+const CENSOR_FLOOR: f64 = 0.001;
+const CENSOR_STEP: f64 = 1.05;
 
 impl DurationModel {
     /// Fits the non-parametric maximum-likelihood distribution to `samples`.
     pub fn fit(samples: &[Sample]) -> Self {
-        let samples: Vec<Sample> = samples
+        let weighed: Vec<(Sample, f64)> = samples.iter().map(|&s| (s, 1.0)).collect();
+        Self::fit_weighed(&weighed)
+    }
+
+    /// [`fit`](Self::fit), each sample counting `weight` times (equal samples merged cost
+    /// one sample's work).
+    fn fit_weighed(samples: &[(Sample, f64)]) -> Self {
+        let (samples, weights): (Vec<Sample>, Vec<f64>) = samples
             .iter()
             .copied()
-            .filter(|s| s.lo.is_finite() && s.lo >= 0.0 && s.hi > s.lo)
-            .collect();
+            .filter(|(s, w)| s.lo.is_finite() && s.lo >= 0.0 && s.hi > s.lo && *w > 0.0)
+            .unzip();
         if samples.is_empty() {
             return DurationModel::default();
         }
@@ -181,16 +198,16 @@ impl DurationModel {
             })
             .collect();
 
-        let n = samples.len() as f64;
+        let n: f64 = weights.iter().sum();
         let mut mass = vec![1.0 / m as f64; m];
         let mut next = vec![0.0; m];
         for _ in 0..MAX_ITERATIONS {
             next.iter_mut().for_each(|x| *x = 0.0);
-            for &(start, end) in &cover {
+            for (&(start, end), &weight) in cover.iter().zip(&weights) {
                 let total: f64 = mass[start..end].iter().sum();
                 if total > 0.0 {
                     for j in start..end {
-                        next[j] += mass[j] / total / n;
+                        next[j] += weight * mass[j] / total / n;
                     }
                 }
             }
@@ -215,7 +232,14 @@ impl DurationModel {
         let mut model = DurationModel {
             pieces,
             smoothed: Vec::new(),
-            samples: samples.len(),
+            samples: n.round() as usize,
+            ended: samples
+                .iter()
+                .zip(&weights)
+                .filter(|(s, _)| s.hi.is_finite())
+                .map(|(_, w)| w)
+                .sum::<f64>()
+                .round() as usize,
         };
         model.smoothed = super::balanced::density(&model);
         model
@@ -224,6 +248,26 @@ impl DurationModel {
     /// How many samples the model was fitted to.
     pub fn samples(&self) -> usize {
         self.samples
+    }
+
+    /// How many of them saw their job end (the others are jobs still running when their
+    /// waits stopped or, while they run, waits still in flight).
+    pub fn ended(&self) -> usize {
+        self.ended
+    }
+
+    /// The typical duration, in seconds: the median, or, while more than half the jobs are
+    /// still running, the latest end seen (the median is at least that). `None` when no job
+    /// was seen to end.
+    pub(super) fn typical(&self) -> Option<f64> {
+        if let Some(median) = self.quantile(0.5) {
+            return Some(median.as_secs_f64());
+        }
+        self.pieces
+            .iter()
+            .rev()
+            .find(|p| p.1.is_finite())
+            .map(|p| p.1)
     }
 
     /// The age by which a fraction `q` of jobs had ended; `None` when that falls in the mass
@@ -255,11 +299,13 @@ impl DurationModel {
 
     /// A model made of `pieces` (sorted, disjoint, masses summing to 1), read as is by the
     /// schedule: a prior, not a fit.
+    #[cfg(test)]
     pub(super) fn from_pieces(pieces: Vec<(f64, f64, f64)>) -> Self {
         DurationModel {
             smoothed: pieces.clone(),
             pieces,
             samples: 0,
+            ended: 0,
         }
     }
 
@@ -321,57 +367,216 @@ impl fmt::Debug for DurationModel {
 /// what they learn, or start from a pre-filled one.
 ///
 /// [`ClientBuilder::learned_durations`]: crate::ClientBuilder::learned_durations
+///
+/// # Waits in flight
+///
+/// A wait that has not ended yet knows something too: its job ran at least as long as it was
+/// last seen pending. Every single wait ([`Client::wait`](crate::Client::wait)) registers
+/// itself while it runs, and the fit counts each such wait as a right-censored sample
+/// `(age, ∞)` — so a batch started together, whose short jobs end first, does not teach that
+/// all jobs are short. When a finished wait records its sample, every single wait still
+/// sleeping on the policy's schedule is told, and plans its next look again with the new
+/// model: learning reaches the waits already running, not only those started later. (A job
+/// set's waits take the new model at their next answer.)
 #[derive(Clone)]
 pub struct LearnedDurations {
     inner: Arc<Mutex<History>>,
+    /// Bumped whenever a finished wait records a sample.
+    changes: watch::Sender<u64>,
+}
+
+/// A wait in flight, as the learned durations count it (see
+/// [`LearnedDurations::track`]): dropping it forgets the wait.
+pub(crate) struct InFlight {
+    learned: LearnedDurations,
+    id: Option<u64>,
+}
+
+impl InFlight {
+    /// The job was still running at `age`.
+    pub(crate) fn pending(&self, age: Duration) {
+        let Some(id) = self.id else { return };
+        let mut history = self.learned.lock();
+        if let Some(lo) = history.in_flight.get_mut(&id) {
+            let age = age.as_secs_f64();
+            if age > *lo {
+                *lo = age;
+                history.stale = true;
+            }
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            let mut history = self.learned.lock();
+            if history.in_flight.remove(&id).is_some_and(|lo| lo > 0.0) {
+                history.stale = true;
+            }
+        }
+    }
 }
 
 struct History {
     samples: VecDeque<Sample>,
+    /// Waits in flight: the age at which each last saw its job pending (at most `capacity`).
+    in_flight: HashMap<u64, f64>,
+    next_id: u64,
     capacity: usize,
     model: Arc<DurationModel>,
     /// Samples arrived since the last fit: refit on the next read, so a burst of finishing
     /// waits costs one fit, not one each.
     stale: bool,
     fitted_at: Option<Instant>,
+    /// A caller is fitting the model outside the lock.
+    fitting: bool,
+    /// Bumped by `clear`: a fit begun before it is not kept.
+    epoch: u64,
 }
 
 impl LearnedDurations {
     /// Keeps the latest `capacity` samples (at least 1; the default is 1,024).
     pub fn new(capacity: usize) -> Self {
         LearnedDurations {
+            changes: watch::Sender::new(0),
             inner: Arc::new(Mutex::new(History {
                 samples: VecDeque::new(),
+                in_flight: HashMap::new(),
+                next_id: 0,
                 capacity: capacity.max(1),
                 model: Arc::new(DurationModel::default()),
                 stale: false,
                 fitted_at: None,
+                fitting: false,
+                epoch: 0,
             })),
         }
     }
 
-    /// Adds a sample (the oldest goes when full).
+    fn lock(&self) -> std::sync::MutexGuard<'_, History> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds a sample (the oldest goes when full), and tells the waits in flight.
     pub fn record(&self, sample: Sample) {
-        let mut history = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        if history.samples.len() == history.capacity {
-            history.samples.pop_front();
+        self.record_all(&[sample]);
+    }
+
+    /// Adds samples in one go (see [`record`](Self::record)).
+    pub(super) fn record_all(&self, samples: &[Sample]) {
+        if samples.is_empty() {
+            return;
         }
-        history.samples.push_back(sample);
-        history.stale = true;
+        {
+            let mut history = self.lock();
+            for &sample in samples {
+                if history.samples.len() == history.capacity {
+                    history.samples.pop_front();
+                }
+                history.samples.push_back(sample);
+            }
+            history.stale = true;
+        }
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Counts a wait in flight until the guard is dropped (see
+    /// [the type's docs](Self#waits-in-flight)). No more than the history's capacity are
+    /// counted at once; a wait beyond that is simply not.
+    pub(crate) fn track(&self) -> InFlight {
+        let mut history = self.lock();
+        let id = (history.in_flight.len() < history.capacity).then(|| {
+            let id = history.next_id;
+            history.next_id = id.wrapping_add(1);
+            history.in_flight.insert(id, 0.0);
+            id
+        });
+        InFlight {
+            learned: self.clone(),
+            id,
+        }
+    }
+
+    /// Changes whenever a finished wait records a sample: what a sleeping wait watches to
+    /// plan again.
+    pub(crate) fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// The model fitted to the current samples (refitted only when samples arrived since).
+    ///
+    /// The fit runs outside the lock, and a large one on the runtime's blocking pool:
+    /// meanwhile, callers get the model of the last fit instead of waiting for it.
     pub fn model(&self) -> Arc<DurationModel> {
-        let mut history = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        let due = history.samples.len() < ALWAYS_REFIT_BELOW
+        let mut history = self.lock();
+        // Waits in flight count too: a thousand of them, each seen pending again and again,
+        // must not cost a fit per step.
+        let due = history.samples.len() + history.in_flight.len() < ALWAYS_REFIT_BELOW
             || history
                 .fitted_at
                 .is_none_or(|at| at.elapsed() >= REFIT_EVERY);
-        if history.stale && due {
-            let samples: Vec<Sample> = history.samples.iter().copied().collect();
-            history.model = Arc::new(DurationModel::fit(&samples));
+        if history.stale && due && !history.fitting {
+            // Waits in flight are censored samples; one not yet seen pending says nothing.
+            // Their ages are rounded down to a grid of 5 % steps, still lower bounds, and the
+            // waits on one step are one sample of their number: a thousand in flight cost
+            // the fit a few dozen samples' work.
+            let mut running: Vec<(u32, f64)> = history
+                .in_flight
+                .values()
+                .filter(|&&lo| lo > CENSOR_FLOOR)
+                .map(|&lo| {
+                    let step = ((lo / CENSOR_FLOOR).ln() / CENSOR_STEP.ln()).floor();
+                    (step as u32, 1.0)
+                })
+                .collect();
+            running.sort_by_key(|r| r.0);
+            running.dedup_by(|b, a| {
+                let same = a.0 == b.0;
+                if same {
+                    a.1 += b.1;
+                }
+                same
+            });
+            let samples: Vec<(Sample, f64)> = history
+                .samples
+                .iter()
+                .map(|&s| (s, 1.0))
+                .chain(running.into_iter().map(|(step, weight)| {
+                    let lo = CENSOR_FLOOR * CENSOR_STEP.powi(step as i32);
+                    (Sample::at_least(super::seconds(lo)), weight)
+                }))
+                .collect();
+            let small = samples.len() < ALWAYS_REFIT_BELOW;
+            let first = history.fitted_at.is_none();
             history.stale = false;
             history.fitted_at = Some(Instant::now());
+            history.fitting = true;
+            let epoch = history.epoch;
+            drop(history);
+            // A large fit (tens of milliseconds) is not done on an async worker: the waits
+            // it serves would stall behind it. It runs on the blocking pool, and callers get
+            // the last model until it is done — unless there is none yet.
+            if let (false, false, Ok(runtime)) =
+                (small, first, tokio::runtime::Handle::try_current())
+            {
+                let learned = self.clone();
+                runtime.spawn_blocking(move || learned.store(epoch, &samples));
+                return Arc::clone(&self.lock().model);
+            }
+            return self.store(epoch, &samples);
+        }
+        Arc::clone(&history.model)
+    }
+
+    /// Fits `samples` and keeps the model, unless the history was cleared since `epoch`;
+    /// returns the model now kept.
+    fn store(&self, epoch: u64, samples: &[(Sample, f64)]) -> Arc<DurationModel> {
+        let model = Arc::new(DurationModel::fit_weighed(samples));
+        let mut history = self.lock();
+        history.fitting = false;
+        if history.epoch == epoch {
+            history.model = model;
         }
         Arc::clone(&history.model)
     }
@@ -389,6 +594,7 @@ impl LearnedDurations {
         history.samples.clear();
         history.model = Arc::new(DurationModel::default());
         history.stale = false;
+        history.epoch = history.epoch.wrapping_add(1);
     }
 }
 
@@ -639,16 +845,89 @@ mod tests {
             let d = 2.0 + 28.0 * rng.uniform();
             learned.record(bracket(d, 2.0, 2.0 * rng.uniform()));
         }
+        // And as many waits in flight, seen pending at ages across the range.
+        let running: Vec<InFlight> = (0..1024).map(|_| learned.track()).collect();
+        for wait in &running {
+            wait.pending(s(1.0 + 29.0 * rng.uniform()));
+        }
         let started = tokio::time::Instant::now();
         let m = learned.model();
         let took = started.elapsed();
-        assert_eq!(m.samples(), 1024);
-        eprintln!("fit of 1024 brackets: {took:?}");
+        assert_eq!(m.samples(), 2048);
+        eprintln!("fit of 1024 brackets and 1024 waits in flight: {took:?}");
         assert!(took < Duration::from_secs(3), "{took:?}");
         assert!(
             Arc::ptr_eq(&m, &learned.model()),
             "not refitted without new samples"
         );
+    }
+
+    #[test]
+    fn waits_in_flight_are_censored_samples() {
+        let learned = LearnedDurations::new(64);
+        for _ in 0..10 {
+            learned.record(Sample::exact(s(2.0)));
+        }
+        // A batch: ten jobs ended at 2 s, ten more are still running at 5 s.
+        let running: Vec<InFlight> = (0..10).map(|_| learned.track()).collect();
+        let unseen = learned.track();
+        for wait in &running {
+            wait.pending(s(5.0));
+        }
+        let m = learned.model();
+        assert_eq!(
+            (m.samples(), m.ended()),
+            (20, 10),
+            "the unseen one says nothing"
+        );
+        assert!((m.cdf(s(3.0)) - 0.5).abs() < 1e-6, "{m:?}");
+        assert_eq!(m.quantile(0.9), None, "half of them ran past 5 s");
+        // Once they end (and say when), they are samples like any other.
+        drop(running);
+        drop(unseen);
+        let m = learned.model();
+        assert_eq!((m.samples(), m.ended()), (10, 10));
+        assert!((m.cdf(s(3.0)) - 1.0).abs() < 1e-6, "{m:?}");
+        // Recording tells the watchers; counting waits in flight does not.
+        let mut changes = learned.changes();
+        changes.borrow_and_update();
+        let _wait = learned.track();
+        assert!(!changes.has_changed().unwrap());
+        learned.record(Sample::exact(s(2.0)));
+        assert!(changes.has_changed().unwrap());
+        // No more waits are counted than the history holds.
+        let small = LearnedDurations::new(2);
+        let waits: Vec<InFlight> = (0..5).map(|_| small.track()).collect();
+        waits.iter().for_each(|w| w.pending(s(1.0)));
+        assert_eq!(small.model().samples(), 2);
+    }
+
+    /// On a runtime, a large refit is done off the caller: it gets the last model at once,
+    /// and the new one once the fit is done.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_large_refit_runs_off_the_async_workers() {
+        let learned = LearnedDurations::new(1024);
+        for i in 0..200 {
+            learned.record(Sample::exact(s(1.0 + f64::from(i % 7))));
+        }
+        assert_eq!(
+            learned.model().samples(),
+            200,
+            "the first fit is the caller's"
+        );
+        learned.record(Sample::exact(s(9.0)));
+        // Once a second at most, for a history this large.
+        tokio::time::sleep(REFIT_EVERY).await;
+        let seen = learned.model().samples();
+        assert!(seen == 200 || seen == 201, "{seen}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while learned.model().samples() != 201 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the fit never landed"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     #[test]

@@ -54,6 +54,7 @@ mod jitter;
 pub(crate) mod learned;
 mod limits;
 mod prior;
+mod saved;
 mod state;
 
 use std::fmt;
@@ -68,6 +69,9 @@ pub use fixed::{Exponential, Fixed};
 pub use jitter::{FLEET_JITTER, WithJitter};
 pub use learned::{DurationModel, LearnedDurations, Sample};
 pub use limits::{WithDeadline, WithMaxPolls};
+pub use saved::{
+    LearnedStateError, MAX_SAVED_BYTES, MAX_SAVED_SAMPLES, SAVED_FORMAT, SavedDurations,
+};
 pub use state::{Estimate, PollState, ProgressReading};
 
 /// The shortest pause between two requests for one job, whatever asks for a shorter one (see

@@ -23,6 +23,7 @@ use crate::error::Error;
 use crate::job::ChangeFilter;
 use crate::job::{Endpoints, JobRef};
 use crate::model::JobStatus;
+use crate::poll::learned::InFlight;
 use crate::poll::{LearnedDurations, PollPolicy};
 use crate::profile::Profile;
 use crate::transport::sse;
@@ -122,6 +123,10 @@ pub(crate) async fn run<S: Source>(
         filter: ChangeFilter::default(),
         ledger: Ledger::new(start, deadline, plan.created),
         why: "initial",
+        in_flight: plan.learned.as_ref().map(LearnedDurations::track),
+        changes: plan.learned.as_ref().map(LearnedDurations::changes),
+        random: 0.5,
+        decided_at: start,
     };
     async move {
         let ending = driver.drive().await;
@@ -142,6 +147,14 @@ struct Driver<'a, S> {
     ledger: Ledger,
     /// Why the next look goes out (the `poll` span's `basis`).
     why: &'static str,
+    /// This wait, counted by the learned durations while it runs.
+    in_flight: Option<InFlight>,
+    /// Tells a sleep on the policy's schedule that the learned durations changed.
+    changes: Option<tokio::sync::watch::Receiver<u64>>,
+    /// The random number of the latest step, and when it was taken: a sleep planned again
+    /// is planned for the same answer.
+    random: f64,
+    decided_at: Instant,
 }
 
 impl<S: Source> Driver<'_, S> {
@@ -178,15 +191,20 @@ impl<S: Source> Driver<'_, S> {
     /// Hands the ledger what came back, and does what it learned: tells the source about
     /// the route, the observer about a change.
     fn take(&mut self, answer: Answer) -> Decision {
+        self.random = (self.plan.random)();
         let parts = Parts {
             job: &self.plan.job,
             profile: &self.plan.profile,
             policy: self.policy,
             learned: self.plan.learned.as_ref(),
-            random: (self.plan.random)(),
+            random: self.random,
             offer: self.offer(),
         };
         let step = self.ledger.step(answer, Clocks::now(), &parts);
+        self.decided_at = Instant::now();
+        if let (Some(in_flight), Some(age)) = (&self.in_flight, self.ledger.pending_age()) {
+            in_flight.pending(age);
+        }
         for fact in step.facts() {
             self.source.learned(fact);
         }
@@ -261,7 +279,7 @@ impl<S: Source> Driver<'_, S> {
         decision
     }
 
-    async fn sleep(&mut self, until: Instant, pause: Pause) {
+    async fn sleep(&mut self, mut until: Instant, pause: Pause) {
         self.why = pause.as_str();
         let now = Instant::now();
         if until <= now {
@@ -272,7 +290,53 @@ impl<S: Source> Driver<'_, S> {
             basis = pause.as_str(),
             ms = until.duration_since(now).as_millis() as u64
         );
-        tokio::time::sleep_until(until).instrument(span).await;
+        // Only a sleep on the policy's schedule is planned again when the learned durations
+        // change; one the server or the loop asked for stands.
+        let mut changes = match (&mut self.changes, pause) {
+            (Some(changes), Pause::Policy(_)) => Some(changes.clone()),
+            _ => None,
+        };
+        if let Some(changes) = &mut changes {
+            changes.borrow_and_update();
+        }
+        loop {
+            let Some(watching) = &mut changes else {
+                tokio::time::sleep_until(until).instrument(span).await;
+                return;
+            };
+            tokio::select! {
+                () = tokio::time::sleep_until(until) => return,
+                changed = watching.changed() => {
+                    if changed.is_err() {
+                        changes = None;
+                        continue;
+                    }
+                }
+            }
+            if let Some(Decision::Sleep { until: next, pause }) = self.replan() {
+                tracing::debug!(
+                    parent: &span,
+                    basis = pause.as_str(),
+                    "learned durations changed: next look planned again"
+                );
+                until = next;
+                self.why = pause.as_str();
+            }
+        }
+    }
+
+    /// The latest step's decision on the policy's schedule, taken again with the learned
+    /// durations as they are now.
+    fn replan(&mut self) -> Option<Decision> {
+        let parts = Parts {
+            job: &self.plan.job,
+            profile: &self.plan.profile,
+            policy: self.policy,
+            learned: self.plan.learned.as_ref(),
+            random: self.random,
+            offer: self.offer(),
+        };
+        self.ledger.replan(self.decided_at, &parts)
     }
 
     /// Records the ending: the span's fields, one log line, the lesson, the metrics.

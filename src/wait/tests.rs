@@ -44,6 +44,8 @@ struct Fake {
     sse: Sse,
     /// How long each read takes to answer.
     latency: Duration,
+    /// Answers with nothing but the state, as a plain `{"result": ...}` server does.
+    plain: bool,
     canned: Mutex<VecDeque<Canned>>,
     reads: Mutex<Vec<(Duration, Option<Duration>)>>,
     facts: Mutex<Vec<Fact>>,
@@ -60,6 +62,7 @@ impl Fake {
             offer_long_poll: false,
             sse: Sse::Off,
             latency: Duration::ZERO,
+            plain: false,
             canned: Mutex::new(VecDeque::new()),
             reads: Mutex::new(Vec::new()),
             facts: Mutex::new(Vec::new()),
@@ -73,6 +76,14 @@ impl Fake {
 
     fn status_at(&self, at: Instant) -> JobStatus {
         let age = at.duration_since(self.start);
+        if self.plain {
+            let state = if age >= self.end {
+                self.terminal.clone()
+            } else {
+                JobState::Pending { eta: None }
+            };
+            return JobStatus::new(state);
+        }
         if age >= self.end {
             JobStatus::new(self.terminal.clone()).with_progress(1.0)
         } else {
@@ -232,15 +243,59 @@ async fn a_finished_job_takes_one_request() {
     assert_eq!(fake.read_times(), vec![0.0]);
 }
 
+/// The cold start's looks at a 5 s job, with the random number at 0.5: at once, then at
+/// 0.6 s · √2^0.5 and √2 times each age after (on the millisecond timer).
+const COLD_5S: [f64; 8] = [0.0, 0.714, 1.01, 1.429, 2.021, 2.859, 4.044, 5.72];
+
 #[tokio::test(start_paused = true)]
 async fn cold_start_polls_on_its_schedule() {
-    // At once, then where the cold start's prior puts the first look (6.67 s, on the
-    // millisecond timer).
     let fake = Fake::new(5.0);
     let done = wait(&fake, &plan(None), &Adaptive::new()).await.unwrap();
-    assert_eq!(fake.read_times(), vec![0.0, 6.671]);
+    assert_eq!(fake.read_times(), COLD_5S);
     assert_eq!(done.report.mechanism, Mechanism::Polling(Basis::ColdStart));
-    assert_eq!(done.report.elapsed, secs(6.671));
+    assert_eq!(done.report.elapsed, secs(5.72));
+}
+
+thread_local! {
+    /// The random number the next wait's policy is given (see `phase`).
+    static PHASE: std::cell::Cell<f64> = const { std::cell::Cell::new(0.5) };
+}
+
+/// `WaitPlan::random` that reads [`PHASE`], so a test can spread the cold start's phase.
+fn phase() -> f64 {
+    PHASE.with(|p| p.get())
+}
+
+/// A fresh client against a plain `{"result": ...}` server, for jobs of every scale from 1 s
+/// to 10 min: on average over the cold start's phase, found within a quarter of the duration
+/// plus 100 ms, with at most `4 + 2.5 · log₂(T / 1 s)` requests.
+#[tokio::test(start_paused = true)]
+async fn a_cold_wait_meets_its_bounds_at_every_scale() {
+    for end in [1.0, 3.0, 10.0, 30.0, 100.0, 600.0] {
+        let (mut requests, mut delay) = (0.0, 0.0);
+        let n = 16;
+        for i in 0..n {
+            PHASE.with(|p| p.set((f64::from(i) + 0.5) / f64::from(n)));
+            let mut fake = Fake::new(end);
+            fake.plain = true;
+            let mut plan = plan(None);
+            plan.random = phase;
+            plan.learned = Some(LearnedDurations::default());
+            let done = wait(&fake, &plan, &Adaptive::new()).await.unwrap();
+            assert_eq!(done.report.mechanism, Mechanism::Polling(Basis::ColdStart));
+            let late = done.report.elapsed.as_secs_f64() - end;
+            assert!(late >= 0.0, "{end}: {late}");
+            requests += f64::from(done.report.requests) / f64::from(n);
+            delay += late / f64::from(n);
+        }
+        let (max_requests, max_delay) = (4.0 + 2.5 * end.log2(), 0.25 * end + 0.1);
+        assert!(
+            requests <= max_requests,
+            "{end} s: {requests} requests > {max_requests}"
+        );
+        assert!(delay <= max_delay, "{end} s: {delay} s late > {max_delay}");
+        eprintln!("{end} s: {requests:.2} requests, {delay:.3} s late");
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -342,11 +397,11 @@ async fn holds_shrink_to_fit_the_deadline() {
     let g = gave_up(wait(&fake, &plan(Some(2.5)), &Adaptive::new()).await);
     let reads = fake.reads.lock().unwrap().clone();
     let holds: Vec<Option<u64>> = reads.iter().map(|(_, h)| h.map(|h| h.as_secs())).collect();
-    assert_eq!(holds, vec![Some(2), None], "{reads:?}");
+    assert_eq!(holds, vec![Some(2), None, None], "{reads:?}");
     assert_eq!(
         fake.read_times(),
-        vec![0.0, 2.4],
-        "the last look, just ahead"
+        vec![0.0, 2.1, 2.4],
+        "the cold start's next look, then the last, just ahead"
     );
     assert_eq!(g.elapsed(), secs(2.5));
 }
@@ -357,7 +412,7 @@ async fn a_server_that_ignores_prefer_is_polled_instead() {
     fake.offer_long_poll = true;
     fake.hold_cap = None;
     let done = wait(&fake, &plan(None), &Adaptive::new()).await.unwrap();
-    assert_eq!(fake.read_times(), vec![0.0, 6.671]);
+    assert_eq!(fake.read_times(), COLD_5S);
     assert_eq!(done.report.fallbacks.len(), 1);
     assert_eq!(done.report.fallbacks[0].from, Mechanism::LongPoll);
     assert_eq!(done.report.fallbacks[0].reason, FallbackReason::NotApplied);
@@ -494,7 +549,7 @@ async fn a_failed_job_is_an_error_carrying_its_message() {
     match wait(&fake, &plan(None), &Adaptive::new()).await {
         Err(Error::JobFailed(f)) => {
             assert_eq!(f.message.as_deref(), Some("no audio track"));
-            assert_eq!(f.report.requests, 2);
+            assert_eq!(f.report.requests, 3, "at once, at 0.71 s and at 1.01 s");
             assert!(f.to_string().contains("no audio track"));
         }
         other => panic!("{other:?}"),
@@ -561,6 +616,56 @@ async fn waits_teach_the_learned_schedule() {
     assert!(done.report.requests <= 3, "{:?}", fake.read_times());
     assert!(done.report.elapsed <= secs(2.1), "{:?}", fake.read_times());
     assert_eq!(done.report.mechanism, Mechanism::Polling(Basis::Learned));
+}
+
+/// A wait started cold, on a 52 s job: its looks go to 45.7 s, then 64.6 s. Twenty jobs of
+/// 52 s end while it sleeps between the two: it plans its next look again, with the learned
+/// schedule, and finds the job just after it ended (by what a request is worth there, 3 %
+/// of 52 s) instead of 12.6 s late.
+#[tokio::test(start_paused = true)]
+async fn a_cold_wait_plans_again_when_samples_arrive_while_it_sleeps() {
+    let run_one = |teach: bool| async move {
+        let learned = LearnedDurations::new(64);
+        let mut fake = Fake::new(52.0);
+        fake.plain = true;
+        let mut plan = plan(None);
+        plan.learned = Some(learned.clone());
+        plan.created = Some(Instant::now());
+        let teacher = tokio::spawn(async move {
+            tokio::time::sleep(secs(50.0)).await;
+            if teach {
+                for i in 0..20 {
+                    let end = 51.9 + 0.01 * f64::from(i);
+                    learned.record(crate::poll::Sample::between(secs(end), secs(end + 0.05)));
+                }
+            }
+        });
+        let done = wait(&fake, &plan, &Adaptive::new()).await.unwrap();
+        teacher.await.unwrap();
+        (done, fake.read_times())
+    };
+    let (cold, times) = run_one(false).await;
+    assert_eq!(cold.report.mechanism, Mechanism::Polling(Basis::ColdStart));
+    assert!(cold.report.elapsed > secs(64.0), "{times:?}");
+    assert!(
+        times.iter().any(|&t| (45.0..46.0).contains(&t)),
+        "{times:?}"
+    );
+    let (taught, times) = run_one(true).await;
+    assert_eq!(
+        taught.report.mechanism,
+        Mechanism::Polling(Basis::Learned),
+        "{times:?}"
+    );
+    assert!(
+        taught.report.elapsed < secs(54.0),
+        "found {:?} after it began, at {times:?}",
+        taught.report.elapsed
+    );
+    assert_eq!(
+        taught.report.requests, cold.report.requests,
+        "the same looks up to 45.7 s, then one at the learned end: {times:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

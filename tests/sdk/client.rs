@@ -160,7 +160,14 @@ async fn the_legacy_job_of_the_original_exercise() {
         .await
         .unwrap();
     assert_eq!(done.status.state, JobState::Completed);
-    assert!(done.report.requests <= 2, "{:?}", done.report);
+    // A 1.2 s job, cold: at once, then from 0.6–0.85 s on at √2 times each age — 3 to 5
+    // looks, found a fraction of a second after it ended, not seconds.
+    assert!(done.report.requests <= 5, "{:?}", done.report);
+    assert!(
+        done.report.elapsed < Duration::from_secs(3),
+        "{:?}",
+        done.report
+    );
 }
 
 #[tokio::test]

@@ -753,7 +753,9 @@ async fn a_plain_status_server_is_polled() {
             report.mechanism,
             translation_status::Mechanism::Polling(_)
         ));
-        assert!(report.requests <= 4, "{report:?}");
+        // The cold start looks at 0, then at 0.6–0.85 s and √2 times the age after that:
+        // a 1.2 s job is found by the fourth or fifth look, whatever the phase drawn.
+        assert!(report.requests <= 5, "{report:?}");
     }
     let hits = plain.hits.lock().unwrap().clone();
     assert!(hits.iter().all(|h| h == "/status"), "{hits:?}");

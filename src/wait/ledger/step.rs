@@ -241,6 +241,37 @@ impl Ledger {
         self.sleep(now, after, pause)
     }
 
+    /// The job's age when it was last seen pending: what this wait, still in flight, knows
+    /// about its duration.
+    pub(crate) fn pending_age(&self) -> Option<Duration> {
+        self.last_pending.map(|at| self.age_at(at))
+    }
+
+    /// Plans a sleep on the policy's schedule again, after the learned durations changed:
+    /// what the policy decides, with what is known now, for the pending answer it decided on
+    /// at `decided_at` (the same state, random number included). `None` when the policy
+    /// would stop: the sleep it is in stands, and the next answer decides.
+    pub(crate) fn replan(&mut self, decided_at: Instant, parts: &Parts<'_>) -> Option<Decision> {
+        let model = parts.learned.map(|learned| learned.model());
+        let state = self.poll_state(decided_at, model, parts.random);
+        let PollDecision::Poll { after, basis } = parts.policy.next(&state) else {
+            return None;
+        };
+        self.basis = basis;
+        let decision = match self.pause {
+            Some(pause) if pause > after => {
+                self.basis = Basis::Hints;
+                self.sleep(
+                    decided_at,
+                    pause.max(MIN_PAUSE),
+                    Pause::Policy(Basis::Hints),
+                )
+            }
+            _ => self.sleep(decided_at, after.max(MIN_PAUSE), Pause::Policy(basis)),
+        };
+        Some(decision)
+    }
+
     /// Sleep `after` from `now`, clamped to the time of the last look.
     fn sleep(&self, now: Instant, after: Duration, pause: Pause) -> Decision {
         // Further than an instant reaches is as good as never: the deadline comes first, if
