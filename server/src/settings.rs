@@ -278,7 +278,7 @@ pub struct WebhookSettings {
 }
 
 /// `[faults]`: what goes wrong on purpose. Also the body of `PUT /admin/faults`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Faults {
     /// Latency added to every API request.
@@ -302,10 +302,50 @@ pub struct Faults {
     pub malformed_rate: f64,
     /// Probability that a held request (an event stream, a long-poll) gets nothing at all.
     pub silent_rate: f64,
+    /// Probability that a webhook delivery is lost: never sent, never retried.
+    pub webhook_drop_rate: f64,
+    /// Probability that a delivered webhook is sent once more, with the same delivery id.
+    pub webhook_duplicate_rate: f64,
+    /// Probability that a webhook delivery is held back until the next one has been made.
+    pub webhook_reorder_rate: f64,
+    /// Longest a held-back webhook delivery waits for another to overtake it.
+    #[serde(with = "humantime_serde")]
+    pub webhook_reorder_window: Duration,
+    /// Delay added before every webhook delivery's first attempt.
+    #[serde(with = "humantime_serde")]
+    pub webhook_delay: Duration,
     /// Outage windows relative to start-up.
     pub outages: Vec<OutageWindow>,
     /// Seed of the fault dice.
     pub seed: Option<u64>,
+}
+
+/// Default of `faults.webhook_reorder_window`, in `config/default.toml` too.
+const WEBHOOK_REORDER_WINDOW: Duration = Duration::from_secs(1);
+
+impl Default for Faults {
+    /// No fault at all (a body of `PUT /admin/faults` starts from this).
+    fn default() -> Self {
+        Faults {
+            latency: Duration::ZERO,
+            slow_tail_probability: 0.0,
+            slow_tail_delay: Duration::ZERO,
+            error_rate: 0.0,
+            throttle_rate: 0.0,
+            throttle_retry_after: Duration::ZERO,
+            drop_rate: 0.0,
+            malformed_rate: 0.0,
+            silent_rate: 0.0,
+            webhook_drop_rate: 0.0,
+            webhook_duplicate_rate: 0.0,
+            webhook_reorder_rate: 0.0,
+            // Not zero: a reorder rate set on its own must be able to reorder.
+            webhook_reorder_window: WEBHOOK_REORDER_WINDOW,
+            webhook_delay: Duration::ZERO,
+            outages: Vec::new(),
+            seed: None,
+        }
+    }
 }
 
 /// One outage window.
@@ -973,9 +1013,21 @@ impl Faults {
         probability("faults.drop_rate", self.drop_rate)?;
         probability("faults.malformed_rate", self.malformed_rate)?;
         probability("faults.silent_rate", self.silent_rate)?;
+        probability("faults.webhook_drop_rate", self.webhook_drop_rate)?;
+        probability("faults.webhook_duplicate_rate", self.webhook_duplicate_rate)?;
+        probability("faults.webhook_reorder_rate", self.webhook_reorder_rate)?;
         at_most_max("faults.latency", self.latency)?;
         at_most_max("faults.slow_tail_delay", self.slow_tail_delay)?;
         at_most_max("faults.throttle_retry_after", self.throttle_retry_after)?;
+        at_most_max("faults.webhook_reorder_window", self.webhook_reorder_window)?;
+        at_most_max("faults.webhook_delay", self.webhook_delay)?;
+        if self.webhook_reorder_rate > 0.0 && self.webhook_reorder_window.is_zero() {
+            return Err(invalid(
+                "faults.webhook_reorder_window",
+                "must be more than 0s while faults.webhook_reorder_rate is set: \
+                 a delivery held back for no time is never overtaken",
+            ));
+        }
         for (i, w) in self.outages.iter().enumerate() {
             for (field, value) in [("start", w.start), ("duration", w.duration)] {
                 if value > MAX_DURATION {
@@ -1095,6 +1147,18 @@ mod tests {
             ("[longpoll]\nmax_wait = \"60s\"\n", "longpoll.max_wait"),
             ("[faults]\ndrop_rate = -0.1\n", "faults.drop_rate"),
             ("[faults]\nsilent_rate = 2.0\n", "faults.silent_rate"),
+            (
+                "[faults]\nwebhook_duplicate_rate = 1.5\n",
+                "faults.webhook_duplicate_rate",
+            ),
+            (
+                "[faults]\nwebhook_delay = \"400days\"\n",
+                "faults.webhook_delay",
+            ),
+            (
+                "[faults]\nwebhook_reorder_rate = 0.5\nwebhook_reorder_window = \"0s\"\n",
+                "faults.webhook_reorder_window",
+            ),
             ("[server]\nbind = \"nowhere\"\n", "server.bind"),
             ("[hints]\neta_noise = 1.0\n", "hints.eta_noise"),
             ("[jobs]\nhang_ttl = \"0s\"\n", "jobs.hang_ttl"),

@@ -1,8 +1,10 @@
 //! Fault injection: the dice that decide what goes wrong with one request.
 //!
-//! The decision ([`FaultInjector::roll`]) is separate from its effect (the middleware in
-//! `routes`), so the odds are testable without a network. Faults are configured in `[faults]`
-//! and can be replaced at run time (`PUT /admin/faults`, [`crate::AppState::set_faults`]).
+//! The decision ([`FaultInjector::roll`] for a request, [`FaultInjector::roll_webhook`] for a
+//! webhook delivery) is separate from its effect (the middleware in `routes`, the dispatcher in
+//! `sim::webhooks`), so the odds are testable without a network. Faults are configured in
+//! `[faults]` and can be replaced at run time (`PUT /admin/faults`,
+//! [`crate::AppState::set_faults`]).
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -54,6 +56,27 @@ pub struct Roll {
     pub slow_tail: bool,
     /// What to answer.
     pub fault: Fault,
+}
+
+/// What the webhook faults decided for one delivery, when it first came due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookFate {
+    /// Lost: never sent, never retried (`faults.webhook_drop_rate`).
+    Lost,
+    /// Sent, with these faults.
+    Sent(WebhookFaults),
+}
+
+/// The faults a delivery that is sent meets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WebhookFaults {
+    /// Wait this long before the first attempt (`faults.webhook_delay`; zero: none).
+    pub delay: Duration,
+    /// Once delivered, send it again (`faults.webhook_duplicate_rate`).
+    pub duplicate: bool,
+    /// Hold it back until the next delivery has been made, at most this long
+    /// (`faults.webhook_reorder_rate`, `faults.webhook_reorder_window`).
+    pub hold_back: Option<Duration>,
 }
 
 /// Holds the current faults and the dice.
@@ -157,6 +180,27 @@ impl FaultInjector {
     }
 }
 
+impl FaultInjector {
+    /// Decides the fate of one webhook delivery as it first comes due: lost, or sent with a
+    /// delay, a duplicate, a hold-back. A rate of zero rolls no dice, so webhook faults left
+    /// unset change nothing in the sequence the request faults draw.
+    pub fn roll_webhook(&self) -> WebhookFate {
+        let faults = self.current();
+        let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+        if chance(&mut rng, faults.webhook_drop_rate) {
+            return WebhookFate::Lost;
+        }
+        let duplicate = chance(&mut rng, faults.webhook_duplicate_rate);
+        let hold_back =
+            chance(&mut rng, faults.webhook_reorder_rate).then_some(faults.webhook_reorder_window);
+        WebhookFate::Sent(WebhookFaults {
+            delay: faults.webhook_delay,
+            duplicate,
+            hold_back,
+        })
+    }
+}
+
 fn chance(rng: &mut SmallRng, p: f64) -> bool {
     p > 0.0 && rng.random_bool(p.clamp(0.0, 1.0))
 }
@@ -221,6 +265,72 @@ mod tests {
         });
         let silent = (0..10_000).filter(|_| half.roll_silent()).count();
         assert!((4_500..5_500).contains(&silent), "{silent}");
+    }
+
+    #[test]
+    fn no_webhook_faults_means_every_delivery_is_sent_as_is() {
+        let inj = FaultInjector::new(Faults::default(), Instant::now());
+        for _ in 0..1000 {
+            assert_eq!(
+                inj.roll_webhook(),
+                WebhookFate::Sent(WebhookFaults::default())
+            );
+        }
+    }
+
+    #[test]
+    fn webhook_faults_follow_their_rates_and_the_seed() {
+        let faults = Faults {
+            webhook_drop_rate: 0.1,
+            webhook_duplicate_rate: 0.5,
+            webhook_reorder_rate: 0.2,
+            webhook_reorder_window: Duration::from_millis(300),
+            webhook_delay: Duration::from_millis(40),
+            seed: Some(7),
+            ..Faults::default()
+        };
+        let fates = |faults: &Faults| {
+            let inj = FaultInjector::new(faults.clone(), Instant::now());
+            (0..10_000).map(|_| inj.roll_webhook()).collect::<Vec<_>>()
+        };
+        let run = fates(&faults);
+        assert_eq!(run, fates(&faults), "the same seed, the same fates");
+        let sent: Vec<_> = run
+            .iter()
+            .filter_map(|f| match f {
+                WebhookFate::Sent(s) => Some(*s),
+                WebhookFate::Lost => None,
+            })
+            .collect();
+        let lost = run.len() - sent.len();
+        let duplicated = sent.iter().filter(|s| s.duplicate).count();
+        let held = sent.iter().filter(|s| s.hold_back.is_some()).count();
+        assert!((800..1200).contains(&lost), "{lost}");
+        assert!(
+            (4000..5000).contains(&duplicated),
+            "{duplicated} of {}",
+            sent.len()
+        );
+        assert!((1600..2000).contains(&held), "{held} of {}", sent.len());
+        assert!(sent.iter().all(|s| s.delay == Duration::from_millis(40)));
+        assert!(
+            sent.iter()
+                .filter_map(|s| s.hold_back)
+                .all(|w| w == Duration::from_millis(300))
+        );
+        let other = fates(&Faults {
+            seed: Some(8),
+            ..faults.clone()
+        });
+        assert_ne!(run, other, "another seed, other fates");
+        let all_lost = FaultInjector::new(
+            Faults {
+                webhook_drop_rate: 1.0,
+                ..Faults::default()
+            },
+            Instant::now(),
+        );
+        assert!((0..1000).all(|_| all_lost.roll_webhook() == WebhookFate::Lost));
     }
 
     #[tokio::test(start_paused = true)]

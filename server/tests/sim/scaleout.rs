@@ -19,14 +19,14 @@ use crate::common::{SseReader, client, error_code, spawn_with};
 /// is usual, 100 ms the target; a 2-core machine under a load of 8 once took 184 ms.
 const PROMPT: Duration = Duration::from_millis(500);
 
-async fn redis(persistence: Persistence) -> RedisServer {
+pub(crate) async fn redis(persistence: Persistence) -> RedisServer {
     RedisServer::start(persistence)
         .await
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// One replica on `redis`, with `tweak` applied.
-async fn replica(redis: &RedisServer, tweak: impl Fn(&mut Settings)) -> RunningServer {
+pub(crate) async fn replica(redis: &RedisServer, tweak: impl Fn(&mut Settings)) -> RunningServer {
     let url = redis.url();
     let server = spawn_with(|s| {
         s.store.backend = translation_sim::settings::StoreBackend::Redis;

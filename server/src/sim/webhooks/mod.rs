@@ -18,6 +18,13 @@
 //! creation, and a receiver answering `3xx` must not be able to send the signed body to a
 //! host the list does not name. A `3xx` is a failed delivery, counted as `redirected`, and not
 //! retried (the receiver would only redirect again).
+//!
+//! The webhook faults (`faults.webhook_*`, [`crate::sim::faults::WebhookFate`]) are decided
+//! here, once per delivery, when it first comes due: a lost one is never sent; a delayed one
+//! goes back into the timer queue for the delay; a held-back one waits in `reorder` for the
+//! next due delivery to overtake it; a duplicated one is sent once more when it has been
+//! delivered. They act on deliveries, not on receivers, so faults set at run time apply to
+//! every delivery that comes due afterwards.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,17 +35,21 @@ use tokio::sync::Notify;
 use tokio::task::{Id, JoinSet};
 use tokio::time::Instant;
 
+use super::faults::{WebhookFate, WebhookFaults};
 use super::heygen::{HeyGenJob, Phase, hmac_hex, webhook_event};
 use super::job::{Channel, Job, Snapshot, State};
 use super::timeline::Timeline;
 use crate::AppState;
 use crate::settings::WebhookSettings;
+use crate::time::later;
 
 mod callback;
+mod reorder;
 mod signing;
 mod slots;
 
 pub use callback::check_callback;
+use reorder::{HoldBack, Pass};
 pub use signing::{constant_time_eq, sign, signing_key, verify};
 use slots::{Admit, Origin, Slots};
 
@@ -56,6 +67,23 @@ struct Delivery {
     /// Scheduled by a cancel, due at once (else at the job's natural end, scheduled at its
     /// creation).
     on_cancel: bool,
+    /// What the webhook faults decided, once it first came due (`None` before).
+    faults: Option<WebhookFaults>,
+    /// The delivery itself, or the copy the duplicate fault sends.
+    role: Role,
+    /// A delivery held back behind this one (the reorder fault): it is sent when this one's
+    /// attempt has ended.
+    behind: Option<Box<Delivery>>,
+}
+
+/// Whether a delivery is the job's own or a copy of one already delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The job's delivery: retried, counted, reported as the job's detection.
+    Original,
+    /// A second send of a delivered one (the duplicate fault): sent once, not retried, and not
+    /// counted as a delivery.
+    Duplicate,
 }
 
 impl Delivery {
@@ -127,11 +155,20 @@ impl Webhooks {
         self.push(Instant::now(), job, true);
     }
 
+    /// Puts a delivery (back) into the timer queue, due at `at`.
+    fn push_due(&self, at: Instant, d: Delivery) {
+        self.timers().push(at, d);
+        self.wake.notify_one();
+    }
+
     fn push(&self, at: Instant, job: Arc<Job>, on_cancel: bool) {
         let d = Delivery {
             job,
             attempt: 1,
             on_cancel,
+            faults: None,
+            role: Role::Original,
+            behind: None,
         };
         self.timers().push(at, d);
         self.wake.notify_one();
@@ -145,13 +182,13 @@ impl Webhooks {
             return;
         }
         let _running = Running(&hooks.running);
-        let mut slots = Slots::new(&hooks.settings);
-        let mut attempts = JoinSet::new();
-        let mut origins: HashMap<Id, Origin> = HashMap::new();
-        let start = |attempts: &mut JoinSet<_>, origins: &mut HashMap<_, _>, origin, d| {
-            let handle = attempts.spawn(attempt(state.clone(), d));
-            origins.insert(handle.id(), origin);
+        let mut flights = Flights {
+            state: state.clone(),
+            slots: Slots::new(&hooks.settings),
+            attempts: JoinSet::new(),
+            origins: HashMap::new(),
         };
+        let mut held = HoldBack::default();
         loop {
             let now = Instant::now();
             // A bounded batch per round: a burst of due deliveries cannot hog the thread.
@@ -164,23 +201,18 @@ impl Webhooks {
                 if !d.on_cancel && d.job.snapshot(now).state == State::Canceled {
                     continue;
                 }
-                let Some(origin) = d.origin() else {
-                    continue;
-                };
-                match slots.offer(&origin, d) {
-                    Admit::Start(d) => start(&mut attempts, &mut origins, origin, d),
-                    Admit::Queued => {}
-                    Admit::Dropped(d) => {
-                        tracing::debug!(job = %d.job.id, "webhook delivery dropped: no room to wait");
-                        state.inner.metrics.webhook("dropped");
-                    }
+                if let Some(d) = inject(&state, &mut held, d, now) {
+                    flights.offer(d);
                 }
             }
-            let next = hooks.timers().next_at();
+            if let Some(d) = held.expired(now) {
+                flights.offer(d);
+            }
+            let next = earliest(hooks.timers().next_at(), held.deadline());
             tokio::select! {
                 _ = sleep_until(next) => {}
                 _ = hooks.wake.notified() => {}
-                Some(ended) = attempts.join_next_with_id() => {
+                Some(ended) = flights.attempts.join_next_with_id() => {
                     let (id, outcome) = match ended {
                         Ok((id, outcome)) => (id, Some(outcome)),
                         Err(e) => (e.id(), None),
@@ -188,14 +220,118 @@ impl Webhooks {
                     if let Some((d, result)) = outcome {
                         settle(&state, d, result);
                     }
-                    if let Some(origin) = origins.remove(&id) {
-                        for (origin, d) in slots.finish(&origin) {
-                            start(&mut attempts, &mut origins, origin, d);
-                        }
-                    }
+                    flights.finish(id);
                 }
             }
         }
+    }
+}
+
+/// The attempts in flight, and the slots they hold.
+struct Flights {
+    state: AppState,
+    slots: Slots<Delivery>,
+    attempts: JoinSet<(Delivery, Attempt)>,
+    /// The receiver of each attempt in flight, to free its slot when it ends.
+    origins: HashMap<Id, Origin>,
+}
+
+impl Flights {
+    /// A due delivery: started, queued for a slot, or dropped when it cannot even wait.
+    fn offer(&mut self, d: Delivery) {
+        let Some(origin) = d.origin() else {
+            return;
+        };
+        match self.slots.offer(&origin, d) {
+            Admit::Start(d) => self.start(origin, d),
+            Admit::Queued => {}
+            Admit::Dropped(mut d) => {
+                tracing::debug!(job = %d.job.id, "webhook delivery dropped: no room to wait");
+                self.state.inner.metrics.webhook("dropped");
+                // What was held back behind it is not lost with it.
+                release_behind(&self.state, &mut d);
+            }
+        }
+    }
+
+    fn start(&mut self, origin: Origin, d: Delivery) {
+        let handle = self.attempts.spawn(attempt(self.state.clone(), d));
+        self.origins.insert(handle.id(), origin);
+    }
+
+    /// The attempt `id` has ended: its slot goes to whoever waits for it.
+    fn finish(&mut self, id: Id) {
+        if let Some(origin) = self.origins.remove(&id) {
+            for (origin, d) in self.slots.finish(&origin) {
+                self.start(origin, d);
+            }
+        }
+    }
+}
+
+/// Applies the webhook faults to a due delivery; returns it if it is to be offered now. A
+/// delivery's fate is rolled once, when it first comes due: lost, or delayed (back into the
+/// timer queue), and then perhaps held back (into `held`) or duplicated (in [`settle`]).
+fn inject(
+    state: &AppState,
+    held: &mut HoldBack<Delivery>,
+    mut d: Delivery,
+    now: Instant,
+) -> Option<Delivery> {
+    let metrics = &state.inner.metrics;
+    let faults = match d.faults {
+        Some(faults) => faults,
+        None => match state.inner.faults.roll_webhook() {
+            WebhookFate::Lost => {
+                tracing::debug!(job = %d.job.id, "webhook delivery lost (injected fault)");
+                metrics.fault("webhook_drop");
+                return None;
+            }
+            WebhookFate::Sent(faults) => {
+                d.faults = Some(faults);
+                if !faults.delay.is_zero() {
+                    metrics.fault("webhook_delay");
+                    state
+                        .inner
+                        .webhooks
+                        .timers()
+                        .push(later(now, faults.delay), d);
+                    return None;
+                }
+                faults
+            }
+        },
+    };
+    // Held back once at most: what is released later passes straight through.
+    let hold = faults.hold_back;
+    if let Some(f) = d.faults.as_mut() {
+        f.hold_back = None;
+    }
+    match held.pass(d, hold, now) {
+        Pass::Go(d) => Some(d),
+        Pass::Held => {
+            metrics.fault("webhook_reorder");
+            None
+        }
+        Pass::Overtake { mut ahead, behind } => {
+            ahead.behind = Some(Box::new(behind));
+            Some(ahead)
+        }
+    }
+}
+
+/// Sends what was held back behind `d` now (its own hold is over).
+fn release_behind(state: &AppState, d: &mut Delivery) {
+    if let Some(behind) = d.behind.take() {
+        state.inner.webhooks.push_due(Instant::now(), *behind);
+    }
+}
+
+/// The earlier of two optional instants.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -301,13 +437,32 @@ fn heygen_delivery(
 }
 
 /// Counts an attempt's outcome, and puts a failed one back in the timer queue for its retry.
-fn settle(state: &AppState, d: Delivery, result: Attempt) {
+/// What was held back behind it goes now; a delivered one the duplicate fault picked is sent
+/// once more.
+fn settle(state: &AppState, mut d: Delivery, result: Attempt) {
     let hooks = &state.inner.webhooks;
+    release_behind(state, &mut d);
+    if d.role == Role::Duplicate {
+        tracing::debug!(job = %d.job.id, ?result, "duplicate webhook delivery sent (injected fault)");
+        return;
+    }
     let (job, attempt) = (&d.job, d.attempt);
     match result {
         Attempt::Delivered => {
             state.inner.metrics.webhook("delivered");
             state.report_terminal(job, Channel::Webhook, Instant::now());
+            if d.faults.is_some_and(|f| f.duplicate) {
+                state.inner.metrics.fault("webhook_duplicate");
+                let copy = Delivery {
+                    job: Arc::clone(job),
+                    attempt: 1,
+                    on_cancel: d.on_cancel,
+                    faults: Some(WebhookFaults::default()),
+                    role: Role::Duplicate,
+                    behind: None,
+                };
+                hooks.push_due(Instant::now(), copy);
+            }
         }
         Attempt::Redirected => {
             tracing::debug!(job = %job.id, attempt, "webhook receiver redirected; not followed");
