@@ -192,7 +192,9 @@ impl JobSetOptions {
 
     /// How often the server sends something on a quiet change stream (its bookmark or
     /// keep-alive interval; default 15 s, the simulator's `changes.bookmark_interval`). A
-    /// stream silent for one and a half of these is dropped and resumed; a held read still
+    /// stream silent for one and a half of these is dropped and resumed — and one that says
+    /// nothing for a third of one after it opens (the server's first event comes at once) —;
+    /// a held read still
     /// unanswered half its hold (at least a second) after the hold is dropped and sent again.
     /// Between 10 ms and 1 h.
     pub fn bookmark_interval(self, interval: Duration) -> Self {
@@ -205,6 +207,14 @@ impl JobSetOptions {
     /// How long a change stream may say nothing before the watchdog drops it.
     pub(crate) fn silence_bound(&self) -> Duration {
         self.bookmark_interval + self.bookmark_interval / 2
+    }
+
+    /// How long a change stream just opened may take to send its first event (the server
+    /// sends one at once: a snapshot, or a bookmark on a resume): a third of the bookmark
+    /// interval (5 s by default), so that a connection silent from the start is dropped
+    /// long before the silence bound.
+    pub(crate) fn first_event_bound(&self) -> Duration {
+        self.bookmark_interval / 3
     }
 
     pub(crate) fn validate(&self) -> Result<(), Error> {

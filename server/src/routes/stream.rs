@@ -180,6 +180,10 @@ struct Feed {
     ends_at: Instant,
     /// The final bookmark is queued: end once the queue is sent.
     done: bool,
+    /// A resumed stream that has sent nothing yet: it greets with a bookmark at once, so
+    /// that every connection's first event comes without delay and a client can tell a
+    /// silent connection from a quiet one at once.
+    greet: bool,
 }
 
 impl Feed {
@@ -198,6 +202,7 @@ impl Feed {
             bookmark_at: later(now, settings.bookmark_interval),
             ends_at: later(now, lifetime(settings)),
             done: false,
+            greet: false,
             scope,
             slot,
         };
@@ -215,6 +220,7 @@ impl Feed {
                 };
                 inner.metrics.change_stream_jobs(watched);
                 feed.pos = cursor;
+                feed.greet = true;
             }
             (Some(stale), None) => {
                 feed.reset(stale);
@@ -265,7 +271,12 @@ impl Feed {
             None => json!({ "cursor": pos }),
             Some(end) => json!({ "cursor": pos, "end": end.as_str() }),
         };
-        let kind = if end.is_some() { "final" } else { "idle" };
+        let kind = match (end, self.greet) {
+            (Some(_), _) => "final",
+            (None, true) => "resume",
+            (None, false) => "idle",
+        };
+        self.greet = false;
         self.state().inner.metrics.change_bookmark(kind);
         self.queue
             .push_back(data_event("bookmark", Some(self.pos), &data));
@@ -360,9 +371,15 @@ impl Feed {
                     }
                     self.pos = next;
                     if !self.queue.is_empty() || more {
+                        self.greet = false;
                         continue;
                     }
                 }
+            }
+            if self.greet {
+                // Resumed with nothing to catch up on: say so at once.
+                self.bookmark(None);
+                continue;
             }
             self.wait().await;
         }

@@ -207,9 +207,23 @@ async fn a_cursor_the_log_cannot_continue_gets_a_reset_then_a_snapshot() {
         Some(3.0)
     );
     // The cursor at the head resumes, from `since` or from Last-Event-ID (which wins).
+    // Nothing new: no reset, just a bookmark at once at that cursor (the first event of
+    // every connection comes without delay), then quiet.
     let mut stream = open(&server, me, &format!("?since={epoch}:1"), Some(&at)).await;
+    let ev = stream.next(Duration::from_secs(5)).await.expect("a greeting");
+    assert_eq!(ev.name, "bookmark", "{ev:?}");
+    // At that cursor, or past changes this stream does not follow.
+    let offset = |c: &str| c.split_once(':').unwrap().1.parse::<u64>().unwrap();
+    let id = ev.id.clone().unwrap();
+    assert!(id.starts_with(&format!("{epoch}:")), "{ev:?}");
+    assert!(offset(&id) >= offset(&at), "{ev:?} at {at}");
     let ev = stream.next(Duration::from_millis(300)).await;
     assert!(ev.is_none(), "nothing new, no reset: {ev:?}");
+    let text = server.state().render_metrics();
+    assert_eq!(
+        sample(&text, "sim_change_bookmarks_total{kind=\"resume\"}"),
+        Some(1.0)
+    );
 
     // Text that is not a cursor is refused.
     for (query, last) in [
@@ -523,7 +537,13 @@ async fn a_reset_of_the_legacy_job_is_reported_to_a_set_that_watches_it() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let first = stream.next(LONG).await.unwrap();
+    // A resume with nothing new yet greets with a bookmark; the changes follow.
+    let first = loop {
+        let ev = stream.next(LONG).await.unwrap();
+        if ev.name != "bookmark" {
+            break ev;
+        }
+    };
     assert_eq!(
         (first.name.as_str(), job_of(&first)),
         ("status", ("legacy".into(), "pending".into()))

@@ -72,6 +72,9 @@ pub(super) struct Feed {
     generation: u32,
     /// When the connection last said something.
     heard: Instant,
+    /// The open connection has said something since it opened: until then the (short)
+    /// first-event bound applies, after it the silence bound.
+    spoken: bool,
     /// Snapshot events received since the last `reset` (or fresh start), and when it began,
     /// while one is being sent.
     snapshot: Option<(usize, Instant)>,
@@ -109,6 +112,7 @@ impl Feed {
             events: None,
             generation: 0,
             heard: Instant::now(),
+            spoken: false,
             snapshot: None,
             progressed: false,
             opens: 0,
@@ -207,13 +211,25 @@ impl<W: Wire> Scheduler<W> {
         }
     }
 
+    /// How long the open connection may say nothing: a fresh connection must speak within
+    /// the first-event bound (the server sends a snapshot or, on a resume, a bookmark at
+    /// once), an established one within the silence bound.
+    fn quiet_bound(&self) -> std::time::Duration {
+        if self.feed.spoken {
+            self.options.silence_bound()
+        } else {
+            self.options.first_event_bound()
+        }
+    }
+
     /// The next instant the feed needs the scheduler: a retry, the watchdog.
     pub(super) fn feed_wake(&self) -> Option<Instant> {
         if self.feed.state == FeedState::Off {
             return None;
         }
         let bound = self.options.silence_bound();
-        let watchdog = (self.feed.connection == Connection::Open).then(|| self.feed.heard + bound);
+        let watchdog = (self.feed.connection == Connection::Open)
+            .then(|| self.feed.heard + self.quiet_bound());
         let snapshot = self.feed.snapshot.map(|(_, since)| since + 2 * bound);
         [self.feed.retry_at, watchdog, snapshot]
             .into_iter()
@@ -227,7 +243,7 @@ impl<W: Wire> Scheduler<W> {
             return;
         }
         if self.feed.connection == Connection::Open
-            && now.saturating_duration_since(self.feed.heard) >= self.options.silence_bound()
+            && now.saturating_duration_since(self.feed.heard) >= self.quiet_bound()
         {
             tracing::debug!("change stream silent past its bound; resuming");
             telemetry::silent_drop(RequestKind::Changes);
@@ -574,6 +590,7 @@ impl<W: Wire> Scheduler<W> {
                 self.held += 1;
                 self.feed.connection = Connection::Open;
                 self.feed.heard = now;
+                self.feed.spoken = false;
                 let tagged = events
                     .map(move |event| (generation, Some(event)))
                     .chain(stream::once(async move { (generation, None) }));
@@ -643,6 +660,7 @@ impl<W: Wire> Scheduler<W> {
         if change != Change::Other {
             // Only what the contract names is a sign of life: junk is silence.
             self.feed.heard = now;
+            self.feed.spoken = true;
         }
         let keep = |cursor: Option<String>, feed: &mut Feed| {
             if let Some(cursor) = cursor {
