@@ -210,7 +210,10 @@ async fn a_cursor_the_log_cannot_continue_gets_a_reset_then_a_snapshot() {
     // Nothing new: no reset, just a bookmark at once at that cursor (the first event of
     // every connection comes without delay), then quiet.
     let mut stream = open(&server, me, &format!("?since={epoch}:1"), Some(&at)).await;
-    let ev = stream.next(Duration::from_secs(5)).await.expect("a greeting");
+    let ev = stream
+        .next(Duration::from_secs(5))
+        .await
+        .expect("a greeting");
     assert_eq!(ev.name, "bookmark", "{ev:?}");
     // At that cursor, or past changes this stream does not follow.
     let offset = |c: &str| c.split_once(':').unwrap().1.parse::<u64>().unwrap();
