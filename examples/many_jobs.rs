@@ -267,6 +267,19 @@ async fn main() -> anyhow::Result<()> {
     let total: u64 = counts.values().sum::<u64>() - create_requests;
     let lost = ids.len() - reported.len();
     let duplicated = reported.values().filter(|&&n| n > 1).count();
+    // Job looks carried by batched reads, from the embedded simulator's own count: how full
+    // a read was, and how often each job was looked at.
+    let batch_looks = local.as_ref().and_then(|server| {
+        let text = server.state().render_metrics();
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
+        };
+        Some((
+            value("sim_batch_read_size_sum ")?,
+            value("sim_batch_read_size_count ")?,
+        ))
+    });
     delays.sort_by(f64::total_cmp);
     let quantile = |q: f64| -> Option<f64> {
         let i = ((delays.len() as f64 * q).ceil() as usize).checked_sub(1)?;
@@ -286,6 +299,8 @@ async fn main() -> anyhow::Result<()> {
                 "by_kind": counts.iter().filter(|(k, _)| k.as_str() != "create").collect::<std::collections::BTreeMap<_, _>>(),
                 "create_requests": create_requests,
                 "streams": requests.opened(),
+                "batch_looks_per_job": batch_looks.map(|(sum, _)| sum / ids.len().max(1) as f64),
+                "mean_batch": batch_looks.and_then(|(sum, n)| (n > 0.0).then(|| sum / n)),
                 "resumes": requests.event(telemetry::STREAM_RESUMES_TOTAL),
                 "resets": requests.event(telemetry::STREAM_RESETS_TOTAL),
                 "silent_drops": requests.event(telemetry::SILENT_DROPS_TOTAL),

@@ -377,6 +377,14 @@ pub(crate) fn stream_jobs(delta: f64) {
     metrics::gauge!(JOBSET_STREAM_JOBS).increment(delta);
 }
 
+/// Registers the change stream's counters at zero when a job set opens its first stream, so
+/// that a dashboard shows "none" rather than "no data" until one counts.
+pub(crate) fn stream_counters() {
+    metrics::counter!(STREAM_RESUMES_TOTAL).increment(0);
+    metrics::counter!(STREAM_RESETS_TOTAL, "reason" => "history").increment(0);
+    metrics::counter!(SILENT_DROPS_TOTAL, "kind" => RequestKind::Changes.as_str()).increment(0);
+}
+
 pub(crate) fn stream_resumed() {
     metrics::counter!(STREAM_RESUMES_TOTAL).increment(1);
 }

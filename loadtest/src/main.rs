@@ -538,6 +538,9 @@ async fn backends(connections: usize, duration: Duration) -> anyhow::Result<()> 
 async fn traffic(target: String, rate: f64, duration: Duration) -> anyhow::Result<()> {
     anyhow::ensure!(rate > 0.0, "--rate must be positive");
     let until = (!duration.is_zero()).then(|| tokio::time::Instant::now() + duration);
+    // Beside the strategies, one job set follows jobs of its own on the change stream, so the
+    // dashboards' job-set series have data.
+    let sets = tokio::spawn(job_set_traffic(target.clone(), rate, until));
     let mut round = 0u64;
     loop {
         if until.is_some_and(|u| tokio::time::Instant::now() >= u) {
@@ -571,6 +574,9 @@ async fn traffic(target: String, rate: f64, duration: Duration) -> anyhow::Resul
             deadline: Duration::from_secs(300),
             progress: false,
         };
+        if sets.is_finished() {
+            tracing::warn!("the job-set traffic stopped");
+        }
         match scenario.run().await {
             Ok(rows) => {
                 for r in rows {
@@ -586,6 +592,51 @@ async fn traffic(target: String, rate: f64, duration: Duration) -> anyhow::Resul
                 tracing::warn!("round {round} failed: {e:#}; retrying in 5 s");
                 tokio::time::sleep(Duration::from_secs(5)).await;
             }
+        }
+    }
+}
+
+/// Rounds of jobs followed by one job set (on the change stream where the server has one):
+/// a tenth of the traffic's rate, created through the API, until `until`.
+async fn job_set_traffic(target: String, rate: f64, until: Option<tokio::time::Instant>) {
+    use futures_util::StreamExt;
+    use translation_status::jobset::JobSetOptions;
+    use translation_status::{Client, NewJob, Outcome};
+
+    let Ok(client) = Client::builder().base_url(target.as_str()).build() else {
+        tracing::warn!("job-set traffic: no client for {target}");
+        return;
+    };
+    let per_round = ((rate * 6.0).ceil() as usize).clamp(1, 200);
+    let mut round = 0u64;
+    while until.is_none_or(|u| tokio::time::Instant::now() < u) {
+        round += 1;
+        let Ok(mut set) = client.job_set(JobSetOptions::new()) else {
+            return;
+        };
+        for i in 0..per_round {
+            let outcome = if i % 10 == 3 {
+                Outcome::Error
+            } else {
+                Outcome::Completed
+            };
+            let ms = 2_000 + (i as u64 * 7_919 + round * 131) % 6_000;
+            let job = NewJob::new()
+                .duration(Duration::from_millis(ms))
+                .outcome(outcome);
+            match client.create_job(&job).await {
+                Ok(created) => {
+                    let _ = set.add(&created);
+                }
+                Err(e) => tracing::debug!("job-set traffic: creation failed: {e}"),
+            }
+        }
+        let drained = tokio::time::timeout(Duration::from_secs(120), async {
+            while set.next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("job-set traffic: round {round} did not finish in 2 min");
         }
     }
 }

@@ -251,9 +251,11 @@ impl<W: Wire> Scheduler<W> {
             if self.failed(now) {
                 return;
             }
-            // The silence paced this try already: resume at once, to keep the detection
-            // delay near the bound (it still counts towards giving the stream up).
-            self.feed.retry_at = Some(now + MIN_PAUSE);
+            // The silence paced this try already: resume at once — the floor counts from the
+            // last sign of life (the opening, for a connection that never spoke) — to keep
+            // the detection delay near the bound (it still counts towards giving the stream
+            // up).
+            self.feed.retry_at = Some((self.feed.heard + MIN_PAUSE).max(now));
         }
         let bound = self.options.silence_bound();
         if self
@@ -581,6 +583,8 @@ impl<W: Wire> Scheduler<W> {
             Subscribed::Stream { events, .. } => {
                 if resumed {
                     telemetry::stream_resumed();
+                } else {
+                    telemetry::stream_counters();
                 }
                 if fresh {
                     self.feed.snapshot = Some((0, now));
