@@ -106,8 +106,59 @@ impl JobRef {
         profile: &Profile,
     ) -> Result<Endpoints, Error> {
         let layout = profile.compiled();
-        // The job's id, and the base its URLs hang from, when they are known.
-        let (status, found) = match &self.target {
+        let (status, found) = self.locate(base, profile)?;
+        let origin = status.origin().ascii_serialization();
+        let (events, cancel, capability_key) = match &found {
+            Some((id, base)) => {
+                let at = |template: &Option<Template>| {
+                    template.as_ref().and_then(|t| t.resolve(base, id).ok())
+                };
+                (
+                    at(&layout.events),
+                    at(&layout.cancel),
+                    // Servers differ per route, not per job: the route is the template.
+                    format!("{origin}/{}", layout.status.as_str()),
+                )
+            }
+            None => (None, None, format!("{origin}{}", status.path())),
+        };
+        let events = match &self.events_url {
+            Some(raw) => Some(status.join(raw).map_err(|e| {
+                Error::config(
+                    "job",
+                    format!("{:?} is not a valid events URL: {e}", redact(raw)),
+                )
+            })?),
+            None => events,
+        };
+        Ok(Endpoints {
+            label: redact(&self.to_string()).into_owned(),
+            capability_key,
+            status,
+            events,
+            cancel,
+        })
+    }
+
+    /// The status URL alone, as `profile` lays it out: what one status read needs (the
+    /// events and cancel URLs, a label and a capability key are for waits, and cost URL
+    /// parses of their own).
+    pub(crate) fn status_endpoint(
+        &self,
+        base: Option<&Url>,
+        profile: &Profile,
+    ) -> Result<Url, Error> {
+        self.locate(base, profile).map(|(status, _)| status)
+    }
+
+    /// The status URL, with the job's id and the base its URLs hang from when they are known.
+    fn locate(
+        &self,
+        base: Option<&Url>,
+        profile: &Profile,
+    ) -> Result<(Url, Option<(String, Url)>), Error> {
+        let layout = profile.compiled();
+        Ok(match &self.target {
             Target::Id(id) => {
                 if id.is_empty() {
                     return Err(Error::config("job", "a job id must not be empty"));
@@ -142,37 +193,6 @@ impl JobRef {
                 let found = layout.status.extract(&status);
                 (status, found)
             }
-        };
-        let origin = status.origin().ascii_serialization();
-        let (events, cancel, capability_key) = match &found {
-            Some((id, base)) => {
-                let at = |template: &Option<Template>| {
-                    template.as_ref().and_then(|t| t.resolve(base, id).ok())
-                };
-                (
-                    at(&layout.events),
-                    at(&layout.cancel),
-                    // Servers differ per route, not per job: the route is the template.
-                    format!("{origin}/{}", layout.status.as_str()),
-                )
-            }
-            None => (None, None, format!("{origin}{}", status.path())),
-        };
-        let events = match &self.events_url {
-            Some(raw) => Some(status.join(raw).map_err(|e| {
-                Error::config(
-                    "job",
-                    format!("{:?} is not a valid events URL: {e}", redact(raw)),
-                )
-            })?),
-            None => events,
-        };
-        Ok(Endpoints {
-            label: redact(&self.to_string()).into_owned(),
-            capability_key,
-            status,
-            events,
-            cancel,
         })
     }
 }
