@@ -201,7 +201,8 @@ async fn guarded(state: &AppState, mut req: Request, next: Next) -> Response {
         && state.inner.faults.roll_silent()
     {
         state.inner.metrics.fault("silent");
-        return silent(state, hold).await;
+        // Boxed: rare, and every request's future would otherwise carry its room.
+        return Box::pin(silent(state, hold)).await;
     }
     let (client, authorized) = identify(state, &req);
     let headers = match rate_limit(state, client).await {
