@@ -110,43 +110,7 @@ impl JobRef {
         profile: &Profile,
     ) -> Result<Endpoints, Error> {
         let layout = profile.compiled();
-        // The job's id, and the base its URLs hang from, when they are known.
-        let (status, found) = match &self.target {
-            Target::Id(id) => {
-                if id.is_empty() {
-                    return Err(Error::config("job", "a job id must not be empty"));
-                }
-                let base = base.ok_or_else(|| {
-                    Error::config(
-                        "base_url",
-                        format!(
-                            "job {id:?} is addressed by id, which needs a base URL: set ClientBuilder::base_url, or pass the job's full status URL"
-                        ),
-                    )
-                })?;
-                let status = layout.status.resolve(base, id)?;
-                (status, Some((id.clone(), base.clone())))
-            }
-            Target::Url(raw) => {
-                let status = Url::parse(raw).map_err(|e| {
-                    Error::config(
-                        "job",
-                        format!("{:?} is not a valid status URL: {e}", redact(raw)),
-                    )
-                })?;
-                if !matches!(status.scheme(), "http" | "https") {
-                    return Err(Error::config(
-                        "job",
-                        format!(
-                            "{:?}: only http and https status URLs are supported",
-                            redact(raw)
-                        ),
-                    ));
-                }
-                let found = layout.status.extract(&status);
-                (status, found)
-            }
-        };
+        let (status, found) = self.locate(base, profile)?;
         let origin = status.origin().ascii_serialization();
         let (events, cancel, capability_key) = match &found {
             Some((id, base)) => {
@@ -183,6 +147,62 @@ impl JobRef {
             status,
             events,
             cancel,
+        })
+    }
+
+    /// The status URL alone, as `profile` lays it out: what one status read needs (the
+    /// events and cancel URLs, a label and a capability key are for waits, and cost URL
+    /// parses of their own).
+    pub(crate) fn status_endpoint(
+        &self,
+        base: Option<&Url>,
+        profile: &Profile,
+    ) -> Result<Url, Error> {
+        self.locate(base, profile).map(|(status, _)| status)
+    }
+
+    /// The status URL, with the job's id and the base its URLs hang from when they are known.
+    fn locate(
+        &self,
+        base: Option<&Url>,
+        profile: &Profile,
+    ) -> Result<(Url, Option<(String, Url)>), Error> {
+        let layout = profile.compiled();
+        Ok(match &self.target {
+            Target::Id(id) => {
+                if id.is_empty() {
+                    return Err(Error::config("job", "a job id must not be empty"));
+                }
+                let base = base.ok_or_else(|| {
+                    Error::config(
+                        "base_url",
+                        format!(
+                            "job {id:?} is addressed by id, which needs a base URL: set ClientBuilder::base_url, or pass the job's full status URL"
+                        ),
+                    )
+                })?;
+                let status = layout.status.resolve(base, id)?;
+                (status, Some((id.clone(), base.clone())))
+            }
+            Target::Url(raw) => {
+                let status = Url::parse(raw).map_err(|e| {
+                    Error::config(
+                        "job",
+                        format!("{:?} is not a valid status URL: {e}", redact(raw)),
+                    )
+                })?;
+                if !matches!(status.scheme(), "http" | "https") {
+                    return Err(Error::config(
+                        "job",
+                        format!(
+                            "{:?}: only http and https status URLs are supported",
+                            redact(raw)
+                        ),
+                    ));
+                }
+                let found = layout.status.extract(&status);
+                (status, found)
+            }
         })
     }
 }

@@ -9,11 +9,13 @@
 //! | [`strategy`] | the waiting strategies compared (baselines and the SDK's mechanisms) |
 //! | [`scenario`] | create jobs, wait with each strategy, measure against the server's truth |
 //! | [`throughput`] | simulator `/status` throughput vs a bare hyper server |
+//! | [`hold`] | many held long-polls or event streams: the server's resident memory per connection |
 //! | [`idle`] | many idle connections: `/healthz` while they are held, and the server closing them |
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod exporter;
+pub mod hold;
 pub mod idle;
 pub mod report;
 pub mod scenario;

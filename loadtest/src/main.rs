@@ -85,6 +85,35 @@ enum Command {
         #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
         patience: Duration,
     },
+    /// Hold many long-polls or event streams on a simulator in its own process and report its
+    /// resident memory per held connection. Exits non-zero if one was not held.
+    Hold {
+        /// Requests to hold (this process needs a file for each, and so does the server).
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        /// What to hold.
+        #[arg(long, value_enum, default_value_t = loadtest::hold::HoldKind::LongPoll)]
+        kind: loadtest::hold::HoldKind,
+        /// Hold them on this simulator (host:port) instead of one started for the purpose;
+        /// needs `--pid`.
+        #[arg(long, requires = "pid")]
+        target: Option<SocketAddr>,
+        /// The process id of the simulator at `--target`, whose resident set is read.
+        #[arg(long, requires = "target")]
+        pid: Option<u32>,
+        /// How long a long-poll asks to be held (`Prefer: wait`; the server caps it at
+        /// `longpoll.max_wait`); the measurement must fit in it.
+        #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+        wait: Duration,
+    },
+    /// The simulator `hold` measures, in a process of its own: prints its address, serves until
+    /// standard input closes.
+    #[command(hide = true)]
+    HoldServer {
+        /// Requests it must be able to hold.
+        #[arg(long)]
+        connections: usize,
+    },
     /// Steady, gentle traffic of mixed strategies against a simulator (for the dashboards).
     Traffic {
         /// Simulator base URL.
@@ -253,6 +282,16 @@ async fn main() -> anyhow::Result<()> {
             target,
             patience,
         } => idle(connections, idle_timeout, target, patience).await,
+        Command::Hold {
+            connections,
+            kind,
+            target,
+            pid,
+            wait,
+        } => hold(connections, kind, target.zip(pid), wait).await,
+        Command::HoldServer { connections } => {
+            loadtest::hold::serve_until_stdin_closes(connections).await
+        }
     }
 }
 
@@ -445,6 +484,56 @@ async fn idle(
         r.connections - r.closed,
         r.connections,
         r.healthz_errors
+    );
+    Ok(())
+}
+
+async fn hold(
+    connections: usize,
+    kind: loadtest::hold::HoldKind,
+    target: Option<(SocketAddr, u32)>,
+    wait: Duration,
+) -> anyhow::Result<()> {
+    use loadtest::hold;
+    anyhow::ensure!(connections > 0, "--connections must be at least 1");
+    let mut child = None;
+    let (addr, pid) = match target {
+        Some(given) => given,
+        None => {
+            let exe = std::env::current_exe().context("finding this executable")?;
+            let (addr, server) = hold::spawn_server(&exe, connections).await?;
+            let pid = server.id().context("the server's pid")?;
+            child = Some(server);
+            (addr, pid)
+        }
+    };
+    let job = hold::hanging_job(&format!("http://{addr}")).await?;
+    eprintln!("holding {connections} {kind:?} requests on {addr} (pid {pid}), job {job}");
+    let patience = wait
+        .saturating_sub(Duration::from_secs(2))
+        .max(Duration::from_secs(1));
+    let r = hold::hold(addr, pid, kind, &job, connections, wait, patience).await?;
+    println!(
+        "{} {:?} held of {} ({} ended early) in {:.0} ms; server RSS {:.1} -> {:.1} MiB: \
+         {:.0} bytes per held connection, {:.0} MiB at 50,000",
+        r.held,
+        r.kind,
+        r.connections,
+        r.ended_early,
+        r.opened_ms,
+        r.rss_before as f64 / 1048576.0,
+        r.rss_held as f64 / 1048576.0,
+        r.bytes_per_connection,
+        r.mib_at_50k
+    );
+    println!("{}", serde_json::to_string(&r)?);
+    drop(child);
+    anyhow::ensure!(
+        r.passed(),
+        "{} of {} requests were held, {} ended early",
+        r.held,
+        r.connections,
+        r.ended_early
     );
     Ok(())
 }

@@ -70,7 +70,12 @@ impl AppState {
             return Ok(job);
         }
         if let Some(redis) = self.redis() {
-            redis.catch_up().await.map_err(|_| self.unavailable())?;
+            // Boxed: a future is as large as its largest await, and every handler that finds
+            // a job (a held long-poll too) would otherwise carry this one's room for nothing
+            // with the memory store.
+            Box::pin(redis.catch_up())
+                .await
+                .map_err(|_| self.unavailable())?;
             if let Some(job) = self.inner.store.get(id) {
                 return Ok(job);
             }
@@ -292,17 +297,17 @@ impl AppState {
         let s = &self.inner.settings.rate_limit;
         // A bucket untouched for this long is full again: Redis may forget it.
         let ttl_ms = (f64::from(s.burst) / s.rps * 1000.0).ceil().min(1e12) as u64 + 1000;
-        let reply = redis
-            .run(
-                Op::Rate,
-                &[
-                    &client.key(),
-                    &s.rps.to_string(),
-                    &s.burst.to_string(),
-                    &ttl_ms.to_string(),
-                ],
-            )
-            .await;
+        // Boxed, like the catch-up in `find`: the memory store's requests need no room for it.
+        let reply = Box::pin(redis.run(
+            Op::Rate,
+            &[
+                &client.key(),
+                &s.rps.to_string(),
+                &s.burst.to_string(),
+                &ttl_ms.to_string(),
+            ],
+        ))
+        .await;
         Some(reply.map(|r| {
             let num = |i: usize| r.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
             if num(0) == 1 {

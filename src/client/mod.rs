@@ -62,14 +62,13 @@ impl Client {
     pub async fn status(&self, job: impl Into<JobRef>) -> Result<JobStatus, Error> {
         let job = job.into();
         let context = &self.inner.context;
-        let endpoints = job.resolve(context.base_url.as_ref(), &context.profile)?;
+        let status = job.status_endpoint(context.base_url.as_ref(), &context.profile)?;
         let exchange = context
             .wire
-            .read(&endpoints.status, &ReadOptions::default())
+            .read(&status, &ReadOptions::default())
             .await
             .map_err(crate::transport::Failure::into_error)?;
-        crate::transport::answer::interpret(exchange, &context.profile)
-            .into_status(&endpoints.status)
+        crate::transport::answer::interpret(exchange, &context.profile).into_status(&status)
     }
 
     /// Waits for the job with the client's default [`WaitOptions`].

@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use http::Extensions;
 use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next};
@@ -104,7 +104,7 @@ impl Middleware for AttemptLayer {
             status = tracing::field::Empty,
         );
         let started = Instant::now();
-        async move {
+        let attempt = async move {
             let result = next.run(req, extensions).await.map_err(without_secrets);
             let result = match result {
                 Ok(response) if kind.buffered() => buffer(response, self.max_body).await,
@@ -121,9 +121,14 @@ impl Middleware for AttemptLayer {
             );
             telemetry::request(kind, outcome, started.elapsed());
             result
+        };
+        // Most applications log at info: the span is then disabled, and entering and leaving
+        // it on every poll of the request would be work for nothing.
+        if span.is_disabled() {
+            attempt.await
+        } else {
+            attempt.instrument(span).await
         }
-        .instrument(span)
-        .await
     }
 }
 
@@ -154,19 +159,32 @@ async fn buffer(mut response: Response, max: usize) -> reqwest_middleware::Resul
     if usable && response.content_length().is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
+    // A status document usually comes in one chunk: kept as it is, not copied.
+    let mut first: Option<Bytes> = None;
     let mut body = BytesMut::new();
     while let Some(chunk) = response.chunk().await? {
-        let room = limit - body.len();
+        let room = limit - first.as_ref().map_or(body.len(), Bytes::len);
         if chunk.len() > room {
             if usable {
                 return Err(too_large());
             }
+            if let Some(first) = first.take() {
+                body.extend_from_slice(&first);
+            }
             body.extend_from_slice(&chunk[..room]);
             break;
         }
-        body.extend_from_slice(&chunk);
+        match first.take() {
+            None if body.is_empty() => first = Some(chunk),
+            Some(first) => {
+                body.extend_from_slice(&first);
+                body.extend_from_slice(&chunk);
+            }
+            None => body.extend_from_slice(&chunk),
+        }
     }
-    let mut rebuilt = http::Response::new(body.freeze());
+    let body = first.unwrap_or_else(|| body.freeze());
+    let mut rebuilt = http::Response::new(body);
     *rebuilt.status_mut() = status;
     *rebuilt.version_mut() = response.version();
     *rebuilt.headers_mut() = std::mem::take(response.headers_mut());

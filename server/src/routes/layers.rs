@@ -1,8 +1,10 @@
 //! Middleware (their order and its reasons are in the parent module's docs).
 //!
-//! The job API's guards run in one middleware, `api`, as plain functions called in the
-//! documented order: each layer of `from_fn` boxes a future and clones the router's `Next`,
-//! which on a route answering tens of thousands of polls a second is measurable.
+//! The guards of the whole router (`observe`, `heygen_v2_envelope`, `admit`) run in one
+//! middleware, `edge`, and the job API's in another, `api`, as plain functions called in the
+//! documented order: each layer of `from_fn` boxes a future (about 1 KiB, held for as long as
+//! a long-poll is) and clones the router's `Next`, which on a route answering tens of
+//! thousands of polls a second is measurable.
 
 use std::net::SocketAddr;
 use std::sync::{Mutex, OnceLock};
@@ -56,9 +58,11 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
-/// Outermost, on every route: the `http.request` span (a child of the caller's trace when the
-/// request carries W3C `traceparent`), and the request count and latency by route template.
-pub(crate) async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Outermost, on every route, the three guards of the whole router in their documented order
+/// (one middleware: see the module docs): `observe` — the `http.request` span (a child of the
+/// caller's trace when the request carries W3C `traceparent`), and the request count and
+/// latency by route template; `heygen_v2_envelope`; `admit`.
+pub(crate) async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Response {
     use tracing::Instrument;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     let started = Instant::now();
@@ -80,7 +84,24 @@ pub(crate) async fn observe(State(state): State<AppState>, req: Request, next: N
         });
         let _ = span.set_parent(parent);
     }
-    let response = next.run(req).instrument(span.clone()).await;
+    let v2 = req.uri().path().starts_with("/v2/");
+    let inner = async {
+        let response = match admit(&state, &req) {
+            Some(refused) => refused,
+            None => next.run(req).await,
+        };
+        if v2 {
+            heygen_v2_envelope(response).await
+        } else {
+            response
+        }
+    };
+    // Disabled unless traces are exported: then nothing needs entering on every poll.
+    let response = if span.is_disabled() {
+        inner.await
+    } else {
+        inner.instrument(span.clone()).await
+    };
     let status = response.status();
     span.record("http.response.status_code", status.as_u16());
     state
@@ -93,14 +114,12 @@ pub(crate) async fn observe(State(state): State<AppState>, req: Request, next: N
 /// Largest error body the v2 envelope rewrites: every error this server writes is far smaller.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
-/// On every route, between `observe` and `admit`: an error answer on a `/v2/...` path gets
-/// HeyGen v2's envelope, `{"error": {...}, "data": null}`, whichever layer or handler wrote it.
-/// Other answers pass untouched; the cost is one prefix check per request.
-pub(crate) async fn heygen_v2_envelope(req: Request, next: Next) -> Response {
-    let v2 = req.uri().path().starts_with("/v2/");
-    let response = next.run(req).await;
+/// On every route, between `observe` and `admit`, the answer to a `/v2/...` path: an error
+/// answer gets HeyGen v2's envelope, `{"error": {...}, "data": null}`, whichever layer or
+/// handler wrote it. Other answers pass untouched; the cost is one prefix check per request.
+async fn heygen_v2_envelope(response: Response) -> Response {
     let status = response.status();
-    if !v2 || !(status.is_client_error() || status.is_server_error()) {
+    if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
     let (mut parts, body) = response.into_parts();
@@ -119,22 +138,25 @@ pub(crate) async fn heygen_v2_envelope(req: Request, next: Next) -> Response {
     Response::from_parts(parts, body)
 }
 
-/// On every route, inside `observe`, refuses what must not be served before anything reads it:
+/// On every route, inside `observe`, the answer to what must not be served before anything
+/// reads it (`None`: serve it):
 ///
 /// * a request on a reserve connection (the server is at `server.max_connections`): `503
 ///   too_many_connections`, except `/healthz`, which is served;
 /// * a body whose declared `Content-Length` is over `server.max_body_bytes`: `413`, and the
 ///   connection is closed since the client may still be sending it. A body without a declared
 ///   length, or one that lies about it, is still cut at the limit while it is read.
-pub(crate) async fn admit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+fn admit(state: &AppState, req: &Request) -> Option<Response> {
     if req.extensions().get::<OverCapacity>().is_some() && req.uri().path() != "/healthz" {
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too_many_connections",
-            "the server holds server.max_connections connections already; retry later",
-        )
-        .with_retry_after(Duration::from_secs(1))
-        .into_response();
+        return Some(
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_connections",
+                "the server holds server.max_connections connections already; retry later",
+            )
+            .with_retry_after(Duration::from_secs(1))
+            .into_response(),
+        );
     }
     let limit = state.inner.settings.server.max_body_bytes;
     let declared = req
@@ -142,8 +164,9 @@ pub(crate) async fn admit(State(state): State<AppState>, req: Request, next: Nex
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if let Some(declared) = declared.filter(|d| *d > limit as u64) {
-        return ApiError::new(
+    let declared = declared.filter(|d| *d > limit as u64)?;
+    Some(
+        ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
             format!(
@@ -152,9 +175,8 @@ pub(crate) async fn admit(State(state): State<AppState>, req: Request, next: Nex
             ),
         )
         .with_header("connection", HeaderValue::from_static("close"))
-        .into_response();
-    }
-    next.run(req).await
+        .into_response(),
+    )
 }
 
 /// The job API's guards, in order: timeout around faults, identification, the rate limit, and
@@ -179,7 +201,8 @@ async fn guarded(state: &AppState, mut req: Request, next: Next) -> Response {
         && state.inner.faults.roll_silent()
     {
         state.inner.metrics.fault("silent");
-        return silent(state, hold).await;
+        // Boxed: rare, and every request's future would otherwise carry its room.
+        return Box::pin(silent(state, hold)).await;
     }
     let (client, authorized) = identify(state, &req);
     let headers = match rate_limit(state, client).await {

@@ -3,7 +3,8 @@
 //! Below the router, the connection layer (`serve`) bounds connections: idle and half-sent
 //! ones are closed, and at `server.max_connections` requests arrive marked over capacity.
 //!
-//! Layer order on the job API, outermost first — and why:
+//! Layer order on the job API, outermost first — and why (the first three in one middleware,
+//! `layers::edge`):
 //!
 //! 1. `observe` (every route) — the request span, parented on the caller's W3C trace
 //!    context so everything below, faults included, is inside the caller's trace; and the
@@ -37,7 +38,7 @@
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use axum::middleware::{from_fn, from_fn_with_state};
+use axum::middleware::from_fn_with_state;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 
@@ -94,9 +95,7 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(from_fn_with_state(state.clone(), layers::admit))
-        .layer(from_fn(layers::heygen_v2_envelope))
-        .layer(from_fn_with_state(state.clone(), layers::observe))
+        .layer(from_fn_with_state(state.clone(), layers::edge))
         .with_state(state)
 }
 

@@ -87,7 +87,7 @@ pub(crate) fn none_match(headers: &HeaderMap, etag: &str) -> bool {
 pub(crate) async fn job_status(
     State(state): State<AppState>,
     JobId(id): JobId,
-    headers: HeaderMap,
+    mut headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let inner = &state.inner;
     let mut job = state.find(&id).await?;
@@ -102,6 +102,7 @@ pub(crate) async fn job_status(
         let client_is_current = headers.get(header::IF_NONE_MATCH).is_none()
             || none_match(&headers, &job.etag(snap.version));
         if snap.state == JobState::Pending && client_is_current && !wait.is_zero() {
+            headers = detached(&headers);
             let held = Held::new(&state);
             hold(&state, &job, wait).await;
             drop(held);
@@ -144,6 +145,20 @@ pub(crate) async fn job_status(
     state.report_terminal(&job, channel, now);
     let body = job.body(&snap, inner.settings.hints.eta);
     Ok((out, Json(body)).into_response())
+}
+
+/// The request headers the answer still needs after a hold (`If-None-Match`), copied. hyper
+/// parses a request's header values as slices of the connection's read buffer, which lives as
+/// long as any of them: a held request that kept them would keep that buffer (8 KiB) besides
+/// the one hyper reads the connection with meanwhile.
+fn detached(headers: &HeaderMap) -> HeaderMap {
+    let mut kept = HeaderMap::new();
+    for value in headers.get_all(header::IF_NONE_MATCH) {
+        if let Ok(copy) = HeaderValue::from_bytes(value.as_bytes()) {
+            kept.append(header::IF_NONE_MATCH, copy);
+        }
+    }
+    kept
 }
 
 /// Counts a held request in `sim_longpoll_waiters` for as long as it lives, including when
@@ -222,6 +237,21 @@ mod tests {
                 "{h:?}"
             );
         }
+    }
+
+    #[test]
+    fn detached_headers_keep_the_conditions_only() {
+        let h = headers(&[
+            ("if-none-match", "\"a\""),
+            ("if-none-match", "W/\"b\""),
+            ("prefer", "wait=5"),
+            ("x-other", "1"),
+        ]);
+        let kept = detached(&h);
+        assert_eq!(kept.len(), 2);
+        assert!(none_match(&kept, "\"b\""));
+        assert!(none_match(&kept, "\"a\""));
+        assert!(kept.get("x-other").is_none());
     }
 
     #[test]
