@@ -150,6 +150,17 @@ impl SseReader {
         }
     }
 
+    /// The next event that is not a `bookmark` (a resume with nothing new greets with one),
+    /// within `within` each: `None` as for [`next`](Self::next).
+    pub(crate) async fn next_change(&mut self, within: Duration) -> Option<Ev> {
+        loop {
+            let ev = self.next(within).await?;
+            if ev.name != "bookmark" {
+                return Some(ev);
+            }
+        }
+    }
+
     /// Events until one named `name` (included), within `within` in all.
     pub(crate) async fn until(&mut self, name: &str, within: Duration) -> Vec<Ev> {
         let until = tokio::time::Instant::now() + within;
