@@ -271,13 +271,10 @@ async fn main() -> anyhow::Result<()> {
     // a read was, and how often each job was looked at.
     let batch_looks = local.as_ref().and_then(|server| {
         let text = server.state().render_metrics();
-        let value = |name: &str| {
-            text.lines()
-                .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
-        };
+        let value = |series| translation_sim::metrics::sample(&text, series);
         Some((
-            value("sim_batch_read_size_sum ")?,
-            value("sim_batch_read_size_count ")?,
+            value("sim_batch_read_size_sum")?,
+            value("sim_batch_read_size_count")?,
         ))
     });
     delays.sort_by(f64::total_cmp);

@@ -354,13 +354,8 @@ async fn run(options: &Options, mut report: impl FnMut(String)) -> anyhow::Resul
 
 /// A counter of the in-process simulator (`series` as its metrics write it), 0 when unset.
 fn counter(server: &translation_sim::RunningServer, series: &str) -> usize {
-    server
-        .state()
-        .render_metrics()
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|n| n.trim().parse::<f64>().ok())
-        .map_or(0, |n| n as usize)
+    let text = server.state().render_metrics();
+    translation_sim::metrics::sample(&text, series).map_or(0, |n| n as usize)
 }
 
 #[tokio::main]

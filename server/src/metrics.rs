@@ -398,6 +398,15 @@ fn describe_all() {
     }
 }
 
+/// The value of one series in Prometheus text (as [`render_metrics`](crate::AppState::render_metrics)
+/// writes it): `series` exactly as the exposition spells it — `sim_batch_read_size_sum`,
+/// `name{label="v"}` — and `None` when it has no sample.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

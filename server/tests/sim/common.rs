@@ -60,14 +60,7 @@ pub(crate) async fn error_code(r: reqwest::Response) -> String {
 }
 
 /// The value of a sample line `name{labels} value` in Prometheus text (labels as written).
-pub(crate) fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|rest| rest.strip_prefix(' '))
-        })
-        .and_then(|v| v.trim().parse().ok())
-}
+pub(crate) use translation_sim::metrics::sample;
 
 /// `GET /v1/jobs/{id}/status` as JSON (any status code).
 pub(crate) async fn status_json(server: &RunningServer, id: &str) -> Value {
