@@ -135,12 +135,18 @@ impl JobRef {
             })?),
             None => events,
         };
+        let id = found
+            .as_ref()
+            .map(|(id, _)| id.as_str())
+            .or(self.known_id.as_deref())
+            .map(Box::from);
         let status_label = redact(status.as_str()).into_owned();
         let label = match (&self.target, &self.known_id) {
             (Target::Id(id), _) | (Target::Url(_), Some(id)) => redact(id).into_owned(),
             (Target::Url(raw), None) => redact(raw).into_owned(),
         };
         Ok(Endpoints {
+            id,
             label,
             status_label,
             capability_key,
@@ -288,6 +294,9 @@ impl From<CreatedJob> for JobRef {
 /// The URLs of one job, resolved.
 #[derive(Debug, Clone)]
 pub(crate) struct Endpoints {
+    /// The job's id on the server, when known: the id it was named by, a created job's, or
+    /// the one in a status URL of the profile's shape (webhooks name jobs by it).
+    pub(crate) id: Option<Box<str>>,
     /// How the caller named the job — its id when known, else its status URL — credentials
     /// masked (for spans, errors and events).
     pub(crate) label: String,

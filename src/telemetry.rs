@@ -106,6 +106,11 @@ pub const SILENT_DROPS_TOTAL: &str = "translation_status_silent_drops_total";
 /// Jobs a job set waited for, by the `mechanism` it used for them (`changes`, `batch`,
 /// `per_job`): with [`REQUESTS_TOTAL`] by `kind`, requests per job by mechanism.
 pub const JOBSET_JOBS_TOTAL: &str = "translation_status_jobset_jobs_total";
+/// Webhook events handed to job sets, by `outcome`: `finished` (it ended a job's wait),
+/// `pending` (a state that is not terminal: nothing to do), `unmatched` (no job of the set
+/// has that id now — a duplicate of one already finished, a job of another set, or one not
+/// added yet, kept in case it is).
+pub const WEBHOOK_EVENTS_TOTAL: &str = "translation_status_webhook_events_total";
 
 /// Buckets for request latencies, in seconds: 1 ms to a minute (a held long-poll counts its
 /// hold).
@@ -268,6 +273,11 @@ pub fn describe_metrics() {
         Unit::Count,
         "Jobs a job set waited for, by the mechanism it used for them."
     );
+    describe_counter!(
+        WEBHOOK_EVENTS_TOTAL,
+        Unit::Count,
+        "Webhook events handed to job sets, by outcome: finished, pending, unmatched."
+    );
 }
 
 pub(crate) fn request_outcome(
@@ -399,6 +409,10 @@ pub(crate) fn silent_drop(kind: RequestKind) {
 
 pub(crate) fn jobset_job(mechanism: &'static str) {
     metrics::counter!(JOBSET_JOBS_TOTAL, "mechanism" => mechanism).increment(1);
+}
+
+pub(crate) fn webhook_event(outcome: &'static str) {
+    metrics::counter!(WEBHOOK_EVENTS_TOTAL, "outcome" => outcome).increment(1);
 }
 
 #[cfg(test)]

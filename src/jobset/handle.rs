@@ -15,6 +15,7 @@ use super::scheduler::Command;
 use super::tracked::Tracked;
 use crate::error::Error;
 use crate::job::JobRef;
+use crate::webhook::{EventSink, Undelivered, WebhookEvent};
 
 /// What a set's handles, its stream and its scheduler share.
 #[derive(Debug, Default)]
@@ -99,6 +100,30 @@ impl JobSetHandle {
     /// Jobs added and not yet reported finished (nor cancelled).
     pub fn tracked(&self) -> usize {
         self.shared.tracked.load(Ordering::SeqCst)
+    }
+
+    /// Hands the set a verified webhook event (see
+    /// [`JobSetOptions::webhooks`](super::JobSetOptions::webhooks)): a terminal status ends
+    /// its job's wait at once. Never waits; fails only once the set is dropped.
+    pub fn deliver(&self, event: WebhookEvent) -> Result<(), Undelivered> {
+        if self.shared.closed.load(Ordering::SeqCst) {
+            return Err(Undelivered::Closed);
+        }
+        let WebhookEvent { job_id, status, .. } = event;
+        self.commands
+            .send(Command::Deliver {
+                id: job_id.into_boxed_str(),
+                status: Box::new(status),
+            })
+            .map_err(|_| Undelivered::Closed)
+    }
+}
+
+/// A handle is where a webhook receiver hands its events (`webhook::axum::route(receiver,
+/// jobs.handle())`): each goes to the set at once.
+impl EventSink for JobSetHandle {
+    async fn deliver(&self, event: WebhookEvent) -> Result<(), Undelivered> {
+        JobSetHandle::deliver(self, event)
     }
 }
 

@@ -93,6 +93,7 @@ mod feed;
 mod handle;
 mod options;
 mod queue;
+mod safety;
 mod saved;
 mod scheduler;
 mod stall;
@@ -116,6 +117,7 @@ pub(crate) use budget::SharedBudget;
 pub use handle::JobSetHandle;
 pub(crate) use handle::Shared;
 pub use options::JobSetOptions;
+pub use safety::SafetyNet;
 pub use saved::{FORMAT, SavedDuration, SavedJob, SavedJobSet};
 pub use stall::StallDetection;
 
@@ -124,6 +126,7 @@ use crate::error::Error;
 use crate::job::JobRef;
 use crate::model::JobStatus;
 use crate::wait::{Completion, Wire};
+use crate::webhook::{Undelivered, WebhookEvent};
 use saved::Clocks;
 use scheduler::{Command, Message, Scheduler};
 use tracked::Tracked;
@@ -241,8 +244,12 @@ pub struct Stall {
 ///    set when the route is missing; a job the batch names not found is read on its own.
 /// 3. **Each job on its own**: its event stream, long-poll or reads, as described above.
 ///
+/// A set whose jobs announce their end by webhook ([`JobSetOptions::webhooks`]) uses none of
+/// these while it waits: a delivered terminal status ends a job at once, and a job is read
+/// (batched when the server can) only on the [`SafetyNet`], when its webhook is overdue.
+///
 /// A job's terminal state is decided once, by its wait: the first terminal status from any
-/// of them ends it. [`Client::wait`](crate::Client::wait) does not share a set's stream: a
+/// of them — or from a webhook — ends it. [`Client::wait`](crate::Client::wait) does not share a set's stream: a
 /// single wait follows one job on its own connection; for many jobs, use a set (a durable
 /// single wait is a set of one job).
 pub struct JobSet {
@@ -353,6 +360,12 @@ impl JobSet {
     /// Stops waiting for every job.
     pub fn cancel_all(&self) {
         self.handle.cancel_all();
+    }
+
+    /// Hands the set a verified webhook event (see [`JobSetOptions::webhooks`]; the
+    /// set's [`handle`](Self::handle) is an [`EventSink`](crate::webhook::EventSink) too).
+    pub fn deliver(&self, event: WebhookEvent) -> Result<(), Undelivered> {
+        self.handle.deliver(event)
     }
 
     /// The state of every job still waited for (see [`SavedJobSet`]).

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use super::safety::SafetyNet;
 use super::stall::StallDetection;
 use crate::error::Error;
 use crate::poll::{Adaptive, FLEET_JITTER, PollPolicy, PollPolicyExt};
@@ -42,6 +43,8 @@ pub struct JobSetOptions {
     /// How often the server says something on a quiet change stream: the watchdog's bound
     /// derives from it.
     pub(crate) bookmark_interval: Duration,
+    /// Jobs announce their end by webhook, and are read only on this safety net.
+    pub(crate) webhooks: Option<SafetyNet>,
 }
 
 impl JobSetOptions {
@@ -204,6 +207,34 @@ impl JobSetOptions {
         }
     }
 
+    /// Every job of the set announces its end by webhook, handed to the set with
+    /// [`JobSet::deliver`](super::JobSet::deliver) or a
+    /// [`JobSetHandle`](super::JobSetHandle) as the receiver's
+    /// [`EventSink`](crate::webhook::EventSink); the set reads a job only on the safety
+    /// `net` (default [`SafetyNet::default`]: when 99 % of learned jobs had ended by its
+    /// age), to catch a webhook that never came.
+    ///
+    /// A terminal status delivered ends the job's wait at once ([`Mechanism::Webhook`]
+    /// in its report), whatever read was out; one delivered again, late or out of order
+    /// changes nothing, and neither does a state that is not terminal. A delivery that
+    /// comes before its job is added is kept (the latest 1,024 such) and ends the job when
+    /// it is. Jobs are matched by their id on the server: the id they were added by, a
+    /// [`CreatedJob`](crate::CreatedJob)'s, or the one in a status URL of the client's
+    /// profile's shape; a job without one is read on the safety net alone.
+    ///
+    /// The safety net's reads are plain reads — batched when the server can
+    /// ([`batch_reads`](Self::batch_reads)) — never held: the change stream, event
+    /// streams and long-polls are for jobs that do not expect webhooks. Deadlines, the
+    /// last look before one, and stall checks are as without webhooks.
+    ///
+    /// [`Mechanism::Webhook`]: crate::Mechanism::Webhook
+    pub fn webhooks(self, net: SafetyNet) -> Self {
+        JobSetOptions {
+            webhooks: Some(net),
+            ..self
+        }
+    }
+
     /// How long a change stream may say nothing before the watchdog drops it.
     pub(crate) fn silence_bound(&self) -> Duration {
         self.bookmark_interval + self.bookmark_interval / 2
@@ -233,6 +264,9 @@ impl JobSetOptions {
                 "must be between 10 ms and 1 h",
             ));
         }
+        if let Some(net) = &self.webhooks {
+            net.validate()?;
+        }
         self.stall.validate()
     }
 }
@@ -257,6 +291,7 @@ impl Default for JobSetOptions {
             batch_reads: true,
             max_batch: 100,
             bookmark_interval: Duration::from_secs(15),
+            webhooks: None,
         }
     }
 }

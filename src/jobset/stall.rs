@@ -41,7 +41,16 @@ pub enum StallDetection {
 }
 
 /// Durations a learned bound needs before it replaces the cold-start bound.
-const MIN_SAMPLES: usize = 10;
+pub(crate) const MIN_SAMPLES: usize = 10;
+
+/// The `q` quantile of learned durations, once at least [`MIN_SAMPLES`] are known (`None`
+/// before, or when it falls among jobs still running): the stall bound's and the webhook
+/// safety net's reading of the model.
+pub(crate) fn learned_quantile(model: &DurationModel, q: f64) -> Option<Duration> {
+    (model.samples() >= MIN_SAMPLES)
+        .then(|| model.quantile(q))
+        .flatten()
+}
 
 impl Default for StallDetection {
     fn default() -> Self {
@@ -63,12 +72,7 @@ impl StallDetection {
                 quantile,
                 floor,
                 cold,
-            } => {
-                let learned = (model.samples() >= MIN_SAMPLES)
-                    .then(|| model.quantile(quantile))
-                    .flatten();
-                Some(learned.map_or(cold, |q| q.max(floor)))
-            }
+            } => Some(learned_quantile(model, quantile).map_or(cold, |q| q.max(floor))),
         }
     }
 

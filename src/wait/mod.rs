@@ -105,15 +105,19 @@ pub enum Mechanism {
     LongPoll,
     /// A poll scheduled on this basis.
     Polling(Basis),
+    /// A webhook delivered to a [`JobSet`](crate::jobset::JobSet) (see
+    /// [`JobSetOptions::webhooks`](crate::jobset::JobSetOptions::webhooks)).
+    Webhook,
 }
 
 impl Mechanism {
-    /// A short, stable name: `sse`, `long_poll`, or the polling basis (`hints`, `learned`,
-    /// `cold_start`, `initial`, …).
+    /// A short, stable name: `sse`, `long_poll`, `webhook`, or the polling basis (`hints`,
+    /// `learned`, `cold_start`, `initial`, …).
     pub fn as_str(self) -> &'static str {
         match self {
             Mechanism::Sse => "sse",
             Mechanism::LongPoll => "long_poll",
+            Mechanism::Webhook => "webhook",
             Mechanism::Polling(basis) => basis.as_str(),
         }
     }

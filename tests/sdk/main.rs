@@ -21,3 +21,4 @@ mod stream;
 mod support;
 mod transport;
 mod webhook;
+mod webhook_jobset;

@@ -72,7 +72,8 @@ impl<W: Wire> Scheduler<W> {
     /// evidence).
     pub(super) fn offer(&self, job: &Tracked) -> Offer {
         let wait = &self.options.wait;
-        let free = self.held < self.options.max_held;
+        // Jobs that expect webhooks are only read, on the safety net.
+        let free = self.held < self.options.max_held && self.hooks.is_none();
         let route = &job.endpoints.capability_key;
         let capabilities = &self.ctx.capabilities;
         Offer {

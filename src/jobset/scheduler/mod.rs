@@ -14,6 +14,7 @@ mod answers;
 mod batch;
 mod dispatch;
 mod feed;
+mod hooks;
 #[cfg(test)]
 mod tests;
 
@@ -35,6 +36,7 @@ use super::tracked::{Membership, Stage, Tracked};
 use super::{JobEvent, JobKey, JobSetOptions, Shared};
 use crate::context::Context;
 use crate::error::Error;
+use crate::model::JobStatus;
 use crate::poll::{MIN_PAUSE, PollPolicy};
 use crate::telemetry;
 use crate::transport::signals::Signals;
@@ -42,7 +44,7 @@ use crate::transport::sse::{SseEvent, StreamError};
 use crate::wait::ledger::{Ending, Look, STREAM_IDLE};
 use crate::wait::source::{Reading, Subscribed};
 use crate::wait::wire::Exchanged;
-use crate::wait::{Completion, RemoteCancel, Wire, cancel_job};
+use crate::wait::{Completion, Mechanism, RemoteCancel, Wire, cancel_job};
 
 /// How often the stall bound is recomputed from learned durations.
 const BOUND_REFRESH: Duration = Duration::from_secs(1);
@@ -56,6 +58,11 @@ pub(crate) enum Command {
     CancelAll,
     Export(oneshot::Sender<SavedJobSet>),
     ExportJob(JobKey, oneshot::Sender<Option<SavedJob>>),
+    /// A webhook delivered a job's status.
+    Deliver {
+        id: Box<str>,
+        status: Box<JobStatus>,
+    },
 }
 
 /// What the scheduler tells the stream.
@@ -149,6 +156,8 @@ pub(crate) struct Scheduler<W: Wire> {
     feed: feed::Feed,
     /// Batched reads, when the server has them.
     batch: batch::Batching,
+    /// Webhook deliveries and the safety net, when the jobs expect webhooks.
+    hooks: Option<hooks::Hooks>,
 }
 
 impl<W: Wire> Scheduler<W> {
@@ -163,6 +172,9 @@ impl<W: Wire> Scheduler<W> {
         Scheduler {
             feed: feed::Feed::new(base.clone(), options.change_stream),
             batch: batch::Batching::new(base, options.batch_reads),
+            hooks: options
+                .webhooks
+                .map(|net| hooks::Hooks::new(net, ctx.learned.model())),
             ctx,
             policy: options.wait.composed_policy(),
             options,
@@ -192,6 +204,7 @@ impl<W: Wire> Scheduler<W> {
             self.fire(now);
             self.dispatch(now);
             self.feed_turn(now);
+            self.hooks_turn(now);
             if self.budget_wake.is_none() && !self.ready.is_empty() {
                 // Jobs the change stream let go of just now (its watchdog gave it up).
                 self.dispatch(now);
@@ -246,7 +259,9 @@ impl<W: Wire> Scheduler<W> {
                 self.remove(key);
                 telemetry::jobs_tracked(1.0);
                 self.jobs.insert(key, job);
-                self.make_ready(key);
+                if !self.hook_added(key, Instant::now()) {
+                    self.make_ready(key);
+                }
             }
             Command::Cancel(key) => {
                 if self.remove(key).is_some() {
@@ -270,6 +285,7 @@ impl<W: Wire> Scheduler<W> {
                 let clocks = Clocks::now();
                 let _ = reply.send(self.jobs.get(&key).map(|job| save_job(job, &clocks)));
             }
+            Command::Deliver { id, status } => self.delivered(&id, *status),
         }
     }
 
@@ -367,10 +383,13 @@ impl<W: Wire> Scheduler<W> {
     /// Schedules the job's next look at `at`, brought forward to its stall check.
     fn sleep_until(&mut self, key: JobKey, at: Instant, now: Instant) {
         let bound = self.bound(now);
+        let mut at = at;
+        if self.hooks.is_some() {
+            at = self.not_before_safety(key, at, now);
+        }
         let Some(job) = self.jobs.get_mut(&key) else {
             return;
         };
-        let mut at = at;
         if let Some(due) = job.stall.due(bound) {
             at = at.min(due.max(now + MIN_PAUSE));
         }
@@ -395,7 +414,9 @@ impl<W: Wire> Scheduler<W> {
         let Some(job) = self.remove(key) else {
             return;
         };
-        telemetry::jobset_job(if job.member == Membership::Member {
+        telemetry::jobset_job(if ending.report.mechanism == Mechanism::Webhook {
+            "webhook"
+        } else if job.member == Membership::Member {
             "changes"
         } else if job.batched {
             "batch"
@@ -443,6 +464,7 @@ impl<W: Wire> Scheduler<W> {
     fn remove(&mut self, key: JobKey) -> Option<Box<Tracked>> {
         let mut job = self.jobs.remove(&key)?;
         self.feed_leave(job.feed_id.as_deref(), job.member);
+        self.hook_leave(key, &job);
         self.timers.arm(key, &mut job.armed, None);
         if let Some(handle) = job.abort.take() {
             handle.abort();

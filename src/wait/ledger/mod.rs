@@ -152,6 +152,8 @@ pub(crate) enum Answer {
     Event(SseEvent),
     /// The open stream stopped.
     Broke(Break),
+    /// A webhook delivered the job's status (verified and decoded by the caller's receiver).
+    Delivered(JobStatus),
     /// The deadline came: whatever was still out is cut.
     Deadline,
 }
@@ -498,6 +500,11 @@ impl Ledger {
     /// The latest status seen.
     pub(crate) fn last(&self) -> Option<&JobStatus> {
         self.last.as_ref()
+    }
+
+    /// The job's age at `at`: since its creation when known, else since the wait began.
+    pub(crate) fn age(&self, at: Instant) -> Duration {
+        self.age_at(at)
     }
 
     /// The job's creation, when it is known.

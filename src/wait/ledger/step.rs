@@ -29,6 +29,7 @@ impl Ledger {
             Answer::Subscribed(opened) => self.subscribed(opened, at, parts),
             Answer::Event(event) => self.event(event, at, parts),
             Answer::Broke(broke) => self.broke(broke, at.now, parts),
+            Answer::Delivered(status) => self.delivered(status, at, parts),
             Answer::Deadline => finished(self.give_up(parts.job, GiveUpReason::Deadline, at.now)),
         }
     }
@@ -366,6 +367,21 @@ impl Ledger {
         self.current = Mechanism::Sse;
         self.observe(&status, at, &Meta::default());
         self.last_pending = Some(at.now);
+        step
+    }
+
+    /// A webhook said where the job is. A terminal status ends the wait at once, whatever
+    /// was out (the driver drops it). Any other changes nothing (`Listen`: the driver keeps
+    /// the job where it is): deliveries come late, twice and out of order, so a pending one
+    /// may be older than what a read already saw.
+    fn delivered(&mut self, status: JobStatus, at: Clocks, parts: &Parts<'_>) -> Step {
+        if !status.is_terminal() {
+            return Step::new(Decision::Listen);
+        }
+        let mut step = Step::new(Decision::Listen);
+        step.seen = true;
+        let ending = self.finish(parts.job, status, Mechanism::Webhook, at, true);
+        step.decision = Decision::Finish(Box::new(ending));
         step
     }
 
