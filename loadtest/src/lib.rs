@@ -7,6 +7,7 @@
 //! | [`stats`] | mean and nearest-rank percentiles |
 //! | [`report`] | `report.json`, `report.md`, `plot.svg` |
 //! | [`strategy`] | the waiting strategies compared (baselines and the SDK's mechanisms) |
+//! | [`hooks`] | `ours-webhook`: a loopback webhook receiver in front of a job set |
 //! | [`scenario`] | create jobs, wait with each strategy, measure against the server's truth |
 //! | [`throughput`] | simulator `/status` throughput vs a bare hyper server |
 //! | [`hold`] | many held long-polls or event streams: the server's resident memory per connection |
@@ -16,6 +17,7 @@
 
 pub mod exporter;
 pub mod hold;
+pub mod hooks;
 pub mod idle;
 pub mod report;
 pub mod scenario;

@@ -33,8 +33,8 @@ enum Command {
     },
     /// A scenario of your own.
     Run(RunArgs),
-    /// Faults everywhere (20 % 5xx, 5 % slow tail, 5 % 429, a 10 s outage): exits non-zero if
-    /// any job ends with a wrong outcome or is lost.
+    /// Faults everywhere (20 % 5xx, 5 % slow tail, 5 % 429, a 10 s outage; 10 % of webhooks
+    /// lost and 5 % sent twice): exits non-zero if any job ends with a wrong outcome or is lost.
     Chaos {
         /// Jobs per strategy.
         #[arg(long, default_value_t = 100)]
@@ -174,6 +174,12 @@ struct RunArgs {
     /// Server faults.
     #[arg(long, value_enum, default_value_t = FaultProfile::None)]
     faults: FaultProfile,
+    /// Share of webhook deliveries lost (`ours-webhook`; embedded simulators).
+    #[arg(long, default_value_t = 0.0)]
+    webhook_drop: f64,
+    /// Share of webhook deliveries sent twice (`ours-webhook`; embedded simulators).
+    #[arg(long, default_value_t = 0.0)]
+    webhook_duplicate: f64,
     /// Seed of durations, outcomes, arrivals and fault dice.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -227,6 +233,8 @@ impl RunArgs {
             error_rate: self.error_rate,
             time_scale: self.time_scale,
             faults: self.faults,
+            webhook_drop: self.webhook_drop,
+            webhook_duplicate: self.webhook_duplicate,
             seed: self.seed,
             parallel: self.targets.is_empty() && !self.sequential,
             targets: self.targets.clone(),
@@ -341,6 +349,8 @@ async fn demo(out: PathBuf) -> anyhow::Result<()> {
         error_rate: 0.1,
         time_scale: 1.0,
         faults: FaultProfile::None,
+        webhook_drop: 0.0,
+        webhook_duplicate: 0.0,
         seed: 42,
         targets: Vec::new(),
         strategies: Strategy::DEMO.to_vec(),
@@ -363,6 +373,8 @@ async fn chaos(jobs: usize, time_scale: f64, out: &std::path::Path) -> anyhow::R
         error_rate: 0.2,
         time_scale,
         faults: FaultProfile::Chaos,
+        webhook_drop: 0.1,
+        webhook_duplicate: 0.05,
         seed: 7,
         targets: Vec::new(),
         strategies: vec![
@@ -371,6 +383,7 @@ async fn chaos(jobs: usize, time_scale: f64, out: &std::path::Path) -> anyhow::R
             Strategy::OursHints,
             Strategy::OursLongPoll,
             Strategy::OursAuto,
+            Strategy::OursWebhook,
         ],
         parallel: true,
         deadline: Duration::from_secs(600),
@@ -648,6 +661,8 @@ async fn traffic(target: String, rate: f64, duration: Duration) -> anyhow::Resul
             error_rate: 0.1,
             time_scale: 1.0,
             faults: FaultProfile::None,
+            webhook_drop: 0.0,
+            webhook_duplicate: 0.0,
             seed: round,
             targets: vec![target.clone()],
             strategies: vec![

@@ -20,6 +20,7 @@ use translation_sim::{Faults, OutageWindow, RunningServer, Settings};
 use translation_status::poll::{LearnedDurations, Sample};
 use translation_status::{Client, Error, JobRef, NewJob, Outcome};
 
+use crate::hooks::Rig;
 use crate::report::{RequestStats, StrategyResult, TargetRequests, optimum_curve};
 use crate::stats::{Summary, peak_and_mean};
 use crate::strategy::{ServerProfile, Strategy};
@@ -159,6 +160,10 @@ pub struct Scenario {
     pub time_scale: f64,
     /// Server faults.
     pub faults: FaultProfile,
+    /// Share of webhook deliveries the embedded simulators lose (`faults.webhook_drop_rate`).
+    pub webhook_drop: f64,
+    /// Share of webhook deliveries they send twice (`faults.webhook_duplicate_rate`).
+    pub webhook_duplicate: f64,
     /// Seed of job durations, outcomes, arrivals and fault dice.
     pub seed: u64,
     /// External simulator base URLs (replicas of one simulator); empty = one embedded
@@ -307,7 +312,19 @@ impl Scenario {
         let truth = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()?;
-        let targets = Arc::new(Targets { bases, clients });
+        let mut rigs = Vec::new();
+        if strategy.webhooks() {
+            let secret = Settings::default().webhooks.secret;
+            for client in &clients {
+                let wait = strategy.options(self.time_scale, self.deadline);
+                rigs.push(Rig::start(client, wait, self.time_scale, &secret).await?);
+            }
+        }
+        let targets = Arc::new(Targets {
+            bases,
+            clients,
+            rigs,
+        });
         if strategy.warm_up() {
             // Learn from a first batch of 120 jobs, waited for the same way but not measured.
             let warm: Vec<Plan> = self
@@ -333,6 +350,8 @@ impl Scenario {
             s.shutdown().await;
         }
         let mut row = summarise(strategy, &observed, wall, &per_second);
+        // A job whose ending came twice is as wrong as one that ended wrongly.
+        row.wrong_outcomes += targets.rigs.iter().map(Rig::duplicated).sum::<usize>();
         if !self.targets.is_empty() {
             row.requests_by_target = targets
                 .bases
@@ -390,6 +409,11 @@ impl Scenario {
         s.longpoll.enabled = matches!(profile, ServerProfile::LongPoll | ServerProfile::Full);
         s.sse.enabled = profile == ServerProfile::Full;
         s.faults = self.faults.faults(self.time_scale, self.seed);
+        s.faults.webhook_drop_rate = self.webhook_drop;
+        s.faults.webhook_duplicate_rate = self.webhook_duplicate;
+        // The harness's receiver is one host that takes every job's webhook.
+        s.webhooks.max_in_flight_per_host = s.webhooks.max_in_flight;
+        s.webhooks.max_queued_per_host = s.webhooks.queue_size;
         translation_sim::spawn(s)
             .await
             .context("starting an embedded simulator")
@@ -441,6 +465,8 @@ impl Scenario {
 struct Targets {
     bases: Vec<String>,
     clients: Vec<Client>,
+    /// For `ours-webhook`: a receiver and job set on each client.
+    rigs: Vec<Rig>,
 }
 
 async fn wait_one(
@@ -455,7 +481,11 @@ async fn wait_one(
     let base = targets.bases[(i + 1) % n].as_str();
     // Creation is not idempotent, so the SDK never retries it; the harness does, because an
     // injected fault answers before the handler runs (a duplicate job would only be ignored).
-    let new = NewJob::new().duration(plan.duration).outcome(plan.outcome);
+    let mut new = NewJob::new().duration(plan.duration).outcome(plan.outcome);
+    let rig = targets.rigs.get((i + 1) % n);
+    if let Some(rig) = rig {
+        new = new.callback_url(rig.callback.as_str());
+    }
     let mut attempt = 0u32;
     let created = loop {
         attempt += 1;
@@ -479,7 +509,10 @@ async fn wait_one(
         // Read where it was not created: its URLs on the reading target.
         _ => JobRef::id(created.id.clone()).with_created_at(Instant::now()),
     };
-    let result = reader.wait(job).await;
+    let result = match rig {
+        Some(rig) => rig.wait(job).await?,
+        None => reader.wait(job).await,
+    };
     let learned_at = SystemTime::now();
     let (requests, mechanism, said, gave_up) = match &result {
         Ok(c) => (
@@ -765,6 +798,8 @@ mod tests {
             error_rate: 0.0,
             time_scale,
             faults: FaultProfile::None,
+            webhook_drop: 0.0,
+            webhook_duplicate: 0.0,
             seed: 3,
             targets: Vec::new(),
             strategies: vec![],
@@ -805,6 +840,8 @@ mod tests {
             error_rate: 0.2,
             time_scale: 0.1,
             faults: FaultProfile::None,
+            webhook_drop: 0.0,
+            webhook_duplicate: 0.0,
             seed: 9,
             targets: Vec::new(),
             strategies: vec![],

@@ -59,11 +59,15 @@ pub enum Strategy {
     OursSse,
     /// The SDK choosing for itself against the full simulator.
     OursAuto,
+    /// A job set told of each job's end by the simulator's webhooks (a loopback receiver in
+    /// the harness), reading a job only on its safety net; it learns from a first batch of
+    /// jobs, as a service restores its learned durations.
+    OursWebhook,
 }
 
 impl Strategy {
     /// Every strategy, in report order.
-    pub const ALL: [Strategy; 13] = [
+    pub const ALL: [Strategy; 14] = [
         Strategy::Naive1s,
         Strategy::Fixed5s,
         Strategy::Exponential,
@@ -77,6 +81,7 @@ impl Strategy {
         Strategy::OursLongPoll,
         Strategy::OursSse,
         Strategy::OursAuto,
+        Strategy::OursWebhook,
     ];
 
     /// The demo's set.
@@ -108,6 +113,7 @@ impl Strategy {
             Strategy::OursLongPoll => "ours-longpoll",
             Strategy::OursSse => "ours-sse",
             Strategy::OursAuto => "ours-auto",
+            Strategy::OursWebhook => "ours-webhook",
         }
     }
 
@@ -125,13 +131,19 @@ impl Strategy {
             | Strategy::OraclePlain => ServerProfile::Plain,
             Strategy::OursHints => ServerProfile::Hints,
             Strategy::OursLongPoll => ServerProfile::LongPoll,
-            Strategy::OursSse | Strategy::OursAuto => ServerProfile::Full,
+            Strategy::OursSse | Strategy::OursAuto | Strategy::OursWebhook => ServerProfile::Full,
         }
     }
 
     /// Whether the SDK may learn from earlier jobs before the measured batch.
     pub fn warm_up(self) -> bool {
-        matches!(self, Strategy::OursPlainWarm)
+        matches!(self, Strategy::OursPlainWarm | Strategy::OursWebhook)
+    }
+
+    /// Whether jobs are created with a callback to the harness and waited for in a job set
+    /// that expects webhooks.
+    pub fn webhooks(self) -> bool {
+        matches!(self, Strategy::OursWebhook)
     }
 
     /// Whether the client is given the true duration distribution.
@@ -171,7 +183,7 @@ impl Strategy {
             Strategy::OursHints => plain.policy(ours),
             Strategy::OursLongPoll => WaitOptions::new().sse(false).policy(ours),
             Strategy::OursSse => WaitOptions::new().long_poll(false).policy(ours),
-            Strategy::OursAuto => WaitOptions::new().policy(ours),
+            Strategy::OursAuto | Strategy::OursWebhook => WaitOptions::new().policy(ours),
         };
         options.deadline(deadline)
     }

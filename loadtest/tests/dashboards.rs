@@ -137,6 +137,8 @@ async fn every_dashboard_metric_exists_in_real_scrapes() {
         error_rate: 0.2,
         time_scale: 0.1,
         faults: FaultProfile::None,
+        webhook_drop: 0.0,
+        webhook_duplicate: 0.0,
         seed: 11,
         targets: vec![server.base_url()],
         strategies: vec![

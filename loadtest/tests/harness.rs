@@ -46,6 +46,8 @@ async fn report_counts_match_the_simulators_metrics() {
         error_rate: 0.3,
         time_scale: 0.05, // jobs of 30..60 ms; naive polls every 50 ms
         faults: FaultProfile::None,
+        webhook_drop: 0.0,
+        webhook_duplicate: 0.0,
         seed: 5,
         targets: vec![server.base_url()],
         strategies: strategies.clone(),
@@ -166,4 +168,39 @@ async fn idle_connections_are_closed_by_the_simulator_while_healthz_answers() {
     assert_eq!(report.closed, 300);
     assert!(report.shortest_lifetime_ms >= 490.0, "{report:?}");
     assert!(report.healthz_ms.n >= 1, "{report:?}");
+}
+
+#[tokio::test]
+async fn ours_webhook_ends_every_job_once_when_deliveries_are_lost_and_repeated() {
+    let jobs = 40;
+    let scenario = Scenario {
+        jobs,
+        concurrency: jobs,
+        arrival: Arrival::AllAtOnce,
+        durations: Durations::Uniform {
+            min_ms: 600.0,
+            max_ms: 1200.0,
+        },
+        error_rate: 0.3,
+        time_scale: 0.05,
+        faults: FaultProfile::None,
+        webhook_drop: 0.2,
+        webhook_duplicate: 0.2,
+        seed: 11,
+        // An embedded simulator, which calls the harness's receiver back.
+        targets: Vec::new(),
+        strategies: vec![Strategy::OursWebhook],
+        parallel: false,
+        deadline: Duration::from_secs(30),
+        progress: false,
+    };
+    let rows = scenario.run().await.unwrap();
+    let row = &rows[0];
+    assert_eq!(row.name, "ours-webhook");
+    assert_eq!(row.jobs, jobs);
+    assert_eq!((row.wrong_outcomes, row.gave_up), (0, 0));
+    assert_eq!(row.mechanism, "webhook", "most jobs are told by webhook");
+    // A delivered webhook costs no read, a lost one about one: 20 % lost.
+    let per_job = row.requests_per_job.mean;
+    assert!(per_job > 0.0 && per_job <= 1.0, "{per_job}");
 }

@@ -44,6 +44,8 @@ async fn a_run_over_two_replicas_loses_nothing_and_counts_each_replica() {
         error_rate: 0.3,
         time_scale: 0.1, // jobs of 200..600 ms
         faults: FaultProfile::None,
+        webhook_drop: 0.0,
+        webhook_duplicate: 0.0,
         seed: 11,
         targets: targets.clone(),
         strategies: strategies.clone(),
