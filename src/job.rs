@@ -84,6 +84,15 @@ impl JobRef {
         self
     }
 
+    /// Names the job's id on the server, for a job addressed by a status URL its id cannot
+    /// be read from: webhooks name jobs by id (see
+    /// [`JobSetOptions::webhooks`](crate::jobset::JobSetOptions::webhooks)). It also names the
+    /// job in errors and events.
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.known_id = Some(id.into());
+        self
+    }
+
     /// Tells the waiter when the job was created, when the service does not report it. Used
     /// to learn job durations; without it the start of each wait is taken instead.
     pub fn with_created_at(mut self, created: Instant) -> Self {
@@ -135,10 +144,10 @@ impl JobRef {
             })?),
             None => events,
         };
-        let id = found
-            .as_ref()
-            .map(|(id, _)| id.as_str())
-            .or(self.known_id.as_deref())
+        let id = self
+            .known_id
+            .as_deref()
+            .or(found.as_ref().map(|(id, _)| id.as_str()))
             .map(Box::from);
         let status_label = redact(status.as_str()).into_owned();
         let label = match (&self.target, &self.known_id) {

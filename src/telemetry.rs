@@ -107,9 +107,9 @@ pub const SILENT_DROPS_TOTAL: &str = "translation_status_silent_drops_total";
 /// `per_job`): with [`REQUESTS_TOTAL`] by `kind`, requests per job by mechanism.
 pub const JOBSET_JOBS_TOTAL: &str = "translation_status_jobset_jobs_total";
 /// Webhook events handed to job sets, by `outcome`: `finished` (it ended a job's wait),
-/// `pending` (a state that is not terminal: nothing to do), `unmatched` (no job of the set
-/// has that id now — a duplicate of one already finished, a job of another set, or one not
-/// added yet, kept in case it is).
+/// `pending` (a state that is not terminal: nothing to do), `duplicate` (for a job that
+/// ended lately: a copy, or a late one), `unmatched` (no job of the set has that id — another
+/// set's job, or one not added yet, kept in case it is).
 pub const WEBHOOK_EVENTS_TOTAL: &str = "translation_status_webhook_events_total";
 
 /// Buckets for request latencies, in seconds: 1 ms to a minute (a held long-poll counts its
@@ -276,7 +276,7 @@ pub fn describe_metrics() {
     describe_counter!(
         WEBHOOK_EVENTS_TOTAL,
         Unit::Count,
-        "Webhook events handed to job sets, by outcome: finished, pending, unmatched."
+        "Webhook events handed to job sets, by outcome: finished, pending, duplicate, unmatched."
     );
 }
 

@@ -217,10 +217,19 @@ impl JobSetOptions {
     /// A terminal status delivered ends the job's wait at once ([`Mechanism::Webhook`]
     /// in its report), whatever read was out; one delivered again, late or out of order
     /// changes nothing, and neither does a state that is not terminal. A delivery that
-    /// comes before its job is added is kept (the latest 1,024 such) and ends the job when
-    /// it is. Jobs are matched by their id on the server: the id they were added by, a
-    /// [`CreatedJob`](crate::CreatedJob)'s, or the one in a status URL of the client's
-    /// profile's shape; a job without one is read on the safety net alone.
+    /// comes before its job is added is kept (the latest 256 such; the first terminal
+    /// status of each) and ends the job when it is. Jobs are matched by their id on the
+    /// server: a [`CreatedJob`](crate::CreatedJob)'s, the one given with
+    /// [`JobRef::with_id`](crate::JobRef::with_id), the id they were added by, or the one in
+    /// a status URL of the client's profile's shape (kept in a saved set); a job without one
+    /// is read on the safety net alone. An id added twice: a delivery ends both.
+    ///
+    /// A set without this option takes deliveries too — a terminal one ends the job with
+    /// that id at once, one for no job of the set is dropped — and waits as it would
+    /// otherwise.
+    ///
+    /// A restored set reads at once each job older than its first safety read (webhooks
+    /// sent while nothing listened are lost), then goes on on the safety net.
     ///
     /// The safety net's reads are plain reads — batched when the server can
     /// ([`batch_reads`](Self::batch_reads)) — never held: the change stream, event

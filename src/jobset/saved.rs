@@ -70,6 +70,9 @@ pub struct SavedJob {
     pub job: String,
     /// Its status URL, resolved.
     pub status_url: String,
+    /// Its id on the server, when known (webhooks name the job by it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     /// Its event-stream URL, when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events_url: Option<String>,
@@ -188,6 +191,7 @@ pub(crate) fn save_job(job: &Tracked, clocks: &Clocks) -> SavedJob {
         key: job.key.0,
         job: job.endpoints.label.clone(),
         status_url: job.endpoints.status.to_string(),
+        id: job.endpoints.id.as_deref().map(str::to_owned),
         events_url: job.endpoints.events.as_ref().map(ToString::to_string),
         added_at: stamp(job.added_wall),
         deadline: job.deadline_wall.map(stamp),
@@ -301,6 +305,9 @@ fn restore_job(
         other => bad(key, other.to_string()),
     })?;
     endpoints.label = saved.job.clone();
+    if let Some(id) = saved.id.as_deref().filter(|id| super::feed::is_id(id)) {
+        endpoints.id = Some(id.into());
+    }
     let added_wall = parse_time(key, "added_at", &saved.added_at)?;
     let deadline_wall = saved
         .deadline
@@ -378,6 +385,7 @@ mod tests {
                 key: 3,
                 job: "j-1".into(),
                 status_url: "http://h/v1/jobs/j-1/status".into(),
+                id: Some("j-1".into()),
                 events_url: Some("http://h/v1/jobs/j-1/events".into()),
                 added_at: stamp(clocks.wall - Duration::from_secs(60)),
                 deadline: Some(stamp(clocks.wall + Duration::from_secs(60))),

@@ -85,6 +85,8 @@ pub(crate) struct Tracked {
     pub(super) unbatched: bool,
     /// A batched read has answered for it.
     pub(super) batched: bool,
+    /// Asleep until its webhook safety read (planned again when learned durations change).
+    pub(super) on_safety: bool,
 }
 
 impl std::fmt::Debug for Tracked {
@@ -144,6 +146,7 @@ impl Tracked {
             check: false,
             unbatched: false,
             batched: false,
+            on_safety: false,
         }
     }
 

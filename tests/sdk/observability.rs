@@ -263,6 +263,7 @@ fn every_metric_is_described_and_documented() {
         (telemetry::STREAM_RESETS_TOTAL, "counter"),
         (telemetry::SILENT_DROPS_TOTAL, "counter"),
         (telemetry::JOBSET_JOBS_TOTAL, "counter"),
+        (telemetry::WEBHOOK_EVENTS_TOTAL, "counter"),
     ];
     let docs = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),

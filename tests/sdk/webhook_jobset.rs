@@ -14,9 +14,9 @@ use translation_status::jobset::{JobEvent, JobSet, JobSetHandle, JobSetOptions, 
 use translation_status::poll::{LearnedDurations, Sample};
 use translation_status::webhook::axum::route;
 use translation_status::webhook::{Receiver, Secret};
-use translation_status::{Client, CreateRequest, Error, JobState, Mechanism, Profile};
+use translation_status::{Client, CreateRequest, Error, JobRef, JobState, Mechanism, Profile};
 
-use crate::support::{metric, sim};
+use crate::support::{job, metric, sim};
 
 const WHSEC: &str = "whsec_dGVzdC1zZWNyZXQtZm9yLWpvYi1zZXQtaG9va3M=";
 const HEYGEN_SECRET: &str = "endpoint-secret-for-job-sets";
@@ -49,6 +49,56 @@ async fn next_event(jobs: &mut JobSet) -> JobEvent {
         .await
         .expect("an event in time")
         .expect("a job left")
+}
+
+/// Posts a HeyGen `video_translate.success` or `.fail` for `id`, signed, to `url`.
+async fn deliver(url: &str, event: &str, id: &str) {
+    let data = match event {
+        "success" => {
+            format!(r#"{{"video_translate_id": "{id}", "url": "https://cdn.example/{id}.mp4"}}"#)
+        }
+        _ => format!(
+            r#"{{"video_translate_id": "{id}", "message": "the voice could not be cloned"}}"#
+        ),
+    };
+    let body = format!(r#"{{"event_type": "video_translate.{event}", "event_data": {data}}}"#);
+    let mut mac = Hmac::<Sha256>::new_from_slice(HEYGEN_SECRET.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    let signature: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let response = reqwest::Client::new()
+        .post(url)
+        .header("signature", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 204, "the set took it");
+}
+
+/// A HeyGen client whose jobs are never read here (the base URL is closed), and a set of it
+/// with `options`, with a receiver in front: the client, the set and the hook's URL.
+async fn heygen_set(options: JobSetOptions) -> (Client, JobSet, String) {
+    let client = Client::builder()
+        .base_url("http://127.0.0.1:9")
+        .profile(Profile::builtin("heygen-v2").unwrap())
+        .build()
+        .unwrap();
+    let jobs = client.job_set(options).unwrap();
+    let receiver = Receiver::heygen(Secret::raw(HEYGEN_SECRET).unwrap())
+        .build()
+        .unwrap();
+    let url = hook(receiver, jobs.handle()).await;
+    (client, jobs, url)
+}
+
+/// As far as a duration goes: no job is read in these tests (and nothing overflows).
+fn never_read() -> JobSetOptions {
+    JobSetOptions::new().webhooks(SafetyNet::After(Duration::MAX))
 }
 
 /// A simulator job of `ms` milliseconds, created with a callback to `hook`.
@@ -140,53 +190,9 @@ async fn a_job_set_ends_jobs_on_their_webhooks_and_reads_the_lost_ones_on_its_sa
 
 #[tokio::test]
 async fn the_first_terminal_delivery_decides_even_before_its_job_is_added() {
-    // No job is ever read here: the safety net is an hour away, and the base URL is closed.
-    let client = Client::builder()
-        .base_url("http://127.0.0.1:9")
-        .profile(Profile::builtin("heygen-v2").unwrap())
-        .build()
-        .unwrap();
-    let mut jobs = client
-        .job_set(JobSetOptions::new().webhooks(SafetyNet::After(Duration::from_secs(3600))))
-        .unwrap();
-    let receiver = Receiver::heygen(Secret::raw(HEYGEN_SECRET).unwrap())
-        .build()
-        .unwrap();
-    let url = hook(receiver, jobs.handle()).await;
-    let deliver = |event: &'static str, id: &'static str| {
-        let url = url.clone();
-        async move {
-            let data = match event {
-                "success" => format!(
-                    r#"{{"video_translate_id": "{id}", "url": "https://cdn.example/{id}.mp4"}}"#
-                ),
-                _ => format!(
-                    r#"{{"video_translate_id": "{id}", "message": "the voice could not be cloned"}}"#
-                ),
-            };
-            let body =
-                format!(r#"{{"event_type": "video_translate.{event}", "event_data": {data}}}"#);
-            let mut mac = Hmac::<Sha256>::new_from_slice(HEYGEN_SECRET.as_bytes()).unwrap();
-            mac.update(body.as_bytes());
-            let signature: String = mac
-                .finalize()
-                .into_bytes()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
-            let response = reqwest::Client::new()
-                .post(&url)
-                .header("signature", signature)
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.status().as_u16(), 204, "the set took it");
-        }
-    };
-
+    let (_client, mut jobs, url) = heygen_set(never_read()).await;
     // Delivered first, added second: it ends at once, without a read.
-    deliver("success", "vt-early").await;
+    deliver(&url, "success", "vt-early").await;
     jobs.add("vt-early").unwrap();
     let JobEvent::Finished { job, result, .. } = next_event(&mut jobs).await else {
         panic!("a stall?")
@@ -202,8 +208,8 @@ async fn the_first_terminal_delivery_decides_even_before_its_job_is_added() {
 
     // A failure, then a success out of order, then the failure again: the first decides.
     let later = jobs.add("vt-2").unwrap();
-    deliver("fail", "vt-2").await;
-    deliver("success", "vt-2").await;
+    deliver(&url, "fail", "vt-2").await;
+    deliver(&url, "success", "vt-2").await;
     let JobEvent::Finished { key, result, .. } = next_event(&mut jobs).await else {
         panic!("a stall?")
     };
@@ -215,10 +221,74 @@ async fn the_first_terminal_delivery_decides_even_before_its_job_is_added() {
     assert_eq!(failed.report.mechanism, Mechanism::Webhook);
     // Nothing more about vt-2: the next event is the next job's.
     let last = jobs.add("vt-3").unwrap();
-    deliver("success", "vt-3").await;
+    deliver(&url, "success", "vt-3").await;
     let event = next_event(&mut jobs).await;
     assert_eq!(event.key(), last);
     assert_eq!(jobs.tracked(), 0);
+
+    // Two deliveries before the add: the first decides.
+    deliver(&url, "fail", "vt-4").await;
+    deliver(&url, "success", "vt-4").await;
+    jobs.add("vt-4").unwrap();
+    let JobEvent::Finished { result, .. } = next_event(&mut jobs).await else {
+        panic!("a stall?")
+    };
+    assert!(matches!(result, Err(Error::JobFailed(_))), "{result:?}");
+
+    // One id added twice: one delivery ends both.
+    let (a, b) = (jobs.add("vt-5").unwrap(), jobs.add("vt-5").unwrap());
+    deliver(&url, "success", "vt-5").await;
+    let mut ended = vec![
+        next_event(&mut jobs).await.key(),
+        next_event(&mut jobs).await.key(),
+    ];
+    ended.sort();
+    assert_eq!(ended, vec![a, b]);
+}
+
+#[tokio::test]
+async fn a_restored_set_still_finds_its_jobs_by_their_ids() {
+    let (client, jobs, _) = heygen_set(never_read()).await;
+    // A created job whose status URL has no id in it: only the saved id names it.
+    let created = JobRef::status_url("http://127.0.0.1:9/some/where/else").with_id("vt-saved");
+    jobs.add(created).unwrap();
+    let saved = jobs.export().await.unwrap();
+    assert_eq!(saved.jobs[0].id.as_deref(), Some("vt-saved"));
+    drop(jobs);
+
+    let mut restored = client.restore_job_set(&saved, never_read()).unwrap();
+    let receiver = Receiver::heygen(Secret::raw(HEYGEN_SECRET).unwrap())
+        .build()
+        .unwrap();
+    let url = hook(receiver, restored.handle()).await;
+    deliver(&url, "success", "vt-saved").await;
+    let JobEvent::Finished { result, .. } = next_event(&mut restored).await else {
+        panic!("a stall?")
+    };
+    assert_eq!(result.unwrap().report.mechanism, Mechanism::Webhook);
+}
+
+#[tokio::test]
+async fn a_set_without_a_safety_net_takes_deliveries_too() {
+    let server = sim(|_| {}).await;
+    let client = Client::builder()
+        .base_url(server.base_url())
+        .build()
+        .unwrap();
+    let mut jobs = client.job_set(JobSetOptions::new()).unwrap();
+    let receiver = Receiver::heygen(Secret::raw(HEYGEN_SECRET).unwrap())
+        .build()
+        .unwrap();
+    let url = hook(receiver, jobs.handle()).await;
+    // An hour on the server; its webhook (sent here by hand) ends it now.
+    let id = job(&server, 3_600_000);
+    jobs.add(id.as_str()).unwrap();
+    let id: &'static str = Box::leak(id.into_boxed_str());
+    deliver(&url, "success", id).await;
+    let JobEvent::Finished { result, .. } = next_event(&mut jobs).await else {
+        panic!("a stall?")
+    };
+    assert_eq!(result.unwrap().report.mechanism, Mechanism::Webhook);
 }
 
 #[tokio::test]

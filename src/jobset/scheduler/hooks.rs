@@ -8,79 +8,128 @@
 //!
 //! Deliveries find their job by its id on the server. A terminal one ends the job's wait at
 //! once, through its ledger like any answer, so the first terminal status — delivered or
-//! read — decides, once; the job leaves the set, and a copy delivered later finds no job. One
-//! that comes before its job is added is kept, the latest [`MAX_EARLY`] of them, and ends the
-//! job when it is.
+//! read — decides, once; the job leaves the set, and a copy delivered later finds no job
+//! (the ids of the latest [`MAX_ENDED`] jobs that ended are remembered, so that such copies
+//! are told from early deliveries). One that comes before its job is added is kept, the
+//! latest [`MAX_EARLY`] of them (the first terminal status of each), and ends the job when it
+//! is. An id added twice ends every job that has it.
+//!
+//! A set that was not told to expect webhooks takes deliveries too: a terminal one ends the
+//! job with that id (found by a scan: such a set keeps no index), one for no job of the set is
+//! dropped.
 //!
 //! The safety reads are planned with the learned durations as they are when a job goes to
 //! sleep; when they change (jobs ended and were learned from), every job asleep on its safety
-//! read is planned again.
+//! read is planned again, at most once a second.
 //!
 //! [`JobSetOptions::webhooks`]: crate::jobset::JobSetOptions::webhooks
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::Scheduler;
+use crate::jobset::JobKey;
 use crate::jobset::safety::SafetyNet;
-use crate::jobset::tracked::{Stage, Tracked};
-use crate::jobset::{JobKey, tracked::Membership};
+use crate::jobset::tracked::{Membership, Stage, Tracked};
 use crate::model::JobStatus;
 use crate::poll::DurationModel;
 use crate::telemetry;
 use crate::wait::Wire;
 use crate::wait::ledger::Answer;
 
-/// The most terminal deliveries kept for jobs not (yet) in the set.
-pub(crate) const MAX_EARLY: usize = 1024;
+/// The most terminal deliveries kept for jobs not (yet) in the set (each a status: its
+/// message and result URL are bounded by the profile's limits).
+pub(crate) const MAX_EARLY: usize = 256;
+/// The most ids of ended jobs remembered, to tell a copy from an early delivery.
+pub(crate) const MAX_ENDED: usize = 1024;
 /// How often the safety reads are planned again when the learned durations changed.
-const REPLAN_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+const REPLAN_EVERY: Duration = Duration::from_secs(1);
+/// A safety read further than this is no safety read (the deadline and the last look before
+/// it still come).
+const FAR: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// A bounded set of ids, oldest out first.
+struct Recent<V> {
+    map: HashMap<Box<str>, V>,
+    order: VecDeque<Box<str>>,
+}
+
+impl<V> Default for Recent<V> {
+    fn default() -> Self {
+        Recent {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+}
+
+impl<V> Recent<V> {
+    /// Keeps `value` for `id` unless one is kept already (the first stays).
+    fn keep(&mut self, id: &str, value: V, cap: usize) {
+        if self.map.contains_key(id) {
+            return;
+        }
+        self.map.insert(id.into(), value);
+        self.order.push_back(id.into());
+        while self.order.len() > cap {
+            if let Some(oldest) = self.order.pop_front() {
+                self.map.remove(&oldest);
+            }
+        }
+    }
+
+    fn take(&mut self, id: &str) -> Option<V> {
+        let value = self.map.remove(id)?;
+        self.order.retain(|kept| &**kept != id);
+        Some(value)
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.map.contains_key(id)
+    }
+}
 
 /// A set's webhook books.
 pub(super) struct Hooks {
     net: SafetyNet,
     /// Jobs by their id on the server (the latest added, for an id added twice).
     ids: HashMap<Box<str>, JobKey>,
-    /// Terminal statuses delivered for ids no job of the set has, oldest first.
-    early: HashMap<Box<str>, JobStatus>,
-    order: VecDeque<Box<str>>,
+    /// Ids added while a job with the same id was in the set: deliveries then look for all.
+    twins: HashSet<Box<str>>,
+    /// Terminal statuses delivered for ids no job of the set has.
+    early: Recent<JobStatus>,
+    /// Ids of jobs that ended lately.
+    ended: Recent<()>,
     /// The learned durations the sleeping jobs' safety reads were planned with.
     planned: Arc<DurationModel>,
     planned_at: Option<Instant>,
+    /// Says when a finished wait taught the learned durations something.
+    changes: watch::Receiver<u64>,
+    /// They changed since the last plan.
+    stale: bool,
 }
 
 impl Hooks {
-    pub(super) fn new(net: SafetyNet, model: Arc<DurationModel>) -> Self {
+    pub(super) fn new(
+        net: SafetyNet,
+        model: Arc<DurationModel>,
+        changes: watch::Receiver<u64>,
+    ) -> Self {
         Hooks {
             net,
             ids: HashMap::new(),
-            early: HashMap::new(),
-            order: VecDeque::new(),
+            twins: HashSet::new(),
+            early: Recent::default(),
+            ended: Recent::default(),
             planned: model,
             planned_at: None,
+            changes,
+            stale: false,
         }
-    }
-
-    /// Keeps a terminal status delivered for a job the set does not have (the oldest kept
-    /// goes when full).
-    fn keep(&mut self, id: &str, status: JobStatus) {
-        if self.early.insert(id.into(), status).is_some() {
-            return;
-        }
-        self.order.push_back(id.into());
-        while self.order.len() > MAX_EARLY {
-            if let Some(oldest) = self.order.pop_front() {
-                self.early.remove(&oldest);
-            }
-        }
-    }
-
-    fn take_early(&mut self, id: &str) -> Option<JobStatus> {
-        let status = self.early.remove(id)?;
-        self.order.retain(|kept| &**kept != id);
-        Some(status)
     }
 }
 
@@ -88,7 +137,8 @@ impl Hooks {
 fn safety_at(net: &SafetyNet, model: &DurationModel, job: &Tracked, now: Instant) -> Instant {
     let ledger = &job.ledger;
     let next = net.next_age(model, ledger.pending_age());
-    now + next.saturating_sub(ledger.age(now))
+    let ahead = next.saturating_sub(ledger.age(now)).min(FAR);
+    now.checked_add(ahead).unwrap_or(now)
 }
 
 impl<W: Wire> Scheduler<W> {
@@ -105,7 +155,10 @@ impl<W: Wire> Scheduler<W> {
         job.member = Membership::Out;
         let early = match job.endpoints.id.clone() {
             Some(id) => {
-                let early = hooks.take_early(&id);
+                let early = hooks.early.take(&id);
+                if hooks.ids.contains_key(&id) {
+                    hooks.twins.insert(id.clone());
+                }
                 hooks.ids.insert(id, key);
                 early
             }
@@ -121,12 +174,29 @@ impl<W: Wire> Scheduler<W> {
         true
     }
 
-    /// A job left the set: deliveries no longer find it.
+    /// A job left the set: deliveries no longer find it (a twin with its id takes its place).
     pub(super) fn hook_leave(&mut self, key: JobKey, job: &Tracked) {
-        if let (Some(hooks), Some(id)) = (&mut self.hooks, &job.endpoints.id)
-            && hooks.ids.get(id) == Some(&key)
-        {
-            hooks.ids.remove(id);
+        let (Some(hooks), Some(id)) = (&mut self.hooks, &job.endpoints.id) else {
+            return;
+        };
+        hooks.ended.keep(id, (), MAX_ENDED);
+        if hooks.ids.get(id) != Some(&key) {
+            return;
+        }
+        hooks.ids.remove(id);
+        if hooks.twins.contains(id) {
+            match self
+                .jobs
+                .iter()
+                .find(|(_, other)| other.endpoints.id.as_ref() == Some(id))
+            {
+                Some((twin, _)) => {
+                    hooks.ids.insert(id.clone(), *twin);
+                }
+                None => {
+                    hooks.twins.remove(id);
+                }
+            }
         }
     }
 
@@ -136,23 +206,42 @@ impl<W: Wire> Scheduler<W> {
             telemetry::webhook_event("pending");
             return;
         }
-        let Some(hooks) = &mut self.hooks else {
-            tracing::debug!(
-                job = id,
-                "a webhook delivered to a job set that does not expect webhooks"
-            );
+        let keys: Vec<JobKey> = match &mut self.hooks {
+            None => self.with_id(id),
+            Some(hooks) => match hooks.ids.get(id) {
+                Some(_) if hooks.twins.contains(id) => self.with_id(id),
+                Some(&key) => vec![key],
+                None if hooks.ended.contains(id) => {
+                    telemetry::webhook_event("duplicate");
+                    return;
+                }
+                None => {
+                    // Another set's job, or one not added yet: kept in case it is.
+                    hooks.early.keep(id, status, MAX_EARLY);
+                    telemetry::webhook_event("unmatched");
+                    return;
+                }
+            },
+        };
+        if keys.is_empty() {
+            tracing::debug!(job = id, "a webhook for no job of the set");
             telemetry::webhook_event("unmatched");
             return;
-        };
-        let Some(&key) = hooks.ids.get(id) else {
-            // A copy of one that ended its job already, another set's job, or one added
-            // later: kept in case it is.
-            telemetry::webhook_event("unmatched");
-            hooks.keep(id, status);
-            return;
-        };
-        telemetry::webhook_event("finished");
-        self.take(key, Answer::Delivered(status), Instant::now());
+        }
+        let now = Instant::now();
+        for key in keys {
+            telemetry::webhook_event("finished");
+            self.take(key, Answer::Delivered(status.clone()), now);
+        }
+    }
+
+    /// Every job of the set with id `id` (a scan).
+    fn with_id(&self, id: &str) -> Vec<JobKey> {
+        self.jobs
+            .iter()
+            .filter(|(_, job)| job.endpoints.id.as_deref() == Some(id))
+            .map(|(key, _)| *key)
+            .collect()
     }
 
     /// The latest of `at` and the job's next safety read, when the set expects webhooks.
@@ -163,32 +252,46 @@ impl<W: Wire> Scheduler<W> {
         }
     }
 
+    /// When the safety reads are to be planned again: a second after the last plan, once the
+    /// learned durations changed.
+    pub(super) fn hooks_wake(&mut self) -> Option<Instant> {
+        let hooks = self.hooks.as_mut()?;
+        if hooks.changes.has_changed().unwrap_or(false) {
+            hooks.changes.mark_unchanged();
+            hooks.stale = true;
+        }
+        hooks.stale.then(|| {
+            hooks
+                .planned_at
+                .map_or_else(Instant::now, |at| at + REPLAN_EVERY)
+        })
+    }
+
     /// Plans the safety reads again when the learned durations changed (at most once a
     /// second): a job asleep until its safety read sleeps until the new one.
     pub(super) fn hooks_turn(&mut self, now: Instant) {
         let Some(hooks) = &mut self.hooks else {
             return;
         };
-        if hooks
-            .planned_at
-            .is_some_and(|at| now.saturating_duration_since(at) < REPLAN_EVERY)
+        if !hooks.stale
+            || hooks
+                .planned_at
+                .is_some_and(|at| now.saturating_duration_since(at) < REPLAN_EVERY)
         {
             return;
         }
         hooks.planned_at = Some(now);
         let model = self.ctx.learned.model();
         if Arc::ptr_eq(&model, &hooks.planned) {
+            // Being fitted meanwhile: the next turn takes it.
             return;
         }
-        let old = std::mem::replace(&mut hooks.planned, model);
-        let net = hooks.net;
+        hooks.stale = false;
+        hooks.planned = model;
         let asleep: Vec<JobKey> = self
             .jobs
             .iter()
-            .filter(|(_, job)| match job.stage {
-                Stage::Sleeping { until, .. } => until == safety_at(&net, &old, job, now),
-                _ => false,
-            })
+            .filter(|(_, job)| job.on_safety && matches!(job.stage, Stage::Sleeping { .. }))
             .map(|(key, _)| *key)
             .collect();
         for key in asleep {

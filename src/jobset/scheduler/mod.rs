@@ -174,7 +174,7 @@ impl<W: Wire> Scheduler<W> {
             batch: batch::Batching::new(base, options.batch_reads),
             hooks: options
                 .webhooks
-                .map(|net| hooks::Hooks::new(net, ctx.learned.model())),
+                .map(|net| hooks::Hooks::new(net, ctx.learned.model(), ctx.learned.changes())),
             ctx,
             policy: options.wait.composed_policy(),
             options,
@@ -210,10 +210,15 @@ impl<W: Wire> Scheduler<W> {
                 self.dispatch(now);
             }
             self.gauges(now);
-            let wake = [self.timers.next(), self.budget_wake, self.feed_wake()]
-                .into_iter()
-                .flatten()
-                .min();
+            let wake = [
+                self.timers.next(),
+                self.budget_wake,
+                self.feed_wake(),
+                self.hooks_wake(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             if let Some(wake) = wake {
                 sleep.as_mut().reset(wake);
             }
@@ -384,15 +389,21 @@ impl<W: Wire> Scheduler<W> {
     fn sleep_until(&mut self, key: JobKey, at: Instant, now: Instant) {
         let bound = self.bound(now);
         let mut at = at;
+        let mut on_safety = false;
         if self.hooks.is_some() {
-            at = self.not_before_safety(key, at, now);
+            let safety = self.not_before_safety(key, at, now);
+            on_safety = safety > at;
+            at = safety;
         }
         let Some(job) = self.jobs.get_mut(&key) else {
             return;
         };
         if let Some(due) = job.stall.due(bound) {
-            at = at.min(due.max(now + MIN_PAUSE));
+            let check = due.max(now + MIN_PAUSE);
+            on_safety &= check >= at;
+            at = at.min(check);
         }
+        job.on_safety = on_safety;
         // A job the stream follows sleeps too after a look of its own (a stall check): at
         // `at` it rejoins the stream without a request, and an event wakes it sooner.
         if at <= now {

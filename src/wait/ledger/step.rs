@@ -380,7 +380,9 @@ impl Ledger {
         }
         let mut step = Step::new(Decision::Listen);
         step.seen = true;
-        let ending = self.finish(parts.job, status, Mechanism::Webhook, at, true);
+        // Not prompt: a delivery may be a retry minutes after the end, or kept until its job
+        // was added. The job ended by `at` (exactly when the status says when).
+        let ending = self.finish(parts.job, status, Mechanism::Webhook, at, false);
         step.decision = Decision::Finish(Box::new(ending));
         step
     }

@@ -773,3 +773,35 @@ fn a_pause_the_server_asks_for_is_a_floor_on_the_next_poll() {
         Want::Sleep(2.0, Pause::Policy(Basis::Fixed))
     );
 }
+
+#[test]
+fn a_delivered_webhook_ends_the_wait_only_when_terminal_and_teaches_no_more_than_it_knows() {
+    // Pending at 2 s by a read, the creation known; a webhook says completed at 9 s: the job
+    // ended in (2, 9] — the delivery may be a retry, so not "just now".
+    let mut script = Script::new(None);
+    script.ledger = Ledger::new(script.t0, None, Some(script.t0));
+    script.look(2.0, 0.0, pending());
+    let running = JobStatus::new(JobState::Pending { eta: None });
+    let step = script.step(5.0, Answer::Delivered(running));
+    assert_eq!(
+        script.want(&step),
+        Want::Listen,
+        "not terminal: nothing changes"
+    );
+    assert!(!step.seen);
+    let step = script.step(9.0, Answer::Delivered(JobStatus::new(JobState::Completed)));
+    assert_eq!(script.want(&step), Want::Done("completed"));
+    let ending = Script::ending(step);
+    assert_eq!(ending.report.mechanism, Mechanism::Webhook);
+    assert_eq!(ending.report.requests, 1);
+    assert_eq!(
+        ending.lesson,
+        Some(crate::poll::Sample::between(secs(2.0), secs(9.0)))
+    );
+    // Never read, creation unknown: ended by its delivery, nothing to learn.
+    let mut script = Script::new(None);
+    let failed = JobStatus::new(JobState::Failed(crate::model::JobFailure::default()));
+    let ending = Script::ending(script.step(3.0, Answer::Delivered(failed)));
+    assert_eq!(ending.outcome, "failed");
+    assert_eq!(ending.lesson, None);
+}
