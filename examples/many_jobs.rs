@@ -26,7 +26,7 @@
 //! lifetime (10 min) and the set's bookmark interval alike), `--kill-every SECONDS` (the
 //! server ends every change stream after this long, scaled), `--silent-rate P` (the
 //! simulator's `silent` fault), `--no-stream` and `--no-batch` (the set's change stream and
-//! batched reads off), `--poll-only` (no event streams or long-polls of single jobs).
+//! batched reads off), `--economical` (`BatchTiming::Economical`), `--poll-only` (no event streams or long-polls of single jobs).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,7 +37,7 @@ use metrics::{
     SharedString, Unit,
 };
 use tokio::time::Instant;
-use translation_status::jobset::{JobEvent, JobSetOptions, RequestBudget};
+use translation_status::jobset::{BatchTiming, JobEvent, JobSetOptions, RequestBudget};
 use translation_status::{Client, Error, NewJob, Outcome, telemetry};
 
 struct Args {
@@ -54,6 +54,7 @@ struct Args {
     silent_rate: f64,
     stream: bool,
     batch: bool,
+    economical: bool,
     poll_only: bool,
 }
 
@@ -72,6 +73,7 @@ fn args() -> anyhow::Result<Args> {
         silent_rate: 0.0,
         stream: true,
         batch: true,
+        economical: false,
         poll_only: false,
     };
     let mut it = std::env::args().skip(1);
@@ -93,10 +95,11 @@ fn args() -> anyhow::Result<Args> {
             "--silent-rate" => args.silent_rate = value("--silent-rate")?.parse()?,
             "--no-stream" => args.stream = false,
             "--no-batch" => args.batch = false,
+            "--economical" => args.economical = true,
             "--poll-only" => args.poll_only = true,
             flag if flag.starts_with("--") => anyhow::bail!(
                 "unknown flag {flag}; usage: many_jobs [BASE_URL] [--jobs N] [--rate R] [--burst B] [--stall-after S] \
-                 [--median S --sigma X] [--time-scale F] [--kill-every S] [--silent-rate P] [--no-stream] [--no-batch] [--poll-only] [--json]"
+                 [--median S --sigma X] [--time-scale F] [--kill-every S] [--silent-rate P] [--no-stream] [--no-batch] [--economical] [--poll-only] [--json]"
             ),
             url => args.base = Some(url.to_owned()),
         }
@@ -196,6 +199,11 @@ async fn main() -> anyhow::Result<()> {
         .deadline(Duration::from_secs(120).max(2 * longest))
         .change_stream(args.stream)
         .batch_reads(args.batch)
+        .batch_timing(if args.economical {
+            BatchTiming::Economical
+        } else {
+            BatchTiming::Prompt
+        })
         .bookmark_interval(bookmark)
         .sse(!args.poll_only)
         .long_poll(!args.poll_only);

@@ -116,7 +116,7 @@ pub use budget::RequestBudget;
 pub(crate) use budget::SharedBudget;
 pub use handle::JobSetHandle;
 pub(crate) use handle::Shared;
-pub use options::JobSetOptions;
+pub use options::{BatchTiming, JobSetOptions};
 pub use safety::SafetyNet;
 pub use saved::{FORMAT, SavedDuration, SavedJob, SavedJobSet};
 pub use stall::StallDetection;
@@ -240,7 +240,8 @@ pub struct Stall {
 /// 2. **Batched reads** ([`batch_reads`](JobSetOptions::batch_reads), on by default): every
 ///    job due for a plain look in the same turn — and jobs due within half of their pause
 ///    — go into one `GET /v1/jobs?ids=` of up to [`max_batch`](JobSetOptions::max_batch)
-///    jobs; each job takes its part as its own read, on its own schedule. Given up for the
+///    jobs; each job takes its part as its own read, on its own schedule (re-planned from an
+///    early look, or keeping its cadence: [`BatchTiming`]). Given up for the
 ///    set when the route is missing; a job the batch names not found is read on its own.
 /// 3. **Each job on its own**: its event stream, long-poll or reads, as described above.
 ///

@@ -87,6 +87,9 @@ pub(crate) struct Tracked {
     pub(super) batched: bool,
     /// Asleep until its webhook safety read (planned again when learned durations change).
     pub(super) on_safety: bool,
+    /// How much earlier than due a batched read took its look: its next look keeps the
+    /// cadence it would have had (see the `batch` module).
+    pub(super) ahead: Duration,
 }
 
 impl std::fmt::Debug for Tracked {
@@ -147,6 +150,7 @@ impl Tracked {
             unbatched: false,
             batched: false,
             on_safety: false,
+            ahead: Duration::ZERO,
         }
     }
 

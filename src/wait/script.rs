@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::source::{ReadRequest, Reading, Subscribed};
-use super::wire::Wire;
+use super::wire::{Exchanged, ManyRequest, Wire};
 use super::{Capabilities, FallbackReason, RemoteCancel};
 use crate::context::Context;
 use crate::error::{Error, Unavailable, UnexpectedResponse, Unreachable};
@@ -88,6 +88,8 @@ struct State {
     streams: VecDeque<StreamReply>,
     /// How a cancel is answered: after how long, with what.
     cancel: (Duration, RemoteCancel),
+    /// Whether batched reads are answered (every job named, pending, at once).
+    batches: bool,
     sent: Vec<Sent>,
 }
 
@@ -110,6 +112,7 @@ impl Script {
             reads: reads.into(),
             streams: streams.into(),
             cancel: (Duration::ZERO, RemoteCancel::Canceled),
+            batches: false,
             sent: Vec::new(),
         })))
     }
@@ -120,17 +123,28 @@ impl Script {
         self
     }
 
+    /// Answers batched reads (`GET /v1/jobs?ids=`): every job named is pending, at once.
+    /// Each is logged as `batch`, its path `/v1/jobs?ids=` with the ids as sent.
+    pub(crate) fn with_batches(self) -> Self {
+        self.0.lock().unwrap().batches = true;
+        self
+    }
+
     /// Everything sent so far.
     pub(crate) fn sent(&self) -> Vec<Sent> {
         self.0.lock().unwrap().sent.clone()
     }
 
     fn log(&self, url: &Url, kind: &'static str, request: Option<&ReadRequest>) {
+        self.log_path(url.path().to_owned(), kind, request);
+    }
+
+    fn log_path(&self, path: String, kind: &'static str, request: Option<&ReadRequest>) {
         let mut state = self.0.lock().unwrap();
         let at_ms = Instant::now().duration_since(state.start).as_millis() as u64;
         state.sent.push(Sent {
             at_ms,
-            path: url.path().to_owned(),
+            path,
             kind,
             etag: request.and_then(|r| r.etag.clone()),
             hold_s: request.and_then(|r| r.hold).map(|h| h.as_secs()),
@@ -139,6 +153,38 @@ impl Script {
 }
 
 impl Wire for Script {
+    fn many(&self) -> bool {
+        self.0.lock().unwrap().batches
+    }
+
+    fn exchange(&self, request: ManyRequest) -> impl Future<Output = Exchanged> + Send + 'static {
+        let ids: Vec<String> = request
+            .url
+            .query_pairs()
+            .filter(|(name, _)| name == "ids")
+            .flat_map(|(_, ids)| ids.split(',').map(str::to_owned).collect::<Vec<_>>())
+            .collect();
+        let batches = self.0.lock().unwrap().batches;
+        let answer = if batches && request.url.path() == "/v1/jobs" {
+            self.log_path(format!("/v1/jobs?ids={}", ids.join(",")), "batch", None);
+            let jobs: Vec<serde_json::Value> = ids
+                .iter()
+                .map(|id| serde_json::json!({ "id": id, "result": "pending", "progress": 0.0 }))
+                .collect();
+            Exchanged::Answered {
+                status: http::StatusCode::OK,
+                headers: http::HeaderMap::new(),
+                body: serde_json::to_vec(&serde_json::json!({ "jobs": jobs }))
+                    .unwrap()
+                    .into(),
+                attempts: 1,
+            }
+        } else {
+            Exchanged::Unsupported
+        };
+        std::future::ready(answer)
+    }
+
     fn read(
         &self,
         url: &Url,

@@ -15,7 +15,7 @@ use crate::telemetry;
 use crate::transport::signals::Signals;
 use crate::transport::sse;
 use crate::wait::Wire;
-use crate::wait::ledger::{Answer, Break, Decision, Look, Parts};
+use crate::wait::ledger::{Answer, Break, Decision, Look, Parts, Pause};
 use crate::wait::source::Subscribed;
 
 impl<W: Wire> Scheduler<W> {
@@ -255,11 +255,18 @@ impl<W: Wire> Scheduler<W> {
                 job.stage = Stage::Streaming { last_event: now };
                 self.arm(key);
             }
-            Decision::Sleep { until, .. } => {
+            Decision::Sleep { until, pause } => {
                 if matches!(job.stage, Stage::Streaming { .. }) {
                     // Dropping the stream closes its connection.
                     job.abandon();
                 }
+                // A look a batched read took early keeps the job's cadence: the next one is
+                // as far from when the look was due as the schedule says.
+                let ahead = std::mem::take(&mut job.ahead);
+                let until = match pause {
+                    Pause::Policy(_) => until.checked_add(ahead).unwrap_or(until),
+                    _ => until,
+                };
                 self.sleep_until(key, until, now);
             }
             Decision::Expire { .. } => self.expire(key, now),

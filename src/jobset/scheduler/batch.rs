@@ -11,8 +11,12 @@
 //! looks follow its own schedule (its hints, its ETA), so jobs are rarely due in the same
 //! instant; taking them up to half a pause early is what fills a read (1,000 lognormal jobs:
 //! 0.17 requests per job instead of 0.48 with a tenth, at the same detection delay — see
-//! docs/benchmarks.md). A job looked at early is not detected later: its next look is
-//! scheduled from the answer.
+//! docs/benchmarks.md). What the early look means for the job's schedule is the set's
+//! [`BatchTiming`]: by default (`Prompt`) its next look is scheduled from the answer, so it
+//! is not detected later, but looked at more often; `Economical` keeps its cadence (the next
+//! look as far from when the early one was due as its schedule says: `Tracked::ahead`), so it
+//! is looked at as often as alone, and reads are fuller, but a look aimed at the job's end and
+//! taken early finds it a pause later. Jobs that expect webhooks are never taken early.
 //!
 //! A job the batched read names not found, or whose part cannot be read, is read on its own
 //! from then on (its own read says what became of it). A server without the route (`404`,
@@ -29,10 +33,10 @@ use url::Url;
 
 use super::feed::FeedState;
 use super::{Done, Scheduler};
-use crate::jobset::JobKey;
 use crate::jobset::budget::Grant;
 use crate::jobset::feed::{self, status_id};
 use crate::jobset::tracked::{Membership, Stage};
+use crate::jobset::{BatchTiming, JobKey};
 use crate::model::JobState;
 use crate::poll::MIN_PAUSE;
 use crate::transport::RequestKind;
@@ -164,7 +168,8 @@ impl<W: Wire> Scheduler<W> {
     /// Fills a batch with sleeping jobs whose look is due within half of their pause.
     fn pull_ahead(&mut self, keys: &mut Vec<JobKey>, now: Instant) {
         let room = self.options.max_batch.saturating_sub(keys.len());
-        if room == 0 {
+        // A job that expects a webhook is read when its webhook is overdue, not before.
+        if room == 0 || self.hooks.is_some() {
             return;
         }
         let mut pulled = Vec::new();
@@ -186,10 +191,16 @@ impl<W: Wire> Scheduler<W> {
             let pause = until.saturating_duration_since(from);
             let last_look = job.ledger.last_look_at().is_some_and(|at| due >= at);
             if due == until && !last_look && early <= pause / 2 && self.batchable(key) {
-                pulled.push(key);
+                pulled.push((key, early));
             }
         }
-        keys.extend(pulled);
+        let keep = self.options.batch_timing == BatchTiming::Economical;
+        for (key, early) in pulled {
+            if let Some(job) = self.jobs.get_mut(&key) {
+                job.ahead = if keep { early } else { Duration::ZERO };
+            }
+            keys.push(key);
+        }
     }
 
     pub(super) fn batch_answered(
@@ -276,6 +287,7 @@ impl<W: Wire> Scheduler<W> {
                 None => {
                     // Not found, or not readable: its own read says what became of it.
                     job.unbatched = true;
+                    job.ahead = Duration::ZERO;
                     self.make_ready(key);
                 }
             }
@@ -310,6 +322,7 @@ impl<W: Wire> Scheduler<W> {
         for key in keys {
             if let Some(job) = self.jobs.get_mut(&key) {
                 job.unbatched = job.unbatched || !off;
+                job.ahead = Duration::ZERO;
                 self.make_ready(key);
             }
         }
@@ -322,6 +335,9 @@ impl<W: Wire> Scheduler<W> {
             return self.unbatch(keys, true);
         }
         for key in keys {
+            if let Some(job) = self.jobs.get_mut(&key) {
+                job.ahead = Duration::ZERO;
+            }
             self.sleep_until(key, now + pause, now);
         }
     }

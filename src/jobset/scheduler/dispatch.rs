@@ -96,6 +96,7 @@ impl<W: Wire> Scheduler<W> {
         job.abandon();
         job.ledger.sent();
         job.check = false;
+        job.ahead = Duration::ZERO;
         let generation = job.generation;
         match look {
             Look::Poll | Look::Final | Look::Hold(_) => {

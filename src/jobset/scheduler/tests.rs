@@ -303,3 +303,51 @@ async fn a_last_look_without_a_token_is_not_taken() {
     let ends: Vec<(f64, _)> = events.iter().map(|(at, e)| (*at, e.key())).collect();
     assert_eq!(ends, [(1.5, a), (1.5, b)]);
 }
+
+/// The batched reads a script answered: when, and for which jobs.
+fn batches(sent: &[Sent]) -> Vec<(u64, &str)> {
+    sent.iter()
+        .filter(|s| s.kind == "batch")
+        .map(|s| (s.at_ms, s.path.trim_start_matches("/v1/jobs?ids=")))
+        .collect()
+}
+
+/// Two jobs polled every second, `b` added 0.4 s after `a`: `a`'s look at 1 s takes `b`'s
+/// (due at 1.4 s) early; `a` is then cancelled. The batched reads that followed, for `b`
+/// alone.
+async fn after_an_early_look(timing: crate::jobset::BatchTiming) -> Vec<(u64, String)> {
+    let script = Script::new(vec![], vec![]).with_batches();
+    let options = polling(1.0)
+        .change_stream(false)
+        .batch_timing(timing)
+        .deadline(secs(2.9));
+    let mut set = start(&script, options, plenty());
+    let t0 = Instant::now();
+    let a = set.add("a").unwrap();
+    tokio::time::sleep(secs(0.4)).await;
+    set.add("b").unwrap();
+    tokio::time::sleep_until(t0 + secs(1.1)).await;
+    set.cancel(a);
+    drain(&mut set, t0).await;
+    let sent = script.sent();
+    let all = batches(&sent);
+    assert_eq!(&all[..3], [(0, "a"), (400, "b"), (1000, "a,b")], "{all:?}");
+    all[3..]
+        .iter()
+        .map(|(at, ids)| (*at, (*ids).to_owned()))
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_read_early_by_a_batch_replans_or_keeps_its_cadence() {
+    use crate::jobset::BatchTiming;
+    // Prompt: a second after the early answer. Economical: a second after it was due.
+    assert_eq!(
+        after_an_early_look(BatchTiming::Prompt).await,
+        [(2000, "b".to_owned()), (3000, "b".to_owned())]
+    );
+    assert_eq!(
+        after_an_early_look(BatchTiming::Economical).await,
+        [(2400, "b".to_owned())]
+    );
+}
