@@ -1,10 +1,11 @@
 //! Middleware (their order and its reasons are in the parent module's docs).
 //!
-//! The guards of the whole router (`observe`, `heygen_v2_envelope`, `admit`) run in one
-//! middleware, `edge`, and the job API's in another, `api`, as plain functions called in the
-//! documented order: each layer of `from_fn` boxes a future (about 1 KiB, held for as long as
-//! a long-poll is) and clones the router's `Next`, which on a route answering tens of
-//! thousands of polls a second is measurable.
+//! Every guard runs in one middleware, `edge`, as plain functions called in the documented
+//! order: those of the whole router (`observe`, `heygen_v2_envelope`, `admit`), then those of
+//! the job API (`api`) or of the operations routes (`timeout`), chosen by the matched route.
+//! Each layer of `from_fn` boxes a future (about 1 KiB, held for as long as a long-poll is)
+//! and clones the router's `Next`, which on a route answering tens of thousands of polls a
+//! second is measurable.
 
 use std::net::SocketAddr;
 use std::sync::{Mutex, OnceLock};
@@ -88,7 +89,11 @@ pub(crate) async fn edge(State(state): State<AppState>, req: Request, next: Next
     let inner = async {
         let response = match admit(&state, &req) {
             Some(refused) => refused,
-            None => next.run(req).await,
+            None => match Guards::of(&req, route) {
+                Guards::Api => api(&state, req, next).await,
+                Guards::Operations => timeout(&state, next.run(req)).await,
+                Guards::None => next.run(req).await,
+            },
         };
         if v2 {
             heygen_v2_envelope(response).await
@@ -179,14 +184,33 @@ fn admit(state: &AppState, req: &Request) -> Option<Response> {
     )
 }
 
+/// Which guards a request passes inside `edge`, by the route it matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Guards {
+    /// The job API's ([`api`]).
+    Api,
+    /// The operations routes' (`/metrics`, `/healthz`, `/admin/*`): [`timeout`] alone.
+    Operations,
+    /// No route matched: the `404` fallback answers at once.
+    None,
+}
+
+impl Guards {
+    fn of(req: &Request, route: &'static str) -> Guards {
+        if req.extensions().get::<MatchedPath>().is_none() {
+            Guards::None
+        } else if super::is_operations(route) {
+            Guards::Operations
+        } else {
+            Guards::Api
+        }
+    }
+}
+
 /// The job API's guards, in order: timeout around faults, identification, the rate limit, and
 /// the refusal of a request whose key was wrong.
-pub(crate) async fn api(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let limit = state.inner.settings.server.request_timeout;
-    match tokio::time::timeout(limit, guarded(&state, req, next)).await {
-        Ok(response) => response,
-        Err(_) => timed_out(),
-    }
+async fn api(state: &AppState, req: Request, next: Next) -> Response {
+    timeout(state, guarded(state, req, next)).await
 }
 
 async fn guarded(state: &AppState, mut req: Request, next: Next) -> Response {
@@ -220,10 +244,10 @@ async fn guarded(state: &AppState, mut req: Request, next: Next) -> Response {
     response
 }
 
-/// Bounds the operations routes' handlers by `server.request_timeout`.
-pub(crate) async fn timeout(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Bounds the time to an answer's head by `server.request_timeout`.
+async fn timeout(state: &AppState, answer: impl Future<Output = Response>) -> Response {
     let limit = state.inner.settings.server.request_timeout;
-    match tokio::time::timeout(limit, next.run(req)).await {
+    match tokio::time::timeout(limit, answer).await {
         Ok(response) => response,
         Err(_) => timed_out(),
     }

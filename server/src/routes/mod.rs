@@ -3,8 +3,8 @@
 //! Below the router, the connection layer (`serve`) bounds connections: idle and half-sent
 //! ones are closed, and at `server.max_connections` requests arrive marked over capacity.
 //!
-//! Layer order on the job API, outermost first — and why (the first three in one middleware,
-//! `layers::edge`):
+//! Guard order on the job API, outermost first — and why (all in one middleware,
+//! `layers::edge`, as plain calls):
 //!
 //! 1. `observe` (every route) — the request span, parented on the caller's W3C trace
 //!    context so everything below, faults included, is inside the caller's trace; and the
@@ -17,7 +17,8 @@
 //!    `Content-Length` over the body limit (`413`, before anything waits for the body); the
 //!    body limit then cuts any body that grows past it while it is read.
 //!
-//! Then, in one middleware (`layers::api`), in this order:
+//! Then, in the same middleware, on the job API (every route but the operations routes,
+//! `is_operations`; those get the timeout alone), in this order:
 //!
 //! 4. `timeout` — bounds the time to an answer's head (`server.request_timeout`), injected
 //!    latency and held long-polls included, so no client can pin a task. An SSE stream's head
@@ -84,19 +85,23 @@ pub fn app(state: AppState) -> Router {
         .route("/v2/video_translate/{id}", get(heygen::v2_status))
         .route("/v3/video-translations", post(heygen::v3_create))
         .route("/v3/video-translations/{id}", get(heygen::v3_status));
-    let api = api.layer(from_fn_with_state(state.clone(), layers::api));
     let ops = Router::new()
         .route("/metrics", get(ops::metrics))
         .route("/healthz", get(ops::healthz))
         .route("/admin/faults", get(ops::get_faults).put(ops::put_faults))
-        .route("/admin/outage", post(ops::outage))
-        .layer(from_fn_with_state(state.clone(), layers::timeout));
+        .route("/admin/outage", post(ops::outage));
     api.merge(ops)
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(from_fn_with_state(state.clone(), layers::edge))
         .with_state(state)
+}
+
+/// Whether `route` (a route template) is an operations route — `/metrics`, `/healthz`,
+/// `/admin/*` — whose only guard is the timeout; every other route is the job API.
+pub(crate) fn is_operations(route: &str) -> bool {
+    matches!(route, "/metrics" | "/healthz") || route.starts_with("/admin/")
 }
 
 async fn not_found() -> impl IntoResponse {
