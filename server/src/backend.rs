@@ -294,21 +294,31 @@ impl AppState {
         let Some(redis) = self.redis() else {
             return Some(Ok(limiter.check(client, Instant::now())));
         };
+        // Boxed, like the catch-up in `find`: the memory store's requests need no room for it.
+        Some(Box::pin(self.shared_rate_check(redis, client)).await)
+    }
+
+    /// [`rate_check`](Self::rate_check) on the bucket every replica shares.
+    async fn shared_rate_check(
+        &self,
+        redis: &Redis,
+        client: ClientId,
+    ) -> Result<Decision, Unavailable> {
         let s = &self.inner.settings.rate_limit;
         // A bucket untouched for this long is full again: Redis may forget it.
         let ttl_ms = (f64::from(s.burst) / s.rps * 1000.0).ceil().min(1e12) as u64 + 1000;
-        // Boxed, like the catch-up in `find`: the memory store's requests need no room for it.
-        let reply = Box::pin(redis.run(
-            Op::Rate,
-            &[
-                &client.key(),
-                &s.rps.to_string(),
-                &s.burst.to_string(),
-                &ttl_ms.to_string(),
-            ],
-        ))
-        .await;
-        Some(reply.map(|r| {
+        let reply = redis
+            .run(
+                Op::Rate,
+                &[
+                    &client.key(),
+                    &s.rps.to_string(),
+                    &s.burst.to_string(),
+                    &ttl_ms.to_string(),
+                ],
+            )
+            .await;
+        reply.map(|r| {
             let num = |i: usize| r.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
             if num(0) == 1 {
                 Decision::Allow {
@@ -319,7 +329,7 @@ impl AppState {
                     retry_after: Duration::from_micros(num(2)),
                 }
             }
-        }))
+        })
     }
 
     /// Replaces the injected faults: for this instance, or with the Redis backend for every

@@ -8,7 +8,9 @@
 //! second is measurable.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Mutex, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -16,6 +18,7 @@ use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures_util::future::Either;
 use tokio::time::Instant;
 
 use crate::AppState;
@@ -25,6 +28,7 @@ use crate::sim::client::ClientId;
 use crate::sim::faults::Fault;
 use crate::sim::ratelimit::Decision;
 use crate::sim::webhooks::constant_time_eq;
+use crate::time::later;
 
 /// Route templates as `&'static str`, so metric labels need no allocation per request. The set
 /// is bounded by the router's own templates (plus `unmatched`), never by client input.
@@ -59,11 +63,20 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
-/// Outermost, on every route, the three guards of the whole router in their documented order
-/// (one middleware: see the module docs): `observe` — the `http.request` span (a child of the
-/// caller's trace when the request carries W3C `traceparent`), and the request count and
-/// latency by route template; `heygen_v2_envelope`; `admit`.
-pub(crate) async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Outermost, on every route, every guard in the documented order (one middleware: see the
+/// module docs): `observe` — the `http.request` span (a child of the caller's trace when the
+/// request carries W3C `traceparent`), and the request count and latency by route template —
+/// around [`guard`].
+///
+/// A plain function, not an `async` one: its future is what a request holds for as long as it
+/// is served — a long-poll for its whole wait — and an `async` body would keep room for the
+/// request it moves on and for the future it awaits side by side; [`Observed`] holds [`guard`]'s
+/// future alone.
+pub(crate) fn edge(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Observed<impl Future<Output = Response>> {
     use tracing::Instrument;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     let started = Instant::now();
@@ -85,48 +98,105 @@ pub(crate) async fn edge(State(state): State<AppState>, req: Request, next: Next
         });
         let _ = span.set_parent(parent);
     }
-    let v2 = req.uri().path().starts_with("/v2/");
-    let inner = async {
-        let response = match admit(&state, &req) {
-            Some(refused) => refused,
-            None => match Guards::of(&req, route) {
-                Guards::Api => api(&state, req, next).await,
-                Guards::Operations => timeout(&state, next.run(req)).await,
-                Guards::None => next.run(req).await,
-            },
-        };
-        if v2 {
-            heygen_v2_envelope(response).await
-        } else {
-            response
-        }
-    };
-    // Disabled unless traces are exported: then nothing needs entering on every poll.
-    let response = if span.is_disabled() {
-        inner.await
+    let guarded = guard(state.clone(), req, next, route);
+    // Disabled unless traces are exported: then nothing needs entering on every poll, and the
+    // instrumented future, boxed, costs nothing to the requests that do not use it.
+    let answer = if span.is_disabled() {
+        Either::Left(guarded)
     } else {
-        inner.instrument(span.clone()).await
+        Either::Right(Box::pin(guarded.instrument(span.clone())))
+    };
+    Observed {
+        answer,
+        state,
+        started,
+        route,
+        method,
+        span,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's answer being served, counted and timed (and its span given the status)
+    /// when it is ready.
+    pub(crate) struct Observed<F> {
+        #[pin]
+        answer: F,
+        state: AppState,
+        started: Instant,
+        route: &'static str,
+        method: &'static str,
+        span: tracing::Span,
+    }
+}
+
+impl<F: Future<Output = Response>> Future for Observed<F> {
+    type Output = Response;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
+        let this = self.project();
+        let response = std::task::ready!(this.answer.poll(cx));
+        let status = response.status().as_u16();
+        this.span.record("http.response.status_code", status);
+        this.state.inner.metrics.http_request(
+            this.route,
+            this.method,
+            status,
+            this.started.elapsed(),
+        );
+        Poll::Ready(response)
+    }
+}
+
+/// Below `observe`: `heygen_v2_envelope` around `admit`, then the route's own guards — the job
+/// API's, or the timeout alone on the operations routes — and the handler.
+async fn guard(state: AppState, mut req: Request, next: Next, route: &'static str) -> Response {
+    let v2 = req.uri().path().starts_with("/v2/");
+    let response = match admit(&state, &req) {
+        Some(refused) => refused,
+        None => match Guards::of(&req, route) {
+            Guards::None => next.run(req).await,
+            Guards::Operations => timeout(&state, next.run(req)).await,
+            Guards::Api => {
+                // What the guards need of the request, taken before anything waits: a
+                // request is not shared across threads, so a future must not hold a
+                // reference to it.
+                let hold = held(&req);
+                let (client, authorized) = identify(&state, &req);
+                let deadline = later(Instant::now(), state.inner.settings.server.request_timeout);
+                let admitted =
+                    tokio::time::timeout_at(deadline, api(&state, hold, client, authorized)).await;
+                match admitted {
+                    Err(_) => timed_out(),
+                    Ok(Err(refused)) => refused,
+                    Ok(Ok(headers)) => {
+                        req.extensions_mut().insert(client);
+                        let mut response = tokio::time::timeout_at(deadline, next.run(req))
+                            .await
+                            .unwrap_or_else(|_| timed_out());
+                        response.headers_mut().extend(headers);
+                        response
+                    }
+                }
+            }
+        },
     };
     let status = response.status();
-    span.record("http.response.status_code", status.as_u16());
-    state
-        .inner
-        .metrics
-        .http_request(route, method, status.as_u16(), started.elapsed());
-    response
+    if v2 && (status.is_client_error() || status.is_server_error()) {
+        // Boxed: rare, and every request's future would otherwise carry its room.
+        Box::pin(heygen_v2_envelope(response)).await
+    } else {
+        response
+    }
 }
 
 /// Largest error body the v2 envelope rewrites: every error this server writes is far smaller.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
-/// On every route, between `observe` and `admit`, the answer to a `/v2/...` path: an error
-/// answer gets HeyGen v2's envelope, `{"error": {...}, "data": null}`, whichever layer or
-/// handler wrote it. Other answers pass untouched; the cost is one prefix check per request.
+/// On every route, between `observe` and `admit`, an error answer to a `/v2/...` path gets
+/// HeyGen v2's envelope, `{"error": {...}, "data": null}`, whichever layer or handler wrote
+/// it ([`guard`] passes other answers untouched; the cost is one prefix check per request).
 async fn heygen_v2_envelope(response: Response) -> Response {
-    let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) {
-        return response;
-    }
     let (mut parts, body) = response.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_ERROR_BODY).await else {
         parts.headers.remove(header::CONTENT_LENGTH);
@@ -207,41 +277,41 @@ impl Guards {
     }
 }
 
-/// The job API's guards, in order: timeout around faults, identification, the rate limit, and
-/// the refusal of a request whose key was wrong.
-async fn api(state: &AppState, req: Request, next: Next) -> Response {
-    timeout(state, guarded(state, req, next)).await
-}
-
-async fn guarded(state: &AppState, mut req: Request, next: Next) -> Response {
+/// The job API's guards, in order (all within `server.request_timeout`, with the handler):
+/// injected faults, identification (`client`, `authorized`: [`identify`]), the rate limit,
+/// and the refusal of a request whose key was wrong. Admitted: the rate limit's headers for
+/// the answer.
+async fn api(
+    state: &AppState,
+    hold: Option<Hold>,
+    client: ClientId,
+    authorized: Result<(), ApiError>,
+) -> Result<HeaderMap, Response> {
     if let Some(response) = inject_faults(state).await {
-        return response;
+        return Err(response);
     }
     // A replica whose copy of the shared store is not current answers nothing from it.
     if state.redis().is_some_and(|redis| !redis.is_live()) {
-        return state.unavailable().into_response();
+        return Err(state.unavailable().into_response());
     }
-    if let Some(hold) = held(&req)
+    if let Some(hold) = hold
         && state.inner.faults.roll_silent()
     {
         state.inner.metrics.fault("silent");
         // Boxed: rare, and every request's future would otherwise carry its room.
-        return Box::pin(silent(state, hold)).await;
+        return Err(Box::pin(silent(state, hold)).await);
     }
-    let (client, authorized) = identify(state, &req);
-    let headers = match rate_limit(state, client).await {
-        Ok(headers) => headers,
-        Err(refused) => return refused.into_response(),
-    };
-    let mut response = match authorized {
-        Ok(()) => {
-            req.extensions_mut().insert(client);
-            next.run(req).await
+    let headers = rate_limit(state, client)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    match authorized {
+        Ok(()) => Ok(headers),
+        Err(refused) => {
+            let mut refused = refused.into_response();
+            refused.headers_mut().extend(headers);
+            Err(refused)
         }
-        Err(refused) => refused.into_response(),
-    };
-    response.headers_mut().extend(headers);
-    response
+    }
 }
 
 /// Bounds the time to an answer's head by `server.request_timeout`.
@@ -345,7 +415,7 @@ async fn silent(state: &AppState, hold: Hold) -> Response {
     let mut closing = state.inner.closing.subscribe();
     match hold {
         Hold::Stream => {
-            let until = crate::time::later(
+            let until = later(
                 Instant::now(),
                 crate::sim::streams::lifetime(&state.inner.settings.changes),
             );
