@@ -19,6 +19,10 @@
 
 FROM rust:1.95-slim-bookworm AS chef
 WORKDIR /build
+# make: the binaries' allocator (jemalloc) is built from source.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends make=4.3-4.1 \
+    && rm -rf /var/lib/apt/lists/*
 RUN cargo install cargo-chef --locked --version 0.1.78
 
 FROM chef AS planner

@@ -8,6 +8,14 @@ use anyhow::Context;
 use clap::Parser;
 use translation_sim::settings::{Settings, Sources};
 
+/// jemalloc rather than the system allocator: it keeps the pages of a buffer nothing wrote
+/// out of the resident set, and each held connection has two such buffers of 8 KiB (hyper's
+/// read and write buffers): 11.4 KB of resident memory per held long-poll instead of 14.8 KB
+/// (docs/benchmarks.md, held connections).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Simulator of the video-translation backend (see docs/wire.md).
 #[derive(Debug, Parser)]
 #[command(version, about)]
