@@ -4,7 +4,8 @@
 //! `progress` events while pending, the terminal `status` event, and then ends. Like a
 //! long-poll, it sleeps until the job's completion instant, or until the job is canceled or
 //! replaced (or, for a job of a shared log, until the log says it ended); nothing ticks for it
-//! but the optional progress interval and the keep-alive.
+//! but the optional progress interval and the keep-alive. A stream holds one timer, set to the
+//! earliest of the three instants (its memory is what a held stream costs: docs/benchmarks.md).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use tokio::sync::OwnedSemaphorePermit;
@@ -46,6 +47,8 @@ struct Stream_ {
     done: bool,
     next_progress: Option<Instant>,
     progress_every: Duration,
+    /// A comment this long after the last event (`sse.keepalive`).
+    keep_alive: Duration,
 }
 
 /// `GET /v1/jobs/{id}/events`
@@ -93,13 +96,9 @@ pub(crate) async fn events(
         done: false,
         next_progress: (!progress_every.is_zero()).then(|| later(Instant::now(), progress_every)),
         progress_every,
+        keep_alive: inner.settings.sse.keepalive,
     };
-    let keep_alive = KeepAlive::new()
-        .interval(inner.settings.sse.keepalive)
-        .text("keep-alive");
-    Ok(Sse::new(events_of(stream))
-        .keep_alive(keep_alive)
-        .into_response())
+    Ok(Sse::new(events_of(stream)).into_response())
 }
 
 fn status_event(s: &Stream_, now: Instant) -> (Event, bool) {
@@ -149,25 +148,33 @@ fn events_of(s: Stream_) -> impl Stream<Item = Result<Event, Infallible>> {
         // A job of a shared log wakes when the log decides its end (`changed`), not by the clock.
         let completes = s.job.wakes_at();
         let progress_at = s.next_progress.filter(|p| completes.is_none_or(|c| *p < c));
+        let quiet_until = later(Instant::now(), s.keep_alive);
+        let wake = [completes, progress_at]
+            .into_iter()
+            .flatten()
+            .fold(quiet_until, Instant::min);
         tokio::select! {
-            _ = sleep_until_opt(completes) => {
+            () = tokio::time::sleep_until(wake) => {
                 let now = Instant::now();
-                let (event, _) = status_event(&s, now);
-                let result = s.job.snapshot(now).state.as_str();
-                state.inner.metrics.status_response(Channel::Sse.as_str(), result);
-                state.report_terminal(&s.job, Channel::Sse, now);
-                s.done = true;
-                Some((Ok(event), s))
-            }
-            _ = sleep_until_opt(progress_at) => {
-                s.next_progress = progress_at.map(|p| later(p, s.progress_every));
-                let snap = s.job.snapshot(Instant::now());
-                let body = s.job.body(&snap, state.inner.settings.hints.eta);
-                let event = Event::default()
-                    .event("progress")
-                    .json_data(body)
-                    .unwrap_or_else(|_| Event::default().comment("unserializable"));
-                Some((Ok(event), s))
+                if completes.is_some_and(|c| c <= now) {
+                    let (event, _) = status_event(&s, now);
+                    let result = s.job.snapshot(now).state.as_str();
+                    state.inner.metrics.status_response(Channel::Sse.as_str(), result);
+                    state.report_terminal(&s.job, Channel::Sse, now);
+                    s.done = true;
+                    return Some((Ok(event), s));
+                }
+                if progress_at.is_some_and(|p| p <= now) {
+                    s.next_progress = progress_at.map(|p| later(p, s.progress_every));
+                    let snap = s.job.snapshot(now);
+                    let body = s.job.body(&snap, state.inner.settings.hints.eta);
+                    let event = Event::default()
+                        .event("progress")
+                        .json_data(body)
+                        .unwrap_or_else(|_| Event::default().comment("unserializable"));
+                    return Some((Ok(event), s));
+                }
+                Some((Ok(Event::default().comment("keep-alive")), s))
             }
             _ = changed => {
                 // Canceled (the same job, now terminal) or replaced (legacy reset: follow the
@@ -191,11 +198,4 @@ fn events_of(s: Stream_) -> impl Stream<Item = Result<Event, Infallible>> {
             _ = closing.wait_for(|c| *c) => None,
         }
     })
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
