@@ -40,7 +40,9 @@ pub struct JobRef {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Target {
     Id(String),
-    Url(String),
+    /// The status URL as given, and parsed once (`None`: not a URL; the error comes when the
+    /// job is used), so that a job read again and again is not parsed again each time.
+    Url(String, Option<Url>),
 }
 
 /// Which way a [`JobRef`] addresses its job.
@@ -71,7 +73,11 @@ impl JobRef {
     /// values (`token`, `api_key`, `sig`, …) masked as `***`.
     pub fn status_url(url: impl Into<String>) -> Self {
         JobRef {
-            target: Target::Url(url.into()),
+            target: {
+                let raw = url.into();
+                let parsed = Url::parse(&raw).ok();
+                Target::Url(raw, parsed)
+            },
             known_id: None,
             events_url: None,
             created: None,
@@ -104,7 +110,7 @@ impl JobRef {
     pub fn kind(&self) -> JobRefKind {
         match self.target {
             Target::Id(_) => JobRefKind::Id,
-            Target::Url(_) => JobRefKind::StatusUrl,
+            Target::Url(..) => JobRefKind::StatusUrl,
         }
     }
 
@@ -151,8 +157,8 @@ impl JobRef {
             .map(Box::from);
         let status_label = redact(status.as_str()).into_owned();
         let label = match (&self.target, &self.known_id) {
-            (Target::Id(id), _) | (Target::Url(_), Some(id)) => redact(id).into_owned(),
-            (Target::Url(raw), None) => redact(raw).into_owned(),
+            (Target::Id(id), _) | (Target::Url(..), Some(id)) => redact(id).into_owned(),
+            (Target::Url(raw, _), None) => redact(raw).into_owned(),
         };
         Ok(Endpoints {
             id,
@@ -199,13 +205,16 @@ impl JobRef {
                 let status = layout.status.resolve(base, id)?;
                 (status, Some((id.clone(), base.clone())))
             }
-            Target::Url(raw) => {
-                let status = Url::parse(raw).map_err(|e| {
-                    Error::config(
-                        "job",
-                        format!("{:?} is not a valid status URL: {e}", redact(raw)),
-                    )
-                })?;
+            Target::Url(raw, parsed) => {
+                let status = match parsed {
+                    Some(url) => url.clone(),
+                    None => Url::parse(raw).map_err(|e| {
+                        Error::config(
+                            "job",
+                            format!("{:?} is not a valid status URL: {e}", redact(raw)),
+                        )
+                    })?,
+                };
                 if !matches!(status.scheme(), "http" | "https") {
                     return Err(Error::config(
                         "job",
@@ -226,7 +235,7 @@ impl fmt::Display for JobRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.target {
             Target::Id(id) => f.write_str(id),
-            Target::Url(url) => f.write_str(url),
+            Target::Url(url, _) => f.write_str(url),
         }
     }
 }

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use http::Extensions;
-use reqwest::{Request, Response};
+use reqwest::{Request, Response, ResponseBuilderExt};
 use reqwest_middleware::{Middleware, Next};
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -184,9 +184,13 @@ async fn buffer(mut response: Response, max: usize) -> reqwest_middleware::Resul
         }
     }
     let body = first.unwrap_or_else(|| body.freeze());
-    let mut rebuilt = http::Response::new(body);
-    *rebuilt.status_mut() = status;
-    *rebuilt.version_mut() = response.version();
+    // With its URL: a response rebuilt without one is given a placeholder, parsed each time.
+    let mut rebuilt = http::Response::builder()
+        .status(status)
+        .version(response.version())
+        .url(response.url().clone())
+        .body(body)
+        .map_err(reqwest_middleware::Error::middleware)?;
     *rebuilt.headers_mut() = std::mem::take(response.headers_mut());
     Ok(Response::from(rebuilt))
 }

@@ -250,7 +250,10 @@ pub(crate) struct ReadOptions {
 
 impl Transport {
     pub(crate) fn new(config: &TransportConfig) -> Result<Self, Error> {
+        // Every answer but an event stream's is JSON. A default header is added as the request
+        // is sent, so the requests the layers copy (a retry's, a hedge's) carry one less.
         let mut default_headers = HeaderMap::new();
+        default_headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         if let Some(key) = &config.api_key {
             let (name, value) = credentials(&config.auth, key)?;
             default_headers.insert(name, value);
@@ -333,7 +336,6 @@ impl Transport {
         let mut request = self
             .reads
             .get(url.clone())
-            .header(ACCEPT, "application/json")
             .with_extension(kind)
             .with_extension(attempts.clone());
         if let Some(tag) = &options.etag {
@@ -427,7 +429,6 @@ impl Transport {
             request = request.header("idempotency-key", key);
         }
         let request = request
-            .header(ACCEPT, "application/json")
             .json(body)
             .with_extension(RequestKind::Create)
             .with_extension(attempts.clone());
@@ -454,7 +455,6 @@ impl Transport {
         };
         let mut request = stack
             .request(method, url.clone())
-            .header(ACCEPT, "application/json")
             .with_extension(kind)
             .with_extension(attempts.clone());
         if let Some(body) = body {
@@ -470,7 +470,6 @@ impl Transport {
         let request = self
             .writes
             .post(url.clone())
-            .header(ACCEPT, "application/json")
             .with_extension(RequestKind::Cancel)
             .with_extension(Deadline(Instant::now() + within))
             .with_extension(attempts.clone())
