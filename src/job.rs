@@ -179,17 +179,7 @@ impl JobRef {
         base: Option<&Url>,
         profile: &Profile,
     ) -> Result<Url, Error> {
-        self.locate(base, profile).map(|(status, _)| status)
-    }
-
-    /// The status URL, with the job's id and the base its URLs hang from when they are known.
-    fn locate(
-        &self,
-        base: Option<&Url>,
-        profile: &Profile,
-    ) -> Result<(Url, Option<(String, Url)>), Error> {
-        let layout = profile.compiled();
-        Ok(match &self.target {
+        match &self.target {
             Target::Id(id) => {
                 if id.is_empty() {
                     return Err(Error::config("job", "a job id must not be empty"));
@@ -202,8 +192,7 @@ impl JobRef {
                         ),
                     )
                 })?;
-                let status = layout.status.resolve(base, id)?;
-                (status, Some((id.clone(), base.clone())))
+                profile.compiled().status.resolve(base, id)
             }
             Target::Url(raw, parsed) => {
                 let status = match parsed {
@@ -224,10 +213,24 @@ impl JobRef {
                         ),
                     ));
                 }
-                let found = layout.status.extract(&status);
-                (status, found)
+                Ok(status)
             }
-        })
+        }
+    }
+
+    /// The status URL, with the job's id and the base its URLs hang from when they are known.
+    fn locate(
+        &self,
+        base: Option<&Url>,
+        profile: &Profile,
+    ) -> Result<(Url, Option<(String, Url)>), Error> {
+        let status = self.status_endpoint(base, profile)?;
+        let found = match &self.target {
+            // A job named by id has a base: `status_endpoint` refuses one without.
+            Target::Id(id) => base.map(|base| (id.clone(), base.clone())),
+            Target::Url(..) => profile.compiled().status.extract(&status),
+        };
+        Ok((status, found))
     }
 }
 
