@@ -12,10 +12,8 @@ use loadtest::report::{Report, fixed_interval_curve, optimum_at};
 use loadtest::scenario::{Arrival, Durations, FaultProfile, Scenario};
 use loadtest::strategy::{ServerProfile, Strategy};
 
-/// jemalloc rather than the system allocator: it keeps the pages of a buffer nothing wrote
-/// out of the resident set, and each held connection has two such buffers of 8 KiB (hyper's
-/// read and write buffers): 11.4 KB of resident memory per held long-poll instead of 14.8 KB
-/// (docs/benchmarks.md, held connections).
+/// The simulator binary's allocator (see its `main.rs`): `hold` measures a simulator this
+/// binary runs, which must cost what `translation-sim` costs.
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

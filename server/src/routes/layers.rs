@@ -30,12 +30,15 @@ use crate::sim::ratelimit::Decision;
 use crate::sim::webhooks::constant_time_eq;
 use crate::time::later;
 
+/// The route label of a request no route matched.
+const UNMATCHED: &str = "unmatched";
+
 /// Route templates as `&'static str`, so metric labels need no allocation per request. The set
-/// is bounded by the router's own templates (plus `unmatched`), never by client input.
+/// is bounded by the router's own templates (plus [`UNMATCHED`]), never by client input.
 fn route_label(req: &Request) -> &'static str {
     static ROUTES: OnceLock<Mutex<Vec<&'static str>>> = OnceLock::new();
     let Some(path) = req.extensions().get::<MatchedPath>() else {
-        return "unmatched";
+        return UNMATCHED;
     };
     let path = path.as_str();
     let mut routes = ROUTES
@@ -154,7 +157,7 @@ async fn guard(state: AppState, mut req: Request, next: Next, route: &'static st
     let v2 = req.uri().path().starts_with("/v2/");
     let response = match admit(&state, &req) {
         Some(refused) => refused,
-        None => match Guards::of(&req, route) {
+        None => match Guards::of(route) {
             Guards::None => next.run(req).await,
             Guards::Operations => timeout(&state, next.run(req)).await,
             Guards::Api => {
@@ -266,8 +269,9 @@ enum Guards {
 }
 
 impl Guards {
-    fn of(req: &Request, route: &'static str) -> Guards {
-        if req.extensions().get::<MatchedPath>().is_none() {
+    /// By the request's route label ([`route_label`]).
+    fn of(route: &str) -> Guards {
+        if route == UNMATCHED {
             Guards::None
         } else if super::is_operations(route) {
             Guards::Operations
