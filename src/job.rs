@@ -421,6 +421,31 @@ mod tests {
     }
 
     #[test]
+    fn a_status_read_resolves_the_same_url_as_a_wait() {
+        let base = Url::parse("http://h:1/api/").unwrap();
+        for job in [
+            JobRef::id("a b/c"),
+            JobRef::from("http://h/v1/jobs/j-9/status?x=1"),
+            JobRef::from("HTTPS://h/status?job=7"),
+            JobRef::status_url("http://h/elsewhere").with_id("j-2"),
+        ] {
+            let read = job.status_endpoint(Some(&base), &sim()).unwrap();
+            let wait = job.resolve(Some(&base), &sim()).unwrap();
+            assert_eq!(read, wait.status, "{job}");
+        }
+        for job in [
+            JobRef::id(""),
+            JobRef::from("http://"),
+            JobRef::status_url("ftp://h/status?token=s3cret"),
+        ] {
+            let read = job.status_endpoint(Some(&base), &sim()).unwrap_err();
+            let wait = job.resolve(Some(&base), &sim()).unwrap_err();
+            assert_eq!(read.to_string(), wait.to_string());
+            assert!(!read.to_string().contains("s3cret"), "{read}");
+        }
+    }
+
+    #[test]
     fn each_profile_lays_out_its_own_urls() {
         let base = Url::parse("http://h:1/").unwrap();
         let e = JobRef::id("j-9").resolve(Some(&base), &sim()).unwrap();
