@@ -1,7 +1,7 @@
-//! The innermost layer: one span, one metric sample and one attempt count per request on the
-//! wire (a hedge's duplicate gets a span and a sample, but is not another attempt); reads the
-//! whole body so that a connection dropped mid-body is a transient failure the layers above
-//! can see, not an error after them.
+//! The innermost step of the guard: one span, one metric sample and one attempt count per
+//! request on the wire (a hedge's duplicate gets a span and a sample, but is not another
+//! attempt); reads the whole body so that a connection dropped mid-body is a transient failure
+//! the steps above can see, not an error after them.
 //!
 //! Every read is bounded. A usable answer (`2xx`) may have a body of at most
 //! [`ClientBuilder::max_response_body`](crate::ClientBuilder::max_response_body) bytes (1 MiB
@@ -17,13 +17,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use http::Extensions;
-use reqwest::{Request, Response, ResponseBuilderExt};
-use reqwest_middleware::{Middleware, Next};
+use reqwest::{Request, Response};
+use reqwest_middleware::Next;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::RequestKind;
-use super::hedge::HedgeLeg;
 use crate::telemetry;
 
 /// The default largest body read from a status or creation answer
@@ -69,67 +68,69 @@ pub(crate) struct BodyTooLarge {
     pub(crate) limit: usize,
 }
 
-#[derive(Debug)]
-pub(crate) struct AttemptLayer {
-    /// The largest body read from a usable answer.
-    pub(crate) max_body: usize,
+/// Which request on the wire this is, for the span, the metrics and the attempt count.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Leg<'a> {
+    /// An attempt: counted here, and a retry when it is not the first.
+    Attempt(&'a Attempts),
+    /// A hedge's duplicate of the attempt with this number: not counted, not a retry.
+    Hedge { attempt: u32 },
 }
 
-#[async_trait::async_trait]
-impl Middleware for AttemptLayer {
-    async fn handle(
-        &self,
-        req: Request,
-        extensions: &mut Extensions,
-        next: Next<'_>,
-    ) -> reqwest_middleware::Result<Response> {
-        let kind = RequestKind::of(extensions);
-        // A hedge is the duplicate of an attempt, not another one: it keeps the original's
-        // number and is not a retry.
-        let hedge = extensions.get::<HedgeLeg>().copied();
-        let attempt = match hedge {
-            Some(leg) => leg.attempt,
-            None => extensions.get::<Attempts>().map_or(1, Attempts::bump),
-        };
-        if attempt > 1 && hedge.is_none() {
-            telemetry::retry(kind);
-        }
-        let span = tracing::debug_span!(
-            "request",
-            kind = kind.as_str(),
-            attempt,
-            hedge = hedge.is_some(),
-            method = %req.method(),
-            path = req.url().path(),
-            status = tracing::field::Empty,
-        );
-        let started = Instant::now();
-        let attempt = async move {
-            let result = next.run(req, extensions).await.map_err(without_secrets);
-            let result = match result {
-                Ok(response) if kind.buffered() => buffer(response, self.max_body).await,
-                other => other,
-            };
-            let outcome = telemetry::request_outcome(&result);
-            if let Ok(response) = &result {
-                tracing::Span::current().record("status", response.status().as_u16());
-            }
-            tracing::debug!(
-                outcome,
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "answered"
-            );
-            telemetry::request(kind, outcome, started.elapsed());
-            result
-        };
-        // Most applications log at info: the span is then disabled, and entering and leaving
-        // it on every poll of the request would be work for nothing.
-        if span.is_disabled() {
-            attempt.await
-        } else {
-            attempt.instrument(span).await
-        }
+/// Sends one request on the wire (`next` is the rest of the stack: reqwest, and the trace
+/// propagation when enabled) with its span and metric sample, counting an attempt now, and
+/// reads a buffered kind's body, bounded by `max_body`.
+pub(crate) fn send<'a>(
+    next: Next<'a>,
+    req: Request,
+    extensions: &'a mut Extensions,
+    kind: RequestKind,
+    leg: Leg<'_>,
+    max_body: usize,
+) -> impl Future<Output = reqwest_middleware::Result<Response>> + 'a {
+    let (attempt, hedge) = match leg {
+        Leg::Hedge { attempt } => (attempt, true),
+        Leg::Attempt(attempts) => (attempts.bump(), false),
+    };
+    if attempt > 1 && !hedge {
+        telemetry::retry(kind);
     }
+    let span = tracing::debug_span!(
+        "request",
+        kind = kind.as_str(),
+        attempt,
+        hedge,
+        method = %req.method(),
+        path = req.url().path(),
+        status = tracing::field::Empty,
+    );
+    // Most applications log at info: the span is then disabled, and entering and leaving it
+    // on every poll of the request would be work for nothing (a `none` span's is none).
+    let span = if span.is_disabled() {
+        tracing::Span::none()
+    } else {
+        span
+    };
+    let started = Instant::now();
+    async move {
+        let result = next.run(req, extensions).await.map_err(without_secrets);
+        let result = match result {
+            Ok(response) if kind.buffered() => buffer(response, max_body).await,
+            other => other,
+        };
+        let outcome = telemetry::request_outcome(&result);
+        if let Ok(response) = &result {
+            tracing::Span::current().record("status", response.status().as_u16());
+        }
+        tracing::debug!(
+            outcome,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "answered"
+        );
+        telemetry::request(kind, outcome, started.elapsed());
+        result
+    }
+    .instrument(span)
 }
 
 /// reqwest names the URL in its errors; its query may hold a token (user-info never reaches
@@ -147,7 +148,10 @@ fn without_secrets(error: reqwest_middleware::Error) -> reqwest_middleware::Erro
 /// Reads the body into memory, bounded: a usable answer larger than `max` is an error (a
 /// status document cut short cannot be trusted); an error answer is cut to its first bytes.
 /// A declared `Content-Length` over the bound fails before any of the body is read.
-async fn buffer(mut response: Response, max: usize) -> reqwest_middleware::Result<Response> {
+pub(crate) async fn buffer(
+    mut response: Response,
+    max: usize,
+) -> reqwest_middleware::Result<Response> {
     let status = response.status();
     let usable = status.is_success();
     let limit = if usable {
@@ -184,13 +188,22 @@ async fn buffer(mut response: Response, max: usize) -> reqwest_middleware::Resul
         }
     }
     let body = first.unwrap_or_else(|| body.freeze());
-    // With its URL: a response rebuilt without one is given a placeholder, parsed each time.
-    let mut rebuilt = http::Response::builder()
-        .status(status)
-        .version(response.version())
-        .url(response.url().clone())
-        .body(body)
-        .map_err(reqwest_middleware::Error::middleware)?;
-    *rebuilt.headers_mut() = std::mem::take(response.headers_mut());
-    Ok(Response::from(rebuilt))
+    // The response itself goes back up, its body read: rebuilding one around the bytes costs
+    // more than the read.
+    response.extensions_mut().insert(Buffered(body));
+    Ok(response)
+}
+
+/// The body of an answer, read by the attempt (a response extension). The response's own
+/// body is then spent: take it with [`body`].
+#[derive(Debug, Clone)]
+struct Buffered(Bytes);
+
+/// The body of an answer that came through the guard: the one the attempt read, or (a kind
+/// that is not buffered) whatever the response still has.
+pub(crate) async fn body(mut response: Response) -> reqwest::Result<Bytes> {
+    match response.extensions_mut().remove::<Buffered>() {
+        Some(Buffered(body)) => Ok(body),
+        None => response.bytes().await,
+    }
 }

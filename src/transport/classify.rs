@@ -123,8 +123,8 @@ where
 }
 
 /// The [`RetryableStrategy`] of the transport's retry layer: transient answers and failures
-/// are retried quickly; throttled answers are left to the throttle layer above, which waits
-/// exactly as long as the server asked.
+/// are retried quickly; throttled answers are left to the throttle step under it, which
+/// waits exactly as long as the server asked.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Classifier;
 

@@ -8,7 +8,7 @@ use http::StatusCode;
 use http::header::HeaderMap;
 use url::Url;
 
-use super::attempts::Attempts;
+use super::attempts::{self, Attempts};
 use super::classify::{self, Classification, classify};
 use super::{breaker, headers, redirect, sse};
 use crate::error::{Error, Unavailable, UnexpectedResponse, Unreachable, excerpt};
@@ -61,7 +61,7 @@ pub(super) async fn finish(
     result: reqwest_middleware::Result<reqwest::Response>,
     attempts: &Attempts,
 ) -> Result<Exchange, Failure> {
-    let response = result.map_err(|error| Failure::new(url, error, attempts))?;
+    let mut response = result.map_err(|error| Failure::new(url, error, attempts))?;
     let hedges = attempts.hedges();
     let attempts = attempts.get().max(1);
     let failure = |error| Failure {
@@ -71,10 +71,9 @@ pub(super) async fn finish(
         hedges,
     };
     let status = response.status();
-    let headers = response.headers().clone();
-    // Already buffered by the attempt layer: this does not touch the network.
-    let body = response
-        .bytes()
+    let headers = std::mem::take(response.headers_mut());
+    // Already read by the attempt: this does not touch the network.
+    let body = attempts::body(response)
         .await
         .map_err(|e| failure(reqwest_middleware::Error::Reqwest(e)))?;
     Ok(Exchange {

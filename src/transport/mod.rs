@@ -3,48 +3,52 @@
 //! # Layers, outermost first
 //!
 //! ```text
-//! ThrottleLayer            429/503 + Retry-After: sleep exactly that long (clamped to the
-//!                          deadline, at least poll::MIN_PAUSE), resend
-//!   RetryTransientMiddleware   reqwest-retry with Classifier: short jittered retries of connect
-//!                          errors, timeouts, 5xx, 408, 429 without Retry-After
-//!     BreakerLayer         per host: refuse attempts while open, judge each admitted attempt
-//!       HedgeLayer         status reads only: one duplicate after the observed p95, within a
-//!                          hard budget; the first usable answer wins
-//!         AttemptLayer     one span + one metric sample per request on the wire; counts
-//!                          attempts; reads the body (bounded)
-//!           reqwest        per-request timeout, API key header, connection pool
+//! RetryTransientMiddleware     reqwest-retry with Classifier: short jittered retries of connect
+//!                              errors, timeouts, 5xx, 408, 429 without Retry-After
+//!   Guard                      one middleware, four steps (guard.rs):
+//!     throttle                 429/503 + Retry-After: sleep exactly that long (only if the
+//!                              pause ends before the deadline; at least poll::MIN_PAUSE), resend
+//!       breaker                per host: refuse attempts while open, judge each admitted attempt
+//!         hedge                status reads only: one duplicate after the observed p95, within a
+//!                              hard budget; the first usable answer wins
+//!           send               one span + one metric sample per request on the wire; counts
+//!                              attempts; reads the body (bounded)
+//!             reqwest          timeout, API key header, connection pool
 //! ```
 //!
 //! As with a tower `ServiceBuilder`, read the stack top to bottom: a request passes through
-//! the layers in this order and its answer comes back through them in reverse. The order is
+//! the steps in this order and its answer comes back through them in reverse. The order is
 //! the design:
 //!
-//! 1. **The throttle layer is outermost.** A `Retry-After` is the service speaking, not
-//!    failing: it is obeyed exactly, once per logical request, and the pause spends no retry
-//!    and counts nothing against the breaker. Outermost, it also sees what no layer below
-//!    could absorb; a throttled answer it hands back counts as one failure for the breaker.
-//! 2. **The retry layer is above the breaker.** Every retry is a new attempt the breaker must
-//!    admit, so an open breaker ends the retry loops already in flight at their next attempt
-//!    (its refusal is fatal to the classifier), and the breaker judges *attempts*: in an outage
-//!    it opens after a handful of failed requests, not after every caller has spent its whole
-//!    retry budget. Judged after retries, twenty waiting clients would send some eighty
-//!    requests into an outage before the breaker counted its first failure.
-//! 3. **The breaker is above the hedge layer.** A hedged pair is one attempt: admitted once,
-//!    judged once; an open breaker sends no duplicates.
-//! 4. **The hedge layer is above the attempt layer.** Both legs are requests on the wire, with
-//!    a span and a metric sample each, but only the original is an attempt: a hedge is never
-//!    a retry, in the metrics or in the [`WaitReport`](crate::WaitReport).
-//! 5. **The attempt layer is innermost**, where the body is read: a connection dropped
-//!    mid-body is a failure every layer above can see.
+//! 1. **The retry layer is above everything else.** Every retry is a new attempt the breaker
+//!    must admit, so an open breaker ends the retry loops already in flight at their next
+//!    attempt (its refusal is fatal to the classifier), and the breaker judges *attempts*: in
+//!    an outage it opens after a handful of failed requests, not after every caller has spent
+//!    its whole retry budget. Judged after retries, twenty waiting clients would send some
+//!    eighty requests into an outage before the breaker counted its first failure.
+//! 2. **The throttle is above the breaker.** A `Retry-After` is the service speaking, not
+//!    failing: it is obeyed exactly, the pause spends no retry (it happens inside one attempt
+//!    of the retry layer, which does not retry a throttled answer) and counts nothing against
+//!    the breaker; each resend is admitted by the breaker like any attempt. A throttled answer
+//!    asking for more than one request absorbs is handed back and counts as one failure.
+//! 3. **The breaker is above the hedge.** A hedged pair is one attempt: admitted once, judged
+//!    once; an open breaker sends no duplicates.
+//! 4. **The hedge is above the send.** Both legs are requests on the wire, with a span and a
+//!    metric sample each, but only the original is an attempt: a hedge is never a retry, in
+//!    the metrics or in the [`WaitReport`](crate::WaitReport).
+//! 5. **The send is innermost**, where the body is read: a connection dropped mid-body is a
+//!    failure every step above can see.
 //!
-//! Every layer is a [`reqwest_middleware::Middleware`]. Status reads go through every layer;
-//! job creation (a POST) skips the retry and hedge layers, because a retried POST can create
-//! two jobs — it is only resent when the server explicitly throttled it — but shares the
-//! breaker. A creation that carries an `Idempotency-Key` the API honours (the simulator's,
-//! HeyGen v3's: a repeat replays the first answer instead of creating again) is safe to
-//! retry, and goes through the retry layer like a read (the hedge layer never duplicates
-//! anything but a status read). The key is the same on every attempt, throttled resends
-//! included.
+//! The retry layer and the guard are [`reqwest_middleware::Middleware`]s; the guard's four
+//! steps are one middleware so that a request is copied once for them (the copy serves a
+//! throttled resend and a hedge's duplicate alike) and crosses one boxed future. Status reads
+//! go through every step; job creation (a POST) skips the retry layer and the hedge, because
+//! a retried POST can create two jobs — it is only resent when the server explicitly
+//! throttled it — but shares the breaker. A creation that carries an `Idempotency-Key` the
+//! API honours (the simulator's, HeyGen v3's: a repeat replays the first answer instead of
+//! creating again) is safe to retry, and goes through the retry layer like a read (the hedge
+//! never duplicates anything but a status read). The key is the same on every attempt,
+//! throttled resends included.
 //!
 //! Retries here are *not* polls: they are short (100 ms to 1 s, three at most by default),
 //! always jittered, and happen inside one poll. No pause in this stack is shorter than
@@ -73,21 +77,21 @@
 //!   host that never answered is [`Error::Unreachable`], even once its breaker holds
 //!   requests back; [`Error::Unavailable`] is for a service that answered, then stopped.
 //!
-//! Both resilience layers are on by default and configured on the
+//! Both resilience steps are on by default and configured on the
 //! [`ClientBuilder`](crate::ClientBuilder) with [`HedgeConfig`] and [`BreakerConfig`]; their
 //! documentation says what each does, and `docs/sdk.md` why (in short: an open breaker
 //! *pauses* waits instead of failing them, and a hedge budget can only cut a tail thinner
 //! than itself).
 //!
-//! (A little over 400 lines, a fifth of them this essay: the rest builds the stack and sends
-//! its three kinds of request; what comes back lives in `exchange`, what it means in
-//! `answer`.)
+//! (About 500 lines, a fifth of them this essay: the rest builds the stack and sends its
+//! kinds of request; what comes back lives in `exchange`, what it means in `answer`.)
 
 pub(crate) mod answer;
 mod attempts;
 pub(crate) mod breaker;
 mod classify;
 mod exchange;
+mod guard;
 pub(crate) mod headers;
 mod hedge;
 mod hosts;
@@ -123,10 +127,11 @@ pub(crate) use redirect::same_origin;
 
 use crate::error::Error;
 use crate::profile::Auth;
-use attempts::{AttemptLayer, Attempts};
-use breaker::{BreakerLayer, Breakers};
-use hedge::HedgeLayer;
-use throttle::ThrottleLayer;
+use attempts::Attempts;
+use breaker::Breakers;
+use guard::Guard;
+use hedge::Hedger;
+use throttle::Throttle;
 
 /// The longest event id sent back as `Last-Event-ID` when a stream is resumed.
 const MAX_EVENT_ID: usize = 1024;
@@ -154,15 +159,6 @@ pub enum RequestKind {
 }
 
 impl RequestKind {
-    /// The kind a request was tagged with on its way down the stack (a status read if
-    /// untagged).
-    pub(crate) fn of(extensions: &http::Extensions) -> Self {
-        extensions
-            .get::<RequestKind>()
-            .copied()
-            .unwrap_or(RequestKind::Status)
-    }
-
     /// A short, stable name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -199,9 +195,31 @@ impl RequestKind {
     }
 }
 
-/// The instant after which a request is of no use (a request extension).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Deadline(pub(crate) Instant);
+/// What the guard needs to know of a request (one request extension: each extension is an
+/// allocation, and copied with every copy of the request's extensions).
+#[derive(Debug, Clone)]
+pub(crate) struct Call {
+    pub(crate) kind: RequestKind,
+    /// The attempts made for it, counted by the guard.
+    pub(crate) attempts: Attempts,
+    /// The instant after which the request is of no use.
+    pub(crate) deadline: Option<Instant>,
+}
+
+impl Call {
+    pub(crate) fn new(kind: RequestKind) -> Self {
+        Call {
+            kind,
+            attempts: Attempts::default(),
+            deadline: None,
+        }
+    }
+
+    pub(crate) fn until(mut self, deadline: Option<Instant>) -> Self {
+        self.deadline = deadline;
+        self
+    }
+}
 
 /// Transport settings, validated by the client builder.
 #[derive(Debug, Clone)]
@@ -274,37 +292,31 @@ impl Transport {
             .jitter(Jitter::Bounded)
             .base(2)
             .build_with_max_retries(config.max_retries);
-        let throttle = || ThrottleLayer {
+        let throttle = Throttle {
             max_waits: config.max_throttle_waits,
             max_delay: config.max_throttle_delay,
         };
         let breakers = config.breaker.map(|c| Arc::new(Breakers::new(c)));
-        let breaker = || {
-            breakers.as_ref().map(|b| BreakerLayer {
-                breakers: Arc::clone(b),
-            })
-        };
-        let mut reads = StackBuilder::new(http.clone()).with(throttle()).with(
-            RetryTransientMiddleware::new_with_policy_and_strategy(backoff, Classifier),
-        );
-        if let Some(layer) = breaker() {
-            reads = reads.with(layer);
-        }
-        if let Some(hedge) = config.hedge {
-            reads = reads.with(HedgeLayer::new(hedge));
-        }
-        let reads = reads.with(AttemptLayer {
-            max_body: config.max_body,
-        });
+        let reads = StackBuilder::new(http.clone())
+            .with(RetryTransientMiddleware::new_with_policy_and_strategy(
+                backoff, Classifier,
+            ))
+            .with(Guard {
+                throttle,
+                breakers: breakers.clone(),
+                hedger: config.hedge.map(Hedger::new),
+                request_timeout: config.request_timeout,
+                max_body: config.max_body,
+            });
         // Innermost: the attempt's span is current, so each attempt carries its own parent.
         #[cfg(feature = "otel")]
         let reads = reads.with(propagate::PropagateContext);
         let reads = reads.build();
-        let mut writes = StackBuilder::new(http).with(throttle());
-        if let Some(layer) = breaker() {
-            writes = writes.with(layer);
-        }
-        let writes = writes.with(AttemptLayer {
+        let writes = StackBuilder::new(http).with(Guard {
+            throttle,
+            breakers: breakers.clone(),
+            hedger: None,
+            request_timeout: config.request_timeout,
             max_body: config.max_body,
         });
         #[cfg(feature = "otel")]
@@ -332,24 +344,20 @@ impl Transport {
         } else {
             RequestKind::Status
         };
-        let attempts = Attempts::default();
-        let mut request = self
-            .reads
-            .get(url.clone())
-            .with_extension(kind)
-            .with_extension(attempts.clone());
+        let call = Call::new(kind).until(options.deadline);
+        let attempts = call.attempts.clone();
+        let mut request = self.reads.get(url.clone()).with_extension(call);
         if let Some(tag) = &options.etag {
             request = request.header(http::header::IF_NONE_MATCH, tag.as_str());
         }
-        let mut timeout = self.request_timeout;
+        // A plain read keeps the client's timeout: a request of its own would be copied with
+        // it by every layer that copies requests.
         if let Some(hold) = options.hold {
-            request = request.header("prefer", format!("wait={}", hold.as_secs()));
-            timeout = timeout.saturating_add(hold);
+            request = request
+                .header("prefer", format!("wait={}", hold.as_secs()))
+                .timeout(self.request_timeout.saturating_add(hold));
         }
-        if let Some(deadline) = options.deadline {
-            request = request.with_extension(Deadline(deadline));
-        }
-        finish(url, request.timeout(timeout).send().await, &attempts).await
+        finish(url, request.send().await, &attempts).await
     }
 
     /// Opens an event stream.
@@ -360,14 +368,14 @@ impl Transport {
         timeout: Duration,
         kind: RequestKind,
     ) -> Result<Subscription, Failure> {
-        let attempts = Attempts::default();
+        let call = Call::new(kind);
+        let attempts = call.attempts.clone();
         let mut request = self
             .reads
             .get(url.clone())
             .header(ACCEPT, "text/event-stream")
             .header(http::header::CACHE_CONTROL, "no-cache")
-            .with_extension(kind)
-            .with_extension(attempts.clone())
+            .with_extension(call)
             .timeout(timeout);
         // The id is the server's: resume with it only when a header can carry it, and a
         // short one at that; otherwise reconnect without it, as a new subscriber.
@@ -418,7 +426,8 @@ impl Transport {
         key: Option<&str>,
         replayed: bool,
     ) -> Result<Exchange, Failure> {
-        let attempts = Attempts::default();
+        let call = Call::new(RequestKind::Create);
+        let attempts = call.attempts.clone();
         let stack = if key.is_some() && replayed {
             &self.reads
         } else {
@@ -428,10 +437,7 @@ impl Transport {
         if let Some(key) = key {
             request = request.header("idempotency-key", key);
         }
-        let request = request
-            .json(body)
-            .with_extension(RequestKind::Create)
-            .with_extension(attempts.clone());
+        let request = request.json(body).with_extension(call);
         finish(url, request.send().await, &attempts).await
     }
 }
@@ -447,16 +453,14 @@ impl Transport {
         body: Option<&serde_json::Value>,
         kind: RequestKind,
     ) -> Result<Exchange, Failure> {
-        let attempts = Attempts::default();
+        let call = Call::new(kind);
+        let attempts = call.attempts.clone();
         let stack = if method == http::Method::GET {
             &self.reads
         } else {
             &self.writes
         };
-        let mut request = stack
-            .request(method, url.clone())
-            .with_extension(kind)
-            .with_extension(attempts.clone());
+        let mut request = stack.request(method, url.clone()).with_extension(call);
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -466,13 +470,12 @@ impl Transport {
     /// Cancels a job: one `POST` without a body, through the stack that does not retry,
     /// answered within `within` or cut (a throttled answer is not waited out past it).
     pub(crate) async fn cancel(&self, url: &Url, within: Duration) -> Result<Exchange, Failure> {
-        let attempts = Attempts::default();
+        let call = Call::new(RequestKind::Cancel).until(Some(Instant::now() + within));
+        let attempts = call.attempts.clone();
         let request = self
             .writes
             .post(url.clone())
-            .with_extension(RequestKind::Cancel)
-            .with_extension(Deadline(Instant::now() + within))
-            .with_extension(attempts.clone())
+            .with_extension(call)
             .timeout(within);
         finish(url, request.send().await, &attempts).await
     }

@@ -180,8 +180,8 @@ pub struct WaitReport {
     /// the circuit breaker refused, which sent nothing, does not).
     pub requests: u32,
     /// Extra attempts on the wire, across all requests: transport retries of a failed
-    /// attempt, and resends after a `429`/`503` + `Retry-After` the throttle layer waited
-    /// out (attempts after the first of each request).
+    /// attempt, and resends after a `429`/`503` + `Retry-After` the throttle waited out
+    /// (attempts after the first of each request).
     pub retries: u32,
     /// Hedges: duplicates of slow status reads (see
     /// [`HedgeConfig`](crate::transport::HedgeConfig)), requests on the wire that are neither

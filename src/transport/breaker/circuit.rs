@@ -42,7 +42,7 @@ pub(crate) enum Verdict {
     Healthy,
     /// A transport error, a `5xx`, a `408` or a `429`.
     Failing,
-    /// Says nothing either way: an answer with `Retry-After` (the throttle layer's business),
+    /// Says nothing either way: an answer with `Retry-After` (the throttle's business),
     /// a request that could not be built.
     Neutral,
 }
@@ -187,7 +187,7 @@ impl Circuit {
         }
     }
 
-    /// A throttled answer the throttle layer could not absorb: the service keeps refusing.
+    /// A throttled answer the throttle could not absorb: the service keeps refusing.
     pub(crate) fn record_throttled(&mut self, now: Instant) -> Option<BreakerState> {
         if self.phase != Phase::Closed {
             return None;

@@ -1,13 +1,11 @@
 //! The mechanism: one circuit per host, a ticket per admitted attempt, metrics on every
-//! transition. The decisions are the circuit's (`circuit.rs`); this file owns the clock,
+//! transition (the guard, `transport::guard`, asks for the tickets). The decisions are the circuit's (`circuit.rs`); this file owns the clock,
 //! the locks and the telemetry.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use http::Extensions;
-use reqwest::{Request, Response};
-use reqwest_middleware::{Middleware, Next};
+use reqwest::Response;
 use tokio::time::Instant;
 use url::Url;
 
@@ -76,7 +74,8 @@ impl HostBreaker {
         self.circuit.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn admit(self: &Arc<Self>) -> Result<Ticket, BreakerOpen> {
+    /// Admits one attempt, or refuses it while the circuit is open.
+    pub(crate) fn admit(self: &Arc<Self>) -> Result<Ticket, BreakerOpen> {
         let (admission, moved) = self.circuit().admit(Instant::now());
         self.moved(moved);
         match admission {
@@ -106,7 +105,7 @@ impl HostBreaker {
         }
     }
 
-    /// A throttled answer the throttle layer hands back unabsorbed counts as a failure.
+    /// A throttled answer the guard hands back unabsorbed counts as a failure.
     pub(crate) fn record_throttled(&self) {
         let moved = self.circuit().record_throttled(Instant::now());
         self.moved(moved);
@@ -120,20 +119,17 @@ impl HostBreaker {
     }
 }
 
-/// The host's breaker, left on the request's extensions for the layers above.
-#[derive(Debug, Clone)]
-pub(crate) struct BreakerHandle(pub(crate) Arc<HostBreaker>);
-
 /// One admitted attempt. Dropped without a verdict (the request was cancelled), it frees its
 /// probe slot, so a cancelled probe cannot wedge the breaker half-open.
-struct Ticket {
+pub(crate) struct Ticket {
     host: Arc<HostBreaker>,
     generation: u64,
     settled: bool,
 }
 
 impl Ticket {
-    fn settle(mut self, result: &reqwest_middleware::Result<Response>) {
+    /// Reports what the attempt's result says about the host.
+    pub(crate) fn settle(mut self, result: &reqwest_middleware::Result<Response>) {
         self.settled = true;
         let verdict = verdict(result);
         match result {
@@ -190,32 +186,6 @@ fn verdict(result: &reqwest_middleware::Result<Response>) -> Verdict {
     }
 }
 
-/// Refuses attempts while the host's breaker is open; reports each admitted attempt's
-/// verdict.
-#[derive(Debug)]
-pub(crate) struct BreakerLayer {
-    pub(crate) breakers: Arc<Breakers>,
-}
-
-#[async_trait::async_trait]
-impl Middleware for BreakerLayer {
-    async fn handle(
-        &self,
-        req: Request,
-        extensions: &mut Extensions,
-        next: Next<'_>,
-    ) -> reqwest_middleware::Result<Response> {
-        let host = self.breakers.host(req.url());
-        let ticket = host
-            .admit()
-            .map_err(reqwest_middleware::Error::middleware)?;
-        extensions.insert(BreakerHandle(host));
-        let result = next.run(req, extensions).await;
-        ticket.settle(&result);
-        result
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,7 +211,7 @@ mod tests {
         assert_eq!(
             answer(429, true),
             Verdict::Neutral,
-            "the throttle layer's business"
+            "the throttle's business"
         );
         assert_eq!(answer(503, true), Verdict::Neutral);
         assert_eq!(

@@ -24,13 +24,13 @@
 //! A transport error (connect, timeout, reset), a `5xx`, a `408` or a `429`. A job that ended
 //! in `error`, a `404` and a `304` are answers: the service is up. So is an answer the client
 //! cannot use — a body over the limit, malformed HTTP, a redirect it does not follow. An answer with
-//! `Retry-After` is the throttle layer's business (it waits exactly that long); it counts as
-//! a failure only when the throttle layer hands it back unabsorbed.
+//! `Retry-After` is the throttle's business (it waits exactly that long); it counts as
+//! a failure only when the throttle hands it back unabsorbed.
 //!
 //! The breaker sits *under* the retry layer and judges each attempt, so that it opens after a
 //! few failed requests rather than after every caller has spent its whole retry budget, and
 //! so that an open breaker ends retry loops already in flight at their next attempt (a
-//! refusal is fatal to the retry classifier). The hedge layer sits under it: a hedged pair is
+//! refusal is fatal to the retry classifier). The hedge sits under it: a hedged pair is
 //! one attempt, judged once.
 //!
 //! There is one breaker per upstream host (`scheme://host:port`), shared by every clone of a
@@ -46,7 +46,7 @@ use crate::error::Error;
 
 pub(crate) use circuit::BreakerState;
 pub(crate) use error::{BreakerOpen, refusal};
-pub(crate) use layer::{BreakerHandle, BreakerLayer, Breakers};
+pub(crate) use layer::{Breakers, HostBreaker};
 
 /// Settings of the circuit breaker ([`ClientBuilder::circuit_breaker`](crate::ClientBuilder::circuit_breaker)).
 ///

@@ -21,7 +21,7 @@
 //! thinner than itself: at the 95th percentile with a 5 % budget it is spent on the slowest
 //! 5 % of calls, so a slow tail as large as the budget is only partly cut.
 //!
-//! # What the layers above see
+//! # What the steps above see
 //!
 //! A hedged pair is one attempt: the retry layer retries it once, the circuit breaker judges
 //! it once, and the wait's report counts one request. The duplicate gets only what is left of
@@ -34,14 +34,14 @@
 //! percentile down.
 
 mod histogram;
-mod layer;
+mod race;
 mod tracker;
 
 use std::time::Duration;
 
 use crate::error::Error;
 
-pub(crate) use layer::{HedgeLayer, HedgeLeg};
+pub(crate) use race::{HedgeLeg, Hedger};
 
 /// Settings of status-read hedging ([`ClientBuilder::hedging`](crate::ClientBuilder::hedging)).
 ///

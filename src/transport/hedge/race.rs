@@ -1,41 +1,35 @@
 //! The mechanism: time the original, send the duplicate when due and allowed, take the first
-//! usable answer, cancel the other. The decisions are the tracker's (`tracker.rs`).
+//! usable answer, cancel the other. The decisions are the tracker's (`tracker.rs`); the
+//! requests are the guard's (`transport::guard`), which hands in the original's future and a
+//! way to make the duplicate.
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
-use http::Extensions;
-use reqwest::{Request, Response};
-use reqwest_middleware::{Middleware, Next};
+use reqwest::Response;
 use tokio::time::Instant;
+use url::Url;
 
 use super::HedgeConfig;
 use super::tracker::{HedgeDecision, HedgePlan, HedgeTracker};
 use crate::telemetry;
-use crate::transport::RequestKind;
-use crate::transport::attempts::Attempts;
 use crate::transport::classify::{Classification, classify, classify_error};
 use crate::transport::hosts::PerHost;
 
-/// Marks the duplicate of a hedged pair (a request extension): the attempt layer gives it
-/// the original's attempt number and does not count it as a retry.
+/// Marks the duplicate of a hedged pair (a request extension, for what runs below the guard).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct HedgeLeg {
-    pub(crate) attempt: u32,
-}
+pub(crate) struct HedgeLeg;
 
-/// Hedges slow status reads; passes every other request through.
+/// Hedges slow status reads: one latency tracker and budget per host.
 #[derive(Debug)]
-pub(crate) struct HedgeLayer {
+pub(crate) struct Hedger {
     trackers: PerHost<Mutex<HedgeTracker>>,
 }
 
-impl HedgeLayer {
-    pub(crate) fn new(config: HedgeConfig) -> Self {
-        HedgeLayer {
-            trackers: PerHost::new(move |_| Mutex::new(HedgeTracker::new(config, Instant::now()))),
-        }
-    }
-}
+/// One host's tracker, for one read.
+pub(crate) struct HostHedge(Arc<Mutex<HedgeTracker>>);
 
 fn lock(tracker: &Mutex<HedgeTracker>) -> MutexGuard<'_, HedgeTracker> {
     tracker.lock().unwrap_or_else(PoisonError::into_inner)
@@ -51,36 +45,44 @@ fn failed(result: &reqwest_middleware::Result<Response>) -> bool {
     class == Classification::Transient
 }
 
-#[async_trait::async_trait]
-impl Middleware for HedgeLayer {
-    async fn handle(
-        &self,
-        req: Request,
-        extensions: &mut Extensions,
-        next: Next<'_>,
-    ) -> reqwest_middleware::Result<Response> {
-        let kind = RequestKind::of(extensions);
-        if kind != RequestKind::Status {
-            return next.run(req, extensions).await;
+impl Hedger {
+    pub(crate) fn new(config: HedgeConfig) -> Self {
+        Hedger {
+            trackers: PerHost::new(move |_| Mutex::new(HedgeTracker::new(config, Instant::now()))),
         }
-        let tracker = self.trackers.get(req.url());
+    }
+
+    /// The tracker of the URL's host.
+    pub(crate) fn host(&self, url: &Url) -> HostHedge {
+        HostHedge(self.trackers.get(url))
+    }
+}
+
+impl HostHedge {
+    /// Runs `original`, a status read; if it is still out when the host's tracker says a
+    /// hedge is due and its budget allows one, runs `duplicate(elapsed)` beside it (it gives
+    /// `None` when it cannot: no copy of the request, or no time left) and returns the first
+    /// usable answer of the two.
+    pub(crate) async fn race<O, D, F>(
+        self,
+        mut original: Pin<&mut O>,
+        duplicate: D,
+    ) -> reqwest_middleware::Result<Response>
+    where
+        O: Future<Output = reqwest_middleware::Result<Response>>,
+        D: FnOnce(Duration) -> Option<F>,
+        F: Future<Output = reqwest_middleware::Result<Response>> + Unpin,
+    {
+        let tracker = &self.0;
         let started = Instant::now();
-        let plan = lock(&tracker).start(started);
-        let record = |latency| lock(&tracker).record(Instant::now(), latency);
-        let hedgeable = match plan {
-            HedgePlan::After(delay) => req.try_clone().map(|duplicate| (delay, duplicate)),
-            HedgePlan::NotYet => None,
-        };
-        let Some((delay, mut duplicate)) = hedgeable else {
-            let result = next.run(req, extensions).await;
+        let plan = lock(tracker).start(started);
+        let record = |latency| lock(tracker).record(Instant::now(), latency);
+        let HedgePlan::After(delay) = plan else {
+            let result = original.await;
             record(started.elapsed());
             return result;
         };
-        let attempts = extensions.get::<Attempts>().cloned();
-        let attempt = attempts.as_ref().map_or(1, |a| a.get() + 1);
-        let timeout = req.timeout().copied();
 
-        let mut original = next.clone().run(req, extensions);
         tokio::select! {
             biased;
             result = &mut original => {
@@ -90,33 +92,26 @@ impl Middleware for HedgeLayer {
             () = tokio::time::sleep(delay) => {}
         }
 
-        // Still out at the delay: a duplicate is due. It gets what is left of the timeout.
-        let left = timeout.map(|t| t.saturating_sub(started.elapsed()));
-        let decision = lock(&tracker).hedge(Instant::now());
-        if decision == HedgeDecision::BudgetExhausted || left.is_some_and(|l| l.is_zero()) {
-            if decision == HedgeDecision::BudgetExhausted {
-                telemetry::hedge("budget_exhausted");
-            }
+        // Still out at the delay: a duplicate is due.
+        let decision = lock(tracker).hedge(Instant::now());
+        if decision == HedgeDecision::BudgetExhausted {
+            telemetry::hedge("budget_exhausted");
+        }
+        let hedge = match decision {
+            HedgeDecision::Send => duplicate(started.elapsed()),
+            HedgeDecision::BudgetExhausted => None,
+        };
+        let Some(hedge) = hedge else {
             let result = original.await;
             record(started.elapsed());
             return result;
-        }
-        if left.is_some() {
-            *duplicate.timeout_mut() = left;
-        }
+        };
         telemetry::hedge("sent");
-        if let Some(attempts) = &attempts {
-            attempts.hedged();
-        }
         tracing::debug!(
             delay_ms = delay.as_millis() as u64,
-            path = duplicate.url().path(),
             "hedging a slow status read"
         );
-        let mut leg = Extensions::new();
-        leg.insert(kind);
-        leg.insert(HedgeLeg { attempt });
-        let mut hedge = next.run(duplicate, &mut leg);
+        let mut hedge = hedge;
 
         tokio::select! {
             result = &mut original => {
@@ -151,13 +146,16 @@ impl Middleware for HedgeLayer {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use std::sync::{Arc, Mutex};
-    use std::time::Duration;
+    use http::Extensions;
+    use reqwest::Request;
+    use reqwest_middleware::{Middleware, Next};
 
     use super::*;
+    use crate::transport::{Call, RequestKind};
 
     /// The far side of the stack, in paused time: answers each request after the next
-    /// scripted latency and logs when each arrived and whether it was a hedge.
+    /// scripted latency and logs when each arrived and whether it was a hedge; the answer
+    /// says the request's own timeout, if it had one, in `x-timeout-ms`.
     struct Script {
         latencies: Mutex<Vec<Duration>>,
         log: Arc<Mutex<Vec<(Instant, bool)>>>,
@@ -167,11 +165,12 @@ mod tests {
     impl Middleware for Script {
         async fn handle(
             &self,
-            _req: Request,
+            req: Request,
             extensions: &mut Extensions,
             _next: Next<'_>,
         ) -> reqwest_middleware::Result<Response> {
             let hedge = extensions.get::<HedgeLeg>().is_some();
+            let timeout = req.timeout().map(|t| t.as_millis().to_string());
             self.log.lock().unwrap().push((Instant::now(), hedge));
             let latency = {
                 let mut latencies = self.latencies.lock().unwrap();
@@ -183,7 +182,13 @@ mod tests {
             };
             tokio::time::sleep(latency).await;
             let body = if hedge { "hedge" } else { "original" };
-            Ok(Response::from(http::Response::new(body)))
+            let mut answer = http::Response::new(body);
+            if let Some(ms) = timeout {
+                answer
+                    .headers_mut()
+                    .insert("x-timeout-ms", ms.parse().unwrap());
+            }
+            Ok(Response::from(answer))
         }
     }
 
@@ -194,8 +199,18 @@ mod tests {
         latencies: Vec<Duration>,
     ) -> (reqwest_middleware::ClientWithMiddleware, Log) {
         let log = Arc::new(Mutex::new(Vec::new()));
+        let guard = crate::transport::guard::Guard {
+            throttle: crate::transport::throttle::Throttle {
+                max_waits: 0,
+                max_delay: Duration::ZERO,
+            },
+            breakers: None,
+            hedger: Some(Hedger::new(config)),
+            request_timeout: Duration::from_secs(30),
+            max_body: 1 << 20,
+        };
         let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-            .with(HedgeLayer::new(config))
+            .with(guard)
             .with(Script {
                 latencies: Mutex::new(latencies),
                 log: Arc::clone(&log),
@@ -207,11 +222,12 @@ mod tests {
     async fn call(client: &reqwest_middleware::ClientWithMiddleware) -> String {
         let response = client
             .get("http://upstream.test/status")
-            .with_extension(RequestKind::Status)
+            .with_extension(Call::new(RequestKind::Status))
             .send()
             .await
             .unwrap();
-        response.text().await.unwrap()
+        let body = crate::transport::attempts::body(response).await.unwrap();
+        String::from_utf8(body.to_vec()).unwrap()
     }
 
     fn ms(n: u64) -> Duration {
@@ -247,6 +263,45 @@ mod tests {
             delay + ms(10),
             "the hedge's own latency"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_duplicate_gets_what_is_left_of_the_timeout() {
+        let mut latencies = vec![ms(1); 20];
+        latencies.extend([Duration::from_secs(1), ms(10)]);
+        let config = HedgeConfig::new().min_delay(ms(50));
+        let (client, _) = stack(config, latencies);
+        for _ in 0..20 {
+            call(&client).await;
+        }
+        let timeout_of = |response: &Response| {
+            let header = response.headers().get("x-timeout-ms");
+            header.map(|v| v.to_str().unwrap().to_owned())
+        };
+        // A plain read has no timeout of its own (the client's, 30 s here, applies): its
+        // duplicate, sent at 50 ms, gets 29.95 s.
+        let plain = client
+            .get("http://upstream.test/status")
+            .with_extension(Call::new(RequestKind::Status))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(timeout_of(&plain).as_deref(), Some("29950"));
+        // One with its own timeout: what is left of that one.
+        let mut latencies = vec![ms(1); 20];
+        latencies.extend([Duration::from_secs(1), ms(10)]);
+        let (client, _) = stack(config, latencies);
+        for _ in 0..20 {
+            call(&client).await;
+        }
+        let own = client
+            .get("http://upstream.test/status")
+            .with_extension(Call::new(RequestKind::Status))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(timeout_of(&own).as_deref(), Some("1950"));
     }
 
     #[tokio::test(start_paused = true)]
@@ -295,11 +350,12 @@ mod tests {
         call(&client).await;
         let response = client
             .get("http://upstream.test/v1/jobs/a/status")
-            .with_extension(RequestKind::LongPoll)
+            .with_extension(Call::new(RequestKind::LongPoll))
             .send()
             .await
             .unwrap();
-        assert_eq!(response.text().await.unwrap(), "original");
+        let body = crate::transport::attempts::body(response).await.unwrap();
+        assert_eq!(body, "original");
         assert_eq!(log.lock().unwrap().len(), 2);
     }
 }
