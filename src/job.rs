@@ -6,7 +6,9 @@
 //! `GET /status` server unchanged; when such a URL has the profile's status shape, the job's
 //! id is read from it, and with it its events and cancel URLs.
 
+use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 use tokio::time::Instant;
 use url::Url;
@@ -41,8 +43,9 @@ pub struct JobRef {
 enum Target {
     Id(String),
     /// The status URL as given, and parsed once (`None`: not a URL; the error comes when the
-    /// job is used), so that a job read again and again is not parsed again each time.
-    Url(String, Option<Url>),
+    /// job is used), so that a job read again and again is not parsed again each time; shared,
+    /// so that a copy of the reference (one per read, often) copies neither.
+    Url(Arc<(String, Option<Url>)>),
 }
 
 /// Which way a [`JobRef`] addresses its job.
@@ -76,7 +79,7 @@ impl JobRef {
             target: {
                 let raw = url.into();
                 let parsed = Url::parse(&raw).ok();
-                Target::Url(raw, parsed)
+                Target::Url(Arc::new((raw, parsed)))
             },
             known_id: None,
             events_url: None,
@@ -158,7 +161,7 @@ impl JobRef {
         let status_label = redact(status.as_str()).into_owned();
         let label = match (&self.target, &self.known_id) {
             (Target::Id(id), _) | (Target::Url(..), Some(id)) => redact(id).into_owned(),
-            (Target::Url(raw, _), None) => redact(raw).into_owned(),
+            (Target::Url(url), None) => redact(&url.0).into_owned(),
         };
         Ok(Endpoints {
             id,
@@ -178,7 +181,7 @@ impl JobRef {
         &self,
         base: Option<&Url>,
         profile: &Profile,
-    ) -> Result<Url, Error> {
+    ) -> Result<Cow<'_, Url>, Error> {
         match &self.target {
             Target::Id(id) => {
                 if id.is_empty() {
@@ -192,17 +195,18 @@ impl JobRef {
                         ),
                     )
                 })?;
-                profile.compiled().status.resolve(base, id)
+                profile.compiled().status.resolve(base, id).map(Cow::Owned)
             }
-            Target::Url(raw, parsed) => {
+            Target::Url(url) => {
+                let (raw, parsed) = &**url;
                 let status = match parsed {
-                    Some(url) => url.clone(),
-                    None => Url::parse(raw).map_err(|e| {
+                    Some(url) => Cow::Borrowed(url),
+                    None => Cow::Owned(Url::parse(raw).map_err(|e| {
                         Error::config(
                             "job",
                             format!("{:?} is not a valid status URL: {e}", redact(raw)),
                         )
-                    })?,
+                    })?),
                 };
                 if !matches!(status.scheme(), "http" | "https") {
                     return Err(Error::config(
@@ -224,7 +228,7 @@ impl JobRef {
         base: Option<&Url>,
         profile: &Profile,
     ) -> Result<(Url, Option<(String, Url)>), Error> {
-        let status = self.status_endpoint(base, profile)?;
+        let status = self.status_endpoint(base, profile)?.into_owned();
         let found = match &self.target {
             // A job named by id has a base: `status_endpoint` refuses one without.
             Target::Id(id) => base.map(|base| (id.clone(), base.clone())),
@@ -238,7 +242,7 @@ impl fmt::Display for JobRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.target {
             Target::Id(id) => f.write_str(id),
-            Target::Url(url, _) => f.write_str(url),
+            Target::Url(url) => f.write_str(&url.0),
         }
     }
 }
@@ -431,7 +435,7 @@ mod tests {
         ] {
             let read = job.status_endpoint(Some(&base), &sim()).unwrap();
             let wait = job.resolve(Some(&base), &sim()).unwrap();
-            assert_eq!(read, wait.status, "{job}");
+            assert_eq!(*read, wait.status, "{job}");
         }
         for job in [
             JobRef::id(""),

@@ -38,7 +38,7 @@
 
 use std::time::Duration;
 
-use metrics::Unit;
+use metrics::{Key, Label, Metadata, Unit};
 
 use crate::transport::RequestKind;
 use crate::transport::breaker::BreakerState;
@@ -280,28 +280,127 @@ pub fn describe_metrics() {
     );
 }
 
-pub(crate) fn request_outcome(
-    result: &Result<reqwest::Response, reqwest_middleware::Error>,
-) -> &'static str {
-    match result {
-        Ok(r) => match r.status().as_u16() {
-            304 => "not_modified",
-            429 => "throttled",
-            200..=299 => "ok",
-            400..=499 => "client_error",
-            500..=599 => "server_error",
-            _ => "other",
-        },
-        Err(reqwest_middleware::Error::Reqwest(e)) if e.is_timeout() => "timeout",
-        Err(reqwest_middleware::Error::Reqwest(e)) if e.is_connect() => "connect_error",
-        Err(_) => "network_error",
+/// How one request on the wire ended (the `outcome` label of [`REQUESTS_TOTAL`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    NotModified,
+    Throttled,
+    Ok,
+    ClientError,
+    ServerError,
+    Other,
+    Timeout,
+    ConnectError,
+    NetworkError,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 9] = [
+        Outcome::NotModified,
+        Outcome::Throttled,
+        Outcome::Ok,
+        Outcome::ClientError,
+        Outcome::ServerError,
+        Outcome::Other,
+        Outcome::Timeout,
+        Outcome::ConnectError,
+        Outcome::NetworkError,
+    ];
+
+    pub(crate) fn of(result: &Result<reqwest::Response, reqwest_middleware::Error>) -> Self {
+        match result {
+            Ok(r) => match r.status().as_u16() {
+                304 => Outcome::NotModified,
+                429 => Outcome::Throttled,
+                200..=299 => Outcome::Ok,
+                400..=499 => Outcome::ClientError,
+                500..=599 => Outcome::ServerError,
+                _ => Outcome::Other,
+            },
+            Err(reqwest_middleware::Error::Reqwest(e)) if e.is_timeout() => Outcome::Timeout,
+            Err(reqwest_middleware::Error::Reqwest(e)) if e.is_connect() => Outcome::ConnectError,
+            Err(_) => Outcome::NetworkError,
+        }
+    }
+
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            Outcome::NotModified => "not_modified",
+            Outcome::Throttled => "throttled",
+            Outcome::Ok => "ok",
+            Outcome::ClientError => "client_error",
+            Outcome::ServerError => "server_error",
+            Outcome::Other => "other",
+            Outcome::Timeout => "timeout",
+            Outcome::ConnectError => "connect_error",
+            Outcome::NetworkError => "network_error",
+        }
     }
 }
 
-pub(crate) fn request(kind: RequestKind, outcome: &'static str, elapsed: Duration) {
-    metrics::counter!(REQUESTS_TOTAL, "kind" => kind.as_str(), "outcome" => outcome).increment(1);
-    metrics::histogram!(REQUEST_DURATION_SECONDS, "kind" => kind.as_str())
-        .record(elapsed.as_secs_f64());
+const KINDS: usize = RequestKind::ALL.len();
+const OUTCOMES: usize = Outcome::ALL.len();
+
+/// The labels of a request's metrics, for every kind and outcome, made at compile time.
+static REQUEST_LABELS: [[[Label; 2]; OUTCOMES]; KINDS] = {
+    let mut table =
+        [const { [const { [const { Label::from_static_parts("", "") }; 2] }; OUTCOMES] }; KINDS];
+    let mut k = 0;
+    while k < KINDS {
+        let mut o = 0;
+        while o < OUTCOMES {
+            let labels = [
+                Label::from_static_parts("kind", RequestKind::ALL[k].as_str()),
+                Label::from_static_parts("outcome", Outcome::ALL[o].as_str()),
+            ];
+            std::mem::forget(std::mem::replace(&mut table[k][o], labels));
+            o += 1;
+        }
+        k += 1;
+    }
+    table
+};
+
+/// The keys of a request's two metrics, hashed at compile time: recording a request then
+/// allocates and hashes nothing (the `counter!` macro with a label that is not a literal
+/// builds and hashes its key on every call).
+static REQUEST_KEYS: ([[Key; OUTCOMES]; KINDS], [Key; KINDS]) = {
+    let mut counters = [const { [const { Key::from_static_name("") }; OUTCOMES] }; KINDS];
+    let mut durations = [const { Key::from_static_name("") }; KINDS];
+    let mut k = 0;
+    while k < KINDS {
+        let mut o = 0;
+        while o < OUTCOMES {
+            let key = Key::from_static_parts(REQUESTS_TOTAL, &REQUEST_LABELS[k][o]);
+            std::mem::forget(std::mem::replace(&mut counters[k][o], key));
+            o += 1;
+        }
+        // The duration's only label is the kind: the first of any outcome's pair.
+        let labels: &'static [Label] = REQUEST_LABELS[k][0].split_at(1).0;
+        let key = Key::from_static_parts(REQUEST_DURATION_SECONDS, labels);
+        std::mem::forget(std::mem::replace(&mut durations[k], key));
+        k += 1;
+    }
+    (counters, durations)
+};
+
+/// Where the request metrics say they come from, as the `metrics` macros would.
+static REQUEST_METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+pub(crate) fn request(kind: RequestKind, outcome: Outcome, elapsed: Duration) {
+    let (counters, durations) = &REQUEST_KEYS;
+    metrics::with_recorder(|recorder| {
+        recorder
+            .register_counter(
+                &counters[kind as usize][outcome as usize],
+                &REQUEST_METADATA,
+            )
+            .increment(1);
+        recorder
+            .register_histogram(&durations[kind as usize], &REQUEST_METADATA)
+            .record(elapsed.as_secs_f64());
+    });
 }
 
 pub(crate) fn retry(kind: RequestKind) {
@@ -496,5 +595,55 @@ mod tests {
             assert!(buckets.windows(2).all(|w| w[0] < w[1]), "{name}");
             assert!(buckets[0] > 0.0, "{name}");
         }
+    }
+
+    /// The keys made at compile time are the ones the labels say: every kind and outcome,
+    /// recorded through a real recorder, comes out with its own two labels.
+    #[test]
+    fn a_request_is_recorded_under_its_kind_and_outcome() {
+        use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        metrics::with_local_recorder(&recorder, || {
+            for (k, kind) in RequestKind::ALL.into_iter().enumerate() {
+                for (o, outcome) in Outcome::ALL.into_iter().enumerate() {
+                    // Kind k, outcome o, recorded (k + 1) × (o + 1) times.
+                    for _ in 0..(k + 1) * (o + 1) {
+                        request(kind, outcome, Duration::from_millis(5));
+                    }
+                }
+            }
+        });
+        let mut counters = 0;
+        for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+            let key = key.key();
+            let label = |name: &str| {
+                let found = key.labels().find(|l| l.key() == name);
+                found.map(|l| l.value().to_owned())
+            };
+            let kind = label("kind").unwrap();
+            let k = RequestKind::ALL
+                .iter()
+                .position(|x| x.as_str() == kind)
+                .unwrap();
+            match (key.name(), value) {
+                (REQUESTS_TOTAL, DebugValue::Counter(n)) => {
+                    let outcome = label("outcome").unwrap();
+                    let o = Outcome::ALL
+                        .iter()
+                        .position(|x| x.as_str() == outcome)
+                        .unwrap();
+                    assert_eq!(n as usize, (k + 1) * (o + 1), "{kind} {outcome}");
+                    assert_eq!(key.labels().count(), 2);
+                    counters += 1;
+                }
+                (REQUEST_DURATION_SECONDS, DebugValue::Histogram(samples)) => {
+                    assert_eq!(key.labels().count(), 1, "{kind}");
+                    assert_eq!(samples.len(), (k + 1) * 45, "{kind}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(counters, RequestKind::ALL.len() * Outcome::ALL.len());
     }
 }

@@ -118,12 +118,12 @@ pub(crate) fn send<'a>(
             Ok(response) if kind.buffered() => buffer(response, max_body).await,
             other => other,
         };
-        let outcome = telemetry::request_outcome(&result);
+        let outcome = telemetry::Outcome::of(&result);
         if let Ok(response) = &result {
             tracing::Span::current().record("status", response.status().as_u16());
         }
         tracing::debug!(
-            outcome,
+            outcome = outcome.as_str(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "answered"
         );

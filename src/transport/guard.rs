@@ -67,7 +67,7 @@ impl Middleware for Guard {
         loop {
             // One copy, made before the request goes out: a throttled resend's, or a hedge's.
             let mut spare = if resends || hedger.is_some() {
-                req.try_clone()
+                copy(&req)
             } else {
                 None
             };
@@ -155,7 +155,7 @@ impl Guard {
                 let duplicate = |elapsed| {
                     // The copy is the resend's too while a throttled answer may still want one.
                     let mut duplicate = if keep_spare {
-                        spare.as_ref().and_then(Request::try_clone)
+                        spare.as_ref().and_then(copy)
                     } else {
                         spare.take()
                     }?;
@@ -182,6 +182,24 @@ impl Guard {
         }
         result
     }
+}
+
+/// A copy of a request, to send again: what `Request::try_clone` makes, less the empty
+/// timeout entry it allocates (and drops) for a request without one of its own. (The guard
+/// sets nothing else on a request's own extensions, and neither does the stack above it.)
+fn copy(req: &Request) -> Option<Request> {
+    let body = match req.body() {
+        Some(body) => Some(reqwest::Body::from(body.as_bytes()?.to_vec())),
+        None => None,
+    };
+    let mut copy = Request::new(req.method().clone(), req.url().clone());
+    *copy.headers_mut() = req.headers().clone();
+    *copy.version_mut() = req.version();
+    if let Some(timeout) = req.timeout() {
+        *copy.timeout_mut() = Some(*timeout);
+    }
+    *copy.body_mut() = body;
+    Some(copy)
 }
 
 #[cfg(test)]

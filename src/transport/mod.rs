@@ -160,7 +160,7 @@ pub enum RequestKind {
 
 impl RequestKind {
     /// A short, stable name.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             RequestKind::Status => "status",
             RequestKind::LongPoll => "long_poll",
