@@ -265,9 +265,11 @@ fn sse_event() -> impl Strategy<Value = SseEvent> {
         })
 }
 
-fn exchange(status: StatusCode, headers: HeaderMap, body: Vec<u8>) -> Exchange {
+fn exchange(status: StatusCode, headers: HeaderMap, body: Vec<u8>) -> Exchange<'static> {
+    static URL: std::sync::LazyLock<url::Url> =
+        std::sync::LazyLock::new(|| url::Url::parse("http://127.0.0.1/v1/jobs/j/status").unwrap());
     Exchange {
-        url: url::Url::parse("http://127.0.0.1/v1/jobs/j/status").unwrap(),
+        url: &URL,
         status,
         headers,
         body: Bytes::from(body),

@@ -125,7 +125,7 @@ pub(crate) fn throttled(status: StatusCode, headers: &HeaderMap) -> Option<Optio
 }
 
 /// What a status answer means, read by `profile`.
-pub(crate) fn interpret(exchange: Exchange, profile: &Profile) -> ReadOutcome {
+pub(crate) fn interpret(exchange: Exchange<'_>, profile: &Profile) -> ReadOutcome {
     let (retry_after, pause) = profile.hints(&exchange.headers);
     let meta = Meta {
         etag: headers::etag(&exchange.headers),
@@ -153,7 +153,7 @@ pub(crate) fn interpret(exchange: Exchange, profile: &Profile) -> ReadOutcome {
             }
             match classify(status, &exchange.headers) {
                 Classification::Transient => ReadOutcome::Unavailable {
-                    host: hosts::label(&exchange.url).to_owned(),
+                    host: hosts::label(exchange.url).to_owned(),
                     error: exchange.into_error(None),
                     resume_at: None,
                     answered: true,
@@ -191,7 +191,7 @@ pub(crate) fn refusal(url: &Url, subscription: Subscription) -> Result<FallbackR
     match subscription.status.as_u16() {
         404 | 405 | 406 | 501 | 200..=299 => Ok(FallbackReason::NotSupported),
         401 | 403 => Err(Exchange {
-            url: url.clone(),
+            url,
             status: subscription.status,
             headers: subscription.headers,
             body: subscription.body,

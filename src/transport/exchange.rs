@@ -14,10 +14,10 @@ use super::{breaker, headers, redirect, sse};
 use crate::error::{Error, Unavailable, UnexpectedResponse, Unreachable, excerpt};
 use crate::redact::redact;
 
-/// One answered request, body read.
+/// One answered request, body read; it borrows the URL it was sent to.
 #[derive(Debug)]
-pub(crate) struct Exchange {
-    pub(crate) url: Url,
+pub(crate) struct Exchange<'u> {
+    pub(crate) url: &'u Url,
     pub(crate) status: StatusCode,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
@@ -56,11 +56,11 @@ impl std::fmt::Debug for Subscription {
     }
 }
 
-pub(super) async fn finish(
-    url: &Url,
+pub(super) async fn finish<'u>(
+    url: &'u Url,
     result: reqwest_middleware::Result<reqwest::Response>,
     attempts: &Attempts,
-) -> Result<Exchange, Failure> {
+) -> Result<Exchange<'u>, Failure> {
     let mut response = result.map_err(|error| Failure::new(url, error, attempts))?;
     let hedges = attempts.hedges();
     let attempts = attempts.get().max(1);
@@ -77,7 +77,7 @@ pub(super) async fn finish(
         .await
         .map_err(|e| failure(reqwest_middleware::Error::Reqwest(e)))?;
     Ok(Exchange {
-        url: url.clone(),
+        url,
         status,
         headers,
         body,
@@ -166,7 +166,7 @@ fn source_chain_has_timeout(error: &reqwest_middleware::Error) -> bool {
     false
 }
 
-impl Exchange {
+impl Exchange<'_> {
     /// The `error.code` of the answer's JSON error body, when it has one.
     pub(crate) fn error_code(&self) -> Option<String> {
         error_body(&self.body).and_then(|(code, _)| code)
@@ -195,7 +195,7 @@ impl Exchange {
         let (code, server_message) = code_and_message.unwrap_or_default();
         // A redirect is reported as such, whatever its body says.
         let redirect = self.status.is_redirection() && self.status != StatusCode::NOT_MODIFIED;
-        let redirected = redirect.then(|| match redirect::location(&self.url, &self.headers) {
+        let redirected = redirect.then(|| match redirect::location(self.url, &self.headers) {
             Some(location) => {
                 format!("redirected to {location}; redirects are not followed")
             }
@@ -220,7 +220,7 @@ impl Exchange {
             auth_challenge: matches!(status, 401 | 403)
                 .then(|| headers::auth_schemes(&self.headers))
                 .flatten(),
-            url_credentials: crate::redact::has_userinfo(&self.url),
+            url_credentials: crate::redact::has_userinfo(self.url),
         }))
     }
 }

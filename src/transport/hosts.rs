@@ -3,7 +3,8 @@
 //! The circuit breaker and the hedge tracker both keep what they learn per upstream host: a
 //! host that is down says nothing about another, and latencies differ by host. The lookup
 //! borrows the origin straight out of the URL, so a request costs one short lock and no
-//! allocation once its host is known (a URL with user-info costs one: the key leaves it out).
+//! allocation once its host is known (a URL with user-info costs one: the key leaves it out),
+//! and no hashing when it is the host asked for last.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -18,15 +19,24 @@ const MAX_HOSTS: usize = 1024;
 
 /// One `T` per upstream origin, made on first use.
 pub(crate) struct PerHost<T> {
-    hosts: Mutex<HashMap<String, Arc<T>>>,
+    hosts: Mutex<Hosts<T>>,
     make: Box<dyn Fn(&str) -> T + Send + Sync>,
+}
+
+struct Hosts<T> {
+    by_origin: HashMap<Arc<str>, Arc<T>>,
+    /// The origin asked for last, checked before hashing: a client usually talks to one host.
+    last: Option<(Arc<str>, Arc<T>)>,
 }
 
 impl<T> PerHost<T> {
     /// `make` builds the value for a new host from its label (`host:port`).
     pub(crate) fn new(make: impl Fn(&str) -> T + Send + Sync + 'static) -> Self {
         PerHost {
-            hosts: Mutex::new(HashMap::new()),
+            hosts: Mutex::new(Hosts {
+                by_origin: HashMap::new(),
+                last: None,
+            }),
             make: Box::new(make),
         }
     }
@@ -35,14 +45,24 @@ impl<T> PerHost<T> {
     pub(crate) fn get(&self, url: &Url) -> Arc<T> {
         let origin = origin(url);
         let mut hosts = self.hosts.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(found) = hosts.get(origin.as_ref()) {
-            return Arc::clone(found);
+        if let Some((last, value)) = &hosts.last
+            && **last == *origin
+        {
+            return Arc::clone(value);
         }
-        if hosts.len() >= MAX_HOSTS {
-            hosts.clear();
-        }
-        let value = Arc::new((self.make)(label(url)));
-        hosts.insert(origin.into_owned(), Arc::clone(&value));
+        let (key, value) = match hosts.by_origin.get_key_value(origin.as_ref()) {
+            Some((key, value)) => (Arc::clone(key), Arc::clone(value)),
+            None => {
+                if hosts.by_origin.len() >= MAX_HOSTS {
+                    hosts.by_origin.clear();
+                }
+                let value = Arc::new((self.make)(label(url)));
+                let key: Arc<str> = Arc::from(origin.as_ref());
+                hosts.by_origin.insert(Arc::clone(&key), Arc::clone(&value));
+                (key, value)
+            }
+        };
+        hosts.last = Some((key, Arc::clone(&value)));
         value
     }
 
@@ -50,7 +70,7 @@ impl<T> PerHost<T> {
     pub(crate) fn peek(&self, url: &Url) -> Option<Arc<T>> {
         let origin = origin(url);
         let hosts = self.hosts.lock().unwrap_or_else(PoisonError::into_inner);
-        hosts.get(origin.as_ref()).map(Arc::clone)
+        hosts.by_origin.get(origin.as_ref()).map(Arc::clone)
     }
 }
 
@@ -58,7 +78,7 @@ impl<T> fmt::Debug for PerHost<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let hosts = self.hosts.lock().unwrap_or_else(PoisonError::into_inner);
         f.debug_struct("PerHost")
-            .field("hosts", &hosts.len())
+            .field("hosts", &hosts.by_origin.len())
             .finish_non_exhaustive()
     }
 }

@@ -338,7 +338,11 @@ impl Transport {
     }
 
     /// Reads a status document.
-    pub(crate) async fn read(&self, url: &Url, options: &ReadOptions) -> Result<Exchange, Failure> {
+    pub(crate) async fn read<'u>(
+        &self,
+        url: &'u Url,
+        options: &ReadOptions,
+    ) -> Result<Exchange<'u>, Failure> {
         let kind = if options.hold.is_some() {
             RequestKind::LongPoll
         } else {
@@ -419,13 +423,13 @@ impl Transport {
 
     /// Posts JSON: with an `Idempotency-Key` the API honours (`key`, `replayed: true`),
     /// retried like a read; otherwise not retried unless throttled.
-    pub(crate) async fn post_json(
+    pub(crate) async fn post_json<'u>(
         &self,
-        url: &Url,
+        url: &'u Url,
         body: &serde_json::Value,
         key: Option<&str>,
         replayed: bool,
-    ) -> Result<Exchange, Failure> {
+    ) -> Result<Exchange<'u>, Failure> {
         let call = Call::new(RequestKind::Create);
         let attempts = call.attempts.clone();
         let stack = if key.is_some() && replayed {
@@ -446,13 +450,13 @@ impl Transport {
     /// A JSON request for many jobs at once: a batched read (`GET`, every layer of the read
     /// stack) or a watch set's creation or change (`POST`/`PATCH`, not retried unless
     /// throttled: a retried creation could make a second set).
-    pub(crate) async fn exchange(
+    pub(crate) async fn exchange<'u>(
         &self,
         method: http::Method,
-        url: &Url,
+        url: &'u Url,
         body: Option<&serde_json::Value>,
         kind: RequestKind,
-    ) -> Result<Exchange, Failure> {
+    ) -> Result<Exchange<'u>, Failure> {
         let call = Call::new(kind);
         let attempts = call.attempts.clone();
         let stack = if method == http::Method::GET {
@@ -469,7 +473,11 @@ impl Transport {
 
     /// Cancels a job: one `POST` without a body, through the stack that does not retry,
     /// answered within `within` or cut (a throttled answer is not waited out past it).
-    pub(crate) async fn cancel(&self, url: &Url, within: Duration) -> Result<Exchange, Failure> {
+    pub(crate) async fn cancel<'u>(
+        &self,
+        url: &'u Url,
+        within: Duration,
+    ) -> Result<Exchange<'u>, Failure> {
         let call = Call::new(RequestKind::Cancel).until(Some(Instant::now() + within));
         let attempts = call.attempts.clone();
         let request = self
