@@ -317,7 +317,7 @@ impl Outcome {
                 500..=599 => Outcome::ServerError,
                 _ => Outcome::Other,
             },
-            Err(reqwest_middleware::Error::Reqwest(e)) if e.is_timeout() => Outcome::Timeout,
+            Err(e) if crate::transport::timed_out(e) => Outcome::Timeout,
             Err(reqwest_middleware::Error::Reqwest(e)) if e.is_connect() => Outcome::ConnectError,
             Err(_) => Outcome::NetworkError,
         }

@@ -6,6 +6,7 @@ use http::{HeaderMap, StatusCode};
 use reqwest_retry::{RetryError, Retryable, RetryableStrategy};
 
 use super::attempts::BodyTooLarge;
+use super::guard::TimedOut;
 use super::headers::retry_after;
 use super::redirect::RedirectRefused;
 
@@ -52,12 +53,28 @@ pub fn classify(status: StatusCode, headers: &HeaderMap) -> Classification {
 /// again would get the same.
 pub fn classify_error(error: &reqwest_middleware::Error) -> Classification {
     match error {
+        // The client's own timeout, kept by the guard: no answer in time, like reqwest's.
+        reqwest_middleware::Error::Middleware(_) if find::<TimedOut>(error).is_some() => {
+            Classification::Transient
+        }
         reqwest_middleware::Error::Middleware(_) => Classification::Fatal,
         reqwest_middleware::Error::Reqwest(e) if e.is_builder() || e.is_redirect() => {
             Classification::Fatal
         }
         reqwest_middleware::Error::Reqwest(_) if unusable(error).is_some() => Classification::Fatal,
         reqwest_middleware::Error::Reqwest(_) => Classification::Transient,
+    }
+}
+
+/// Whether a failure is a request that timed out: reqwest's own timeout, or the client's,
+/// which the guard keeps for requests without one of their own.
+pub(crate) fn timed_out(error: &reqwest_middleware::Error) -> bool {
+    match error {
+        reqwest_middleware::Error::Reqwest(e) => e.is_timeout(),
+        reqwest_middleware::Error::Middleware(_) => {
+            find::<TimedOut>(error).is_some()
+                || find::<reqwest::Error>(error).is_some_and(reqwest::Error::is_timeout)
+        }
     }
 }
 

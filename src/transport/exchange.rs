@@ -141,7 +141,7 @@ impl Failure {
                 url_credentials: crate::redact::has_userinfo(&self.url),
             }));
         }
-        let timed_out = source_chain_has_timeout(&self.error);
+        let timed_out = classify::timed_out(&self.error);
         Error::Unreachable(Box::new(Unreachable {
             url,
             attempts: self.attempts,
@@ -151,19 +151,6 @@ impl Failure {
             creation_not_retried: false,
         }))
     }
-}
-
-fn source_chain_has_timeout(error: &reqwest_middleware::Error) -> bool {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = current {
-        if e.downcast_ref::<reqwest::Error>()
-            .is_some_and(reqwest::Error::is_timeout)
-        {
-            return true;
-        }
-        current = e.source();
-    }
-    false
 }
 
 impl Exchange<'_> {

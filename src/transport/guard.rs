@@ -20,6 +20,7 @@ use std::time::Duration;
 use http::Extensions;
 use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next};
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::attempts::{self, Attempts, Leg};
@@ -135,13 +136,19 @@ impl Guard {
             None => None,
         };
         let max_body = self.max_body;
-        let hedge = hedger.map(|h| {
-            let timeout = req.timeout().copied().unwrap_or(self.request_timeout);
-            (h.host(req.url()), timeout)
-        });
+        let started = Instant::now();
+        // A request with no timeout of its own gets the client's, kept here: one timer then
+        // serves the hedge's delay and the timeout (reqwest would arm one more per request).
+        let own_timeout = req.timeout().copied();
+        let deadline = match own_timeout {
+            Some(_) => None,
+            None => started.checked_add(self.request_timeout),
+        };
+        let hedge = hedger.map(|h| h.host(req.url()));
         // The duplicate, if any, keeps the original's number: it is not another attempt.
         let attempt = attempts.get() + 1;
-        let original = std::pin::pin!(attempts::send(
+        let hedges = attempts.hedges();
+        let mut original = std::pin::pin!(attempts::send(
             next.clone(),
             req,
             extensions,
@@ -149,22 +156,28 @@ impl Guard {
             Leg::Attempt(attempts),
             max_body,
         ));
-        let result = match hedge {
-            None => original.await,
-            Some((host, timeout)) => {
-                let duplicate = |elapsed| {
+        let answered = match hedge {
+            None => match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, &mut original).await.ok(),
+                None => Some(original.await),
+            },
+            Some(host) => {
+                let duplicate = |elapsed: Duration| {
                     // The copy is the resend's too while a throttled answer may still want one.
                     let mut duplicate = if keep_spare {
                         spare.as_ref().and_then(copy)
                     } else {
                         spare.take()
                     }?;
-                    // It gets what is left of the original's timeout, and none is no hedge.
-                    let left = timeout.saturating_sub(elapsed);
-                    if left.is_zero() {
-                        return None;
+                    // It gets what is left of the original's own timeout, and none is no hedge
+                    // (the guard's deadline bounds both).
+                    if let Some(timeout) = own_timeout {
+                        let left = timeout.saturating_sub(elapsed);
+                        if left.is_zero() {
+                            return None;
+                        }
+                        *duplicate.timeout_mut() = Some(left);
                     }
-                    *duplicate.timeout_mut() = Some(left);
                     attempts.hedged();
                     // Boxed: the rare path keeps the common one's future small.
                     Some(Box::pin(async move {
@@ -174,15 +187,32 @@ impl Guard {
                         attempts::send(next, duplicate, &mut leg, kind, hedge, max_body).await
                     }))
                 };
-                host.race(original, duplicate).await
+                host.race(original, duplicate, deadline).await
             }
         };
+        let result = answered.unwrap_or_else(|| {
+            // Cut at the deadline: no attempt got to report itself.
+            let legs = 1 + attempts.hedges() - hedges;
+            for _ in 0..legs {
+                telemetry::request(kind, telemetry::Outcome::Timeout, started.elapsed());
+            }
+            tracing::debug!(kind = kind.as_str(), legs, "timed out");
+            Err(reqwest_middleware::Error::middleware(TimedOut(
+                self.request_timeout,
+            )))
+        });
         if let Some(ticket) = ticket {
             ticket.settle(&result);
         }
         result
     }
 }
+
+/// No answer within the client's request timeout (the guard keeps it for requests without one
+/// of their own; reqwest's own timeouts are its `is_timeout` errors). Transient, like them.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("operation timed out: no answer within {0:?} (ClientBuilder::request_timeout)")]
+pub(crate) struct TimedOut(pub(crate) Duration);
 
 /// A copy of a request, to send again: what `Request::try_clone` makes, less the empty
 /// timeout entry it allocates (and drops) for a request without one of its own. (The guard

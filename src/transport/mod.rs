@@ -117,6 +117,7 @@ use url::Url;
 
 pub(crate) use attempts::DEFAULT_MAX_BODY;
 pub use breaker::BreakerConfig;
+pub(crate) use classify::timed_out;
 pub use classify::{Classification, Classifier, classify, classify_error};
 use exchange::finish;
 pub(crate) use exchange::{Exchange, Failure, Subscription};
@@ -279,7 +280,8 @@ impl Transport {
         let http = reqwest::Client::builder()
             .user_agent(config.user_agent.clone())
             .default_headers(default_headers)
-            .timeout(config.request_timeout)
+            // No client-wide timeout: the guard keeps it for every request without one of its
+            // own, with the timer it already has for hedging.
             .connect_timeout(config.connect_timeout)
             .redirect(redirect::policy(config.follow_redirects))
             .build()
@@ -354,8 +356,8 @@ impl Transport {
         if let Some(tag) = &options.etag {
             request = request.header(http::header::IF_NONE_MATCH, tag.as_str());
         }
-        // A plain read keeps the client's timeout: a request of its own would be copied with
-        // it by every layer that copies requests.
+        // A plain read keeps the client's timeout (the guard's): a request timeout of its own
+        // would be copied with it by every layer that copies requests.
         if let Some(hold) = options.hold {
             request = request
                 .header("prefer", format!("wait={}", hold.as_secs()))

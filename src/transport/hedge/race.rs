@@ -62,12 +62,14 @@ impl HostHedge {
     /// Runs `original`, a status read; if it is still out when the host's tracker says a
     /// hedge is due and its budget allows one, runs `duplicate(elapsed)` beside it (it gives
     /// `None` when it cannot: no copy of the request, or no time left) and returns the first
-    /// usable answer of the two.
+    /// usable answer of the two — or `None` once `deadline` passes with neither (one timer
+    /// serves the hedge's delay and the deadline).
     pub(crate) async fn race<O, D, F>(
         self,
         mut original: Pin<&mut O>,
         duplicate: D,
-    ) -> reqwest_middleware::Result<Response>
+        deadline: Option<Instant>,
+    ) -> Option<reqwest_middleware::Result<Response>>
     where
         O: Future<Output = reqwest_middleware::Result<Response>>,
         D: FnOnce(Duration) -> Option<F>,
@@ -77,66 +79,98 @@ impl HostHedge {
         let started = Instant::now();
         let plan = lock(tracker).start(started);
         let record = |latency| lock(tracker).record(Instant::now(), latency);
-        let HedgePlan::After(delay) = plan else {
+        let due = match plan {
+            HedgePlan::After(delay) => started.checked_add(delay),
+            HedgePlan::NotYet => None,
+        };
+        // Whichever comes first; with neither, no timer at all.
+        let wake = match (due, deadline) {
+            (Some(due), Some(deadline)) => Some(due.min(deadline)),
+            (at, None) | (None, at) => at,
+        };
+        let Some(wake) = wake else {
             let result = original.await;
             record(started.elapsed());
-            return result;
+            return Some(result);
         };
-
+        let mut timer = std::pin::pin!(tokio::time::sleep_until(wake));
         tokio::select! {
             biased;
             result = &mut original => {
                 record(started.elapsed());
-                return result;
+                return Some(result);
             }
-            () = tokio::time::sleep(delay) => {}
+            () = &mut timer => {}
         }
-
-        // Still out at the delay: a duplicate is due.
-        let decision = lock(tracker).hedge(Instant::now());
-        if decision == HedgeDecision::BudgetExhausted {
-            telemetry::hedge("budget_exhausted");
-        }
-        let hedge = match decision {
-            HedgeDecision::Send => duplicate(started.elapsed()),
-            HedgeDecision::BudgetExhausted => None,
+        let expired = |now: Instant| deadline.is_some_and(|d| now >= d);
+        let hedge = match due {
+            Some(due) if !expired(Instant::now()) && Instant::now() >= due => {
+                // Still out at the delay: a duplicate is due.
+                let decision = lock(tracker).hedge(Instant::now());
+                match decision {
+                    HedgeDecision::Send => duplicate(started.elapsed()),
+                    HedgeDecision::BudgetExhausted => {
+                        telemetry::hedge("budget_exhausted");
+                        None
+                    }
+                }
+            }
+            _ => None,
         };
-        let Some(hedge) = hedge else {
-            let result = original.await;
+        if let Some(deadline) = deadline {
+            timer.as_mut().reset(deadline);
+        }
+        let Some(mut hedge) = hedge else {
+            // The original alone, until the deadline.
+            let result = tokio::select! {
+                biased;
+                result = &mut original => Some(result),
+                () = &mut timer, if deadline.is_some() => None,
+            };
             record(started.elapsed());
             return result;
         };
         telemetry::hedge("sent");
         tracing::debug!(
-            delay_ms = delay.as_millis() as u64,
+            delay_ms = started.elapsed().as_millis() as u64,
             "hedging a slow status read"
         );
-        let mut hedge = hedge;
 
-        tokio::select! {
-            result = &mut original => {
-                record(started.elapsed());
-                if !failed(&result) {
-                    return result;
-                }
-                let other = hedge.await;
-                if failed(&other) {
-                    result
-                } else {
-                    telemetry::hedge("won");
-                    other
-                }
-            }
-            result = &mut hedge => {
-                if !failed(&result) {
-                    // The original is cancelled; it had been out this long at least.
+        // Both out. A leg that failed does not win while the other is still out; when both
+        // fail, the original's answer is the one returned.
+        let (mut original_out, mut hedge_out) = (true, true);
+        let mut failed_first: Option<reqwest_middleware::Result<Response>> = None;
+        loop {
+            tokio::select! {
+                result = &mut original, if original_out => {
+                    original_out = false;
                     record(started.elapsed());
-                    telemetry::hedge("won");
-                    return result;
+                    if !failed(&result) || !hedge_out {
+                        return Some(result);
+                    }
+                    failed_first = Some(result);
                 }
-                let other = original.await;
-                record(started.elapsed());
-                other
+                result = &mut hedge, if hedge_out => {
+                    hedge_out = false;
+                    if !failed(&result) {
+                        if original_out {
+                            // The original is cancelled; it had been out this long at least.
+                            record(started.elapsed());
+                        }
+                        telemetry::hedge("won");
+                        return Some(result);
+                    }
+                    if !original_out {
+                        return failed_first;
+                    }
+                    failed_first = Some(result);
+                }
+                () = &mut timer, if deadline.is_some() => {
+                    if original_out {
+                        record(started.elapsed());
+                    }
+                    return failed_first;
+                }
             }
         }
     }
@@ -278,15 +312,15 @@ mod tests {
             let header = response.headers().get("x-timeout-ms");
             header.map(|v| v.to_str().unwrap().to_owned())
         };
-        // A plain read has no timeout of its own (the client's, 30 s here, applies): its
-        // duplicate, sent at 50 ms, gets 29.95 s.
+        // A plain read has no timeout of its own: the client's (30 s here), which the guard
+        // keeps, bounds both legs, and the duplicate gets none.
         let plain = client
             .get("http://upstream.test/status")
             .with_extension(Call::new(RequestKind::Status))
             .send()
             .await
             .unwrap();
-        assert_eq!(timeout_of(&plain).as_deref(), Some("29950"));
+        assert_eq!(timeout_of(&plain), None);
         // One with its own timeout: what is left of that one.
         let mut latencies = vec![ms(1); 20];
         latencies.extend([Duration::from_secs(1), ms(10)]);
@@ -302,6 +336,43 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(timeout_of(&own).as_deref(), Some("1950"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_clients_timeout_bounds_both_legs() {
+        let mut latencies = vec![ms(1); 20];
+        latencies.extend([Duration::from_secs(60), Duration::from_secs(60)]);
+        let config = HedgeConfig::new().min_delay(ms(50));
+        let (client, log) = stack(config, latencies);
+        for _ in 0..20 {
+            call(&client).await;
+        }
+        let started = Instant::now();
+        let error = client
+            .get("http://upstream.test/status")
+            .with_extension(Call::new(RequestKind::Status))
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(Instant::now() - started, Duration::from_secs(30));
+        assert_eq!(
+            log.lock().unwrap().len(),
+            22,
+            "the original and its duplicate"
+        );
+        assert!(crate::transport::timed_out(&error), "{error}");
+        assert_eq!(classify_error(&error), Classification::Transient);
+        // Without a hedge (too few samples yet), the same timeout.
+        let (client, _) = stack(config, vec![Duration::from_secs(60)]);
+        let started = Instant::now();
+        let error = client
+            .get("http://upstream.test/status")
+            .with_extension(Call::new(RequestKind::Status))
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(Instant::now() - started, Duration::from_secs(30));
+        assert!(crate::transport::timed_out(&error), "{error}");
     }
 
     #[tokio::test(start_paused = true)]
