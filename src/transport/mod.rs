@@ -249,6 +249,8 @@ pub(crate) struct TransportConfig {
 /// The two stacks over one connection pool.
 #[derive(Debug, Clone)]
 pub(crate) struct Transport {
+    /// The connection pool under both stacks, for building requests.
+    http: reqwest::Client,
     /// Idempotent requests — reads, and creations under an idempotency key: every layer.
     reads: ClientWithMiddleware,
     /// Creation without an idempotency key: no transient retries.
@@ -314,7 +316,7 @@ impl Transport {
         #[cfg(feature = "otel")]
         let reads = reads.with(propagate::PropagateContext);
         let reads = reads.build();
-        let writes = StackBuilder::new(http).with(Guard {
+        let writes = StackBuilder::new(http.clone()).with(Guard {
             throttle,
             breakers: breakers.clone(),
             hedger: None,
@@ -325,6 +327,7 @@ impl Transport {
         let writes = writes.with(propagate::PropagateContext);
         let writes = writes.build();
         Ok(Transport {
+            http,
             reads,
             writes,
             breakers,
@@ -352,7 +355,10 @@ impl Transport {
         };
         let call = Call::new(kind).until(options.deadline);
         let attempts = call.attempts.clone();
-        let mut request = self.reads.get(url.clone()).with_extension(call);
+        // Built with reqwest's own builder (it turns a URL's user-info into Basic auth) and
+        // sent with extensions of our own: a middleware request builder would copy the
+        // client's middleware list for every read.
+        let mut request = self.http.get(url.clone());
         if let Some(tag) = &options.etag {
             request = request.header(http::header::IF_NONE_MATCH, tag.as_str());
         }
@@ -363,7 +369,17 @@ impl Transport {
                 .header("prefer", format!("wait={}", hold.as_secs()))
                 .timeout(self.request_timeout.saturating_add(hold));
         }
-        finish(url, request.send().await, &attempts).await
+        let result = match request.build() {
+            Ok(request) => {
+                let mut extensions = http::Extensions::new();
+                extensions.insert(call);
+                self.reads
+                    .execute_with_extensions(request, &mut extensions)
+                    .await
+            }
+            Err(error) => Err(reqwest_middleware::Error::Reqwest(error)),
+        };
+        finish(url, result, &attempts).await
     }
 
     /// Opens an event stream.
