@@ -16,7 +16,8 @@
 //! `status_calls pair N` times instead: N rounds of one SDK read and one bare read, in
 //! alternating order, on a multi-threaded runtime as the criterion bench uses; both see the
 //! same moment of a shared machine, so their ratio holds still where separate timings drift.
-//! It prints the median of each and their ratio.
+//! It prints the median of each and their ratio. `STATUS_CALLS_BARE=hedge` turns the SDK
+//! client's hedging off, `=both` hedging and its circuit breaker: what those two cost.
 
 use std::time::{Duration, Instant};
 
