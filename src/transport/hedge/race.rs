@@ -253,13 +253,19 @@ mod tests {
         (client, log)
     }
 
-    async fn call(client: &reqwest_middleware::ClientWithMiddleware) -> String {
-        let response = client
+    /// One status read through the stack.
+    async fn read(
+        client: &reqwest_middleware::ClientWithMiddleware,
+    ) -> reqwest_middleware::Result<Response> {
+        client
             .get("http://upstream.test/status")
             .with_extension(Call::new(RequestKind::Status))
             .send()
             .await
-            .unwrap();
+    }
+
+    async fn call(client: &reqwest_middleware::ClientWithMiddleware) -> String {
+        let response = read(client).await.unwrap();
         let body = crate::transport::attempts::body(response).await.unwrap();
         String::from_utf8(body.to_vec()).unwrap()
     }
@@ -314,12 +320,7 @@ mod tests {
         };
         // A plain read has no timeout of its own: the client's (30 s here), which the guard
         // keeps, bounds both legs, and the duplicate gets none.
-        let plain = client
-            .get("http://upstream.test/status")
-            .with_extension(Call::new(RequestKind::Status))
-            .send()
-            .await
-            .unwrap();
+        let plain = read(&client).await.unwrap();
         assert_eq!(timeout_of(&plain), None);
         // One with its own timeout: what is left of that one.
         let mut latencies = vec![ms(1); 20];
@@ -348,12 +349,7 @@ mod tests {
             call(&client).await;
         }
         let started = Instant::now();
-        let error = client
-            .get("http://upstream.test/status")
-            .with_extension(Call::new(RequestKind::Status))
-            .send()
-            .await
-            .unwrap_err();
+        let error = read(&client).await.unwrap_err();
         assert_eq!(Instant::now() - started, Duration::from_secs(30));
         assert_eq!(
             log.lock().unwrap().len(),
@@ -365,12 +361,7 @@ mod tests {
         // Without a hedge (too few samples yet), the same timeout.
         let (client, _) = stack(config, vec![Duration::from_secs(60)]);
         let started = Instant::now();
-        let error = client
-            .get("http://upstream.test/status")
-            .with_extension(Call::new(RequestKind::Status))
-            .send()
-            .await
-            .unwrap_err();
+        let error = read(&client).await.unwrap_err();
         assert_eq!(Instant::now() - started, Duration::from_secs(30));
         assert!(crate::transport::timed_out(&error), "{error}");
     }
