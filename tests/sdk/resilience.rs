@@ -446,8 +446,8 @@ async fn a_hedged_read_is_one_request_in_the_report() {
 /// Two simulator replicas on one Redis (`store.backend = "redis"`); Redis stops mid-run and
 /// comes back 2 s later. Jobs created through replica A are waited for through replica B: the
 /// replicas answer `503 store_unavailable` with `Retry-After` meanwhile, the waits pause as it
-/// says rather than fail (an answer with `Retry-After` is the throttle layer's business; the
-/// breaker counts it only when the throttle layer hands it back, so it need not open), and
+/// says rather than fail (an answer with `Retry-After` is the throttle's business; the
+/// breaker counts it only when the throttle hands it back, so it need not open), and
 /// every wait ends with its job's real outcome.
 #[test]
 fn a_redis_outage_behind_two_replicas_pauses_waits_and_loses_none() {
