@@ -33,10 +33,11 @@ pub(crate) const DEFAULT_MAX_BODY: usize = 1 << 20;
 /// and an excerpt; the rest is never read (the connection is dropped).
 const ERROR_BODY_PREFIX: usize = 64 * 1024;
 
-/// Counts the attempts made for one logical request, across retries and throttle waits, and
-/// the hedges (duplicates, not attempts) sent for them.
+/// Counts the attempts made for one logical request, across retries and throttle waits, the
+/// hedges (duplicates, not attempts) sent for them, and the throttled answers it waited out
+/// (bounded per request, not per attempt of the retry layer above the guard).
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Attempts(Arc<[AtomicU32; 2]>);
+pub(crate) struct Attempts(Arc<[AtomicU32; 3]>);
 
 impl Attempts {
     pub(crate) fn get(&self) -> u32 {
@@ -55,6 +56,16 @@ impl Attempts {
     /// A hedge went out for this request.
     pub(crate) fn hedged(&self) {
         self.0[1].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Throttled answers this request waited out.
+    pub(crate) fn throttle_waits(&self) -> u32 {
+        self.0[2].load(Ordering::Relaxed)
+    }
+
+    /// The request waited out one more throttled answer.
+    pub(crate) fn waited(&self) {
+        self.0[2].fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -25,7 +25,7 @@ use tracing::Instrument;
 
 use super::attempts::{self, Attempts, Leg};
 use super::breaker::{Breakers, HostBreaker};
-use super::hedge::{HedgeLeg, Hedger};
+use super::hedge::{HedgeLeg, Hedger, Raced};
 use super::throttle::{Throttle, Verdict};
 use super::{Call, RequestKind};
 use crate::telemetry;
@@ -63,7 +63,6 @@ impl Middleware for Guard {
         let host = self.breakers.as_ref().map(|b| b.host(req.url()));
         let hedger = self.hedger.as_ref().filter(|_| kind == RequestKind::Status);
         let resends = self.throttle.resends(kind);
-        let mut waits = 0;
         let mut req = req;
         loop {
             // One copy, made before the request goes out: a throttled resend's, or a hedge's.
@@ -85,6 +84,8 @@ impl Middleware for Guard {
                     next.clone(),
                 )
                 .await;
+            // Counted per request, across the retry layer's attempts: each one runs the guard.
+            let waits = attempts.throttle_waits();
             let pause = match self.throttle.judge(&result, waits, kind, deadline) {
                 Verdict::Pass => return result,
                 Verdict::Refused => {
@@ -99,7 +100,7 @@ impl Middleware for Guard {
                 return result;
             };
             drop(result);
-            waits += 1;
+            attempts.waited();
             telemetry::throttled(kind);
             tokio::time::sleep(pause)
                 .instrument(tracing::info_span!(
@@ -147,7 +148,6 @@ impl Guard {
         let hedge = hedger.map(|h| h.host(req.url()));
         // The duplicate, if any, keeps the original's number: it is not another attempt.
         let attempt = attempts.get() + 1;
-        let hedges = attempts.hedges();
         let mut original = std::pin::pin!(attempts::send(
             next.clone(),
             req,
@@ -156,10 +156,13 @@ impl Guard {
             Leg::Attempt(attempts),
             max_body,
         ));
-        let answered = match hedge {
+        let raced = match hedge {
             None => match deadline {
-                Some(deadline) => tokio::time::timeout_at(deadline, &mut original).await.ok(),
-                None => Some(original.await),
+                Some(deadline) => match tokio::time::timeout_at(deadline, &mut original).await {
+                    Ok(result) => Raced::Answer(result),
+                    Err(_) => Raced::Expired { out: 1 },
+                },
+                None => Raced::Answer(original.await),
             },
             Some(host) => {
                 let duplicate = |elapsed: Duration| {
@@ -190,17 +193,19 @@ impl Guard {
                 host.race(original, duplicate, deadline).await
             }
         };
-        let result = answered.unwrap_or_else(|| {
-            // Cut at the deadline: no attempt got to report itself.
-            let legs = 1 + attempts.hedges() - hedges;
-            for _ in 0..legs {
-                telemetry::request(kind, telemetry::Outcome::Timeout, started.elapsed());
+        let result = match raced {
+            Raced::Answer(result) => result,
+            Raced::Expired { out } => {
+                // Cut at the deadline: the legs still out never got to report themselves.
+                for _ in 0..out {
+                    telemetry::request(kind, telemetry::Outcome::Timeout, started.elapsed());
+                }
+                tracing::debug!(kind = kind.as_str(), legs = out, "timed out");
+                Err(reqwest_middleware::Error::middleware(TimedOut(
+                    self.request_timeout,
+                )))
             }
-            tracing::debug!(kind = kind.as_str(), legs, "timed out");
-            Err(reqwest_middleware::Error::middleware(TimedOut(
-                self.request_timeout,
-            )))
-        });
+        };
         if let Some(ticket) = ticket {
             ticket.settle(&result);
         }
@@ -307,5 +312,71 @@ mod tests {
         for (what, size) in sizes {
             assert!(size <= 4096, "{what}: {size} bytes");
         }
+    }
+
+    /// Answers `429` + `Retry-After: 1` and `502` in turn, logging each.
+    struct Alternate(Arc<Mutex<Vec<u16>>>);
+
+    #[async_trait::async_trait]
+    impl Middleware for Alternate {
+        async fn handle(
+            &self,
+            _req: Request,
+            _extensions: &mut Extensions,
+            _next: Next<'_>,
+        ) -> reqwest_middleware::Result<Response> {
+            let mut log = self.0.lock().unwrap();
+            let status = if log.len().is_multiple_of(2) {
+                429
+            } else {
+                502
+            };
+            log.push(status);
+            let mut answer = http::Response::new("");
+            *answer.status_mut() = http::StatusCode::from_u16(status).unwrap();
+            if status == 429 {
+                let one = http::HeaderValue::from_static("1");
+                answer.headers_mut().insert("retry-after", one);
+            }
+            Ok(Response::from(answer))
+        }
+    }
+
+    /// The throttled answers a request waits out are bounded per request: the retry layer
+    /// above runs the guard again for each attempt, and the count goes on from where it was.
+    #[tokio::test(start_paused = true)]
+    async fn throttle_waits_are_counted_per_request_across_retries() {
+        use reqwest_retry::RetryTransientMiddleware;
+        use reqwest_retry::policies::ExponentialBackoff;
+
+        use crate::transport::Classifier;
+
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let backoff = ExponentialBackoff::builder().build_with_max_retries(3);
+        let retry = RetryTransientMiddleware::new_with_policy_and_strategy(backoff, Classifier);
+        let guard = Guard {
+            throttle: Throttle {
+                max_waits: 1,
+                max_delay: Duration::from_secs(60),
+            },
+            breakers: None,
+            hedger: None,
+            request_timeout: Duration::from_secs(30),
+            max_body: 1024,
+        };
+        let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+            .with(retry)
+            .with(guard)
+            .with(Alternate(Arc::clone(&log)))
+            .build();
+        let answer = client
+            .get("http://upstream.test/status")
+            .with_extension(Call::new(RequestKind::Status))
+            .send()
+            .await
+            .unwrap();
+        // 429 waited out, 502 retried, 429 handed back: one wait was the request's all.
+        assert_eq!(*log.lock().unwrap(), [429, 502, 429]);
+        assert_eq!(answer.status(), 429);
     }
 }

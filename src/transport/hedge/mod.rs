@@ -41,7 +41,7 @@ use std::time::Duration;
 
 use crate::error::Error;
 
-pub(crate) use race::{HedgeLeg, Hedger};
+pub(crate) use race::{HedgeLeg, Hedger, Raced};
 
 /// Settings of status-read hedging ([`ClientBuilder::hedging`](crate::ClientBuilder::hedging)).
 ///

@@ -28,6 +28,15 @@ pub(crate) struct Hedger {
     trackers: PerHost<Mutex<HedgeTracker>>,
 }
 
+/// How a hedged read ended.
+#[derive(Debug)]
+pub(crate) enum Raced {
+    /// The answer (or failure) to return.
+    Answer(reqwest_middleware::Result<Response>),
+    /// The deadline passed with `out` legs still out (cancelled now, unreported).
+    Expired { out: u32 },
+}
+
 /// One host's tracker, for one read.
 pub(crate) struct HostHedge(Arc<Mutex<HedgeTracker>>);
 
@@ -69,7 +78,7 @@ impl HostHedge {
         mut original: Pin<&mut O>,
         duplicate: D,
         deadline: Option<Instant>,
-    ) -> Option<reqwest_middleware::Result<Response>>
+    ) -> Raced
     where
         O: Future<Output = reqwest_middleware::Result<Response>>,
         D: FnOnce(Duration) -> Option<F>,
@@ -91,14 +100,14 @@ impl HostHedge {
         let Some(wake) = wake else {
             let result = original.await;
             record(started.elapsed());
-            return Some(result);
+            return Raced::Answer(result);
         };
         let mut timer = std::pin::pin!(tokio::time::sleep_until(wake));
         tokio::select! {
             biased;
             result = &mut original => {
                 record(started.elapsed());
-                return Some(result);
+                return Raced::Answer(result);
             }
             () = &mut timer => {}
         }
@@ -124,8 +133,8 @@ impl HostHedge {
             // The original alone, until the deadline.
             let result = tokio::select! {
                 biased;
-                result = &mut original => Some(result),
-                () = &mut timer, if deadline.is_some() => None,
+                result = &mut original => Raced::Answer(result),
+                () = &mut timer, if deadline.is_some() => Raced::Expired { out: 1 },
             };
             record(started.elapsed());
             return result;
@@ -137,7 +146,8 @@ impl HostHedge {
         );
 
         // Both out. A leg that failed does not win while the other is still out; when both
-        // fail, the original's answer is the one returned.
+        // fail, the original's answer is the one returned; at the deadline, with a leg still
+        // out, the exchange timed out (each leg had the same deadline).
         let (mut original_out, mut hedge_out) = (true, true);
         let mut failed_first: Option<reqwest_middleware::Result<Response>> = None;
         loop {
@@ -146,7 +156,7 @@ impl HostHedge {
                     original_out = false;
                     record(started.elapsed());
                     if !failed(&result) || !hedge_out {
-                        return Some(result);
+                        return Raced::Answer(result);
                     }
                     failed_first = Some(result);
                 }
@@ -158,10 +168,11 @@ impl HostHedge {
                             record(started.elapsed());
                         }
                         telemetry::hedge("won");
-                        return Some(result);
+                        return Raced::Answer(result);
                     }
                     if !original_out {
-                        return failed_first;
+                        // The original failed before it: the original's answer.
+                        return Raced::Answer(failed_first.take().unwrap_or(result));
                     }
                     failed_first = Some(result);
                 }
@@ -169,7 +180,9 @@ impl HostHedge {
                     if original_out {
                         record(started.elapsed());
                     }
-                    return failed_first;
+                    return Raced::Expired {
+                        out: u32::from(original_out) + u32::from(hedge_out),
+                    };
                 }
             }
         }
@@ -193,6 +206,8 @@ mod tests {
     struct Script {
         latencies: Mutex<Vec<Duration>>,
         log: Arc<Mutex<Vec<(Instant, bool)>>>,
+        /// The duplicates answer `503`.
+        hedges_fail: bool,
     }
 
     #[async_trait::async_trait]
@@ -217,6 +232,9 @@ mod tests {
             tokio::time::sleep(latency).await;
             let body = if hedge { "hedge" } else { "original" };
             let mut answer = http::Response::new(body);
+            if hedge && self.hedges_fail {
+                *answer.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+            }
             if let Some(ms) = timeout {
                 answer
                     .headers_mut()
@@ -231,6 +249,14 @@ mod tests {
     fn stack(
         config: HedgeConfig,
         latencies: Vec<Duration>,
+    ) -> (reqwest_middleware::ClientWithMiddleware, Log) {
+        script(config, latencies, false)
+    }
+
+    fn script(
+        config: HedgeConfig,
+        latencies: Vec<Duration>,
+        hedges_fail: bool,
     ) -> (reqwest_middleware::ClientWithMiddleware, Log) {
         let log = Arc::new(Mutex::new(Vec::new()));
         let guard = crate::transport::guard::Guard {
@@ -248,6 +274,7 @@ mod tests {
             .with(Script {
                 latencies: Mutex::new(latencies),
                 log: Arc::clone(&log),
+                hedges_fail,
             })
             .build();
         (client, log)
@@ -363,6 +390,16 @@ mod tests {
         let started = Instant::now();
         let error = read(&client).await.unwrap_err();
         assert_eq!(Instant::now() - started, Duration::from_secs(30));
+        assert!(crate::transport::timed_out(&error), "{error}");
+        // A duplicate that fails fast does not stand for an original still out at the
+        // deadline: the exchange timed out.
+        let mut latencies = vec![ms(1); 20];
+        latencies.extend([Duration::from_secs(60), ms(10)]);
+        let (client, _) = script(config, latencies, true);
+        for _ in 0..20 {
+            call(&client).await;
+        }
+        let error = read(&client).await.unwrap_err();
         assert!(crate::transport::timed_out(&error), "{error}");
     }
 
