@@ -159,10 +159,7 @@ fn without_secrets(error: reqwest_middleware::Error) -> reqwest_middleware::Erro
 /// Reads the body into memory, bounded: a usable answer larger than `max` is an error (a
 /// status document cut short cannot be trusted); an error answer is cut to its first bytes.
 /// A declared `Content-Length` over the bound fails before any of the body is read.
-pub(crate) async fn buffer(
-    mut response: Response,
-    max: usize,
-) -> reqwest_middleware::Result<Response> {
+async fn buffer(mut response: Response, max: usize) -> reqwest_middleware::Result<Response> {
     let status = response.status();
     let usable = status.is_success();
     let limit = if usable {

@@ -301,28 +301,24 @@ impl Transport {
             max_delay: config.max_throttle_delay,
         };
         let breakers = config.breaker.map(|c| Arc::new(Breakers::new(c)));
+        // The same guard on both stacks, the breakers shared; only reads are hedged.
+        let guard = |hedger| Guard {
+            throttle,
+            breakers: breakers.clone(),
+            hedger,
+            request_timeout: config.request_timeout,
+            max_body: config.max_body,
+        };
         let reads = StackBuilder::new(http.clone())
             .with(RetryTransientMiddleware::new_with_policy_and_strategy(
                 backoff, Classifier,
             ))
-            .with(Guard {
-                throttle,
-                breakers: breakers.clone(),
-                hedger: config.hedge.map(Hedger::new),
-                request_timeout: config.request_timeout,
-                max_body: config.max_body,
-            });
+            .with(guard(config.hedge.map(Hedger::new)));
         // Innermost: the attempt's span is current, so each attempt carries its own parent.
         #[cfg(feature = "otel")]
         let reads = reads.with(propagate::PropagateContext);
         let reads = reads.build();
-        let writes = StackBuilder::new(http.clone()).with(Guard {
-            throttle,
-            breakers: breakers.clone(),
-            hedger: None,
-            request_timeout: config.request_timeout,
-            max_body: config.max_body,
-        });
+        let writes = StackBuilder::new(http.clone()).with(guard(None));
         #[cfg(feature = "otel")]
         let writes = writes.with(propagate::PropagateContext);
         let writes = writes.build();

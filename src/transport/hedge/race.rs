@@ -71,8 +71,8 @@ impl HostHedge {
     /// Runs `original`, a status read; if it is still out when the host's tracker says a
     /// hedge is due and its budget allows one, runs `duplicate(elapsed)` beside it (it gives
     /// `None` when it cannot: no copy of the request, or no time left) and returns the first
-    /// usable answer of the two — or `None` once `deadline` passes with neither (one timer
-    /// serves the hedge's delay and the deadline).
+    /// usable answer of the two — or [`Raced::Expired`] once `deadline` passes with a leg
+    /// still out (one timer serves the hedge's delay and the deadline).
     pub(crate) async fn race<O, D, F>(
         self,
         mut original: Pin<&mut O>,
@@ -111,11 +111,12 @@ impl HostHedge {
             }
             () = &mut timer => {}
         }
-        let expired = |now: Instant| deadline.is_some_and(|d| now >= d);
+        let now = Instant::now();
+        let expired = deadline.is_some_and(|d| now >= d);
         let hedge = match due {
-            Some(due) if !expired(Instant::now()) && Instant::now() >= due => {
+            Some(due) if !expired && now >= due => {
                 // Still out at the delay: a duplicate is due.
-                let decision = lock(tracker).hedge(Instant::now());
+                let decision = lock(tracker).hedge(now);
                 match decision {
                     HedgeDecision::Send => duplicate(started.elapsed()),
                     HedgeDecision::BudgetExhausted => {
@@ -148,17 +149,18 @@ impl HostHedge {
         // Both out. A leg that failed does not win while the other is still out; when both
         // fail, the original's answer is the one returned; at the deadline, with a leg still
         // out, the exchange timed out (each leg had the same deadline).
-        let (mut original_out, mut hedge_out) = (true, true);
-        let mut failed_first: Option<reqwest_middleware::Result<Response>> = None;
+        let mut hedge_out = true;
+        // The original's answer once it came, a failure (a success returns at once).
+        let mut original_failed: Option<reqwest_middleware::Result<Response>> = None;
         loop {
+            let original_out = original_failed.is_none();
             tokio::select! {
                 result = &mut original, if original_out => {
-                    original_out = false;
                     record(started.elapsed());
                     if !failed(&result) || !hedge_out {
                         return Raced::Answer(result);
                     }
-                    failed_first = Some(result);
+                    original_failed = Some(result);
                 }
                 result = &mut hedge, if hedge_out => {
                     hedge_out = false;
@@ -170,11 +172,9 @@ impl HostHedge {
                         telemetry::hedge("won");
                         return Raced::Answer(result);
                     }
-                    if !original_out {
-                        // The original failed before it: the original's answer.
-                        return Raced::Answer(failed_first.take().unwrap_or(result));
+                    if let Some(original) = original_failed.take() {
+                        return Raced::Answer(original);
                     }
-                    failed_first = Some(result);
                 }
                 () = &mut timer, if deadline.is_some() => {
                     if original_out {
